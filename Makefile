@@ -1,0 +1,28 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/hacluster: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/hacluster
+	$(BIN)/hacluster demo
+
+lint: $(BIN)/hacluster
+	$(BIN)/ruff check hacluster tests tools
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: $(BIN)/hacluster
+	$(BIN)/python tools/bench_sim.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,149 @@
+"""Inputs to and outputs from a core: plain data, each input carrying ``now``.
+
+Rules:
+
+* ``now`` is the receiving host's monotonic clock in seconds; the core never
+  reads a clock itself.
+* Storage I/O is requested with :class:`WriteSlot` and :class:`ReadSlots`; the
+  adapter answers every request exactly once, with :class:`SlotWritten` and
+  :class:`SlotsRead`, reporting errors and deadline overruns as failures.
+* Every call returns a list of outputs ending with one :class:`Wakeup`: the
+  adapter must deliver a :class:`Tick` no later than its ``at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from hacluster.core.messages import HostSet, Phase, Report
+
+
+@dataclass(frozen=True)
+class SlotCorrupt:
+    """A slot whose magic, checksum or authentication failed: "not seen"."""
+
+    reason: str
+
+
+SlotContent = Report | SlotCorrupt | None
+
+
+# ----------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True)
+class HeartbeatReceived:
+    now: float
+    report: Report
+
+
+@dataclass(frozen=True)
+class SlotWritten:
+    now: float
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SlotsRead:
+    now: float
+    slots: Mapping[int, SlotContent] | None  # None when the read failed
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Clean host shutdown: disarm, mark excluded, so peers drop us without fencing."""
+
+    now: float
+
+
+Input = Tick | HeartbeatReceived | SlotWritten | SlotsRead | Shutdown
+
+
+# ---------------------------------------------------------------- outputs
+class Watchdog(Enum):
+    HEARTBEAT = "heartbeat"
+    STATEFILE = "statefile"
+
+
+@dataclass(frozen=True)
+class SendHeartbeat:
+    report: Report
+    to: HostSet
+
+
+@dataclass(frozen=True)
+class WriteSlot:
+    report: Report
+
+
+@dataclass(frozen=True)
+class ReadSlots:
+    pass
+
+
+@dataclass(frozen=True)
+class PetWatchdog:
+    which: Watchdog
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Fence:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Disarmed:
+    """The host left HA cleanly (shutdown); its watchdogs may be stopped."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class LivesetCommitted:
+    liveset: HostSet
+    removed: HostSet
+    added: HostSet
+
+
+@dataclass(frozen=True)
+class MasterGained:
+    pass
+
+
+@dataclass(frozen=True)
+class MasterLost:
+    reason: str
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    old: Phase
+    new: Phase
+    why: str
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A liveset member dropped out of one of my domains."""
+
+    host: int
+    channel: str  # "network" or "statefile"
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    at: float
+
+
+Output = (
+    SendHeartbeat | WriteSlot | ReadSlots | PetWatchdog | Fence | Disarmed | LivesetCommitted
+    | MasterGained | MasterLost | PhaseChanged | Suspect | Wakeup
+)

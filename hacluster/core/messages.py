@@ -1,0 +1,74 @@
+"""What a host publishes about itself, on the network and in its statefile slot.
+
+Rules:
+
+* One record, :class:`Report`, travels on both channels: as a UDP heartbeat and
+  as the content of the host's slot on the heartbeat SR. Encoding (msgpack,
+  authentication, checksums, bitmaps) belongs to the wire layer, not here.
+* ``seq`` increases with every report a host publishes, on either channel, and
+  restarts at 1 with every new ``boot``; a receiver keeps, per peer, the report
+  with the greatest ``(boot, seq)``. On the statefile, liveness is judged by the
+  slot's ``(boot, seq)`` changing, observed on the reader's own clock.
+* ``generation`` is the id of the HA enablement; a report of another
+  generation is dropped by the receiver and never takes part in a decision.
+* Ages are in milliseconds of the writer's own clock (for operators only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+HostSet = frozenset[int]
+EMPTY: HostSet = frozenset()
+
+
+class Phase(IntEnum):
+    """Fault-handler phase of a host (see the state diagram in docs/design.md)."""
+
+    JOINING = 0
+    NORMAL = 1
+    STABILIZING = 2
+    AGREEING = 3
+    PROPOSED = 4
+    FENCED = 5
+    EXCLUDED = 6
+
+    @property
+    def in_fault(self) -> bool:
+        return self in (Phase.STABILIZING, Phase.AGREEING, Phase.PROPOSED)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A host's published state: identity, view, decisions and lock votes."""
+
+    generation: int
+    sender: int
+    boot: int
+    seq: int
+    phase: Phase
+    liveset: HostSet
+    hbdomain: HostSet
+    sfdomain: HostSet
+    statefile_access: bool
+    proposal: HostSet | None = None  # set while PROPOSED: the fence request
+    rule2: bool = False  # survival-rule-2 mode
+    joining: bool = False
+    excluded: bool = False
+    statefile_corrupted: bool = False  # a corrupted slot was seen recently
+    lock_request: bool = False
+    lock_grant: int | None = None
+    join_acks: HostSet = EMPTY
+    hb_age_ms: tuple[int, ...] = field(default=(), compare=False)
+    sf_age_ms: tuple[int, ...] = field(default=(), compare=False)
+
+    @property
+    def stamp(self) -> tuple[int, int]:
+        """Order of reports from one sender: newer boot first, then sequence."""
+        return (self.boot, self.seq)
+
+    @property
+    def view(self) -> tuple[HostSet, HostSet, bool]:
+        """The part of a report the survival decision is computed from."""
+        return (self.hbdomain, self.sfdomain, self.statefile_access)

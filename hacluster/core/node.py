@@ -1,0 +1,723 @@
+"""One host's liveness state machine: domains, fault handler, liveset, master lock.
+
+Rules (the design is explained in docs/design.md):
+
+* **Domains.** A liveset member is in my hbdomain while I accepted a heartbeat
+  of its pinned boot within T1 and its latest report lists me (one-way links
+  count as broken). It is in my sfdomain while its slot's ``(boot, seq)``
+  changed within T2 on my clock. I am in my own sfdomain while my own slot keeps
+  changing when I read it back: that is my statefile access.
+* **Fault handler.** When a liveset member leaves a domain I need (both in
+  statefile mode, the network otherwise), or a fresh report of a member shows
+  it handling a fault over my liveset, I stop petting my watchdogs and:
+  STABILIZING until every peer is fresh or timed out (survival rule 1 may decide
+  here); AGREEING while views are exchanged, until every reachable member agrees
+  and views settle, at most ``agree`` after the fault began; then decide
+  (:mod:`hacluster.core.survival`). Losing fences at once. Winning publishes
+  the proposal (the fence request), resumes petting and commits
+  ``liveset & proposal`` once every removed host has been invisible on both
+  channels for ``min(T1, T2) + fence_window``, or has reported itself fenced.
+* **Fence requests.** A member whose latest report proposes a liveset without
+  me, over a liveset with me, makes me fence at once.
+* **Joining.** A host outside the liveset announces itself. Members ack it
+  once it is in their domains and no longer in their liveset; when every
+  member acks, members add it and it adopts their liveset.
+* **Clean shutdown** publishes ``excluded``; members drop such a host without
+  a fence window, and it counts as absent for survival rule 2.
+* Only reports of this pool's generation and of a member's pinned boot count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from hacluster.core import masterlock, survival
+from hacluster.core.events import (
+    Disarmed,
+    Fence,
+    HeartbeatReceived,
+    Input,
+    LivesetCommitted,
+    MasterGained,
+    MasterLost,
+    Output,
+    PetWatchdog,
+    PhaseChanged,
+    ReadSlots,
+    SendHeartbeat,
+    Shutdown,
+    SlotCorrupt,
+    SlotsRead,
+    SlotWritten,
+    Suspect,
+    Wakeup,
+    Watchdog,
+    WriteSlot,
+)
+from hacluster.core.messages import EMPTY, HostSet, Phase, Report
+from hacluster.core.timing import Timing
+
+NEVER = -math.inf
+
+
+class Mode(Enum):
+    STATEFILE = "statefile"
+    CLUSTERED = "clustered"
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    timing: Timing
+    hosts: int
+    generation: int
+    mode: Mode = Mode.STATEFILE
+
+    def __post_init__(self) -> None:
+        if self.hosts < 1:
+            raise ValueError(f"a pool needs at least one host, got {self.hosts}")
+
+
+@dataclass
+class Peer:
+    """What one host knows of another."""
+
+    pinned_boot: int | None = None
+    last_net: float = NEVER  # when its latest heartbeat was accepted
+    net_stamp: tuple[int, int] = (-1, -1)
+    slot_stamp: tuple[int, int] | None = None
+    slot_changed: float = NEVER  # when its slot was last seen changing
+    report: Report | None = None  # freshest report from either channel
+    report_at: float = NEVER
+    slot_report: Report | None = None  # latest report read from its slot
+
+    def last_seen(self) -> float:
+        return max(self.last_net, self.slot_changed)
+
+
+@dataclass
+class Counters:
+    """Dropped input, for status displays."""
+
+    wrong_generation: int = 0
+    stale: int = 0
+    foreign_sender: int = 0
+    corrupt_slots: int = 0
+    read_errors: int = 0
+    write_errors: int = 0
+
+
+@dataclass
+class HostCore:
+    """The pure liveness core of host ``me``; feed it inputs with :meth:`handle`."""
+
+    config: CoreConfig
+    me: int
+    boot: int
+    now: float
+    liveset: HostSet | None = None  # None: joining
+    phase: Phase = Phase.JOINING
+    rule2: bool = False
+    is_master: bool = False
+    counters: Counters = field(default_factory=Counters)
+    fence_reason: str = ""
+    peers: list[Peer] = field(init=False)
+    hbdomain: HostSet = field(init=False, default=EMPTY)
+    sfdomain: HostSet = field(init=False, default=EMPTY)
+    _seq: int = field(init=False, default=0)
+    _next_beat: float = field(init=False, default=NEVER)
+    _next_io: float = field(init=False, default=NEVER)
+    _io_pending: int = field(init=False, default=0)
+    _fault_start: float = field(init=False, default=NEVER)
+    _last_decision: float = field(init=False, default=NEVER)
+    _views_key: object = field(init=False, default=None)
+    _views_changed: float = field(init=False, default=NEVER)
+    _proposal: HostSet | None = field(init=False, default=None)
+    _join_acks: HostSet = field(init=False, default=EMPTY)
+    _grant: int | None = field(init=False, default=None)
+    _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
+    _out: list[Output] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.me < self.config.hosts:
+            raise ValueError(f"host index {self.me} outside 0..{self.config.hosts - 1}")
+        self.peers = [Peer() for _ in range(self.config.hosts)]
+        self.peers[self.me].pinned_boot = self.boot
+        if self.liveset is not None:
+            self._arm(self.liveset, self.now)
+        self._next_beat = self.now
+        self._next_io = self.now
+
+    # ------------------------------------------------------------ public
+    @property
+    def timing(self) -> Timing:
+        return self.config.timing
+
+    @property
+    def statefile_mode(self) -> bool:
+        return self.config.mode is Mode.STATEFILE
+
+    @property
+    def armed(self) -> bool:
+        return self.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
+
+    def handle(self, event: Input) -> list[Output]:
+        """Consume one input; return the outputs, ending with a :class:`Wakeup`."""
+        if self.phase in (Phase.FENCED, Phase.EXCLUDED):
+            return [Wakeup(math.inf)]
+        self.now = max(self.now, event.now)
+        self._out = []
+        interesting = True
+        if isinstance(event, HeartbeatReceived):
+            interesting = self._on_heartbeat(event.report)
+        elif isinstance(event, SlotWritten):
+            self._io_pending -= 1
+            if not event.ok:
+                self.counters.write_errors += 1
+        elif isinstance(event, SlotsRead):
+            self._io_pending -= 1
+            self._on_slots(event)
+        elif isinstance(event, Shutdown):
+            self._shutdown()
+            return [*self._out, Wakeup(math.inf)]
+        if interesting or self.now >= self._next_eval():
+            self._step()
+        out = self._out
+        out.append(Wakeup(self._next_eval() if self.phase not in (Phase.FENCED,) else math.inf))
+        return out
+
+    # ------------------------------------------------------------ inputs
+    def _accept(self, report: Report) -> Peer | None:
+        if report.generation != self.config.generation:
+            self.counters.wrong_generation += 1
+            return None
+        if not 0 <= report.sender < self.config.hosts:
+            self.counters.foreign_sender += 1
+            return None
+        return self.peers[report.sender]
+
+    def _remember(self, peer: Peer, report: Report) -> None:
+        if peer.report is None or report.stamp > peer.report.stamp:
+            peer.report = report
+            peer.report_at = self.now
+
+    def _on_heartbeat(self, report: Report) -> bool:
+        peer = self._accept(report)
+        if peer is None or report.sender == self.me:
+            if peer is not None:
+                self.counters.foreign_sender += 1
+            return False
+        if report.stamp <= peer.net_stamp:
+            self.counters.stale += 1
+            return False
+        previous = peer.report
+        peer.net_stamp = report.stamp
+        if self._counts_for(peer, report):
+            peer.last_net = self.now
+        self._remember(peer, report)
+        return previous is None or _notable_change(previous, report)
+
+    def _on_slots(self, event: SlotsRead) -> None:
+        if event.slots is None:
+            self.counters.read_errors += 1
+            return
+        for index, content in event.slots.items():
+            if content is None:
+                continue
+            if isinstance(content, SlotCorrupt):
+                self.counters.corrupt_slots += 1
+                continue
+            peer = self._accept(content)
+            if peer is None:
+                continue
+            if content.sender != index:
+                self.counters.foreign_sender += 1
+                continue
+            if peer.slot_stamp is not None and content.stamp != peer.slot_stamp and (
+                self._counts_for(peer, content)
+            ):
+                peer.slot_changed = self.now
+            peer.slot_stamp = content.stamp
+            peer.slot_report = content
+            self._remember(peer, content)
+
+    def _counts_for(self, peer: Peer, report: Report) -> bool:
+        """Whether a report proves liveness: of the pinned boot, pinned at first sight."""
+        if peer.pinned_boot is None:
+            peer.pinned_boot = report.boot
+        return report.boot == peer.pinned_boot
+
+    # ------------------------------------------------------------ evaluation
+    def _next_eval(self) -> float:
+        at = min(self._next_beat, self.now + self.timing.tick)
+        if self.statefile_mode:
+            at = min(at, max(self._next_io, self.now))
+        return at
+
+    def _step(self) -> None:
+        now = self.now
+        self._compute_domains()
+        if self.phase is Phase.JOINING:
+            self._try_join()
+        else:
+            self._track_suspects()
+            self._drop_excluded_members()
+            if self.armed:
+                self._obey_fence_requests()
+            if self.armed:
+                self._run_fault_handler()
+            if self.armed:
+                self._admit_joiners()
+        if self.phase is Phase.FENCED:
+            return
+        self._update_lock()
+        if now >= self._next_beat:
+            self._next_beat = now + self.timing.t1
+            self._pet()
+            self._publish_heartbeat()
+        if self.statefile_mode and now >= self._next_io and self._io_pending == 0:
+            self._next_io = now + self.timing.t2
+            self._io_pending = 2
+            self._out.append(WriteSlot(self._report()))
+            self._out.append(ReadSlots())
+
+    def _compute_domains(self) -> None:
+        t = self.timing
+        hb = {self.me}
+        sf: set[int] = set()
+        for index, peer in enumerate(self.peers):
+            if index != self.me and self.now - peer.last_net < t.T1:
+                report = peer.report
+                # one-way links: a peer whose report lacks me is not in my hbdomain
+                # (no report yet, or a joiner's, cannot have heard me: grace)
+                if report is None or report.joining or self.me in report.hbdomain:
+                    hb.add(index)
+            if self.now - peer.slot_changed < t.T2:
+                sf.add(index)
+        self.hbdomain = frozenset(hb)
+        self.sfdomain = frozenset(sf)
+
+    @property
+    def statefile_access(self) -> bool:
+        return self.me in self.sfdomain
+
+    def _missing(self) -> HostSet:
+        """Liveset members absent from a domain this mode relies on."""
+        assert self.liveset is not None
+        need = self.hbdomain
+        if self.statefile_mode and not self.rule2:
+            need = need & self.sfdomain
+        return self.liveset - need
+
+    def _track_suspects(self) -> None:
+        if self.liveset is None:
+            return
+        current = {(p, "network") for p in self.liveset - self.hbdomain}
+        if self.statefile_mode:
+            current |= {(p, "statefile") for p in self.liveset - self.sfdomain}
+        for host, channel in sorted(current - self._suspected):
+            self._out.append(Suspect(host, channel))
+        self._suspected = current
+
+    def _set_phase(self, new: Phase, why: str) -> None:
+        if new is not self.phase:
+            self._out.append(PhaseChanged(self.phase, new, why))
+            self.phase = new
+
+    def _fresh_member_report(self, p: int) -> Report | None:
+        """Latest report of liveset member ``p`` from its pinned boot, if recent."""
+        peer = self.peers[p]
+        report = peer.report
+        if report is None or report.boot != peer.pinned_boot:
+            return None
+        if self.now - peer.report_at >= min(self.timing.T1, self.timing.T2):
+            return None
+        return report
+
+    # ------------------------------------------------------------ fencing
+    def _fence(self, reason: str) -> None:
+        self.fence_reason = reason
+        self._set_phase(Phase.FENCED, reason)
+        if self.is_master:
+            self.is_master = False
+            self._out.append(MasterLost("fenced"))
+        self._out.append(Fence(reason))
+
+    def _obey_fence_requests(self) -> None:
+        assert self.liveset is not None
+        for p in self.liveset - {self.me}:
+            report = self._fresh_member_report(p)
+            if (
+                report is not None
+                and report.phase is Phase.PROPOSED
+                and report.proposal is not None
+                and self.me not in report.proposal
+                and self.me in report.liveset
+            ):
+                self._fence(f"fence request from host {p}")
+                return
+
+    # ------------------------------------------------------------ fault handler
+    def _peer_in_fault(self) -> int | None:
+        assert self.liveset is not None
+        for p in sorted(self.liveset - {self.me}):
+            report = self._fresh_member_report(p)
+            if (
+                report is not None
+                and report.phase.in_fault
+                and report.liveset == self.liveset
+                and self.peers[p].report_at > self._last_decision + self._settle()
+            ):
+                return p
+        return None
+
+    def _settle(self) -> float:
+        return 2 * max(self.timing.t1, self.timing.t2)
+
+    def _run_fault_handler(self) -> None:
+        assert self.liveset is not None
+        missing = self._missing()
+        if self.phase is Phase.NORMAL:
+            if self.rule2:
+                self._run_rule2(missing)
+                return
+            if missing:
+                self._enter_fault(f"hosts {sorted(missing)} missing")
+            elif (p := self._peer_in_fault()) is not None:
+                self._enter_fault(f"host {p} is handling a fault")
+            return
+        if self.phase is Phase.PROPOSED:
+            assert self._proposal is not None
+            if self._proposal & missing:
+                self._enter_fault(f"hosts {sorted(self._proposal & missing)} missing in proposal")
+            else:
+                self._try_commit()
+            return
+        deadline = self._fault_start + self.timing.agree
+        if self.phase is Phase.STABILIZING:
+            if self._stable():
+                mine = self._my_view()
+                if self.statefile_mode and survival.rule1_applies(self.me, self.liveset, mine):
+                    self._decide()
+                    return
+                self._set_phase(Phase.AGREEING, "view stable")
+            elif self.now >= deadline:
+                self._set_phase(Phase.AGREEING, "view did not stabilise in time")
+            else:
+                return
+        if self.phase is Phase.AGREEING and (self._agreed() or self.now >= deadline):
+            self._decide()
+
+    def _run_rule2(self, missing: HostSet) -> None:
+        assert self.liveset is not None
+        if missing:
+            self._fence(f"hosts {sorted(missing)} failed in survival-rule-2 mode")
+        elif self.liveset <= self.sfdomain:
+            self.rule2 = False
+            self._set_phase(Phase.NORMAL, "statefile back: leaving survival-rule-2 mode")
+
+    def _enter_fault(self, why: str) -> None:
+        self._fault_start = self.now
+        self._proposal = None
+        self._views_key = None
+        self._set_phase(Phase.STABILIZING, why)
+
+    def _stable(self) -> bool:
+        assert self.liveset is not None
+        t = self.timing
+        for p in self.liveset - {self.me}:
+            peer = self.peers[p]
+            for age, timeout in (
+                (self.now - peer.last_net, t.T1),
+                (self.now - peer.slot_changed, t.T2),
+            ):
+                if t.fresh <= age < timeout:
+                    return False
+        return True
+
+    def _my_view(self) -> survival.View:
+        return survival.View(self.hbdomain, self.sfdomain, self.statefile_access)
+
+    def _views(self) -> dict[int, survival.View]:
+        """My view plus the views of members that reported since the fault began."""
+        assert self.liveset is not None
+        views = {self.me: self._my_view()}
+        for p in self.liveset - {self.me}:
+            report = self._fresh_member_report(p)
+            if report is not None and self.peers[p].report_at >= self._fault_start:
+                views[p] = survival.View(
+                    report.hbdomain, report.sfdomain, report.statefile_access
+                )
+        return views
+
+    def _agreed(self) -> bool:
+        assert self.liveset is not None
+        views = self._views()
+        key = tuple(sorted((p, v.hbdomain & self.liveset, v.sfdomain & self.liveset,
+                            v.statefile_access) for p, v in views.items()))
+        if key != self._views_key:
+            self._views_key = key
+            self._views_changed = self.now
+        reachable = (self.hbdomain | self.sfdomain) & self.liveset - {self.me}
+        for p in reachable:
+            report = self._fresh_member_report(p)
+            if report is None or report.phase not in (Phase.AGREEING, Phase.PROPOSED):
+                return False
+        return self.now - self._views_changed >= self._settle()
+
+    def _decide(self) -> None:
+        assert self.liveset is not None
+        views = self._views()
+        if self.statefile_mode:
+            decision = survival.decide_statefile(self.me, self.liveset, views)
+        else:
+            decision = survival.decide_clustered(
+                self.me, self.liveset, self.config.hosts, views
+            )
+        self._last_decision = self.now
+        if not decision.survive:
+            self._fence(decision.rule)
+            return
+        if decision.rule2:
+            self.rule2 = True
+            self._set_phase(Phase.NORMAL, "survival rule 2: the whole pool lost the statefile")
+            return
+        if decision.liveset >= self.liveset:
+            self._set_phase(Phase.NORMAL, f"{decision.rule}: nobody to remove")
+            return
+        self._proposal = decision.liveset & self.liveset
+        self._set_phase(Phase.PROPOSED, f"{decision.rule}: propose {sorted(self._proposal)}")
+        self._try_commit()
+
+    def _commit_blocked_by(self) -> list[int]:
+        """Removed hosts not yet provably fenced."""
+        assert self.liveset is not None and self._proposal is not None
+        t = self.timing
+        wait = min(t.T1, t.T2) + t.fence_window
+        blocked = []
+        for x in sorted(self.liveset - self._proposal):
+            peer = self.peers[x]
+            report = peer.report
+            if report is not None and report.boot == peer.pinned_boot and (
+                report.phase is Phase.FENCED
+            ):
+                continue
+            if self.now < peer.last_seen() + wait:
+                blocked.append(x)
+        return blocked
+
+    def _try_commit(self) -> None:
+        if self._commit_blocked_by():
+            return
+        assert self.liveset is not None and self._proposal is not None
+        removed = self.liveset - self._proposal
+        self._commit(self._proposal, removed, EMPTY)
+        self._set_phase(Phase.NORMAL, f"committed liveset {sorted(self.liveset)}")
+
+    def _commit(self, liveset: HostSet, removed: HostSet, added: HostSet) -> None:
+        self.liveset = liveset
+        self._proposal = None
+        for x in removed:
+            self.peers[x] = Peer()
+        self._out.append(LivesetCommitted(liveset, removed, added))
+
+    # ------------------------------------------------------------ membership
+    def _arm(self, liveset: HostSet, now: float) -> None:
+        """Become a member with ``liveset``; every member starts fresh."""
+        self.liveset = frozenset(liveset)
+        for p in self.liveset:
+            peer = self.peers[p]
+            peer.last_net = now
+            peer.slot_changed = now
+        self._set_phase(Phase.NORMAL, f"armed with liveset {sorted(self.liveset)}")
+
+    def _drop_excluded_members(self) -> None:
+        assert self.liveset is not None
+        gone = frozenset(
+            p for p in self.liveset - {self.me}
+            if (r := self._fresh_member_report(p)) is not None and r.excluded
+        )
+        if gone:
+            self._commit(self.liveset - gone, gone, EMPTY)
+            if self.phase is Phase.PROPOSED and self._proposal is not None:
+                self._proposal -= gone
+
+    def _joiners(self) -> HostSet:
+        assert self.liveset is not None
+        found = set()
+        for index, peer in enumerate(self.peers):
+            r = peer.report
+            if (
+                index not in self.liveset
+                and r is not None
+                and r.joining
+                and self.now - peer.report_at < min(self.timing.T1, self.timing.T2)
+            ):
+                found.add(index)
+        return frozenset(found)
+
+    def _admit_joiners(self) -> None:
+        assert self.liveset is not None
+        if self.phase is not Phase.NORMAL or self.rule2:
+            self._join_acks = EMPTY
+            return
+        need = self.hbdomain & self.sfdomain if self.statefile_mode else self.hbdomain
+        joiners = self._joiners()
+        self._join_acks = joiners & need
+        ready = set()
+        for j in self._join_acks:
+            acked = all(
+                p == self.me
+                or ((r := self._fresh_member_report(p)) is not None and j in r.join_acks)
+                for p in self.liveset
+            )
+            if acked:
+                ready.add(j)
+        if ready:
+            added = frozenset(ready)
+            for j in added:
+                self._pin_current_boot(j)
+                self.peers[j].last_net = self.now
+                self.peers[j].slot_changed = self.now
+            self._commit(self.liveset | added, EMPTY, added)
+
+    def _pin_current_boot(self, p: int) -> None:
+        """Only the incarnation of ``p`` I know now counts as the member."""
+        known = self.peers[p].report
+        self.peers[p].pinned_boot = known.boot if known is not None else None
+
+    def _try_join(self) -> None:
+        """Joining: adopt the members' liveset once they have added me."""
+        for index, peer in enumerate(self.peers):
+            r = peer.report
+            if (
+                index != self.me
+                and r is not None
+                and r.phase in (Phase.NORMAL, Phase.PROPOSED)
+                and self.me in r.liveset
+                and self.now - peer.report_at < min(self.timing.T1, self.timing.T2)
+            ):
+                for p in r.liveset - {self.me}:
+                    self._pin_current_boot(p)
+                self._arm(r.liveset, self.now)
+                self._out.append(LivesetCommitted(r.liveset, EMPTY, frozenset({self.me})))
+                return
+
+    def _shutdown(self) -> None:
+        if self.is_master:
+            self.is_master = False
+            self._out.append(MasterLost("clean shutdown"))
+        self._set_phase(Phase.EXCLUDED, "clean shutdown")
+        report = self._report()
+        self._out.append(SendHeartbeat(report, self._others()))
+        if self.statefile_mode:
+            self._out.append(WriteSlot(report))
+        self._out.append(Disarmed("clean shutdown"))
+
+    # ------------------------------------------------------------ master lock
+    def _lock_votes(self) -> dict[int, Report]:
+        votes = {}
+        for index, peer in enumerate(self.peers):
+            report = peer.slot_report if self.statefile_mode else peer.report
+            if report is not None and report.boot == peer.pinned_boot:
+                votes[index] = report
+        return votes
+
+    def _members_liveset(self) -> HostSet:
+        """The liveset in the freshest report of an armed peer (for joiners)."""
+        best: Report | None = None
+        for peer in self.peers:
+            r = peer.report
+            if r is not None and r.phase in (Phase.NORMAL, Phase.PROPOSED) and (
+                best is None or peer.report_at > self.now - self.timing.T1
+            ):
+                best = r
+        return best.liveset if best is not None else EMPTY
+
+    def _requesting(self) -> bool:
+        return self.armed and not self.rule2
+
+    def _update_lock(self) -> None:
+        votes = self._lock_votes()
+        # a joiner votes with the liveset its members report, so that it
+        # already grants the sitting master when it is admitted
+        liveset = self.liveset if self.liveset is not None else self._members_liveset()
+        requesting = frozenset(
+            p for p, r in votes.items() if p != self.me and r.lock_request
+        ) | ({self.me} if self._requesting() else EMPTY)
+        self._grant = masterlock.choose_grant(liveset, requesting, votes)
+        holds = (
+            self._requesting()
+            and self._grant == self.me
+            and masterlock.holds_lock(self.me, liveset, votes)
+        )
+        if holds and not self.is_master:
+            self.is_master = True
+            self._out.append(MasterGained())
+        elif not holds and self.is_master:
+            self.is_master = False
+            reason = "survival rule 2" if self.rule2 else "lock grants withdrawn"
+            self._out.append(MasterLost(reason))
+
+    # ------------------------------------------------------------ publishing
+    def _others(self) -> HostSet:
+        return frozenset(range(self.config.hosts)) - {self.me}
+
+    def _pet(self) -> None:
+        if self.phase not in (Phase.NORMAL, Phase.PROPOSED):
+            return
+        t = self.timing
+        self._out.append(PetWatchdog(Watchdog.HEARTBEAT, t.Wh))
+        if self.statefile_mode and (self.statefile_access or self.rule2):
+            self._out.append(PetWatchdog(Watchdog.STATEFILE, t.Ws))
+
+    def _publish_heartbeat(self) -> None:
+        self._out.append(SendHeartbeat(self._report(), self._others()))
+
+    def _ages(self, attr: str) -> tuple[int, ...]:
+        ages = []
+        for peer in self.peers:
+            seen: float = getattr(peer, attr)
+            ages.append(-1 if seen == NEVER else int((self.now - seen) * 1000))
+        return tuple(ages)
+
+    def _report(self) -> Report:
+        self._seq += 1
+        return Report(
+            generation=self.config.generation,
+            sender=self.me,
+            boot=self.boot,
+            seq=self._seq,
+            phase=self.phase,
+            liveset=self.liveset or EMPTY,
+            hbdomain=self.hbdomain,
+            sfdomain=self.sfdomain,
+            statefile_access=self.statefile_access,
+            proposal=self._proposal if self.phase is Phase.PROPOSED else None,
+            rule2=self.rule2,
+            joining=self.phase is Phase.JOINING,
+            excluded=self.phase is Phase.EXCLUDED,
+            statefile_corrupted=self.counters.corrupt_slots > 0,
+            lock_request=self._requesting(),
+            lock_grant=self._grant,
+            join_acks=self._join_acks,
+            hb_age_ms=self._ages("last_net"),
+            sf_age_ms=self._ages("slot_changed"),
+        )
+
+    def fenced_report(self) -> Report:
+        """The last words of a fenced host, written after its workloads died."""
+        return replace(self._report(), phase=Phase.FENCED, proposal=None)
+
+
+def _notable_change(old: Report, new: Report) -> bool:
+    """Whether a new report warrants evaluating now rather than at the next tick."""
+    return (
+        old.phase is not new.phase
+        or old.liveset != new.liveset
+        or old.proposal != new.proposal
+        or old.excluded != new.excluded
+        or old.join_acks != new.join_acks
+        or old.hbdomain != new.hbdomain
+    )

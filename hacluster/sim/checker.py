@@ -1,0 +1,82 @@
+"""Continuous checker of the safety and liveness properties (spec section 11).
+
+Properties, checked at the instant each event happens:
+
+1. **single-run**: no VM runs on two hosts at once.
+2. **fence-before-commit**: a host removed from a committed liveset is dead
+   (crashed or fenced, its VMs stopped) when the commit happens, unless it
+   left cleanly.
+3. **single-master**: at most one live daemon believes it holds the master
+   lock.
+4. **restart-bound**: after a fault the schedule marks as within tolerance,
+   every VM runs again by the bound derived from T.
+5. **outcome** (named scenarios): the survivors and fenced hosts are the ones
+   the spec predicts.
+
+A violation records the property, the time and a readable explanation; the
+simulation prints it with the seed and the trace that led to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hacluster.core.timing import Timing
+from hacluster.sim.trace import Trace
+
+
+@dataclass(frozen=True)
+class Violation:
+    time: float
+    prop: str
+    text: str
+
+    def line(self) -> str:
+        return f"VIOLATION {self.prop} at {self.time:.3f}s: {self.text}"
+
+
+def restart_bound(timing: Timing) -> float:
+    """Fault to every VM running again: detection, fence window, election, restart."""
+    return timing.T + timing.fence_window + 4 * max(timing.t1, timing.t2)
+
+
+@dataclass
+class Checker:
+    trace: Trace
+    violations: list[Violation] = field(default_factory=list)
+    running: dict[str, set[int]] = field(default_factory=dict)
+
+    def violate(self, time: float, prop: str, text: str) -> None:
+        violation = Violation(time, prop, text)
+        self.violations.append(violation)
+        self.trace.record(time, None, "VIOLATION", f"{prop}: {text}")
+
+    def vm_started(self, time: float, vm: str, host: int) -> None:
+        hosts = self.running.setdefault(vm, set())
+        if hosts - {host}:
+            self.violate(time, "single-run", f"{vm} started on host {host} while running on "
+                         f"{sorted(hosts)}")
+        hosts.add(host)
+
+    def vm_stopped(self, vm: str, host: int) -> None:
+        self.running.get(vm, set()).discard(host)
+
+    def committed(self, time: float, host: int, removed: set[int], undead: set[int]) -> None:
+        """``undead``: removed hosts whose member incarnation is still running."""
+        if undead:
+            self.violate(time, "fence-before-commit", f"host {host} committed removal of "
+                         f"{sorted(removed)} but {sorted(undead)} had not fenced")
+
+    def master_gained(self, time: float, host: int, other_masters: set[int]) -> None:
+        if other_masters:
+            self.violate(time, "single-master", f"host {host} became master while "
+                         f"{sorted(other_masters)} still held the lock")
+
+    def restart_due(self, time: float, fault: str, down: list[str]) -> None:
+        if down:
+            self.violate(time, "restart-bound", f"after {fault}, VMs {down} not running again "
+                         "within the bound")
+
+    def outcome(self, time: float, what: str, expected: object, actual: object) -> None:
+        if expected != actual:
+            self.violate(time, "outcome", f"{what}: expected {expected}, got {actual}")
