@@ -18,30 +18,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hacluster.core.messages import HostSet, Report
+from hacluster.core.messages import HostSet
 
 
 def choose_grant(
-    liveset: HostSet,
-    requesting: HostSet,
-    votes: Mapping[int, Report],
+    liveset: HostSet, requesting: HostSet, grants: Mapping[int, int | None]
 ) -> int | None:
-    """Whom to grant the lock to, given the latest slot report of each host.
+    """Whom to grant the lock to, given each host's latest published grant.
 
     The sitting holder (granted by every liveset member) keeps the grant while it
     requests; otherwise the lowest-index requester of the liveset gets it.
     """
     candidates = liveset & requesting
-    grants = {votes[p].lock_grant if p in votes else None for p in liveset}
-    if len(grants) == 1:
-        (holder,) = grants
+    granted = {grants.get(p) for p in liveset}
+    if len(granted) == 1:
+        (holder,) = granted
         if holder is not None and holder in candidates:
             return holder
     return min(candidates) if candidates else None
 
 
-def holds_lock(me: int, liveset: HostSet, votes: Mapping[int, Report]) -> bool:
-    """Whether every liveset member's latest slot grants the lock to ``me``."""
-    if me not in liveset:
-        return False
-    return all(p in votes and votes[p].lock_grant == me for p in liveset)
+def holds_lock(me: int, liveset: HostSet, grants: Mapping[int, int | None]) -> bool:
+    """Whether every liveset member's latest published grant names ``me``."""
+    return me in liveset and all(grants.get(p) == me for p in liveset)

@@ -251,7 +251,7 @@ class HostCore:
     # ------------------------------------------------------------ evaluation
     def _next_eval(self) -> float:
         at = min(self._next_beat, self.now + self.timing.tick)
-        if self.statefile_mode:
+        if self.statefile_mode and self._io_pending == 0:
             at = min(at, max(self._next_io, self.now))
         return at
 
@@ -398,7 +398,11 @@ class HostCore:
         if self.phase is Phase.STABILIZING:
             if self._stable():
                 mine = self._my_view()
-                if self.statefile_mode and survival.rule1_applies(self.me, self.liveset, mine):
+                if (
+                    self.statefile_mode
+                    and survival.rule1_applies(self.me, self.liveset, mine)
+                    and not self._peers_agreeing()
+                ):
                     self._decide()
                     return
                 self._set_phase(Phase.AGREEING, "view stable")
@@ -422,6 +426,15 @@ class HostCore:
         self._proposal = None
         self._views_key = None
         self._set_phase(Phase.STABILIZING, why)
+
+    def _peers_agreeing(self) -> bool:
+        """Whether a member is exchanging views about my liveset: join it, don't shortcut."""
+        assert self.liveset is not None
+        for p in self.liveset - {self.me}:
+            report = self._fresh_member_report(p)
+            if report is not None and report.phase.in_fault and report.liveset == self.liveset:
+                return True
+        return False
 
     def _stable(self) -> bool:
         assert self.liveset is not None
@@ -486,9 +499,25 @@ class HostCore:
         if decision.liveset >= self.liveset:
             self._set_phase(Phase.NORMAL, f"{decision.rule}: nobody to remove")
             return
-        self._proposal = decision.liveset & self.liveset
+        self._proposal = decision.liveset & self.liveset & self._peer_proposals()
         self._set_phase(Phase.PROPOSED, f"{decision.rule}: propose {sorted(self._proposal)}")
         self._try_commit()
+
+    def _peer_proposals(self) -> HostSet:
+        """Intersection of the fresh proposals of members that keep me (step 4)."""
+        assert self.liveset is not None
+        agreed = self.liveset
+        for p in self.liveset - {self.me}:
+            report = self._fresh_member_report(p)
+            if (
+                report is not None
+                and report.phase is Phase.PROPOSED
+                and report.proposal is not None
+                and report.liveset == self.liveset
+                and self.me in report.proposal
+            ):
+                agreed = agreed & report.proposal
+        return agreed
 
     def _commit_blocked_by(self) -> list[int]:
         """Removed hosts not yet provably fenced."""
@@ -616,13 +645,41 @@ class HostCore:
         self._out.append(Disarmed("clean shutdown"))
 
     # ------------------------------------------------------------ master lock
-    def _lock_votes(self) -> dict[int, Report]:
-        votes = {}
+    def _published_locks(self) -> tuple[dict[int, int | None], HostSet]:
+        """Each host's latest grant and who requests: from slots in statefile mode
+        (the lock lives on the statefile), from heartbeats in clustered mode."""
+        grants: dict[int, int | None] = {}
+        requesting = set()
         for index, peer in enumerate(self.peers):
             report = peer.slot_report if self.statefile_mode else peer.report
             if report is not None and report.boot == peer.pinned_boot:
-                votes[index] = report
-        return votes
+                grants[index] = report.lock_grant
+                if report.lock_request and index != self.me:
+                    requesting.add(index)
+        if not self.statefile_mode:
+            grants[self.me] = self._grant
+        if self._requesting():
+            requesting.add(self.me)
+        return grants, frozenset(requesting)
+
+    def _update_lock(self) -> None:
+        grants, requesting = self._published_locks()
+        # a joiner votes with the liveset its members report, so that it
+        # already grants the sitting master when it is admitted
+        liveset = self.liveset if self.liveset is not None else self._members_liveset()
+        self._grant = masterlock.choose_grant(liveset, requesting, grants)
+        holds = (
+            self._requesting()
+            and self._grant == self.me
+            and masterlock.holds_lock(self.me, liveset, grants)
+        )
+        if holds and not self.is_master:
+            self.is_master = True
+            self._out.append(MasterGained())
+        elif not holds and self.is_master:
+            self.is_master = False
+            reason = "survival rule 2" if self.rule2 else "lock grants withdrawn"
+            self._out.append(MasterLost(reason))
 
     def _members_liveset(self) -> HostSet:
         """The liveset in the freshest report of an armed peer (for joiners)."""
@@ -637,28 +694,6 @@ class HostCore:
 
     def _requesting(self) -> bool:
         return self.armed and not self.rule2
-
-    def _update_lock(self) -> None:
-        votes = self._lock_votes()
-        # a joiner votes with the liveset its members report, so that it
-        # already grants the sitting master when it is admitted
-        liveset = self.liveset if self.liveset is not None else self._members_liveset()
-        requesting = frozenset(
-            p for p, r in votes.items() if p != self.me and r.lock_request
-        ) | ({self.me} if self._requesting() else EMPTY)
-        self._grant = masterlock.choose_grant(liveset, requesting, votes)
-        holds = (
-            self._requesting()
-            and self._grant == self.me
-            and masterlock.holds_lock(self.me, liveset, votes)
-        )
-        if holds and not self.is_master:
-            self.is_master = True
-            self._out.append(MasterGained())
-        elif not holds and self.is_master:
-            self.is_master = False
-            reason = "survival rule 2" if self.rule2 else "lock grants withdrawn"
-            self._out.append(MasterLost(reason))
 
     # ------------------------------------------------------------ publishing
     def _others(self) -> HostSet:

@@ -389,6 +389,11 @@ class Simulation:
         self.log(None, "FAULT", f"one-way link: host {src} -> host {dst} dropped")
         self.network.drop_from(src, dst)
 
+    def cut_link(self, a: int, b: int) -> None:
+        self.log(None, "FAULT", f"link between host {a} and host {b} cut")
+        self.network.drop_from(a, b)
+        self.network.drop_from(b, a)
+
     def heal_network(self) -> None:
         self.log(None, "FAULT", "network healed")
         self.network.heal()

@@ -1,0 +1,181 @@
+"""Named fault scenarios with the outcome the spec predicts for each.
+
+Rules: every scenario starts from a healthy armed pool, injects its faults at
+times given in units of T after a warm-up, runs for ``duration`` T, then checks
+the survivors, the fenced hosts and the master count, and, where the scenario
+removes hosts, that the removal is committed (and VMs run again) within the
+bound derived from T. All checks go through the run's checker, so a failed
+expectation is reported as a violation with the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hacluster.core.node import Mode
+from hacluster.sim.checker import restart_bound
+from hacluster.sim.cluster import SimConfig, Simulation
+from hacluster.sim.storage import IOFault
+from hacluster.sim.trace import Trace
+
+WARMUP = 2.0  # in units of T: the pool settles and elects a master first
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    hosts: int
+    inject: Callable[[Simulation, Callable[[float, Callable[[], None]], None]], None]
+    survivors: frozenset[int]
+    fenced: frozenset[int]
+    masters: int = 1
+    mode: Mode = Mode.STATEFILE
+    duration: float = 6.0
+    restart: bool = True  # VMs of removed hosts must run again within the bound
+    reboot_after: float | None = None
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    sim: Simulation
+    fault_at: float
+    commit_at: float | None
+    bound: float
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+Schedule = Callable[[float, Callable[[], None]], None]
+
+
+def _hosts(*ids: int) -> frozenset[int]:
+    return frozenset(ids)
+
+
+def _crash(host: int) -> Callable[[Simulation, Schedule], None]:
+    return lambda sim, at: at(0, lambda: sim.crash(host))
+
+
+def _partition(*groups: tuple[int, ...]) -> Callable[[Simulation, Schedule], None]:
+    return lambda sim, at: at(0, lambda: sim.partition(groups))
+
+
+def _isolate(host: int) -> Callable[[Simulation, Schedule], None]:
+    return lambda sim, at: at(0, lambda: sim.isolate(host))
+
+
+def _storage(hosts: tuple[int, ...], fault: IOFault) -> Callable[[Simulation, Schedule], None]:
+    def inject(sim: Simulation, at: Schedule) -> None:
+        for h in hosts:
+            at(0, lambda h=h: sim.storage_fault(h, fault))  # type: ignore[misc]
+    return inject
+
+
+def _statefile_lost_everywhere(sim: Simulation, at: Schedule) -> None:
+    for h in range(sim.config.hosts):
+        at(0, lambda h=h: sim.storage_fault(h, IOFault.ERROR))  # type: ignore[misc]
+    at(3.0, lambda: sim.crash(1))
+
+
+def _pause(sim: Simulation, at: Schedule) -> None:
+    at(0, lambda: sim.pause(2, 3 * sim.timing.T))
+
+
+def _corrupt(sim: Simulation, at: Schedule) -> None:
+    at(0, lambda: sim.corrupt_slot(1))
+    at(0.4, lambda: sim.corrupt_slot(1, corrupted=False))
+
+
+def _flapping(sim: Simulation, at: Schedule) -> None:
+    for k in range(3):
+        at(1.7 * k, lambda: sim.cut_link(1, 2))
+        at(1.7 * k + 1.2, sim.heal_network)
+
+
+def _rejoin(sim: Simulation, at: Schedule) -> None:
+    at(0, lambda: sim.isolate(2))
+    at(2.0, sim.heal_network)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("host-crash", "a non-master host crashes", 3, _crash(2),
+             survivors=_hosts(0, 1), fenced=_hosts()),
+    Scenario("master-crash", "the master crashes; the lowest survivor takes the lock", 3,
+             _crash(0), survivors=_hosts(1, 2), fenced=_hosts()),
+    Scenario("network-isolated-host", "one host loses the network but keeps the statefile",
+             3, _isolate(2), survivors=_hosts(0, 1), fenced=_hosts(2)),
+    Scenario("statefile-lost-host", "one host loses the statefile but keeps the network",
+             3, _storage((2,), IOFault.ERROR), survivors=_hosts(0, 1), fenced=_hosts(2)),
+    Scenario("statefile-lost-everywhere",
+             "every host loses the statefile (survival rule 2), then a host crashes: all fence",
+             3, _statefile_lost_everywhere, survivors=_hosts(), fenced=_hosts(0, 2), masters=0,
+             restart=False, duration=7.0),
+    Scenario("two-host-split", "a 2-host pool splits: the lowest index survives", 2,
+             _partition((0,), (1,)), survivors=_hosts(0), fenced=_hosts(1)),
+    Scenario("partition-3-2", "5 hosts split 2|3: the larger side survives", 5,
+             _partition((0, 1), (2, 3, 4)), survivors=_hosts(2, 3, 4), fenced=_hosts(0, 1)),
+    Scenario("partition-2-2-1", "5 hosts split 2|2|1: the pair with the lowest index survives",
+             5, _partition((0, 1), (2, 3), (4,)), survivors=_hosts(0, 1),
+             fenced=_hosts(2, 3, 4)),
+    Scenario("one-way-link", "host 0 stops hearing host 2 (2 still hears 0)", 3,
+             lambda sim, at: at(0, lambda: sim.drop_from(2, 0)),
+             survivors=_hosts(0, 1), fenced=_hosts(2)),
+    Scenario("pause-longer-than-T",
+             "host 2's daemon stops for 3T: its watchdog fences it before the others commit",
+             3, _pause, survivors=_hosts(0, 1), fenced=_hosts(2)),
+    Scenario("storage-hang", "one host's storage hangs", 3, _storage((2,), IOFault.HANG),
+             survivors=_hosts(0, 1), fenced=_hosts(2)),
+    Scenario("corrupted-slot", "host 1's slot reads corrupted for 0.4T: nothing happens", 3,
+             _corrupt, survivors=_hosts(0, 1, 2), fenced=_hosts(), restart=False),
+    Scenario("flapping-link", "the link between hosts 1 and 2 flaps longer than T, three times",
+             3, _flapping, survivors=_hosts(0, 1), fenced=_hosts(2), duration=8.0),
+    Scenario("rejoin-after-fence", "an isolated host fences, reboots and rejoins when healed",
+             3, _rejoin, survivors=_hosts(0, 1, 2), fenced=_hosts(), duration=8.0,
+             reboot_after=5.0),
+    Scenario("clustered-3-2", "clustered mode, 5 hosts split 2|3: the majority survives", 5,
+             _partition((0, 1), (2, 3, 4)), survivors=_hosts(2, 3, 4), fenced=_hosts(0, 1),
+             mode=Mode.CLUSTERED),
+    Scenario("clustered-2-2", "clustered mode, 4 hosts split 2|2: the half with host 0 survives",
+             4, _partition((0, 1), (2, 3)), survivors=_hosts(0, 1), fenced=_hosts(2, 3),
+             mode=Mode.CLUSTERED),
+]}
+
+
+def run_scenario(
+    scenario: Scenario, seed: int = 1, timeout: float = 5.0, trace: Trace | None = None
+) -> ScenarioResult:
+    """Run one named scenario and check its predicted outcome."""
+    reboot = scenario.reboot_after * timeout if scenario.reboot_after is not None else None
+    config = SimConfig(hosts=scenario.hosts, seed=seed, timeout=timeout, mode=scenario.mode,
+                       reboot_after=reboot)
+    sim = Simulation(config, trace=trace if trace is not None else Trace(beats=True))
+    T = sim.timing.T
+    fault_at = WARMUP * T
+
+    def at(offset: float, action: Callable[[], None]) -> None:
+        sim.at(fault_at + offset * T, action)
+
+    scenario.inject(sim, at)
+    if scenario.restart:
+        sim.expect_restart(scenario.name, start=fault_at)
+    end = fault_at + scenario.duration * T
+    sim.run_until(end)
+    check = sim.checker
+    check.outcome(end, "survivors", sorted(scenario.survivors), sorted(sim.survivors()))
+    check.outcome(end, "fenced hosts", sorted(scenario.fenced), sorted(sim.fenced()))
+    check.outcome(end, "masters", scenario.masters, len(sim.masters()))
+    commits = [e.time for e in sim.trace.of_kind("COMMIT")
+               if e.time >= fault_at and "removed" in e.text]
+    bound = restart_bound(sim.timing)
+    commit_at = max(commits) if commits else None
+    if scenario.restart and (commit_at is None or commit_at - fault_at > bound):
+        check.violate(end, "outcome", f"liveset change not committed within {bound:.2f}s "
+                      f"of the fault (last commit at {commit_at})")
+    return ScenarioResult(scenario, sim, fault_at, commit_at, bound,
+                          [v.line() for v in check.violations])
