@@ -136,6 +136,7 @@ class HostCore:
     _proposal: HostSet | None = field(init=False, default=None)
     _join_acks: HostSet = field(init=False, default=EMPTY)
     _grant: int | None = field(init=False, default=None)
+    _acked_by: HostSet = field(init=False, default=EMPTY)
     _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
     _out: list[Output] = field(init=False, default_factory=list)
 
@@ -573,15 +574,17 @@ class HostCore:
                 self._proposal -= gone
 
     def _joiners(self) -> HostSet:
+        """Hosts announcing a join: outside my liveset, or admitted (this same
+        boot) but not yet armed; never a member's incarnation that was replaced."""
         assert self.liveset is not None
         found = set()
         for index, peer in enumerate(self.peers):
             r = peer.report
             if (
-                index not in self.liveset
-                and r is not None
+                r is not None
                 and r.joining
                 and self.now - peer.report_at < min(self.timing.T1, self.timing.T2)
+                and (index not in self.liveset or r.boot == peer.pinned_boot)
             ):
                 found.add(index)
         return frozenset(found)
@@ -592,10 +595,14 @@ class HostCore:
             self._join_acks = EMPTY
             return
         need = self.hbdomain & self.sfdomain if self.statefile_mode else self.hbdomain
-        joiners = self._joiners()
-        self._join_acks = joiners & need
+        grants, _ = self._published_locks()
+        # a joiner must already vote for the lock holder I vote for, so that
+        # admitting it never takes the lock away from the sitting master
+        self._join_acks = frozenset(
+            j for j in self._joiners() & need if grants.get(j) == self._grant
+        )
         ready = set()
-        for j in self._join_acks:
+        for j in self._join_acks - self.liveset:
             acked = all(
                 p == self.me
                 or ((r := self._fresh_member_report(p)) is not None and j in r.join_acks)
@@ -617,16 +624,23 @@ class HostCore:
         self.peers[p].pinned_boot = known.boot if known is not None else None
 
     def _try_join(self) -> None:
-        """Joining: adopt the members' liveset once they have added me."""
+        """Joining: adopt a member's liveset once it lists me after acking me.
+
+        A member acks only a joiner outside its liveset, so a listing that
+        follows an ack admits this boot, never the incarnation that fenced.
+        """
         for index, peer in enumerate(self.peers):
             r = peer.report
             if (
-                index != self.me
-                and r is not None
-                and r.phase in (Phase.NORMAL, Phase.PROPOSED)
-                and self.me in r.liveset
-                and self.now - peer.report_at < min(self.timing.T1, self.timing.T2)
+                index == self.me
+                or r is None
+                or r.phase not in (Phase.NORMAL, Phase.PROPOSED)
+                or self.now - peer.report_at >= min(self.timing.T1, self.timing.T2)
             ):
+                continue
+            if self.me in r.join_acks:
+                self._acked_by |= {index}
+            if self.me in r.liveset and index in self._acked_by:
                 for p in r.liveset - {self.me}:
                     self._pin_current_boot(p)
                 self._arm(r.liveset, self.now)

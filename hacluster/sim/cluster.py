@@ -405,6 +405,10 @@ class Simulation:
         else:
             self.storage.faults[index] = fault
 
+    def storage_fault_all(self, fault: IOFault) -> None:
+        for index in range(self.config.hosts):
+            self.storage_fault(index, fault)
+
     def corrupt_slot(self, index: int, corrupted: bool = True) -> None:
         self.log(index, "FAULT", "slot corrupted" if corrupted else "slot corruption cleared")
         if corrupted:

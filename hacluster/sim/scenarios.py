@@ -78,8 +78,7 @@ def _storage(hosts: tuple[int, ...], fault: IOFault) -> Callable[[Simulation, Sc
 
 
 def _statefile_lost_everywhere(sim: Simulation, at: Schedule) -> None:
-    for h in range(sim.config.hosts):
-        at(0, lambda h=h: sim.storage_fault(h, IOFault.ERROR))  # type: ignore[misc]
+    at(0, lambda: sim.storage_fault_all(IOFault.ERROR))
     at(3.0, lambda: sim.crash(1))
 
 

@@ -1,0 +1,174 @@
+"""Random hostile fault schedules, generated from a seed.
+
+Rules:
+
+* A schedule is a pure function of ``(hosts, mode, seed)``: the same seed
+  always yields the same faults at the same times and the same run.
+* Background network misbehaviour (loss, duplication, reordering jitter) and
+  clock-rate skew are drawn once per schedule.
+* A schedule is a few episodes. Each injects one fault (sometimes two at
+  once) at a random moment, heals it after a random duration, reboots dead
+  hosts so they rejoin, and lets the pool settle before the next episode.
+* A lone crash within tolerance also arms the restart-bound check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hacluster.core.node import Mode
+from hacluster.core.survival import quorate
+from hacluster.sim.cluster import SimConfig, Simulation
+from hacluster.sim.network import NetworkConditions
+from hacluster.sim.storage import IOFault
+from hacluster.sim.trace import Trace
+
+Action = Callable[[Simulation], None]
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    inject: Action
+    heal: Action
+    crash_of: int | None = None
+
+
+@dataclass
+class ScheduleResult:
+    hosts: int
+    mode: Mode
+    seed: int
+    faults: list[str]
+    violations: list[str] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+    simulated: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def report(self) -> str:
+        head = (f"schedule seed={self.seed} hosts={self.hosts} mode={self.mode.value}: "
+                f"{len(self.violations)} violation(s)")
+        lines = [head, *self.violations, "faults: " + "; ".join(self.faults),
+                 "trace (most recent events):", *self.trace]
+        return "\n".join(lines)
+
+
+def _nothing(sim: Simulation) -> None:
+    pass
+
+
+def _random_groups(rng: random.Random, hosts: int) -> list[list[int]]:
+    count = rng.randint(2, min(3, hosts))
+    order = list(range(hosts))
+    rng.shuffle(order)
+    cuts = sorted(rng.sample(range(1, hosts), count - 1))
+    bounds = [0, *cuts, hosts]
+    return [sorted(order[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
+    """One fault drawn from the menu the mode allows."""
+    kinds = ["crash", "pause", "isolate", "partition", "one-way", "flap", "shutdown"]
+    if mode is Mode.STATEFILE:
+        kinds += ["storage-error", "storage-hang", "storage-slow", "statefile-lost", "corrupt"]
+    kind = rng.choice(kinds)
+    h = rng.randrange(hosts)
+    other = rng.choice([x for x in range(hosts) if x != h])
+    if kind == "crash":
+        return Fault(f"crash {h}", lambda s: s.crash(h), lambda s: s.reboot(h), crash_of=h)
+    if kind == "pause":
+        seconds = rng.uniform(0.2, 3.0) * T
+        return Fault(f"pause {h} {seconds:.2f}s", lambda s: s.pause(h, seconds), _nothing)
+    if kind == "isolate":
+        return Fault(f"isolate {h}", lambda s: s.isolate(h), lambda s: s.heal_network())
+    if kind == "partition":
+        groups = _random_groups(rng, hosts)
+        return Fault(f"partition {groups}", lambda s: s.partition(groups),
+                     lambda s: s.heal_network())
+    if kind == "one-way":
+        return Fault(f"drop {h}->{other}", lambda s: s.drop_from(h, other),
+                     lambda s: s.heal_network())
+    if kind == "flap":
+        period = rng.uniform(0.3, 1.5) * T
+
+        def flap(s: Simulation) -> None:
+            for k in range(4):
+                s.at(s.t + 2 * k * period, lambda: s.cut_link(h, other))
+                s.at(s.t + (2 * k + 1) * period, s.heal_network)
+
+        return Fault(f"flap {h}-{other} every {period:.2f}s", flap, lambda s: s.heal_network())
+    if kind == "shutdown":
+        return Fault(f"clean shutdown {h}", lambda s: s.shutdown(h), lambda s: s.reboot(h))
+    if kind == "statefile-lost":
+        return Fault(
+            "statefile lost everywhere",
+            lambda s: s.storage_fault_all(IOFault.ERROR),
+            lambda s: s.storage_fault_all(IOFault.OK),
+        )
+    if kind == "corrupt":
+        return Fault(f"corrupt slot {h}", lambda s: s.corrupt_slot(h),
+                     lambda s: s.corrupt_slot(h, corrupted=False))
+    fault = {"storage-error": IOFault.ERROR, "storage-hang": IOFault.HANG,
+             "storage-slow": IOFault.SLOW}[kind]
+    return Fault(f"storage {fault.value} on {h}", lambda s: s.storage_fault(h, fault),
+                 lambda s: s.storage_fault(h, IOFault.OK))
+
+
+def run_schedule(
+    hosts: int, seed: int, mode: Mode = Mode.STATEFILE, timeout: float = 5.0,
+    episodes: int = 2,
+) -> ScheduleResult:
+    """Run one random schedule under the checker."""
+    rng = random.Random(f"schedule:{hosts}:{mode.value}:{seed}")
+    T = timeout
+    conditions = NetworkConditions(
+        loss=rng.choice([0.0, 0.0, 0.01, 0.05]),
+        duplicate=rng.choice([0.0, 0.01, 0.05]),
+        jitter=rng.choice([0.001, 0.01, 0.3 * min(T / 10, 3.0)]),
+    )
+    config = SimConfig(hosts=hosts, seed=rng.getrandbits(32), timeout=T, mode=mode,
+                       skew=rng.choice([0.0, 0.002, 0.005]), network=conditions,
+                       reboot_after=2 * T)
+    sim = Simulation(config, trace=Trace(keep=200))
+    names = [f"network loss={conditions.loss} dup={conditions.duplicate} "
+             f"jitter={conditions.jitter:.3f}s skew<={config.skew}"]
+    start = 2 * T
+    for _ in range(episodes):
+        faults = [random_fault(rng, hosts, mode, T)]
+        if rng.random() < 0.3:
+            faults.append(random_fault(rng, hosts, mode, T))
+        at = start + rng.uniform(0, T)
+        duration = rng.uniform(0.5, 3.0) * T
+        for fault in faults:
+            names.append(f"{fault.name} at {at:.1f}s for {duration:.1f}s")
+            sim.at(at, lambda f=fault: f.inject(sim))  # type: ignore[misc]
+            sim.at(at + duration, lambda f=fault: f.heal(sim))  # type: ignore[misc]
+        lone = faults[0].crash_of if len(faults) == 1 else None
+        if lone is not None:
+            sim.at(at, lambda n=names[-1], h=lone: _expect_restart(sim, n, h))  # type: ignore[misc]
+        start = at + duration + 5 * T
+    sim.run_until(start)
+    result = ScheduleResult(hosts, mode, seed, names, simulated=sim.t)
+    if sim.checker.violations:
+        result.violations = [v.line() for v in sim.checker.violations]
+        result.trace = sim.trace.lines()
+    return result
+
+
+def _expect_restart(sim: Simulation, fault: str, crashed: int) -> None:
+    """Arm the restart bound if the pool was whole and stays within tolerance."""
+    hosts = sim.config.hosts
+    everyone = frozenset(range(hosts))
+    whole = sim.survivors() == everyone and len(sim.masters()) == 1 and not sim.vms_down()
+    survivors = everyone - {crashed}
+    if not whole or not survivors:
+        return
+    if sim.config.mode is Mode.CLUSTERED and not quorate(survivors, everyone, hosts):
+        return
+    sim.expect_restart(fault)
