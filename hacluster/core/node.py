@@ -16,7 +16,10 @@ Rules (the design is explained in docs/design.md):
   (:mod:`hacluster.core.survival`). Losing fences at once. Winning publishes
   the proposal (the fence request), resumes petting and commits
   ``liveset & proposal`` once every removed host has been invisible on both
-  channels for ``min(T1, T2) + fence_window``, or has reported itself fenced.
+  channels for ``min(T1, T2) + fence_window``, or has reported itself fenced,
+  and the fence request has had ``fence_request_reach`` to arrive.
+* **Stalls.** An armed core that was not run for ``stall_limit`` fences
+  itself on waking, before looking at anything that queued meanwhile.
 * **Fence requests.** A member whose latest report proposes a liveset without
   me, over a liveset with me, makes me fence at once.
 * **Joining.** A host outside the liveset announces itself. Members ack it
@@ -167,8 +170,12 @@ class HostCore:
         """Consume one input; return the outputs, ending with a :class:`Wakeup`."""
         if self.phase in (Phase.FENCED, Phase.EXCLUDED):
             return [Wakeup(math.inf)]
+        stalled = event.now - self.now
         self.now = max(self.now, event.now)
         self._out = []
+        if self.armed and stalled > self.timing.stall_limit:
+            self._fence(f"daemon stalled for {stalled:.2f}s: peers may have removed me")
+            return [*self._out, Wakeup(math.inf)]
         interesting = True
         if isinstance(event, HeartbeatReceived):
             interesting = self._on_heartbeat(event.report)
@@ -476,7 +483,9 @@ class HostCore:
         reachable = (self.hbdomain | self.sfdomain) & self.liveset - {self.me}
         for p in reachable:
             report = self._fresh_member_report(p)
-            if report is None or report.phase not in (Phase.AGREEING, Phase.PROPOSED):
+            if report is None or report.phase not in (
+                Phase.AGREEING, Phase.PROPOSED, Phase.FENCED
+            ):
                 return False
         return self.now - self._views_changed >= self._settle()
 
@@ -535,6 +544,9 @@ class HostCore:
                 continue
             if self.now < peer.last_seen() + wait:
                 blocked.append(x)
+        if blocked or self.now >= self._last_decision + t.fence_request_reach:
+            return blocked
+        return sorted(self.liveset - self._proposal)
         return blocked
 
     def _try_commit(self) -> None:

@@ -6,7 +6,9 @@ whether it has statefile access itself. Rules, in the order applied:
 
 1. **Survival rule 1** (statefile mode): if I have statefile access, my
    sfdomain within the liveset is non-empty and every host in it is also in my
-   hbdomain, I survive with the liveset cut to hosts in both my domains.
+   hbdomain, I survive. I propose the largest partition (rule 2 below) when it
+   keeps me, so that winners with the same views propose alike; otherwise the
+   liveset cut to hosts in both my domains.
 2. **Largest partition** (both modes): among the liveset hosts with a fresh
    view (and, in statefile mode, statefile access), repeatedly drop the host
    with the fewest mutual network neighbours, ties dropping the highest index,
@@ -84,10 +86,13 @@ def rule1_applies(me: int, liveset: HostSet, mine: View) -> bool:
 def decide_statefile(me: int, liveset: HostSet, views: Mapping[int, View]) -> Decision:
     """Statefile-mode survival for ``me`` given the fresh views it holds."""
     mine = views[me]
-    if rule1_applies(me, liveset, mine):
-        return Decision(True, liveset & mine.hbdomain & mine.sfdomain, "survival rule 1")
     candidates = frozenset(p for p in liveset if p in views and views[p].statefile_access)
     winners = largest_partition(candidates, {p: views[p].hbdomain & liveset for p in candidates})
+    if rule1_applies(me, liveset, mine):
+        # rule 1 says I survive; the merged partition, when it keeps me, is the
+        # proposal every winner computes alike from the same views
+        mine_only = liveset & mine.hbdomain & mine.sfdomain
+        return Decision(True, winners if me in winners else mine_only, "survival rule 1")
     if me in winners:
         return Decision(True, winners, "largest partition")
     if rule2_applies(me, liveset, views):

@@ -10,6 +10,10 @@ Rules (see docs/design.md):
 * A host pets its watchdogs only while its view is healthy, so each watchdog
   must outlast detection plus a whole fault handler: ``Wh = T1 + agree + 2*t1``,
   ``Ws = T2 + agree + 3*t2``.
+* A daemon that did not run for ``min(T1, T2)/2`` (a stop-the-world pause)
+  fences itself when it wakes: what it queued while frozen is stale.
+* A liveset change is committed no sooner than ``fence_request_reach`` after
+  the decision, so a loser that misjudged can still read the fence request.
 * The fence window satisfies the safety inequality
   ``window >= max(Wh, Ws) - min(T1, T2) + max(t1, t2)``, plus an allowance for
   clock-rate drift between hosts.
@@ -83,6 +87,17 @@ class Timing:
     def tick(self) -> float:
         """How often a core re-evaluates its view when nothing arrives."""
         return min(self.t1, self.t2) / 2
+
+    @property
+    def stall_limit(self) -> float:
+        """A daemon that did not run for this long fences itself on waking:
+        peers may have judged it gone while it was frozen."""
+        return min(self.T1, self.T2) / 2
+
+    @property
+    def fence_request_reach(self) -> float:
+        """Time for a fence request to reach a loser on either channel."""
+        return max(self.t1, 2 * self.t2 + self.io_deadline)
 
     @property
     def fresh(self) -> float:
