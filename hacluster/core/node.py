@@ -16,7 +16,8 @@ Rules (the design is explained in docs/design.md):
   (:mod:`hacluster.core.survival`). Losing fences at once. Winning publishes
   the proposal (the fence request), resumes petting and commits
   ``liveset & proposal`` once every removed host has been invisible on both
-  channels for ``min(T1, T2) + fence_window``, or has reported itself fenced,
+  channels, to me and to every member of the proposal (by the ages in their
+  reports), for ``min(T1, T2) + fence_window``, or has reported itself fenced,
   and the fence request has had ``fence_request_reach`` to arrive.
 * **Stalls.** An armed core that was not run for ``stall_limit`` fences
   itself on waking, before looking at anything that queued meanwhile.
@@ -542,12 +543,26 @@ class HostCore:
                 report.phase is Phase.FENCED
             ):
                 continue
-            if self.now < peer.last_seen() + wait:
+            if self.now < self._last_sighting(x) + wait:
                 blocked.append(x)
         if blocked or self.now >= self._last_decision + t.fence_request_reach:
             return blocked
         return sorted(self.liveset - self._proposal)
-        return blocked
+
+    def _last_sighting(self, x: int) -> float:
+        """When ``x`` was last seen alive by me or, per their reports, by the
+        members of my proposal (who may have heard it after I lost it)."""
+        assert self._proposal is not None
+        latest = self.peers[x].last_seen()
+        for p in self._proposal - {self.me}:
+            report = self._fresh_member_report(p)
+            if report is None:
+                continue
+            received = self.peers[p].report_at
+            for ages in (report.hb_age_ms, report.sf_age_ms):
+                if x < len(ages) and ages[x] >= 0:
+                    latest = max(latest, received - ages[x] / 1000)
+        return latest
 
     def _try_commit(self) -> None:
         if self._commit_blocked_by():
