@@ -596,9 +596,10 @@ class HostCore:
             if (r := self._fresh_member_report(p)) is not None and r.excluded
         )
         if gone:
+            proposal = self._proposal
             self._commit(self.liveset - gone, gone, EMPTY)
-            if self.phase is Phase.PROPOSED and self._proposal is not None:
-                self._proposal -= gone
+            if proposal is not None:
+                self._proposal = proposal - gone
 
     def _joiners(self) -> HostSet:
         """Hosts announcing a join: outside my liveset, or admitted (this same

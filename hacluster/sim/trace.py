@@ -43,23 +43,23 @@ class Trace:
 
 
 def fold_beats(events: Iterable[TraceEvent]) -> Iterable[str]:
-    """Print events, folding each host's consecutive beats into one line."""
+    """Print events, folding each host's heartbeats between two other events."""
     pending: dict[int | None, list[TraceEvent]] = {}
 
-    def flush(host: int | None) -> Iterable[str]:
-        run = pending.pop(host, [])
-        if len(run) == 1:
-            yield run[0].line()
-        elif run:
+    def flush() -> Iterable[str]:
+        for host, run in sorted(pending.items(), key=lambda item: item[1][0].time):
             first, last = run[0], run[-1]
-            yield (f"{first.time:9.3f}s  host {host!s:<3} BEAT      "
-                   f"{len(run)} heartbeats until {last.time:.3f}s")
+            if len(run) == 1:
+                yield first.line()
+            else:
+                yield (f"{first.time:9.3f}s  host {host!s:<3} BEAT      "
+                       f"{len(run)} heartbeats sent until {last.time:.3f}s")
+        pending.clear()
 
     for event in events:
         if event.kind == "BEAT":
             pending.setdefault(event.host, []).append(event)
             continue
-        yield from flush(event.host)
+        yield from flush()
         yield event.line()
-    for host in list(pending):
-        yield from flush(host)
+    yield from flush()
