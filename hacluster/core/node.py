@@ -504,7 +504,12 @@ class HostCore:
             self._fence(decision.rule)
             return
         if decision.rule2:
+            # rule 2 keeps exactly the hosts I hear: the whole liveset, since its
+            # conditions leave out only excluded hosts, already gone from it
             self.rule2 = True
+            if decision.liveset != self.liveset:
+                removed = self.liveset - decision.liveset
+                self._commit(decision.liveset & self.liveset, removed, EMPTY)
             self._set_phase(Phase.NORMAL, "survival rule 2: the whole pool lost the statefile")
             return
         if decision.liveset >= self.liveset:

@@ -10,11 +10,12 @@ whether it has statefile access itself. Rules, in the order applied:
    keeps me, so that winners with the same views propose alike; otherwise the
    liveset cut to hosts in both my domains.
 2. **Largest partition** (both modes): among the liveset hosts with a fresh
-   view (and, in statefile mode, statefile access), repeatedly drop the host
-   with the fewest mutual network neighbours, ties dropping the highest index,
-   until every remaining pair hears each other. The result is the largest
-   partition, ties to the side holding the lowest index; the deterministic
-   merge when views disagree is the same procedure. Clustered mode also needs
+   view (and, in statefile mode, statefile access), partitions are the
+   connected components of the graph of hosts that hear each other. Where views
+   disagree and a component is not a clique, the deterministic merge drops its
+   host with the fewest mutual neighbours (ties: the highest index) until it
+   is. The largest resulting partition survives, ties to the one holding the
+   lowest index. Clustered mode also needs
    quorum: more than half the configured hosts, or exactly half including the
    lowest liveset index.
 3. **Survival rule 2** (statefile mode): a losing host still survives if it
@@ -47,26 +48,58 @@ class Decision:
 
 
 def drop_order(host: int, neighbours: int) -> tuple[int, int]:
-    """Sort key of the host dropped first: fewest neighbours, then highest index."""
+    """Sort key of the host dropped first from a component: fewest neighbours,
+    then highest index."""
     return (neighbours, -host)
 
 
+def partition_rank(side: HostSet) -> tuple[int, int]:
+    """Sort key of the winning partition: largest, ties to the lowest index."""
+    return (-len(side), min(side))
+
+
+def _components(alive: set[int], neighbours: dict[int, set[int]]) -> list[set[int]]:
+    seen: set[int] = set()
+    parts = []
+    for start in sorted(alive):
+        if start in seen:
+            continue
+        part, todo = set(), [start]
+        while todo:
+            h = todo.pop()
+            if h not in part:
+                part.add(h)
+                todo.extend(neighbours[h] - part)
+        seen |= part
+        parts.append(part)
+    return parts
+
+
+def _reduce_to_clique(part: set[int], neighbours: dict[int, set[int]]) -> frozenset[int]:
+    alive = set(part)
+    degree = {h: len(neighbours[h] & alive) for h in alive}
+    while any(degree[h] != len(alive) - 1 for h in alive):
+        victim = min(alive, key=lambda h: drop_order(h, degree[h]))
+        alive.remove(victim)
+        for h in neighbours[victim] & alive:
+            degree[h] -= 1
+    return frozenset(alive)
+
+
 def largest_partition(candidates: HostSet, hb_of: Mapping[int, HostSet]) -> HostSet:
-    """Greedy clique of mutually-hearing hosts (see rule 2 in the module doc)."""
+    """The surviving partition among ``candidates`` (see rule 2 in the module doc).
+
+    Partitions are the connected components of the mutual-hearing graph; each
+    is cut to a clique by dropping its least-connected hosts (the deterministic
+    merge when views disagree); the best clique by :func:`partition_rank` wins.
+    """
     alive = set(candidates)
     neighbours = {
         h: {p for p in alive if p != h and p in hb_of.get(h, ()) and h in hb_of.get(p, ())}
         for h in alive
     }
-    while alive:
-        size = len(alive)
-        if all(len(neighbours[h]) == size - 1 for h in alive):
-            break
-        victim = min(alive, key=lambda h: drop_order(h, len(neighbours[h])))
-        alive.remove(victim)
-        for h in neighbours.pop(victim):
-            neighbours[h].discard(victim)
-    return frozenset(alive)
+    cliques = [_reduce_to_clique(part, neighbours) for part in _components(alive, neighbours)]
+    return min(cliques, key=partition_rank) if cliques else frozenset()
 
 
 def rule2_applies(me: int, liveset: HostSet, views: Mapping[int, View]) -> bool:
@@ -96,7 +129,7 @@ def decide_statefile(me: int, liveset: HostSet, views: Mapping[int, View]) -> De
     if me in winners:
         return Decision(True, winners, "largest partition")
     if rule2_applies(me, liveset, views):
-        return Decision(True, liveset, "survival rule 2", rule2=True)
+        return Decision(True, liveset & mine.hbdomain, "survival rule 2", rule2=True)
     if not mine.statefile_access:
         return Decision(False, winners, "lost the statefile while others kept it")
     return Decision(False, winners, f"not in the largest partition {sorted(winners)}")

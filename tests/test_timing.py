@@ -1,0 +1,64 @@
+"""Timing derivation and validation (spec section 4)."""
+
+from dataclasses import replace
+
+import pytest
+
+from hacluster.core.timing import Timing, TimingError
+
+
+@pytest.mark.parametrize("timeout", [1.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0])
+def test_derived_sets_satisfy_every_rule(timeout: float) -> None:
+    timing = Timing.derive(timeout)
+    timing.validate()
+    assert timing.T1 == timing.T2 == timeout
+    # every timeout spans about ten beats
+    assert timing.T1 / timing.t1 >= 10
+    assert timing.T2 / timing.t2 >= 10
+    # the safety inequality of the spec
+    assert timing.fence_window >= (
+        max(timing.Wh, timing.Ws) - min(timing.T1, timing.T2) + max(timing.t1, timing.t2)
+    )
+    # a watchdog outlives detection plus a whole fault handler
+    assert timing.Wh >= timing.T1 + timing.agree + timing.t1
+
+
+def test_reference_intervals_are_kept_for_large_timeouts() -> None:
+    timing = Timing.derive(60)
+    assert timing.t1 == 3.0
+    assert timing.t2 == 3.0
+
+
+def test_small_timeouts_are_allowed_and_fast() -> None:
+    timing = Timing.derive(3)
+    assert timing.t1 == pytest.approx(0.3)
+    assert timing.fence_window < 3
+
+
+@pytest.mark.parametrize("timeout", [0.0, -5.0, 0.5, float("nan")])
+def test_timeout_below_floor_is_rejected(timeout: float) -> None:
+    with pytest.raises(TimingError) as caught:
+        Timing.derive(timeout)
+    assert caught.value.rule == "timeout-floor"
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        ({"t1": 0.0}, "positive"),
+        ({"t1": 2.0}, "beats-per-timeout"),
+        ({"t2": 2.0}, "beats-per-timeout"),
+        ({"io_deadline": 3.0}, "io-deadline"),
+        ({"agree": 6.0}, "agreement-bound"),
+        ({"Wh": 5.0}, "heartbeat-watchdog-covers-fault-handler"),
+        ({"Ws": 5.0}, "statefile-watchdog-covers-fault-handler"),
+        ({"fence_window": 1.0}, "safety-inequality"),
+        ({"drift": 0.5}, "drift-bound"),
+    ],
+)
+def test_inconsistent_sets_name_the_violated_rule(change: dict[str, float], rule: str) -> None:
+    broken = replace(Timing.derive(5.0), **change)
+    with pytest.raises(TimingError) as caught:
+        broken.validate()
+    assert caught.value.rule == rule
+    assert rule in str(caught.value)
