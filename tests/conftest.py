@@ -1,0 +1,29 @@
+"""Shared fixtures: builders of reports and cores for unit tests of the core."""
+
+from __future__ import annotations
+
+import pytest
+
+from hacluster.core.messages import Phase, Report
+from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.timing import Timing
+
+GENERATION = 77
+
+
+@pytest.fixture
+def config() -> CoreConfig:
+    return CoreConfig(Timing.derive(5.0), hosts=3, generation=GENERATION)
+
+
+def report(sender: int, seq: int, *, boot: int = 1, generation: int = GENERATION,
+           phase: Phase = Phase.NORMAL, liveset: frozenset[int] = frozenset({0, 1, 2}),
+           hb: frozenset[int] = frozenset({0, 1, 2}), sf: frozenset[int] = frozenset({0, 1, 2}),
+           proposal: frozenset[int] | None = None) -> Report:
+    return Report(generation=generation, sender=sender, boot=boot, seq=seq, phase=phase,
+                  liveset=liveset, hbdomain=hb, sfdomain=sf,
+                  statefile_access=sender in sf, proposal=proposal)
+
+
+def armed_core(config: CoreConfig, me: int = 0, now: float = 100.0) -> HostCore:
+    return HostCore(config, me, boot=1, now=now, liveset=frozenset(range(config.hosts)))

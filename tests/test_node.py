@@ -1,0 +1,139 @@
+"""Unit tests of one host's state machine, driven with hand-made inputs."""
+
+from __future__ import annotations
+
+from hacluster.core.events import (
+    Fence,
+    HeartbeatReceived,
+    LivesetCommitted,
+    PetWatchdog,
+    SendHeartbeat,
+    Shutdown,
+    SlotCorrupt,
+    SlotsRead,
+    SlotWritten,
+    Tick,
+    Wakeup,
+    WriteSlot,
+)
+from hacluster.core.messages import Phase
+from hacluster.core.node import CoreConfig, HostCore
+
+from .conftest import armed_core, report
+
+
+def kinds(outputs: list[object]) -> list[str]:
+    return [type(o).__name__ for o in outputs]
+
+
+def test_every_call_ends_with_one_wakeup(config: CoreConfig) -> None:
+    core = armed_core(config)
+    for event in (Tick(100.0), HeartbeatReceived(100.1, report(1, 1)), Tick(100.2)):
+        out = core.handle(event)
+        assert isinstance(out[-1], Wakeup)
+        assert sum(isinstance(o, Wakeup) for o in out) == 1
+        assert out[-1].at > event.now
+
+
+def test_first_tick_beats_writes_reads_and_pets(config: CoreConfig) -> None:
+    out = armed_core(config).handle(Tick(100.0))
+    names = kinds(out)
+    assert "SendHeartbeat" in names and "WriteSlot" in names and "ReadSlots" in names
+    pets = [o for o in out if isinstance(o, PetWatchdog)]
+    assert pets and all(p.timeout >= config.timing.Wh for p in pets)
+    beat = next(o for o in out if isinstance(o, SendHeartbeat))
+    assert beat.to == {1, 2}
+
+
+def test_wrong_generation_and_replays_are_dropped_and_counted(config: CoreConfig) -> None:
+    core = armed_core(config)
+    core.handle(HeartbeatReceived(100.0, report(1, 5)))
+    before = core.peers[1].last_net
+    core.handle(HeartbeatReceived(101.0, report(1, 5)))  # replay
+    core.handle(HeartbeatReceived(101.0, report(1, 4)))  # older
+    core.handle(HeartbeatReceived(101.0, report(1, 9, generation=1)))
+    assert core.counters.stale == 2
+    assert core.counters.wrong_generation == 1
+    assert core.peers[1].last_net == before
+
+
+def test_foreign_writer_and_corrupt_slots_are_not_seen(config: CoreConfig) -> None:
+    core = armed_core(config)
+    slots = {0: None, 1: SlotCorrupt("checksum"), 2: report(1, 3)}  # slot 2 written by 1
+    core.handle(SlotsRead(100.0, slots))
+    assert core.counters.corrupt_slots == 1
+    assert core.counters.foreign_sender == 1
+
+
+def test_fence_request_from_a_member_fences_at_once(config: CoreConfig) -> None:
+    core = armed_core(config, me=2)
+    request = report(0, 7, phase=Phase.PROPOSED, proposal=frozenset({0, 1}))
+    out = core.handle(HeartbeatReceived(100.1, request))
+    fence = [o for o in out if isinstance(o, Fence)]
+    assert fence and "fence request from host 0" in fence[0].reason
+    assert core.phase is Phase.FENCED
+    assert core.handle(Tick(101.0)) == [Wakeup(float("inf"))]
+
+
+def test_a_stalled_daemon_fences_itself_on_waking(config: CoreConfig) -> None:
+    core = armed_core(config)
+    core.handle(Tick(100.0))
+    out = core.handle(Tick(100.0 + config.timing.stall_limit + 0.1))
+    assert any(isinstance(o, Fence) and "stalled" in o.reason for o in out)
+
+
+def test_silence_leads_to_a_fault_and_no_petting(config: CoreConfig) -> None:
+    core = armed_core(config)
+    t = 100.0
+    while t < 100.0 + config.timing.T + 0.5:
+        t += config.timing.tick
+        out = core.handle(Tick(t))
+        if core.phase.in_fault:
+            assert not any(isinstance(o, PetWatchdog) for o in out)
+    assert core.phase is not Phase.NORMAL
+
+
+def test_host_missing_everywhere_is_removed_after_the_window(config: CoreConfig) -> None:
+    """Hosts 0 and 1 keep talking (network and slots); host 2 goes silent at 100."""
+    core = armed_core(config, me=0)
+    t, seq = 100.0, 0
+    outputs: list[tuple[float, object]] = []
+    slot_of_1 = report(1, 0)
+    while t < 100.0 + 3 * config.timing.T:
+        t += config.timing.tick
+        seq += 1
+        lost_2 = t > 100.0 + config.timing.T
+        peer = report(1, seq, hb=frozenset({0, 1}) if lost_2 else frozenset({0, 1, 2}),
+                      sf=frozenset({0, 1}) if lost_2 else frozenset({0, 1, 2}))
+        pending = [HeartbeatReceived(t, peer), Tick(t)]
+        while pending:
+            for o in core.handle(pending.pop(0)):
+                outputs.append((t, o))
+                if isinstance(o, WriteSlot):
+                    slot_of_1 = peer
+                    pending.append(SlotWritten(t, True))
+                    pending.append(SlotsRead(t, {0: o.report, 1: slot_of_1, 2: report(2, 1)}))
+    commits = [(when, o) for when, o in outputs if isinstance(o, LivesetCommitted)]
+    assert len(commits) == 1
+    when, commit = commits[0]
+    assert commit.removed == {2} and commit.liveset == {0, 1}
+    # host 2 was last seen at 100: not removed before T + fence window
+    assert when >= 100.0 + config.timing.T + config.timing.fence_window
+    assert not any(isinstance(o, Fence) for _, o in outputs)
+
+
+def test_shutdown_publishes_excluded_and_disarms(config: CoreConfig) -> None:
+    core = armed_core(config)
+    out = core.handle(Shutdown(100.0))
+    assert "Disarmed" in kinds(out)
+    beats = [o for o in out if isinstance(o, SendHeartbeat)]
+    assert beats and beats[0].report.excluded
+
+
+def test_joiner_starts_unarmed_and_never_pets(config: CoreConfig) -> None:
+    core = HostCore(config, 1, boot=2, now=50.0)
+    out = core.handle(Tick(50.0))
+    assert core.phase is Phase.JOINING
+    assert not any(isinstance(o, PetWatchdog) for o in out)
+    beat = next(o for o in out if isinstance(o, SendHeartbeat))
+    assert beat.report.joining
