@@ -19,7 +19,7 @@ lint: $(BIN)/hacluster
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 bench: $(BIN)/hacluster
 	$(BIN)/python tools/bench_sim.py
