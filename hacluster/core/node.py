@@ -26,6 +26,9 @@ Rules (the design is explained in docs/design.md):
 * **Joining.** A host outside the liveset announces itself. Members ack it
   once it is in their domains and no longer in their liveset; when every
   member acks, members add it and it adopts their liveset.
+* **Cold start** (clustered mode): with no armed host anywhere, joining hosts
+  form the pool once at least ``n/2 + 1`` of them all report hearing exactly
+  the same set; statefile-mode pools are armed by the HA enable instead.
 * **Clean shutdown** publishes ``excluded``; members drop such a host without
   a fence window, and it counts as absent for survival rule 2.
 * Only reports of this pool's generation and of a member's pinned boot count.
@@ -269,6 +272,8 @@ class HostCore:
         self._compute_domains()
         if self.phase is Phase.JOINING:
             self._try_join()
+            if self.phase is Phase.JOINING and not self.statefile_mode:
+                self._try_cold_start()
         else:
             self._track_suspects()
             self._drop_excluded_members()
@@ -679,6 +684,27 @@ class HostCore:
                 self._arm(r.liveset, self.now)
                 self._out.append(LivesetCommitted(r.liveset, EMPTY, frozenset({self.me})))
                 return
+
+    def _try_cold_start(self) -> None:
+        """Clustered mode, no pool yet: form one once a cold-start quorum of
+        joining hosts all report hearing exactly the same set, mine included."""
+        window = min(self.timing.T1, self.timing.T2)
+        fresh = {
+            p: r
+            for p, peer in enumerate(self.peers)
+            if p != self.me and (r := peer.report) is not None
+            and self.now - peer.report_at < window
+        }
+        if any(r.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
+               for r in fresh.values()):
+            return  # a pool exists: join it instead
+        side = self.hbdomain
+        if len(side) < survival.cold_start_quorum(self.config.hosts):
+            return
+        if all(p in fresh and fresh[p].joining and fresh[p].hbdomain == side
+               for p in side - {self.me}):
+            self._arm(side, self.now)
+            self._out.append(LivesetCommitted(side, EMPTY, side))
 
     def _shutdown(self) -> None:
         if self.is_master:

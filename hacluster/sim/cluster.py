@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class SimConfig:
     network: NetworkConditions = field(default_factory=NetworkConditions)
     reboot_after: float | None = None
     timing: Timing | None = None
+    cold_start: bool = False  # hosts start joining, with no liveset (clustered mode)
 
     def resolved_timing(self) -> Timing:
         return self.timing if self.timing is not None else Timing.derive(self.timeout)
@@ -121,8 +123,8 @@ class Simulation:
         everyone = frozenset(range(config.hosts))
         for host in self.hosts:
             host.boot = 1
-            host.core = HostCore(self.core_config, host.index, host.boot,
-                                 self.local(host), liveset=everyone)
+            host.core = HostCore(self.core_config, host.index, host.boot, self.local(host),
+                                 liveset=None if config.cold_start else everyone)
             self._deliver(host, Tick)
 
     # ------------------------------------------------------------ time
@@ -130,7 +132,11 @@ class Simulation:
         return host.offset + host.rate * (self.t if t is None else t)
 
     def true_time(self, host: SimHost, local: float) -> float:
-        return (local - host.offset) / host.rate
+        """The first true time at which ``host``'s clock reads ``local`` or later."""
+        t = (local - host.offset) / host.rate
+        while self.local(host, t) < local:  # floating-point rounding
+            t = math.nextafter(t, math.inf)
+        return t
 
     def at(self, t: float, action: Callable[[], None]) -> None:
         self._seq += 1
@@ -218,7 +224,7 @@ class Simulation:
         op = host.io_queue.pop(0)
         host.io_busy = True
         deadline = self.timing.io_deadline / host.rate
-        duration, ok = self.storage.duration(host.index, deadline)
+        duration, ok = self.storage.duration(host.index, deadline, isinstance(op, WriteSlot))
         boot = host.boot
 
         def complete() -> None:
@@ -268,7 +274,7 @@ class Simulation:
         host.watchdog.clear()
         if by_core:
             last_words = core.fenced_report()
-            if self.storage.fault_of(host.index) in (IOFault.OK, IOFault.SLOW):
+            if self.storage.duration(host.index, math.inf, write=True)[1]:
                 self.storage.write(last_words)
             self._send(host.index, last_words, core._others())
         if self.config.reboot_after is not None:

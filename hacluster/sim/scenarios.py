@@ -35,6 +35,7 @@ class Scenario:
     duration: float = 6.0
     restart: bool = True  # VMs of removed hosts must run again within the bound
     reboot_after: float | None = None
+    cold_start: bool = False
 
 
 @dataclass
@@ -97,6 +98,14 @@ def _flapping(sim: Simulation, at: Schedule) -> None:
         at(1.7 * k + 1.2, sim.heal_network)
 
 
+def _split_from_boot(*groups: tuple[int, ...]) -> Callable[[Simulation, Schedule], None]:
+    """Partition the pool before it even forms; heal after 3T."""
+    def inject(sim: Simulation, at: Schedule) -> None:
+        at(-WARMUP, lambda: sim.partition(groups))
+        at(3.0, sim.heal_network)
+    return inject
+
+
 def _rejoin(sim: Simulation, at: Schedule) -> None:
     at(0, lambda: sim.isolate(2))
     at(2.0, sim.heal_network)
@@ -140,6 +149,15 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("clustered-3-2", "clustered mode, 5 hosts split 2|3: the majority survives", 5,
              _partition((0, 1), (2, 3, 4)), survivors=_hosts(2, 3, 4), fenced=_hosts(0, 1),
              mode=Mode.CLUSTERED),
+    Scenario("clustered-cold-start",
+             "clustered mode, 5 hosts boot split 3|2: the 3 form the pool, the 2 join on heal",
+             5, _split_from_boot((0, 1, 2), (3, 4)), survivors=_hosts(0, 1, 2, 3, 4),
+             fenced=_hosts(), mode=Mode.CLUSTERED, restart=False, cold_start=True),
+    Scenario("clustered-cold-start-no-quorum",
+             "clustered mode, 4 hosts boot split 2|2: nobody forms a pool (needs 3)",
+             4, lambda sim, at: at(-WARMUP, lambda: sim.partition([(0, 1), (2, 3)])),
+             survivors=_hosts(), fenced=_hosts(), masters=0, mode=Mode.CLUSTERED,
+             restart=False, cold_start=True),
     Scenario("clustered-2-2", "clustered mode, 4 hosts split 2|2: the half with host 0 survives",
              4, _partition((0, 1), (2, 3)), survivors=_hosts(0, 1), fenced=_hosts(2, 3),
              mode=Mode.CLUSTERED),
@@ -152,7 +170,7 @@ def run_scenario(
     """Run one named scenario and check its predicted outcome."""
     reboot = scenario.reboot_after * timeout if scenario.reboot_after is not None else None
     config = SimConfig(hosts=scenario.hosts, seed=seed, timeout=timeout, mode=scenario.mode,
-                       reboot_after=reboot)
+                       reboot_after=reboot, cold_start=scenario.cold_start)
     sim = Simulation(config, trace=trace if trace is not None else Trace(beats=True))
     T = sim.timing.T
     fault_at = WARMUP * T

@@ -76,7 +76,8 @@ def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
     """One fault drawn from the menu the mode allows."""
     kinds = ["crash", "pause", "isolate", "partition", "one-way", "flap", "shutdown"]
     if mode is Mode.STATEFILE:
-        kinds += ["storage-error", "storage-hang", "storage-slow", "statefile-lost", "corrupt"]
+        kinds += ["storage-error", "storage-read-error", "storage-write-error", "storage-hang",
+                  "storage-slow", "statefile-lost", "corrupt"]
     kind = rng.choice(kinds)
     h = rng.randrange(hosts)
     other = rng.choice([x for x in range(hosts) if x != h])
@@ -114,7 +115,8 @@ def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
     if kind == "corrupt":
         return Fault(f"corrupt slot {h}", lambda s: s.corrupt_slot(h),
                      lambda s: s.corrupt_slot(h, corrupted=False))
-    fault = {"storage-error": IOFault.ERROR, "storage-hang": IOFault.HANG,
+    fault = {"storage-error": IOFault.ERROR, "storage-read-error": IOFault.READ_ERROR,
+             "storage-write-error": IOFault.WRITE_ERROR, "storage-hang": IOFault.HANG,
              "storage-slow": IOFault.SLOW}[kind]
     return Fault(f"storage {fault.value} on {h}", lambda s: s.storage_fault(h, fault),
                  lambda s: s.storage_fault(h, IOFault.OK))

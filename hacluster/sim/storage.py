@@ -2,8 +2,9 @@
 
 Rules: a host's I/O requests run one after another. ``ok`` I/O completes after
 ``latency``; ``slow`` after ``slow_latency``; ``error`` fails after
-``latency``; ``hang`` never completes and is reported as a timeout at the
-host's I/O deadline (the write never lands). A corrupted slot reads as
+``latency`` (``read-error`` and ``write-error`` fail only reads or writes);
+``hang`` never completes and is reported as a timeout at the host's I/O
+deadline (the write never lands). A corrupted slot reads as
 :class:`SlotCorrupt` until the corruption is lifted.
 """
 
@@ -21,6 +22,8 @@ class IOFault(Enum):
     OK = "ok"
     SLOW = "slow"
     ERROR = "error"
+    READ_ERROR = "read-error"
+    WRITE_ERROR = "write-error"
     HANG = "hang"
 
 
@@ -36,14 +39,16 @@ class SimStorage:
     def fault_of(self, host: int) -> IOFault:
         return self.faults.get(host, IOFault.OK)
 
-    def duration(self, host: int, deadline: float) -> tuple[float, bool]:
-        """How long one I/O of ``host`` takes, and whether it succeeds."""
+    def duration(self, host: int, deadline: float, write: bool) -> tuple[float, bool]:
+        """How long one read or write of ``host`` takes, and whether it succeeds."""
         fault = self.fault_of(host)
+        if fault is (IOFault.READ_ERROR if write else IOFault.WRITE_ERROR):
+            fault = IOFault.OK
         if fault is IOFault.OK:
             return self.latency, True
         if fault is IOFault.SLOW:
             return (self.slow_latency, True) if self.slow_latency < deadline else (deadline, False)
-        if fault is IOFault.ERROR:
+        if fault in (IOFault.ERROR, IOFault.READ_ERROR, IOFault.WRITE_ERROR):
             return self.latency, False
         return deadline, False
 
