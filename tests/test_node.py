@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hacluster.core.events import (
     Fence,
     HeartbeatReceived,
+    Input,
     LivesetCommitted,
     PetWatchdog,
     SendHeartbeat,
@@ -22,7 +25,7 @@ from hacluster.core.node import CoreConfig, HostCore
 from .conftest import armed_core, report
 
 
-def kinds(outputs: list[object]) -> list[str]:
+def kinds(outputs: Sequence[object]) -> list[str]:
     return [type(o).__name__ for o in outputs]
 
 
@@ -105,7 +108,7 @@ def test_host_missing_everywhere_is_removed_after_the_window(config: CoreConfig)
         lost_2 = t > 100.0 + config.timing.T
         peer = report(1, seq, hb=frozenset({0, 1}) if lost_2 else frozenset({0, 1, 2}),
                       sf=frozenset({0, 1}) if lost_2 else frozenset({0, 1, 2}))
-        pending = [HeartbeatReceived(t, peer), Tick(t)]
+        pending: list[Input] = [HeartbeatReceived(t, peer), Tick(t)]
         while pending:
             for o in core.handle(pending.pop(0)):
                 outputs.append((t, o))
@@ -130,10 +133,13 @@ def test_shutdown_publishes_excluded_and_disarms(config: CoreConfig) -> None:
     assert beats and beats[0].report.excluded
 
 
-def test_joiner_starts_unarmed_and_never_pets(config: CoreConfig) -> None:
+def test_joiner_arms_its_watchdog_before_announcing_itself(config: CoreConfig) -> None:
     core = HostCore(config, 1, boot=2, now=50.0)
     out = core.handle(Tick(50.0))
-    assert core.phase is Phase.JOINING
-    assert not any(isinstance(o, PetWatchdog) for o in out)
-    beat = next(o for o in out if isinstance(o, SendHeartbeat))
-    assert beat.report.joining
+    assert core.phase is Phase.JOINING and core.liveset is None
+    pet = next(i for i, o in enumerate(out) if isinstance(o, PetWatchdog))
+    beat = next(i for i, o in enumerate(out) if isinstance(o, SendHeartbeat))
+    assert pet < beat
+    announced = out[beat]
+    assert isinstance(announced, SendHeartbeat)
+    assert announced.report.joining and not announced.report.liveset

@@ -23,7 +23,8 @@ Rules (the design is explained in docs/design.md):
   itself on waking, before looking at anything that queued meanwhile.
 * **Fence requests.** A member whose latest report proposes a liveset without
   me, over a liveset with me, makes me fence at once.
-* **Joining.** A host outside the liveset announces itself. Members ack it
+* **Joining.** A host outside the liveset pets its watchdogs from its first
+  step (before its first report) and announces itself. Members ack it
   once it is in their domains and no longer in their liveset; when every
   member acks, members add it and it adopts their liveset.
 * **Cold start** (clustered mode): with no armed host anywhere, joining hosts
@@ -773,7 +774,9 @@ class HostCore:
         return frozenset(range(self.config.hosts)) - {self.me}
 
     def _pet(self) -> None:
-        if self.phase not in (Phase.NORMAL, Phase.PROPOSED):
+        # a joiner pets from its first step, before its first report, so that no
+        # member can admit it (and give it work) before its watchdog runs
+        if self.phase not in (Phase.NORMAL, Phase.PROPOSED, Phase.JOINING):
             return
         t = self.timing
         self._out.append(PetWatchdog(Watchdog.HEARTBEAT, t.Wh))
