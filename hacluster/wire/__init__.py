@@ -1,0 +1,1 @@
+"""Wire formats: reports as authenticated packets and statefile slots."""

@@ -1,0 +1,158 @@
+"""Reports on the wire: msgpack inside ChaCha20-Poly1305, bounded before decoding.
+
+Rules:
+
+* A sealed report is ``magic | version | nonce(12) | ciphertext+tag``; the
+  header is authenticated as associated data, so nothing of a report is
+  trusted before the pool key has verified it.
+* The size is checked before anything is decoded: a packet longer than
+  ``MAX_SEALED`` or shorter than a header and tag is rejected unread.
+* Decoding is strict: every field must be present with its type and range,
+  host sets are bitmaps no wider than the pool, and unknown versions are
+  rejected. Every rejection raises :class:`DecodeError` with a reason, which
+  the daemon counts as a drop; replay and generation checks are the core's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from hacluster.core.messages import HostSet, Phase, Report
+
+MAGIC = b"HAC1"
+VERSION = 1
+NONCE = 12
+TAG = 16
+HEADER = len(MAGIC) + 1 + NONCE
+MAX_HOSTS = 1024
+MAX_SEALED = 16_384
+KEY_BYTES = 32
+
+
+class DecodeError(ValueError):
+    """Input that is not a valid sealed report: dropped and counted."""
+
+
+def new_pool_key() -> bytes:
+    return ChaCha20Poly1305.generate_key()
+
+
+def _bitmap(hosts: HostSet, width: int) -> bytes:
+    out = bytearray((width + 7) // 8)
+    for h in hosts:
+        out[h // 8] |= 1 << (h % 8)
+    return bytes(out)
+
+
+def _hosts(bitmap: Any, width: int, field: str) -> HostSet:
+    if not isinstance(bitmap, bytes) or len(bitmap) != (width + 7) // 8:
+        raise DecodeError(f"{field}: bitmap of the wrong size")
+    found = frozenset(i for i in range(width) if bitmap[i // 8] >> (i % 8) & 1)
+    return found
+
+
+def report_to_fields(report: Report, hosts: int) -> list[Any]:
+    """A report as a msgpack-ready list, host sets as bitmaps of ``hosts`` bits."""
+    return [
+        report.generation, report.sender, report.boot, report.seq, int(report.phase),
+        _bitmap(report.liveset, hosts), _bitmap(report.hbdomain, hosts),
+        _bitmap(report.sfdomain, hosts), report.statefile_access,
+        None if report.proposal is None else _bitmap(report.proposal, hosts),
+        report.rule2, report.joining, report.excluded, report.statefile_corrupted,
+        report.lock_request, -1 if report.lock_grant is None else report.lock_grant,
+        _bitmap(report.join_acks, hosts), list(report.hb_age_ms), list(report.sf_age_ms),
+    ]
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise DecodeError(f"{field}: not an integer in [{low}, {high}]")
+    return value
+
+
+def _bool(value: Any, field: str) -> bool:
+    if type(value) is not bool:
+        raise DecodeError(f"{field}: not a boolean")
+    return value
+
+
+def _ages(value: Any, hosts: int, field: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) not in (0, hosts):
+        raise DecodeError(f"{field}: not a list of {hosts} ages")
+    return tuple(_int(a, field, -1, 2**31) for a in value)
+
+
+def report_from_fields(fields: Any, hosts: int) -> Report:
+    """Strictly rebuild a report; raise :class:`DecodeError` on any deviation."""
+    if not isinstance(fields, list) or len(fields) != 19:
+        raise DecodeError("not a report record")
+    (generation, sender, boot, seq, phase, liveset, hb, sf, access, proposal, rule2, joining,
+     excluded, corrupted, request, grant, acks, hb_ages, sf_ages) = fields
+    if _int(phase, "phase", 0, max(Phase)) not in {p.value for p in Phase}:
+        raise DecodeError("phase: unknown")
+    grant_value = _int(grant, "lock_grant", -1, hosts - 1)
+    return Report(
+        generation=_int(generation, "generation", 0, 2**64 - 1),
+        sender=_int(sender, "sender", 0, hosts - 1),
+        boot=_int(boot, "boot", 0, 2**64 - 1),
+        seq=_int(seq, "seq", 0, 2**64 - 1),
+        phase=Phase(phase),
+        liveset=_hosts(liveset, hosts, "liveset"),
+        hbdomain=_hosts(hb, hosts, "hbdomain"),
+        sfdomain=_hosts(sf, hosts, "sfdomain"),
+        statefile_access=_bool(access, "statefile_access"),
+        proposal=None if proposal is None else _hosts(proposal, hosts, "proposal"),
+        rule2=_bool(rule2, "rule2"),
+        joining=_bool(joining, "joining"),
+        excluded=_bool(excluded, "excluded"),
+        statefile_corrupted=_bool(corrupted, "statefile_corrupted"),
+        lock_request=_bool(request, "lock_request"),
+        lock_grant=None if grant_value == -1 else grant_value,
+        join_acks=_hosts(acks, hosts, "join_acks"),
+        hb_age_ms=_ages(hb_ages, hosts, "hb_age_ms"),
+        sf_age_ms=_ages(sf_ages, hosts, "sf_age_ms"),
+    )
+
+
+class Sealer:
+    """Seals and opens reports of a pool of ``hosts`` hosts with the pool key."""
+
+    def __init__(self, key: bytes, hosts: int) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"a pool key is {KEY_BYTES} bytes, got {len(key)}")
+        if not 1 <= hosts <= MAX_HOSTS:
+            raise ValueError(f"a pool has 1 to {MAX_HOSTS} hosts, got {hosts}")
+        self._aead = ChaCha20Poly1305(key)
+        self.hosts = hosts
+
+    def seal(self, report: Report) -> bytes:
+        header = MAGIC + bytes([VERSION]) + os.urandom(NONCE)
+        body = msgpack.packb(report_to_fields(report, self.hosts), use_bin_type=True)
+        sealed = header + self._aead.encrypt(header[-NONCE:], body, header[:-NONCE])
+        if len(sealed) > MAX_SEALED:
+            raise ValueError(f"report of {len(sealed)} bytes exceeds {MAX_SEALED}")
+        return sealed
+
+    def open(self, data: bytes) -> Report:
+        if not HEADER + TAG <= len(data) <= MAX_SEALED:
+            raise DecodeError(f"size {len(data)} outside [{HEADER + TAG}, {MAX_SEALED}]")
+        if data[: len(MAGIC)] != MAGIC:
+            raise DecodeError("bad magic")
+        if data[len(MAGIC)] != VERSION:
+            raise DecodeError(f"unknown version {data[len(MAGIC)]}")
+        try:
+            body = self._aead.decrypt(data[len(MAGIC) + 1 : HEADER], data[HEADER:],
+                                      data[: len(MAGIC) + 1])
+        except InvalidTag:
+            raise DecodeError("authentication failed (wrong key or tampered)") from None
+        try:
+            fields = msgpack.unpackb(body, raw=False, strict_map_key=True,
+                                     max_bin_len=MAX_SEALED, max_array_len=2 * MAX_HOSTS)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
+            raise DecodeError(f"malformed body: {error}") from None
+        return report_from_fields(fields, self.hosts)
