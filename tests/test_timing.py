@@ -50,6 +50,7 @@ def test_timeout_below_floor_is_rejected(timeout: float) -> None:
         ({"t2": 2.0}, "beats-per-timeout"),
         ({"io_deadline": 3.0}, "io-deadline"),
         ({"agree": 6.0}, "agreement-bound"),
+        ({"agree": 0.5}, "agreement-rounds"),
         ({"Wh": 5.0}, "heartbeat-watchdog-covers-fault-handler"),
         ({"Ws": 5.0}, "statefile-watchdog-covers-fault-handler"),
         ({"fence_window": 1.0}, "safety-inequality"),

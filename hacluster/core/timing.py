@@ -6,7 +6,8 @@ Rules (see docs/design.md):
   every timeout spans about ten beats: ``t1 = min(T/10, 3)``,
   ``t2 = min(T/10, max(2, T/20))``.
 * ``T1`` (network heartbeat timeout) and ``T2`` (statefile timeout) equal T.
-* ``agree`` bounds a fault handler: it must decide within ``max(T1, T2)/2``.
+* ``agree`` bounds a fault handler: it must decide within
+  ``min(T/2, 5 * max(t1, t2))``, enough for several view exchanges.
 * A host pets its watchdogs only while its view is healthy, so each watchdog
   must outlast detection plus a whole fault handler: ``Wh = T1 + agree + 2*t1``,
   ``Ws = T2 + agree + 3*t2``.
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 MIN_TIMEOUT = 1.0
 #: a timeout must span at least this many beats of its channel
 MIN_BEATS_PER_TIMEOUT = 3
+#: beats of the slower channel a fault handler may spend exchanging views
+AGREEMENT_ROUNDS = 5
 #: largest relative clock-rate difference between two hosts the window allows for
 DEFAULT_DRIFT = 0.01
 
@@ -65,7 +68,7 @@ class Timing:
             raise TimingError("timeout-floor", f"T={timeout} s is below {MIN_TIMEOUT} s")
         t1 = min(timeout / 10, 3.0)
         t2 = min(timeout / 10, max(2.0, timeout / 20))
-        agree = timeout / 2
+        agree = min(timeout / 2, AGREEMENT_ROUNDS * max(t1, t2))
         wh = timeout + agree + 2 * t1
         ws = timeout + agree + 3 * t2
         timing = cls(
@@ -131,6 +134,9 @@ class Timing:
             )
         if self.agree > max(self.T1, self.T2):
             raise TimingError("agreement-bound", f"agree={self.agree} exceeds max(T1, T2)")
+        if self.agree < 2 * max(self.t1, self.t2):
+            raise TimingError("agreement-rounds", f"agree={self.agree} allows fewer than two "
+                              f"view exchanges of max(t1, t2)={max(self.t1, self.t2)}")
         if self.Wh < self.T1 + self.agree + self.t1:
             raise TimingError(
                 "heartbeat-watchdog-covers-fault-handler",
