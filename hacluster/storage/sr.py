@@ -1,0 +1,185 @@
+"""Heartbeat SR layout and whole-block I/O (spec section 2).
+
+Rules:
+
+* The volume starts with a 4 MiB heartbeat region of 4096-byte blocks: block 0
+  is the global block, block ``1 + i`` is host ``i``'s slot (up to 1023
+  hosts). The metadata region (for the pool database's redo log) follows.
+* Every read and write is one whole aligned block, through a page-aligned
+  buffer, with ``O_DIRECT`` where the medium accepts it (``direct`` says
+  whether it did, so the daemon can log it).
+* A slot block is ``b"HASL" | length(2) | sealed report | crc32(4)``, zero
+  padded; the seal authenticates the writer with the pool key, the CRC catches
+  torn writes cheaply. An all-zero block is a slot never written. Anything else
+  (bad magic, length, checksum, non-zero padding, seal, or a writer other than
+  the slot's host) is :class:`SlotCorrupt`: not seen, never a crash.
+* The global block ``b"HASR" | version | msgpack fields | hmac-sha256`` holds
+  the generation, pool state, master and host count, authenticated with the
+  pool key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import mmap
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import msgpack
+
+from hacluster.core.events import SlotContent, SlotCorrupt
+from hacluster.core.messages import Report
+from hacluster.wire.codec import DecodeError, Sealer
+
+BLOCK = 4096
+HEARTBEAT_REGION = 4 * 1024 * 1024
+MAX_SR_HOSTS = HEARTBEAT_REGION // BLOCK - 1
+DEFAULT_METADATA = 256 * 1024 * 1024
+SLOT_MAGIC = b"HASL"
+GLOBAL_MAGIC = b"HASR"
+LAYOUT_VERSION = 1
+EMPTY_BLOCK = bytes(BLOCK)
+
+
+class PoolState(IntEnum):
+    NONE = 0
+    INIT = 1
+    ACTIVE = 2
+    INVALID = 3
+
+
+class SRError(ValueError):
+    """The volume is not a usable heartbeat SR (with the reason)."""
+
+
+@dataclass(frozen=True)
+class GlobalBlock:
+    generation: int
+    state: PoolState
+    master: int | None
+    hosts: int
+
+    def encode(self, key: bytes) -> bytes:
+        body: bytes = msgpack.packb([self.generation, int(self.state),
+                                     -1 if self.master is None else self.master, self.hosts])
+        head = GLOBAL_MAGIC + bytes([LAYOUT_VERSION]) + struct.pack(">H", len(body)) + body
+        block = head + hmac.new(key, head, hashlib.sha256).digest()
+        return block.ljust(BLOCK, b"\0")
+
+    @classmethod
+    def decode(cls, block: bytes, key: bytes) -> GlobalBlock:
+        if block[:4] != GLOBAL_MAGIC:
+            raise SRError("not a heartbeat SR (bad magic in the global block)")
+        if block[4] != LAYOUT_VERSION:
+            raise SRError(f"unsupported SR layout version {block[4]}")
+        (length,) = struct.unpack(">H", block[5:7])
+        head = block[: 7 + length]
+        mac = block[7 + length : 7 + length + 32]
+        if not hmac.compare_digest(mac, hmac.new(key, head, hashlib.sha256).digest()):
+            raise SRError("global block not authenticated by this pool key")
+        generation, state, master, hosts = msgpack.unpackb(block[7 : 7 + length])
+        return cls(generation, PoolState(state), None if master < 0 else master, hosts)
+
+
+def slot_offset(index: int) -> int:
+    if not 0 <= index < MAX_SR_HOSTS:
+        raise SRError(f"host index {index} outside 0..{MAX_SR_HOSTS - 1}")
+    return BLOCK * (1 + index)
+
+
+def encode_slot(sealer: Sealer, report: Report) -> bytes:
+    sealed = sealer.seal(report)
+    body = SLOT_MAGIC + struct.pack(">H", len(sealed)) + sealed
+    block = body + struct.pack(">I", zlib.crc32(body))
+    if len(block) > BLOCK:
+        raise SRError(f"report of {len(block)} bytes does not fit a {BLOCK}-byte slot")
+    return block.ljust(BLOCK, b"\0")
+
+
+def decode_slot(sealer: Sealer, block: bytes, index: int) -> SlotContent:
+    if block == EMPTY_BLOCK:
+        return None
+    if len(block) != BLOCK or block[:4] != SLOT_MAGIC:
+        return SlotCorrupt("bad magic")
+    (length,) = struct.unpack(">H", block[4:6])
+    end = 6 + length
+    if end + 4 > BLOCK:
+        return SlotCorrupt("bad length")
+    (crc,) = struct.unpack(">I", block[end : end + 4])
+    if crc != zlib.crc32(block[:end]):
+        return SlotCorrupt("checksum mismatch")
+    if block[end + 4 :].strip(b"\0"):
+        return SlotCorrupt("garbage after the record")
+    try:
+        report = sealer.open(block[6:end])
+    except DecodeError as error:
+        return SlotCorrupt(str(error))
+    if report.sender != index:
+        return SlotCorrupt(f"slot {index} written by host {report.sender}")
+    return report
+
+
+class BlockDevice:
+    """Whole-block reads and writes on a file or block device, O_DIRECT if possible."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        flags = os.O_RDWR | getattr(os, "O_DSYNC", 0)
+        self.direct = False
+        try:
+            self.fd = os.open(self.path, flags | os.O_DIRECT)
+            self.direct = True
+        except OSError:
+            self.fd = os.open(self.path, flags)
+        self._buffer = mmap.mmap(-1, BLOCK)  # page-aligned, as O_DIRECT requires
+
+    def read(self, offset: int) -> bytes:
+        got = os.preadv(self.fd, [self._buffer], offset)
+        if got != BLOCK:
+            raise OSError(f"short read of {got} bytes at offset {offset}")
+        return bytes(self._buffer)
+
+    def write(self, offset: int, block: bytes) -> None:
+        if len(block) != BLOCK:
+            raise ValueError(f"writes are whole {BLOCK}-byte blocks")
+        self._buffer[:] = block
+        put = os.pwritev(self.fd, [self._buffer], offset)
+        if put != BLOCK:
+            raise OSError(f"short write of {put} bytes at offset {offset}")
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self._buffer.close()
+
+
+def format_sr(path: str | Path, hosts: int, key: bytes, generation: int,
+              metadata: int = DEFAULT_METADATA) -> GlobalBlock:
+    """Lay out a heartbeat SR: global block, empty slots, metadata region."""
+    if not 1 <= hosts <= MAX_SR_HOSTS:
+        raise SRError(f"an SR holds 1 to {MAX_SR_HOSTS} hosts, not {hosts}")
+    if metadata < 0 or metadata % BLOCK:
+        raise SRError(f"metadata size must be a multiple of {BLOCK} bytes")
+    target = Path(path)
+    size = HEARTBEAT_REGION + metadata
+    if not target.exists():
+        with target.open("wb") as new:
+            new.truncate(size)
+    elif target.is_file() and target.stat().st_size < size:
+        with target.open("r+b") as grow:
+            grow.truncate(size)
+    device = BlockDevice(target)
+    try:
+        if os.lseek(device.fd, 0, os.SEEK_END) < size:
+            raise SRError(f"{path} is smaller than the {size} bytes an SR needs")
+        header = GlobalBlock(generation, PoolState.INIT, None, hosts)
+        device.write(0, header.encode(key))
+        for index in range(hosts):
+            device.write(slot_offset(index), EMPTY_BLOCK)
+    finally:
+        device.close()
+    return header
