@@ -66,7 +66,43 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scenario", help="run one named scenario and print its timeline")
 
     demo = sub.add_parser("demo", help="watch a 3-host pool fail over after its master crashes")
-    demo.add_argument("--timeout", type=_timeout, default=5.0, help="HA timeout T in seconds")
+    demo.add_argument("--timeout", type=_timeout, default=3.0, help="HA timeout T in seconds")
+    demo.add_argument("--simulated", action="store_true",
+                      help="use the simulator instead of real local processes")
+
+    node = sub.add_parser("node", help="run the node daemon")
+    node.add_argument("--config", required=True, help="node.toml")
+    node.add_argument("--armed", action="store_true",
+                      help="start armed with the whole pool (HA enable); else join")
+
+    status = sub.add_parser("status", help="show a running node's status")
+    status.add_argument("--socket", required=True, help="the node's status socket")
+
+    fmt = sub.add_parser("sr-format", help="lay out a heartbeat SR on a file or block device")
+    fmt.add_argument("path")
+    fmt.add_argument("--hosts", type=_positive_int, required=True)
+    fmt.add_argument("--key-file", required=True, help="pool key (32 bytes, raw or hex)")
+
+    lab = sub.add_parser("lab", help="a pool of real node processes on this machine")
+    lab.add_argument("--dir", default=".hacluster-lab", help="lab directory")
+    verbs = lab.add_subparsers(dest="verb", required=True)
+    up = verbs.add_parser("up", help="format an SR and start an armed pool")
+    up.add_argument("--backend", choices=["local"], default="local")
+    up.add_argument("--hosts", type=_positive_int, default=3)
+    up.add_argument("--timeout", type=_timeout, default=3.0)
+    verbs.add_parser("status", help="every host's status")
+    verbs.add_parser("events", help="every host's events, merged in time order")
+    verbs.add_parser("down", help="stop every host and forget the lab")
+    for verb, text in (("kill", "SIGKILL a host and all it runs"),
+                       ("restart", "start a stopped host again (it rejoins)")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("host", type=int)
+    pause = verbs.add_parser("pause", help="SIGSTOP a host's daemon, then SIGCONT")
+    pause.add_argument("host", type=int)
+    pause.add_argument("seconds", type=float)
+    for verb in ("partition", "drop-from", "heal", "storage"):
+        v = verbs.add_parser(verb, help="network and storage faults (netns backend)")
+        v.add_argument("args", nargs="*")
     return parser
 
 
@@ -74,7 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return _demo(args.timeout)
+        if args.simulated:
+            return _demo(args.timeout)
+        from hacluster.lab.demo import run_demo
+
+        return run_demo(args.timeout)
+    if args.command in ("node", "status", "sr-format", "lab"):
+        from hacluster.lab.commands import run_command
+
+        return run_command(parser, args)
     if args.list_scenarios:
         for scenario in SCENARIOS.values():
             print(f"{scenario.name:28} {scenario.summary}")

@@ -119,13 +119,19 @@ def rule1_applies(me: int, liveset: HostSet, mine: View) -> bool:
 def decide_statefile(me: int, liveset: HostSet, views: Mapping[int, View]) -> Decision:
     """Statefile-mode survival for ``me`` given the fresh views it holds."""
     mine = views[me]
+    if rule1_applies(me, liveset, mine):
+        # rule 1 says I survive. The proposal is the merged partition, which
+        # winners compute alike from the same views; a host I see on both
+        # channels that has not reported its view yet is presumed to see
+        # what I see, so that a slow report never gets a live host removed.
+        both = liveset & mine.hbdomain & mine.sfdomain
+        presumed = {**{p: mine for p in both}, **views}
+        candidates = frozenset(p for p in both if presumed[p].statefile_access)
+        winners = largest_partition(
+            candidates, {p: presumed[p].hbdomain & liveset for p in candidates})
+        return Decision(True, winners if me in winners else both, "survival rule 1")
     candidates = frozenset(p for p in liveset if p in views and views[p].statefile_access)
     winners = largest_partition(candidates, {p: views[p].hbdomain & liveset for p in candidates})
-    if rule1_applies(me, liveset, mine):
-        # rule 1 says I survive; the merged partition, when it keeps me, is the
-        # proposal every winner computes alike from the same views
-        mine_only = liveset & mine.hbdomain & mine.sfdomain
-        return Decision(True, winners if me in winners else mine_only, "survival rule 1")
     if me in winners:
         return Decision(True, winners, "largest partition")
     if rule2_applies(me, liveset, views):

@@ -158,7 +158,7 @@ class BlockDevice:
 
 
 def format_sr(path: str | Path, hosts: int, key: bytes, generation: int,
-              metadata: int = DEFAULT_METADATA) -> GlobalBlock:
+              metadata: int = DEFAULT_METADATA, state: PoolState = PoolState.INIT) -> GlobalBlock:
     """Lay out a heartbeat SR: global block, empty slots, metadata region."""
     if not 1 <= hosts <= MAX_SR_HOSTS:
         raise SRError(f"an SR holds 1 to {MAX_SR_HOSTS} hosts, not {hosts}")
@@ -176,7 +176,7 @@ def format_sr(path: str | Path, hosts: int, key: bytes, generation: int,
     try:
         if os.lseek(device.fd, 0, os.SEEK_END) < size:
             raise SRError(f"{path} is smaller than the {size} bytes an SR needs")
-        header = GlobalBlock(generation, PoolState.INIT, None, hosts)
+        header = GlobalBlock(generation, state, None, hosts)
         device.write(0, header.encode(key))
         for index in range(hosts):
             device.write(slot_offset(index), EMPTY_BLOCK)

@@ -1,0 +1,1 @@
+"""Lab clusters: pools of real node processes to watch and break on one machine."""

@@ -1,0 +1,183 @@
+"""The ``local`` lab backend: N node processes on 127.0.0.x sharing an SR file.
+
+Rules:
+
+* Needs no root: host ``i`` listens on ``127.0.0.(i+1)`` and the heartbeat SR
+  is a sparse file in the lab directory, which holds everything else too
+  (pool key, configs, logs, status sockets, pids).
+* Every node runs in its own session, so ``kill`` takes the daemon and all it
+  started (SIGKILL to the group) and its watchdog lives on to report it.
+* ``up`` formats the SR with a fresh generation and starts every node armed
+  (the HA enable); ``restart`` starts one node joining, as after a fence.
+* Network faults need network namespaces: this backend refuses them clearly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hacluster.node.daemon import query_status
+from hacluster.storage.sr import BLOCK, PoolState, format_sr
+from hacluster.wire.codec import new_pool_key
+
+
+class LabError(RuntimeError):
+    """A lab operation that cannot be done, with what to do instead."""
+
+
+@dataclass
+class LocalLab:
+    root: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "lab.json"
+
+    def load(self) -> dict[str, Any]:
+        if not self.meta.exists():
+            raise LabError(f"no lab in {self.root}: run 'hacluster lab up' first")
+        data: dict[str, Any] = json.loads(self.meta.read_text())
+        return data
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.meta.write_text(json.dumps(data, indent=2))
+
+    def host_dir(self, index: int) -> Path:
+        return self.root / f"host{index}"
+
+    # ------------------------------------------------------------ lifecycle
+    def up(self, hosts: int, timeout: float, base_port: int = 17000) -> None:
+        if not 1 <= hosts <= 250:
+            raise LabError(f"the local backend runs 1 to 250 hosts, not {hosts}")
+        if self.meta.exists():
+            raise LabError(f"a lab already exists in {self.root}: 'hacluster lab down' first")
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = new_pool_key()
+        (self.root / "pool.key").write_text(key.hex() + "\n")
+        (self.root / "pool.key").chmod(0o600)
+        generation = random.SystemRandom().getrandbits(63)
+        format_sr(self.root / "heartbeat.sr", hosts, key, generation, metadata=BLOCK * 256,
+                  state=PoolState.ACTIVE)
+        addresses = [f"127.0.0.{i + 1}:{base_port + i}" for i in range(hosts)]
+        for index in range(hosts):
+            directory = self.host_dir(index)
+            directory.mkdir(exist_ok=True)
+            (directory / "node.toml").write_text(
+                f"index = {index}\n"
+                f"hosts = {json.dumps(addresses)}\n"
+                f'sr = "../heartbeat.sr"\n'
+                f'key_file = "../pool.key"\n'
+                f"timeout = {timeout}\n"
+                f'status_socket = "status.sock"\n'
+                f'log = "events.jsonl"\n'
+            )
+        self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation})
+        for index in range(hosts):
+            self.start(index, armed=True)
+
+    def start(self, index: int, armed: bool) -> int:
+        data = self.load()
+        self._check(index, data)
+        directory = self.host_dir(index)
+        with (directory / "node.out").open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "hacluster", "node", "--config",
+                 str(directory / "node.toml"), *(["--armed"] if armed else [])],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        data["pids"][str(index)] = process.pid
+        self.save(data)
+        return process.pid
+
+    def restart(self, index: int) -> int:
+        if self.running(index):
+            raise LabError(f"host {index} is running: kill it first")
+        return self.start(index, armed=False)
+
+    def down(self) -> None:
+        data = self.load()
+        for pid in data["pids"].values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        for index in range(data["hosts"]):
+            with contextlib.suppress(FileNotFoundError):
+                (self.host_dir(index) / "status.sock").unlink()
+        self.meta.unlink()
+
+    # ------------------------------------------------------------ chaos
+    def _check(self, index: int, data: dict[str, Any]) -> None:
+        if not 0 <= index < data["hosts"]:
+            raise LabError(f"no host {index}: this lab has hosts 0..{data['hosts'] - 1}")
+
+    def pid(self, index: int) -> int:
+        data = self.load()
+        self._check(index, data)
+        pid = data["pids"].get(str(index))
+        if pid is None:
+            raise LabError(f"host {index} was never started")
+        return int(pid)
+
+    def running(self, index: int) -> bool:
+        try:
+            os.kill(self.pid(index), 0)
+        except (ProcessLookupError, LabError):
+            return False
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(self.pid(index), os.WNOHANG)
+            if done:
+                return False
+        return True
+
+    def kill(self, index: int) -> None:
+        """SIGKILL the host's daemon and everything in its process group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid(index), signal.SIGKILL)
+
+    def pause(self, index: int, seconds: float) -> None:
+        pid = self.pid(index)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def network_fault(self, verb: str) -> None:
+        raise LabError(f"'{verb}' needs network namespaces: use the netns backend (as root)")
+
+    # ------------------------------------------------------------ observing
+    def status(self) -> list[dict[str, Any]]:
+        data = self.load()
+        rows = []
+        for index in range(data["hosts"]):
+            try:
+                rows.append(query_status(self.host_dir(index) / "status.sock"))
+            except OSError:
+                rows.append({"host": index, "phase": "DOWN"})
+        return rows
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every host's event log, merged in time order."""
+        data = self.load()
+        records = []
+        for index in range(data["hosts"]):
+            path = self.host_dir(index) / "events.jsonl"
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    with contextlib.suppress(json.JSONDecodeError):
+                        records.append(json.loads(line))
+                    if line.split(" ", 1)[-1].startswith("watchdog fired"):
+                        stamp = float(line.split(" ", 1)[0])
+                        records.append({"time": stamp, "host": index, "event": "watchdog",
+                                        "text": line.split(" ", 1)[1]})
+        yield from sorted(records, key=lambda r: r["time"])

@@ -1,0 +1,127 @@
+"""Node configuration (TOML), validated with errors that say what to fix.
+
+Rules: every field is checked before anything starts; an error names the file,
+the field and what is expected. Addresses are ``host:port`` (IPv6 in
+brackets); every host of the pool is listed in index order, this node's own
+``index`` included; the pool key file holds 32 bytes (raw or hex).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hacluster.core.node import Mode
+from hacluster.core.timing import Timing, TimingError
+
+
+class ConfigError(ValueError):
+    """A node configuration that cannot be used, with the reason."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{where}: expected host:port, got {text!r}")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"{where}: {host!r} is not an IPv4 or IPv6 address") from None
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    index: int
+    hosts: tuple[Address, ...]
+    sr: Path
+    key: bytes
+    timing: Timing
+    mode: Mode
+    status_socket: Path
+    log: Path | None
+
+    @property
+    def address(self) -> Address:
+        return self.hosts[self.index]
+
+
+def _need(table: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    if name not in table:
+        raise ConfigError(f"{where}: missing field {name!r}")
+    value = table[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}: field {name!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def read_key(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"pool key file {path}: {error.strerror}") from None
+    text = raw.strip()
+    if len(raw) == 32:
+        return raw
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"pool key file {path}: expected 32 bytes (raw or 64 hex digits)")
+    return key
+
+
+def load(path: str | Path) -> NodeConfig:
+    where = str(path)
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"{where}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{where}: not valid TOML: {error}") from None
+    known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+    hosts = tuple(Address.parse(h, f"{where}: hosts[{i}]")
+                  for i, h in enumerate(_need(table, "hosts", list, where)))
+    if not hosts:
+        raise ConfigError(f"{where}: 'hosts' lists no host")
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(f"{where}: 'hosts' lists an address twice")
+    index = _need(table, "index", int, where)
+    if not 0 <= index < len(hosts):
+        raise ConfigError(f"{where}: index {index} outside 0..{len(hosts) - 1}")
+    try:
+        timing = Timing.derive(float(table.get("timeout", 60)))
+    except (TimingError, TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: timeout: {error}") from None
+    mode_name = table.get("mode", Mode.STATEFILE.value)
+    if mode_name not in {m.value for m in Mode}:
+        raise ConfigError(f"{where}: mode must be 'statefile' or 'clustered', got {mode_name!r}")
+    base = Path(path).parent
+    log = table.get("log")
+    return NodeConfig(
+        index=index,
+        hosts=hosts,
+        sr=base / _need(table, "sr", str, where),
+        key=read_key(base / _need(table, "key_file", str, where)),
+        timing=timing,
+        mode=Mode(mode_name),
+        status_socket=base / _need(table, "status_socket", str, where),
+        log=base / log if isinstance(log, str) else None,
+    )

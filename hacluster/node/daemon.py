@@ -1,0 +1,310 @@
+"""The node daemon: an asyncio adapter that drives :class:`HostCore` with real I/O.
+
+Rules:
+
+* The core decides; this module only moves bytes. Every input is stamped with
+  the event loop's monotonic clock; every output is carried out in order.
+* Heartbeats are sealed reports over UDP to every configured host; anything
+  that fails to open (wrong key, truncated, oversized, garbage) is dropped
+  and counted before the core sees it.
+* Storage I/O runs in one dedicated thread with the core's I/O deadline. A
+  request that overruns is reported to the core as failed; while the volume
+  stays hung, new requests fail at once instead of queueing behind it.
+* Fencing does not depend on this loop: a separate watchdog process kills the
+  node's process group when pets stop. On a fence decided by the core the
+  reason is logged synchronously, the last words (a FENCED report) are written
+  with a short deadline, and the daemon exits with :data:`FENCED_EXIT`.
+* ``SIGTERM`` is a clean shutdown: the host announces itself excluded first.
+* A Unix socket answers every connection with the node's status as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hacluster.core.events import (
+    Disarmed,
+    Fence,
+    HeartbeatReceived,
+    Input,
+    LivesetCommitted,
+    MasterGained,
+    MasterLost,
+    Output,
+    PetWatchdog,
+    PhaseChanged,
+    ReadSlots,
+    SendHeartbeat,
+    Shutdown,
+    SlotContent,
+    SlotsRead,
+    SlotWritten,
+    Suspect,
+    Tick,
+    Wakeup,
+    WriteSlot,
+)
+from hacluster.core.messages import Report
+from hacluster.core.node import CoreConfig, HostCore
+from hacluster.node.config import NodeConfig
+from hacluster.storage.sr import BlockDevice, GlobalBlock, decode_slot, encode_slot, slot_offset
+from hacluster.wire.codec import DecodeError, Sealer
+
+FENCED_EXIT = 75
+
+
+class EventLog:
+    """Structured log: one JSON object per line, flushed as written."""
+
+    def __init__(self, path: Path | None, host: int) -> None:
+        self.host = host
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else 2
+
+    def write(self, event: str, sync: bool = False, **fields: Any) -> None:
+        record = {"time": round(time.time(), 3), "host": self.host, "event": event, **fields}
+        os.write(self.fd, (json.dumps(record, default=sorted) + "\n").encode())
+        if sync and self.fd != 2:
+            os.fsync(self.fd)
+
+
+class Storage:
+    """The heartbeat SR seen through one thread with a deadline per request."""
+
+    def __init__(self, config: NodeConfig, sealer: Sealer) -> None:
+        self.device = BlockDevice(config.sr)
+        self.sealer = sealer
+        self.config = config
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
+        self.busy: concurrent.futures.Future[Any] | None = None
+
+    def generation(self) -> int:
+        return GlobalBlock.decode(self.device.read(0), self.config.key).generation
+
+    def _write(self, report: Report) -> None:
+        self.device.write(slot_offset(report.sender), encode_slot(self.sealer, report))
+
+    def _read(self) -> dict[int, SlotContent]:
+        return {i: decode_slot(self.sealer, self.device.read(slot_offset(i)), i)
+                for i in range(len(self.config.hosts))}
+
+    async def run(self, job: Callable[[], Any]) -> tuple[bool, Any, str]:
+        if self.busy is not None and not self.busy.done():
+            return False, None, "volume hung: previous request still in flight"
+        self.busy = self.pool.submit(job)
+        try:
+            value = await asyncio.wait_for(asyncio.wrap_future(self.busy),
+                                           self.config.timing.io_deadline)
+        except TimeoutError:
+            return False, None, "I/O deadline exceeded"
+        except OSError as error:
+            return False, None, f"I/O error: {error}"
+        return True, value, ""
+
+    async def write(self, report: Report) -> tuple[bool, str]:
+        ok, _, error = await self.run(lambda: self._write(report))
+        return ok, error
+
+    async def read(self) -> tuple[dict[int, SlotContent] | None, str]:
+        ok, slots, error = await self.run(self._read)
+        return (slots if ok else None), error
+
+
+class Heartbeats(asyncio.DatagramProtocol):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            report = self.node.sealer.open(data)
+        except DecodeError as error:
+            self.node.bad_packets += 1
+            self.node.last_bad_packet = str(error)
+            return
+        self.node.feed(HeartbeatReceived(self.node.loop.time(), report))
+
+
+class Node:
+    def __init__(self, config: NodeConfig, armed: bool, boot: int) -> None:
+        self.config = config
+        self.armed_at_start = armed
+        self.boot = boot
+        self.sealer = Sealer(config.key, len(config.hosts))
+        self.log = EventLog(config.log, config.index)
+        self.storage = Storage(config, self.sealer)
+        self.loop = asyncio.get_running_loop()
+        self.bad_packets = 0
+        self.last_bad_packet = ""
+        self.exit_code: asyncio.Future[int] = self.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._io: asyncio.Queue[WriteSlot | ReadSlots] = asyncio.Queue()
+        self.core: HostCore
+        self.transport: asyncio.DatagramTransport
+        self.watchdog: subprocess.Popen[bytes] | None = None
+
+    async def run(self) -> int:
+        config = self.config
+        generation = self.storage.generation()
+        hosts = frozenset(range(len(config.hosts)))
+        self.core = HostCore(CoreConfig(config.timing, len(config.hosts), generation, config.mode),
+                             config.index, self.boot, self.loop.time(),
+                             liveset=hosts if self.armed_at_start else None)
+        self.log.write("start", boot=self.boot, generation=generation,
+                       armed=self.armed_at_start, direct_io=self.storage.device.direct,
+                       timeout=config.timing.T, address=str(config.address))
+        if not self.storage.device.direct:
+            self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
+        self.transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: Heartbeats(self), local_addr=(config.address.host, config.address.port))
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-m", "hacluster.node.watchdog", "--group", str(os.getpgrp()),
+             *(["--log", str(config.log)] if config.log else [])],
+            stdin=subprocess.PIPE, start_new_session=True)
+        server = await asyncio.start_unix_server(self._status, path=str(config.status_socket))
+        self.loop.add_signal_handler(signal.SIGTERM, lambda: self.feed(Shutdown(self.loop.time())))
+        io_task = asyncio.create_task(self._storage_worker())
+        self.feed(Tick(self.loop.time()))
+        try:
+            return await self.exit_code
+        finally:
+            io_task.cancel()
+            server.close()
+            self.transport.close()
+            with contextlib.suppress(OSError):
+                config.status_socket.unlink()
+
+    # ------------------------------------------------------------ core driving
+    def feed(self, event: Input) -> None:
+        if self.exit_code.done():
+            return
+        for out in self.core.handle(event):
+            self._carry_out(out)
+
+    def _carry_out(self, out: Output) -> None:
+        if isinstance(out, SendHeartbeat):
+            packet = self.sealer.seal(out.report)
+            for peer in out.to:
+                address = self.config.hosts[peer]
+                self.transport.sendto(packet, (address.host, address.port))
+        elif isinstance(out, WriteSlot | ReadSlots):
+            self._io.put_nowait(out)
+        elif isinstance(out, PetWatchdog):
+            self._watchdog(f"pet {out.which.value} {out.timeout}")
+        elif isinstance(out, Disarmed):
+            self._watchdog("disarm")
+            self.log.write("disarmed", reason=out.reason)
+            self.exit_code.set_result(0)
+        elif isinstance(out, Fence):
+            self._fence(out.reason)
+        elif isinstance(out, LivesetCommitted):
+            self.log.write("commit", liveset=out.liveset, removed=out.removed, added=out.added)
+        elif isinstance(out, MasterGained):
+            self.log.write("master", gained=True)
+        elif isinstance(out, MasterLost):
+            self.log.write("master", gained=False, reason=out.reason)
+        elif isinstance(out, PhaseChanged):
+            self.log.write("phase", old=out.old.name, new=out.new.name, why=out.why)
+        elif isinstance(out, Suspect):
+            self.log.write("suspect", peer=out.host, channel=out.channel)
+        elif isinstance(out, Wakeup):
+            if self._timer is not None:
+                self._timer.cancel()
+            if out.at != float("inf"):
+                self._timer = self.loop.call_at(out.at, lambda: self.feed(Tick(self.loop.time())))
+
+    def _watchdog(self, command: str) -> None:
+        if self.watchdog is not None and self.watchdog.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.watchdog.stdin.write(command.encode() + b"\n")
+                self.watchdog.stdin.flush()
+
+    def _fence(self, reason: str) -> None:
+        self.log.write("fence", sync=True, reason=reason)
+        last_words = self.core.fenced_report()
+        with contextlib.suppress(Exception):
+            packet = self.sealer.seal(last_words)
+            for peer, address in enumerate(self.config.hosts):
+                if peer != self.config.index:
+                    self.transport.sendto(packet, (address.host, address.port))
+            self.storage.pool.submit(self.storage._write, last_words).result(
+                timeout=self.config.timing.io_deadline)
+        self._watchdog("disarm")
+        self.exit_code.set_result(FENCED_EXIT)
+
+    async def _storage_worker(self) -> None:
+        while True:
+            request = await self._io.get()
+            if isinstance(request, WriteSlot):
+                ok, error = await self.storage.write(request.report)
+                self.feed(SlotWritten(self.loop.time(), ok, error))
+            else:
+                slots, error = await self.storage.read()
+                self.feed(SlotsRead(self.loop.time(), slots, error))
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        t = core.now
+        return {
+            "host": self.config.index,
+            "address": str(self.config.address),
+            "boot": self.boot,
+            "phase": core.phase.name,
+            "armed": core.armed,
+            "master": core.is_master,
+            "liveset": sorted(core.liveset or ()),
+            "hbdomain": sorted(core.hbdomain),
+            "sfdomain": sorted(core.sfdomain),
+            "rule2": core.rule2,
+            "last_beat_age": {
+                str(i): round(t - p.last_net, 3) for i, p in enumerate(core.peers)
+                if i != self.config.index and p.last_net != float("-inf")
+            },
+            "dropped": {**core.counters.__dict__, "bad_packets": self.bad_packets},
+            "last_bad_packet": self.last_bad_packet,
+            "timeout": self.config.timing.T,
+        }
+
+    async def _status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(json.dumps(self.status()).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+
+def next_boot(state_dir: Path) -> int:
+    """A boot id greater than any earlier one of this host (wall-clock ms, persisted)."""
+    path = state_dir / "boot"
+    previous = int(path.read_text()) if path.exists() else 0
+    boot = max(previous + 1, int(time.time() * 1000))
+    path.write_text(str(boot))
+    return boot
+
+
+async def serve(config: NodeConfig, armed: bool) -> int:
+    node = Node(config, armed, next_boot(config.status_socket.parent))
+    return await node.run()
+
+
+def query_status(socket_path: Path, timeout: float = 2.0) -> dict[str, Any]:
+    """Read one node's status from its Unix socket."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(socket_path))
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+    status: dict[str, Any] = json.loads(data)
+    return status
