@@ -1,0 +1,72 @@
+"""Node configuration: every mistake is named, nothing starts on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hacluster.node.config import ConfigError, load
+
+GOOD = """
+index = 1
+hosts = ["127.0.0.1:7000", "127.0.0.2:7000", "[::1]:7001"]
+sr = "sr.img"
+key_file = "pool.key"
+timeout = 5
+status_socket = "s.sock"
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "pool.key").write_text("ab" * 32)
+    return tmp_path
+
+
+def write(folder: Path, text: str) -> Path:
+    path = folder / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_loads(folder: Path) -> None:
+    config = load(write(folder, GOOD))
+    assert config.index == 1 and str(config.address) == "127.0.0.2:7000"
+    assert str(config.hosts[2]) == "[::1]:7001"
+    assert config.key == bytes.fromhex("ab" * 32)
+    assert config.timing.T == 5 and config.sr == folder / "sr.img"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("index = 1", "index = 9"), "index 9 outside"),
+        (("index = 1", 'index = "one"'), "must be a int"),
+        (('"[::1]:7001"', '"[::1]:99999"'), "expected host:port"),
+        (('"[::1]:7001"', '"example.com:80"'), "not an IPv4 or IPv6"),
+        (('"[::1]:7001"', '"127.0.0.1:7000"'), "twice"),
+        (("timeout = 5", "timeout = 0.2"), "timeout-floor"),
+        (('sr = "sr.img"', ""), "missing field 'sr'"),
+        (("timeout = 5", "colour = 5"), "unknown field"),
+        (("timeout = 5", 'mode = "quorum"'), "mode must be"),
+        (("index = 1", "index = = 1"), "not valid TOML"),
+    ],
+)
+def test_bad_configs_are_named(folder: Path, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(write(folder, GOOD.replace(*change)))
+
+
+def test_bad_key_file(folder: Path) -> None:
+    (folder / "pool.key").write_text("too short")
+    with pytest.raises(ConfigError, match="32 bytes"):
+        load(write(folder, GOOD))
+    (folder / "pool.key").unlink()
+    with pytest.raises(ConfigError, match="pool key file"):
+        load(write(folder, GOOD))
+
+
+def test_missing_file(folder: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        load(folder / "absent.toml")

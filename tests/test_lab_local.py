@@ -1,0 +1,118 @@
+"""Real node processes on the local lab backend (no root): failover, watchdog, bad input."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hacluster.core.messages import Phase, Report
+from hacluster.lab.local import LabError, LocalLab
+from hacluster.node.config import load
+from hacluster.wire.codec import Sealer, new_pool_key
+
+T = 2.0
+
+
+def wait_for(check: Callable[[], bool], limit: float, what: str) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[LocalLab]:
+    pool = LocalLab(tmp_path / "lab")
+    pool.up(3, T, base_port=18000 + (os.getpid() % 500) * 4)
+    try:
+        wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
+                 "a master")
+        yield pool
+    finally:
+        pool.down()
+
+
+def masters(lab: LocalLab) -> list[int]:
+    return [r["host"] for r in lab.status() if r.get("master")]
+
+
+def test_master_crash_fails_over_to_a_new_master(lab: LocalLab) -> None:
+    old = masters(lab)[0]
+    survivors = [h for h in range(3) if h != old]
+    killed = time.monotonic()
+    lab.kill(old)
+    wait_for(lambda: len(masters(lab)) == 1 and masters(lab)[0] != old
+             and all(r.get("liveset") == survivors for r in lab.status() if r["host"] != old),
+             15 * T, "failover")
+    took = time.monotonic() - killed
+    timing = load(lab.host_dir(survivors[0]) / "node.toml").timing
+    assert took <= timing.T + timing.fence_window + 4 * timing.t1 + 2.0
+    events = list(lab.events())
+    assert any(e["event"] == "commit" and e.get("removed") == [old] for e in events)
+
+
+def test_pause_longer_than_t_is_fenced_by_the_watchdog(lab: LocalLab) -> None:
+    victim = 2
+    timing = load(lab.host_dir(victim) / "node.toml").timing
+    lab.pause(victim, timing.Wh + 1.0)  # SIGSTOP; the watchdog process keeps counting
+    wait_for(lambda: not lab.running(victim), 5.0, "the paused daemon to be killed")
+    fired = [e for e in lab.events() if e["event"] == "watchdog" and e["host"] == victim]
+    assert fired, "the watchdog did not record the firing"
+    wait_for(lambda: all(r.get("liveset") == [0, 1] for r in lab.status() if r["host"] != 2),
+             15 * T, "the survivors to commit")
+    commit = min(e["time"] for e in lab.events()
+                 if e["event"] == "commit" and e.get("removed") == [victim])
+    assert fired[0]["time"] < commit
+
+
+def test_killed_host_rejoins_after_restart(lab: LocalLab) -> None:
+    lab.kill(1)
+    wait_for(lambda: all(r.get("liveset") == [0, 2] for r in lab.status() if r["host"] != 1),
+             15 * T, "removal")
+    lab.restart(1)
+    wait_for(lambda: all(r.get("liveset") == [0, 1, 2] for r in lab.status()), 15 * T,
+             "rejoin")
+
+
+def test_bad_packets_are_dropped_and_counted(lab: LocalLab) -> None:
+    config = load(lab.host_dir(0) / "node.toml")
+    target = (config.address.host, config.address.port)
+    everyone = frozenset({0, 1, 2})
+    forged = Sealer(new_pool_key(), 3).seal(Report(
+        generation=1, sender=1, boot=1, seq=1, phase=Phase.PROPOSED, liveset=everyone,
+        hbdomain=everyone, sfdomain=everyone, statefile_access=True,
+        proposal=frozenset({1})))  # a forged fence request against host 0
+    genuine = Sealer(config.key, 3)
+    wrong_generation = genuine.seal(Report(
+        generation=12345, sender=1, boot=1, seq=1, phase=Phase.NORMAL, liveset=everyone,
+        hbdomain=everyone, sfdomain=everyone, statefile_access=True))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for packet in (forged, b"garbage", b"\0" * 60_000, forged[:20], wrong_generation):
+            sender.sendto(packet, target)
+    def counted() -> bool:
+        row = lab.status()[0]
+        return bool(row["dropped"]["bad_packets"] >= 4 and row["dropped"]["wrong_generation"] >= 1)
+    wait_for(counted, 5.0, "drops to be counted")
+    row = lab.status()[0]
+    assert row["phase"] == "NORMAL" and row["liveset"] == [0, 1, 2]
+    assert lab.running(0)
+
+
+def test_lab_refuses_bad_requests(lab: LocalLab, tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="no host 7"):
+        lab.kill(7)
+    with pytest.raises(LabError, match="already exists"):
+        lab.up(3, T)
+    with pytest.raises(LabError, match="network namespaces"):
+        lab.network_fault("partition")
+    with pytest.raises(LabError, match="run 'hacluster lab up' first"):
+        LocalLab(tmp_path / "nothing").status()
+    with pytest.raises(LabError, match="is running"):
+        lab.restart(0)
