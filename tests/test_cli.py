@@ -43,11 +43,19 @@ def test_scenario_prints_a_timeline(capsys: pytest.CaptureFixture[str]) -> None:
         assert word in out
 
 
-def test_demo_shows_a_failover(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+def test_simulated_demo_shows_a_failover(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--simulated"]) == 0
     out = capsys.readouterr().out
     assert "host 0   FAULT     crash" in out
     assert "host 1   MASTER    gained the master lock" in out
+
+
+def test_demo_fails_over_real_processes() -> None:
+    done = run("demo", "--timeout", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "The pool is healthy" in done.stdout
+    assert "is the new master" in done.stdout
+    assert "lab stopped and removed" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -60,6 +68,10 @@ def test_demo_shows_a_failover(capsys: pytest.CaptureFixture[str]) -> None:
         (["simulate", "--timeout", "0.1"], "timeout-floor"),
         (["simulate", "--mode", "quantum"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
+        (["lab", "--dir", "/nonexistent/lab", "status"], "run 'hacluster lab up' first"),
+        (["node", "--config", "/nonexistent.toml"], "No such file"),
+        (["sr-format", "/tmp/x.sr", "--hosts", "3", "--key-file", "/nonexistent"],
+         "pool key file"),
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
