@@ -38,6 +38,7 @@ Rules (the design is explained in docs/design.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -359,28 +360,31 @@ class HostCore:
             self._out.append(MasterLost("fenced"))
         self._out.append(Fence(reason))
 
-    def _obey_fence_requests(self) -> None:
+    def _fresh_members(self, among: HostSet | None = None) -> Iterator[tuple[int, Report]]:
+        """Liveset members (or ``among``), but me, with a fresh report of their pinned boot."""
         assert self.liveset is not None
-        for p in self.liveset - {self.me}:
+        for p in sorted((self.liveset if among is None else among) - {self.me}):
             report = self._fresh_member_report(p)
-            if (
-                report is not None
-                and report.phase is Phase.PROPOSED
-                and report.proposal is not None
-                and self.me not in report.proposal
-                and self.me in report.liveset
-            ):
+            if report is not None:
+                yield p, report
+
+    def _proposals(self) -> Iterator[tuple[int, HostSet, Report]]:
+        """Members currently proposing a liveset: their proposal and report."""
+        for p, report in self._fresh_members():
+            if report.phase is Phase.PROPOSED and report.proposal is not None:
+                yield p, report.proposal, report
+
+    def _obey_fence_requests(self) -> None:
+        for p, proposal, report in self._proposals():
+            if self.me not in proposal and self.me in report.liveset:
                 self._fence(f"fence request from host {p}")
                 return
 
     # ------------------------------------------------------------ fault handler
     def _peer_in_fault(self) -> int | None:
-        assert self.liveset is not None
-        for p in sorted(self.liveset - {self.me}):
-            report = self._fresh_member_report(p)
+        for p, report in self._fresh_members():
             if (
-                report is not None
-                and report.phase.in_fault
+                report.phase.in_fault
                 and report.liveset == self.liveset
                 and self.peers[p].report_at > self._last_decision + self._settle()
             ):
@@ -444,12 +448,8 @@ class HostCore:
 
     def _peers_agreeing(self) -> bool:
         """Whether a member is exchanging views about my liveset: join it, don't shortcut."""
-        assert self.liveset is not None
-        for p in self.liveset - {self.me}:
-            report = self._fresh_member_report(p)
-            if report is not None and report.phase.in_fault and report.liveset == self.liveset:
-                return True
-        return False
+        return any(report.phase.in_fault and report.liveset == self.liveset
+                   for _, report in self._fresh_members())
 
     def _stable(self) -> bool:
         assert self.liveset is not None
@@ -471,9 +471,8 @@ class HostCore:
         """My view plus the views of members that reported since the fault began."""
         assert self.liveset is not None
         views = {self.me: self._my_view()}
-        for p in self.liveset - {self.me}:
-            report = self._fresh_member_report(p)
-            if report is not None and self.peers[p].report_at >= self._fault_start:
+        for p, report in self._fresh_members():
+            if self.peers[p].report_at >= self._fault_start:
                 views[p] = survival.View(
                     report.hbdomain, report.sfdomain, report.statefile_access
                 )
@@ -488,12 +487,10 @@ class HostCore:
             self._views_key = key
             self._views_changed = self.now
         reachable = (self.hbdomain | self.sfdomain) & self.liveset - {self.me}
-        for p in reachable:
-            report = self._fresh_member_report(p)
-            if report is None or report.phase not in (
-                Phase.AGREEING, Phase.PROPOSED, Phase.FENCED
-            ):
-                return False
+        done = (Phase.AGREEING, Phase.PROPOSED, Phase.FENCED)
+        answered = {p for p, report in self._fresh_members(reachable) if report.phase in done}
+        if answered != reachable:
+            return False
         return self.now - self._views_changed >= self._settle()
 
     def _decide(self) -> None:
@@ -529,16 +526,9 @@ class HostCore:
         """Intersection of the fresh proposals of members that keep me (step 4)."""
         assert self.liveset is not None
         agreed = self.liveset
-        for p in self.liveset - {self.me}:
-            report = self._fresh_member_report(p)
-            if (
-                report is not None
-                and report.phase is Phase.PROPOSED
-                and report.proposal is not None
-                and report.liveset == self.liveset
-                and self.me in report.proposal
-            ):
-                agreed = agreed & report.proposal
+        for _, proposal, report in self._proposals():
+            if report.liveset == self.liveset and self.me in proposal:
+                agreed = agreed & proposal
         return agreed
 
     def _commit_blocked_by(self) -> list[int]:
@@ -565,10 +555,7 @@ class HostCore:
         members of my proposal (who may have heard it after I lost it)."""
         assert self._proposal is not None
         latest = self.peers[x].last_seen()
-        for p in self._proposal - {self.me}:
-            report = self._fresh_member_report(p)
-            if report is None:
-                continue
+        for p, report in self._fresh_members(self._proposal):
             received = self.peers[p].report_at
             for ages in (report.hb_age_ms, report.sf_age_ms):
                 if x < len(ages) and ages[x] >= 0:
@@ -602,10 +589,7 @@ class HostCore:
 
     def _drop_excluded_members(self) -> None:
         assert self.liveset is not None
-        gone = frozenset(
-            p for p in self.liveset - {self.me}
-            if (r := self._fresh_member_report(p)) is not None and r.excluded
-        )
+        gone = frozenset(p for p, report in self._fresh_members() if report.excluded)
         if gone:
             proposal = self._proposal
             self._commit(self.liveset - gone, gone, EMPTY)

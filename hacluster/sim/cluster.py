@@ -263,15 +263,22 @@ class Simulation:
             self.log(host.index, "VM", f"{vm} stopped")
         host.vms.clear()
 
-    def _fence(self, host: SimHost, reason: str, by_core: bool) -> None:
+    def _take_down(self, host: SimHost, state: str, kind: str, text: str) -> HostCore | None:
+        """Stop a host's daemon and VMs; return the core that ran, if any."""
         core = host.core
         if core is None:
-            return
-        self.log(host.index, "FENCE", reason)
+            return None
+        self.log(host.index, kind, text)
         self._stop_vms(host)
         host.core = None
-        host.state = "fenced"
+        host.state = state
         host.watchdog.clear()
+        return core
+
+    def _fence(self, host: SimHost, reason: str, by_core: bool) -> None:
+        core = self._take_down(host, "fenced", "FENCE", reason)
+        if core is None:
+            return
         if by_core:
             last_words = core.fenced_report()
             if self.storage.duration(host.index, math.inf, write=True)[1]:
@@ -332,14 +339,8 @@ class Simulation:
     # ------------------------------------------------------------ faults
     def crash(self, index: int) -> None:
         host = self.hosts[index]
-        if host.core is None:
-            return
-        self.log(index, "FAULT", "crash")
-        self._stop_vms(host)
-        host.core = None
-        host.state = "crashed"
-        host.watchdog.clear()
-        host.boot += 1  # in-flight I/O and timers of the old boot are void
+        if self._take_down(host, "crashed", "FAULT", "crash") is not None:
+            host.boot += 1  # in-flight I/O and timers of the old boot are void
 
     def reboot(self, index: int) -> None:
         host = self.hosts[index]
@@ -374,13 +375,9 @@ class Simulation:
 
     def shutdown(self, index: int) -> None:
         host = self.hosts[index]
-        if host.core is None:
-            return
-        self.log(index, "FAULT", "clean shutdown")
-        self._stop_vms(host)
-        self._deliver(host, Shutdown)
-        host.core = None
-        host.state = "excluded"
+        if host.core is not None:
+            self._deliver(host, Shutdown)  # announce "excluded" while still up
+            self._take_down(host, "excluded", "FAULT", "clean shutdown")
 
     def partition(self, groups: Iterable[Iterable[int]]) -> None:
         groups = [sorted(g) for g in groups]
