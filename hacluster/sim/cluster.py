@@ -85,7 +85,7 @@ class SimHost:
     state: str = "up"  # up, crashed, fenced, excluded
     paused_until: float = 0.0
     queue: list[MakeInput] = field(default_factory=list)
-    wake_token: int = 0
+    wake_at: float | None = None  # true time of the pending tick
     watchdog: dict[Watchdog, float] = field(default_factory=dict)
     io_queue: list[WriteSlot | ReadSlots] = field(default_factory=list)
     io_busy: bool = False
@@ -206,16 +206,21 @@ class Simulation:
         self._deliver(host, lambda now: HeartbeatReceived(now, report))
 
     def _wake(self, host: SimHost, at: float) -> None:
+        """Deliver a Tick by ``at``; a tick already due no later than that will do."""
         if at == float("inf"):
             return
-        host.wake_token += 1
-        token, boot = host.wake_token, host.boot
+        due = max(self.true_time(host, at), self.t)
+        if host.wake_at is not None and self.t <= host.wake_at <= due:
+            return
+        host.wake_at = due
+        boot = host.boot
 
         def tick() -> None:
-            if host.wake_token == token and host.boot == boot:
+            if host.boot == boot and host.wake_at == due:
+                host.wake_at = None
                 self._deliver(host, Tick)
 
-        self.at(self.true_time(host, at), tick)
+        self.at(due, tick)
 
     # ------------------------------------------------------------ storage
     def _start_io(self, host: SimHost) -> None:
@@ -348,6 +353,7 @@ class Simulation:
             return
         self.log(index, "FAULT", "reboot: rejoining")
         host.boot += 1
+        host.wake_at = None
         host.state = "up"
         host.io_queue.clear()
         host.io_busy = False
