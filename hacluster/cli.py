@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--dir", default=".hacluster-lab", help="lab directory")
     verbs = lab.add_subparsers(dest="verb", required=True)
     up = verbs.add_parser("up", help="format an SR and start an armed pool")
-    up.add_argument("--backend", choices=["local"], default="local")
+    up.add_argument("--backend", choices=["local", "netns"], default="local",
+                    help="local: processes on 127.0.0.x, no root; netns: namespaces (root)")
     up.add_argument("--hosts", type=_positive_int, default=3)
     up.add_argument("--timeout", type=_timeout, default=3.0)
     verbs.add_parser("status", help="every host's status")

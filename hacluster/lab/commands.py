@@ -65,13 +65,32 @@ def _node(args: argparse.Namespace) -> int:
     return code
 
 
+def open_lab(root: Path, backend: str | None = None) -> LocalLab:
+    """The lab in ``root``, with the backend it was brought up with."""
+    if backend is None:
+        meta = root / "lab.json"
+        backend = json.loads(meta.read_text()).get("backend", "local") if meta.exists() else "local"
+    if backend == "netns":
+        from hacluster.lab.netns import NetnsLab
+
+        return NetnsLab(root)
+    return LocalLab(root)
+
+
+def _hosts(text: str) -> list[int]:
+    try:
+        return [int(h) for h in text.split(",")]
+    except ValueError:
+        raise LabError(f"expected comma-separated host numbers, got {text!r}") from None
+
+
 def _lab(args: argparse.Namespace) -> int:
-    lab = LocalLab(Path(args.dir))
     verb = args.verb
+    lab = open_lab(Path(args.dir), args.backend if verb == "up" else None)
     if verb == "up":
         lab.up(args.hosts, args.timeout)
-        print(f"lab up in {args.dir}: {args.hosts} hosts, T={args.timeout}s "
-              f"(hacluster lab --dir {args.dir} status)")
+        print(f"lab up in {args.dir}: {args.hosts} hosts ({lab.backend} backend), "
+              f"T={args.timeout}s (hacluster lab --dir {args.dir} status)")
     elif verb == "status":
         print(_table(lab.status()))
     elif verb == "events":
@@ -86,6 +105,26 @@ def _lab(args: argparse.Namespace) -> int:
         lab.restart(args.host)
     elif verb == "pause":
         lab.pause(args.host, args.seconds)
-    else:
+    elif verb == "storage":
+        raise LabError("storage faults need device-mapper or FUSE, not available in this lab yet")
+    elif lab.backend == "local":
         lab.network_fault(verb)
+    else:
+        _network(lab, verb, args.args)
     return 0
+
+
+def _network(lab: LocalLab, verb: str, words: list[str]) -> None:
+    from hacluster.lab.netns import NetnsLab
+
+    assert isinstance(lab, NetnsLab)
+    if verb == "partition":
+        if len(words) < 2:
+            raise LabError("usage: hacluster lab partition 0,1 2,3,4 (two groups or more)")
+        lab.partition([_hosts(w) for w in words])
+    elif verb == "drop-from":
+        if len(words) != 2:
+            raise LabError("usage: hacluster lab drop-from HOST PEER (PEER stops hearing HOST)")
+        lab.drop_from(*(_hosts(w)[0] for w in words))
+    elif verb == "heal":
+        lab.heal()

@@ -57,9 +57,29 @@ class LocalLab:
         return self.root / f"host{index}"
 
     # ------------------------------------------------------------ lifecycle
+    backend = "local"
+
+    # ------------------------------------------------------------ backend hooks
+    def address(self, index: int, base_port: int) -> str:
+        return f"127.0.0.{index + 1}:{base_port + index}"
+
+    def prepare(self, hosts: int) -> None:
+        """Create what the hosts need besides their files (nothing, locally)."""
+
+    def sr_path(self) -> str:
+        """The SR as the nodes open it, relative to a host directory."""
+        return "../heartbeat.sr"
+
+    def wrap(self, index: int, command: list[str]) -> list[str]:
+        return command
+
+    def teardown(self, data: dict[str, Any]) -> None:
+        """Undo :meth:`prepare`."""
+
+    # ------------------------------------------------------------ lifecycle
     def up(self, hosts: int, timeout: float, base_port: int = 17000) -> None:
         if not 1 <= hosts <= 250:
-            raise LabError(f"the local backend runs 1 to 250 hosts, not {hosts}")
+            raise LabError(f"the {self.backend} backend runs 1 to 250 hosts, not {hosts}")
         if self.meta.exists():
             raise LabError(f"a lab already exists in {self.root}: 'hacluster lab down' first")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -69,22 +89,31 @@ class LocalLab:
         generation = random.SystemRandom().getrandbits(63)
         format_sr(self.root / "heartbeat.sr", hosts, key, generation, metadata=BLOCK * 256,
                   state=PoolState.ACTIVE)
-        addresses = [f"127.0.0.{i + 1}:{base_port + i}" for i in range(hosts)]
+        self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation,
+                   "backend": self.backend})
+        try:
+            self.prepare(hosts)
+            self._configure(hosts, timeout, base_port)
+            for index in range(hosts):
+                self.start(index, armed=True)
+        except BaseException:
+            self.down()
+            raise
+
+    def _configure(self, hosts: int, timeout: float, base_port: int) -> None:
+        addresses = [self.address(i, base_port) for i in range(hosts)]
         for index in range(hosts):
             directory = self.host_dir(index)
             directory.mkdir(exist_ok=True)
             (directory / "node.toml").write_text(
                 f"index = {index}\n"
                 f"hosts = {json.dumps(addresses)}\n"
-                f'sr = "../heartbeat.sr"\n'
+                f'sr = "{self.sr_path()}"\n'
                 f'key_file = "../pool.key"\n'
                 f"timeout = {timeout}\n"
                 f'status_socket = "status.sock"\n'
                 f'log = "events.jsonl"\n'
             )
-        self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation})
-        for index in range(hosts):
-            self.start(index, armed=True)
 
     def start(self, index: int, armed: bool) -> int:
         data = self.load()
@@ -92,8 +121,8 @@ class LocalLab:
         directory = self.host_dir(index)
         with (directory / "node.out").open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "hacluster", "node", "--config",
-                 str(directory / "node.toml"), *(["--armed"] if armed else [])],
+                self.wrap(index, [sys.executable, "-m", "hacluster", "node", "--config",
+                                  str(directory / "node.toml"), *(["--armed"] if armed else [])]),
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         data["pids"][str(index)] = process.pid
         self.save(data)
@@ -112,6 +141,7 @@ class LocalLab:
         for index in range(data["hosts"]):
             with contextlib.suppress(FileNotFoundError):
                 (self.host_dir(index) / "status.sock").unlink()
+        self.teardown(data)
         self.meta.unlink()
 
     # ------------------------------------------------------------ chaos
@@ -144,7 +174,9 @@ class LocalLab:
             os.killpg(self.pid(index), signal.SIGKILL)
 
     def pause(self, index: int, seconds: float) -> None:
-        pid = self.pid(index)
+        self._signal_pause(self.pid(index), seconds)
+
+    def _signal_pause(self, pid: int, seconds: float) -> None:
         os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(seconds)

@@ -166,6 +166,8 @@ class Node:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
         self.transport, _ = await self.loop.create_datagram_endpoint(
             lambda: Heartbeats(self), local_addr=(config.address.host, config.address.port))
+        if os.getpgrp() != os.getpid():
+            os.setpgid(0, 0)  # lead a process group: the watchdog kills it whole
         self.watchdog = subprocess.Popen(
             [sys.executable, "-m", "hacluster.node.watchdog", "--group", str(os.getpgrp()),
              *(["--log", str(config.log)] if config.log else [])],

@@ -1,0 +1,148 @@
+"""The ``netns`` lab backend (root): one network and PID namespace per host.
+
+Rules:
+
+* Host ``i`` lives in network namespace ``ha<lab>-h<i>`` with address
+  ``10.77.<lab>.(i+1)`` on a veth pair plugged into the bridge ``ha<lab>br``;
+  its daemon runs as PID 1's child of a fresh PID namespace
+  (``unshare --pid --fork --kill-child``), so killing the host kills, by the
+  kernel, everything it started.
+* The heartbeat SR is a loop device over the lab's SR file: every node opens
+  the same real block device with O_DIRECT.
+* Network faults are nftables rules in the receiving host's namespace:
+  ``partition`` drops every packet between groups, ``drop-from A B`` makes B
+  deaf to A (one-way), ``heal`` flushes them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from hacluster.lab.local import LabError, LocalLab
+
+TABLE = "hacluster"
+
+
+def sh(*command: str, check: bool = True) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise LabError(f"{' '.join(command)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+class NetnsLab(LocalLab):
+    backend = "netns"
+
+    @property
+    def lab_id(self) -> int:
+        return int(self.load().get("lab_id", 0))
+
+    def ns(self, index: int) -> str:
+        return f"ha{self.lab_id}-h{index}"
+
+    def bridge(self) -> str:
+        return f"ha{self.lab_id}br"
+
+    def ip(self, index: int) -> str:
+        return f"10.77.{self.lab_id}.{index + 1}"
+
+    def address(self, index: int, base_port: int) -> str:
+        return f"{self.ip(index)}:{base_port}"
+
+    def sr_path(self) -> str:
+        return str(self.load()["loop"])
+
+    def prepare(self, hosts: int) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the netns backend needs root (network namespaces, loop devices)")
+        data = self.load()
+        data["lab_id"] = int.from_bytes(os.urandom(1), "big") % 200 + 1
+        data["loop"] = sh("losetup", "--find", "--show", "--direct-io=on",
+                          str(self.root / "heartbeat.sr")).strip()
+        self.save(data)
+        bridge = self.bridge()
+        sh("ip", "link", "add", bridge, "type", "bridge")
+        sh("ip", "link", "set", bridge, "up")
+        for index in range(hosts):
+            ns, outside = self.ns(index), f"{self.ns(index)}v"
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0",
+               "netns", ns)
+            sh("ip", "link", "set", outside, "master", bridge, "up")
+            sh("ip", "-n", ns, "addr", "add", f"{self.ip(index)}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", TABLE)
+            sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", TABLE, "input",
+               "{ type filter hook input priority 0 ; policy accept ; }")
+
+    def wrap(self, index: int, command: list[str]) -> list[str]:
+        # a shell is PID 1 of the namespace, so the daemon is an ordinary process
+        # that its own watchdog may kill; when it dies the shell exits and the
+        # kernel kills whatever is left in the namespace
+        script = " ".join(shlex.quote(word) for word in command) + " & wait $!"
+        return ["ip", "netns", "exec", self.ns(index),
+                "unshare", "--pid", "--fork", "--kill-child", "sh", "-c", script]
+
+    def teardown(self, data: dict[str, Any]) -> None:
+        lab_id = data.get("lab_id")
+        if lab_id is None:
+            return
+        for index in range(data["hosts"]):
+            sh("ip", "netns", "del", f"ha{lab_id}-h{index}", check=False)
+        sh("ip", "link", "del", f"ha{lab_id}br", check=False)
+        if data.get("loop"):
+            sh("losetup", "-d", data["loop"], check=False)
+
+    # ------------------------------------------------------------ chaos
+    def pause(self, index: int, seconds: float) -> None:
+        """SIGSTOP the daemon itself (the child of the PID namespace's init)."""
+        daemon = self._daemon_pid(index)
+        self._signal_pause(daemon, seconds)
+
+    def _daemon_pid(self, index: int) -> int:
+        """The root-namespace pid of the host's ``hacluster node`` process."""
+        todo = [self.pid(index)]
+        while todo:
+            pid = todo.pop()
+            with contextlib.suppress(OSError):
+                if b"hacluster\0node" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            todo += [int(c) for c in sh("pgrep", "-P", str(pid), check=False).split()]
+        raise LabError(f"host {index} has no running daemon")
+
+    def _drop(self, receiver: int, sender: int) -> None:
+        sh("ip", "netns", "exec", self.ns(receiver), "nft", "add", "rule", "inet", TABLE,
+           "input", "ip", "saddr", self.ip(sender), "drop")
+
+    def partition(self, groups: list[list[int]]) -> None:
+        hosts = self.load()["hosts"]
+        listed = sorted(h for g in groups for h in g)
+        if listed != list(range(hosts)):
+            raise LabError(f"a partition must list every host 0..{hosts - 1} exactly once")
+        for group in groups:
+            for other in groups:
+                if other is not group:
+                    for receiver in group:
+                        for sender in other:
+                            self._drop(receiver, sender)
+
+    def drop_from(self, sender: int, receiver: int) -> None:
+        data = self.load()
+        self._check(sender, data)
+        self._check(receiver, data)
+        self._drop(receiver, sender)
+
+    def heal(self) -> None:
+        for index in range(self.load()["hosts"]):
+            with contextlib.suppress(LabError):
+                sh("ip", "netns", "exec", self.ns(index), "nft", "flush", "chain", "inet",
+                   TABLE, "input")
+
+    def network_fault(self, verb: str) -> None:
+        raise LabError(f"usage: hacluster lab {verb} ... (see --help)")

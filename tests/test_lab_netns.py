@@ -1,0 +1,112 @@
+"""Named scenarios on a netns pool: real namespaces, nftables, a loop-device SR (root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hacluster.lab.netns import NetnsLab
+from hacluster.node.config import load
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
+                       reason="needs root, iproute2 and nftables"),
+]
+T = 2.0
+
+
+def wait_for(check: Callable[[], bool], limit: float, what: str) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def pool(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NetnsLab]:
+    lab = NetnsLab(tmp_path / "lab")
+    lab.up(getattr(request, "param", 3), T)
+    try:
+        wait_for(lambda: sum(bool(r.get("master")) for r in lab.status()) == 1, 15 * T,
+                 "a master")
+        yield lab
+    finally:
+        lab.down()
+
+
+def settled(lab: NetnsLab, survivors: list[int]) -> Callable[[], bool]:
+    def check() -> bool:
+        rows = lab.status()
+        alive = [r["host"] for r in rows if r["phase"] == "NORMAL"]
+        return alive == survivors and all(
+            r.get("liveset") == survivors for r in rows if r["host"] in survivors
+        ) and sum(bool(r.get("master")) for r in rows) == 1
+    return check
+
+
+def bound(lab: NetnsLab) -> float:
+    timing = load(lab.host_dir(0) / "node.toml").timing
+    return timing.T + timing.fence_window + 4 * max(timing.t1, timing.t2) + 2.0
+
+
+@pytest.mark.parametrize("pool", [5], indirect=True)
+def test_five_hosts_one_master(pool: NetnsLab) -> None:
+    rows = pool.status()
+    assert [r["liveset"] for r in rows] == [[0, 1, 2, 3, 4]] * 5
+    assert sum(bool(r["master"]) for r in rows) == 1
+    assert all(r["address"].startswith("10.77.") for r in rows)
+
+
+@pytest.mark.parametrize("pool", [5], indirect=True)
+def test_partition_3_2_keeps_the_larger_side(pool: NetnsLab) -> None:
+    pool.partition([[0, 1], [2, 3, 4]])
+    took = wait_for(settled(pool, [2, 3, 4]), 15 * T, "the 3 side to commit")
+    assert took <= bound(pool)
+    fenced = {e["host"] for e in pool.events() if e["event"] == "fence"}
+    assert fenced == {0, 1}
+
+
+def test_one_way_link(pool: NetnsLab) -> None:
+    pool.drop_from(2, 0)  # host 0 stops hearing host 2
+    wait_for(settled(pool, [0, 1]), 15 * T, "host 2 to be removed")
+    assert {e["host"] for e in pool.events() if e["event"] == "fence"} == {2}
+
+
+def test_isolated_host_fences_itself(pool: NetnsLab) -> None:
+    pool.partition([[1], [0, 2]])
+    took = wait_for(settled(pool, [0, 2]), 15 * T, "host 1 to be removed")
+    assert took <= bound(pool)
+    reasons = [e["reason"] for e in pool.events() if e["event"] == "fence"]
+    assert len(reasons) == 1 and "partition" in reasons[0]
+
+
+@pytest.mark.parametrize("pool", [2], indirect=True)
+def test_two_host_split_keeps_host_0(pool: NetnsLab) -> None:
+    pool.partition([[0], [1]])
+    wait_for(settled(pool, [0]), 15 * T, "host 1 to fence")
+
+
+def test_master_kill_and_reelection(pool: NetnsLab) -> None:
+    old = next(r["host"] for r in pool.status() if r["master"])
+    pool.kill(old)
+    rest = [h for h in range(3) if h != old]
+    took = wait_for(settled(pool, rest), 15 * T, "a new master")
+    assert took <= bound(pool)
+
+
+def test_pause_longer_than_t_is_fenced_by_the_watchdog(pool: NetnsLab) -> None:
+    timing = load(pool.host_dir(2) / "node.toml").timing
+    pool.pause(2, timing.Wh + 1.0)
+    wait_for(settled(pool, [0, 1]), 15 * T, "host 2 to be removed")
+    fired = [e for e in pool.events() if e["event"] == "watchdog" and e["host"] == 2]
+    commits = [e["time"] for e in pool.events()
+               if e["event"] == "commit" and e.get("removed") == [2]]
+    assert fired and commits and fired[0]["time"] < min(commits)
