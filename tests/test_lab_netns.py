@@ -110,3 +110,30 @@ def test_pause_longer_than_t_is_fenced_by_the_watchdog(pool: NetnsLab) -> None:
     commits = [e["time"] for e in pool.events()
                if e["event"] == "commit" and e.get("removed") == [2]]
     assert fired and commits and fired[0]["time"] < min(commits)
+
+
+@pytest.mark.parametrize("mode", ["error", "hang"])
+def test_host_losing_its_storage_fences_and_exits(pool: NetnsLab, mode: str) -> None:
+    pool.storage(2, mode)
+    took = wait_for(settled(pool, [0, 1]), 15 * T, "host 2 to be removed")
+    assert took <= bound(pool) + T
+    assert [e["host"] for e in pool.events() if e["event"] == "fence"] == [2]
+    if mode == "error":
+        wait_for(lambda: not pool.running(2), 5.0, "the fenced daemon to exit")
+    # with a hung volume the daemon has stopped (status DOWN above) but its
+    # I/O thread stays in the kernel until the volume answers, as on real hosts
+
+
+def test_statefile_lost_everywhere_enters_rule_2(pool: NetnsLab) -> None:
+    for host in range(3):
+        pool.storage(host, "error")
+
+    def rule2() -> bool:
+        rows = pool.status()
+        return all(r.get("rule2") for r in rows) and not any(r.get("master") for r in rows)
+
+    wait_for(rule2, 15 * T, "survival rule 2 on every host")
+    assert all(r["liveset"] == [0, 1, 2] for r in pool.status())
+    pool.kill(1)  # any further failure fences everyone
+    wait_for(lambda: all(r["phase"] == "DOWN" for r in pool.status()), 15 * T,
+             "every host to fence")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,11 @@ def _node(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
     code: int = runner(serve(config, args.armed))
-    return code
+    # leave at once: a storage thread stuck on a hung volume must not keep a
+    # fenced (or shut down) daemon alive at interpreter exit
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def open_lab(root: Path, backend: str | None = None) -> LocalLab:
@@ -105,8 +111,6 @@ def _lab(args: argparse.Namespace) -> int:
         lab.restart(args.host)
     elif verb == "pause":
         lab.pause(args.host, args.seconds)
-    elif verb == "storage":
-        raise LabError("storage faults need device-mapper or FUSE, not available in this lab yet")
     elif lab.backend == "local":
         lab.network_fault(verb)
     else:
@@ -128,3 +132,7 @@ def _network(lab: LocalLab, verb: str, words: list[str]) -> None:
         lab.drop_from(*(_hosts(w)[0] for w in words))
     elif verb == "heal":
         lab.heal()
+    elif verb == "storage":
+        if len(words) != 2:
+            raise LabError("usage: hacluster lab storage HOST error|hang|slow|ok")
+        lab.storage(_hosts(words[0])[0], words[1])

@@ -66,8 +66,8 @@ class LocalLab:
     def prepare(self, hosts: int) -> None:
         """Create what the hosts need besides their files (nothing, locally)."""
 
-    def sr_path(self) -> str:
-        """The SR as the nodes open it, relative to a host directory."""
+    def sr_path(self, index: int) -> str:
+        """The SR as host ``index`` opens it, relative to its directory."""
         return "../heartbeat.sr"
 
     def wrap(self, index: int, command: list[str]) -> list[str]:
@@ -108,7 +108,7 @@ class LocalLab:
             (directory / "node.toml").write_text(
                 f"index = {index}\n"
                 f"hosts = {json.dumps(addresses)}\n"
-                f'sr = "{self.sr_path()}"\n'
+                f'sr = "{self.sr_path(index)}"\n'
                 f'key_file = "../pool.key"\n'
                 f"timeout = {timeout}\n"
                 f'status_socket = "status.sock"\n'

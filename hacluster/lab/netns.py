@@ -7,8 +7,10 @@ Rules:
   its daemon runs as PID 1's child of a fresh PID namespace
   (``unshare --pid --fork --kill-child``), so killing the host kills, by the
   kernel, everything it started.
-* The heartbeat SR is a loop device over the lab's SR file: every node opens
-  the same real block device with O_DIRECT.
+* The heartbeat SR is a loop device over the lab's SR file. Each host reaches
+  it through its own FUSE fault layer (:mod:`hacluster.lab.faultfs`, direct
+  I/O), so ``storage HOST error|hang|slow|ok`` fails one host's storage under
+  the descriptors its daemon already holds.
 * Network faults are nftables rules in the receiving host's namespace:
   ``partition`` drops every packet between groups, ``drop-from A B`` makes B
   deaf to A (one-way), ``heal`` flushes them all.
@@ -19,7 +21,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +59,24 @@ class NetnsLab(LocalLab):
     def address(self, index: int, base_port: int) -> str:
         return f"{self.ip(index)}:{base_port}"
 
-    def sr_path(self) -> str:
-        return str(self.load()["loop"])
+    def sr_path(self, index: int) -> str:
+        return "sr.d/sr"  # this host's fault layer over the shared loop device
 
     def prepare(self, hosts: int) -> None:
         if os.geteuid() != 0:
             raise LabError("the netns backend needs root (network namespaces, loop devices)")
         data = self.load()
-        data["lab_id"] = int.from_bytes(os.urandom(1), "big") % 200 + 1
+        taken = sh("ip", "-o", "link", "show") + sh("ip", "netns", "list")
+        free = [n for n in range(1, 201) if f"ha{n}br" not in taken and f"ha{n}-h" not in taken]
+        if not free:
+            raise LabError("no free lab id: remove old labs with 'hacluster lab down'")
+        data["lab_id"] = free[int.from_bytes(os.urandom(2), "big") % len(free)]
         data["loop"] = sh("losetup", "--find", "--show", "--direct-io=on",
                           str(self.root / "heartbeat.sr")).strip()
+        data["faultfs"] = {}
         self.save(data)
+        for index in range(hosts):
+            self._mount_fault_layer(index)
         bridge = self.bridge()
         sh("ip", "link", "add", bridge, "type", "bridge")
         sh("ip", "link", "set", bridge, "up")
@@ -81,6 +93,33 @@ class NetnsLab(LocalLab):
             sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", TABLE, "input",
                "{ type filter hook input priority 0 ; policy accept ; }")
 
+    def _mount_fault_layer(self, index: int) -> None:
+        mount = self.host_dir(index) / "sr.d"
+        mount.mkdir(parents=True, exist_ok=True)
+        data = self.load()
+        with (self.host_dir(index) / "faultfs.out").open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "hacluster.lab.faultfs", "--backing", data["loop"],
+                 "--mount", str(mount)], stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        data["faultfs"][str(index)] = process.pid
+        self.save(data)
+        deadline = time.monotonic() + 10
+        while not (mount / "control").exists():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise LabError(f"the storage fault layer of host {index} did not start "
+                               f"(see {self.host_dir(index) / 'faultfs.out'}; is fuse3 installed?)")
+            time.sleep(0.05)
+
+    def storage(self, index: int, mode: str) -> None:
+        """Put host ``index``'s storage into ``mode``: ok, error, hang or slow."""
+        from hacluster.lab.faultfs import MODES
+
+        self._check(index, self.load())
+        if mode not in MODES:
+            raise LabError(f"storage mode must be one of {', '.join(MODES)}, not {mode!r}")
+        (self.host_dir(index) / "sr.d" / "control").write_text(mode + "\n")
+
     def wrap(self, index: int, command: list[str]) -> list[str]:
         # a shell is PID 1 of the namespace, so the daemon is an ordinary process
         # that its own watchdog may kill; when it dies the shell exits and the
@@ -89,12 +128,23 @@ class NetnsLab(LocalLab):
         return ["ip", "netns", "exec", self.ns(index),
                 "unshare", "--pid", "--fork", "--kill-child", "sh", "-c", script]
 
+    def down(self) -> None:
+        # release hung requests first, or their processes cannot finish dying
+        for index in self.load().get("faultfs", {}):
+            with contextlib.suppress(OSError):
+                self.storage(int(index), "ok")
+        super().down()
+
     def teardown(self, data: dict[str, Any]) -> None:
         lab_id = data.get("lab_id")
         if lab_id is None:
             return
         for index in range(data["hosts"]):
             sh("ip", "netns", "del", f"ha{lab_id}-h{index}", check=False)
+        for index, pid in data.get("faultfs", {}).items():
+            sh("fusermount3", "-u", "-z", str(self.host_dir(int(index)) / "sr.d"), check=False)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
         sh("ip", "link", "del", f"ha{lab_id}br", check=False)
         if data.get("loop"):
             sh("losetup", "-d", data["loop"], check=False)
