@@ -33,7 +33,7 @@ def write(folder: Path, text: str) -> Path:
 def test_good_config_loads(folder: Path) -> None:
     config = load(write(folder, GOOD))
     assert config.index == 1 and str(config.address) == "127.0.0.2:7000"
-    assert str(config.hosts[2]) == "[::1]:7001"
+    assert [str(a) for a in config.hosts[2]] == ["[::1]:7001"]
     assert config.key == bytes.fromhex("ab" * 32)
     assert config.timing.T == 5 and config.sr == folder / "sr.img"
 
@@ -56,6 +56,19 @@ def test_good_config_loads(folder: Path) -> None:
 def test_bad_configs_are_named(folder: Path, change: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(write(folder, GOOD.replace(*change)))
+
+
+def test_two_heartbeat_networks(folder: Path) -> None:
+    text = GOOD.replace(
+        'hosts = ["127.0.0.1:7000", "127.0.0.2:7000", "[::1]:7001"]',
+        'hosts = [["127.0.0.1:7000", "[::1]:8000"], ["127.0.0.2:7000", "[::1]:8001"]]')
+    config = load(write(folder, text))
+    assert [str(a) for a in config.addresses] == ["127.0.0.2:7000", "[::1]:8001"]
+    uneven = text.replace(', "[::1]:8001"]', "]")
+    with pytest.raises(ConfigError, match="each heartbeat network"):
+        load(write(folder, uneven))
+    with pytest.raises(ConfigError, match="list of them"):
+        load(write(folder, text.replace('["127.0.0.2:7000", "[::1]:8001"]', "[]")))
 
 
 def test_bad_key_file(folder: Path) -> None:

@@ -116,3 +116,22 @@ def test_lab_refuses_bad_requests(lab: LocalLab, tmp_path: Path) -> None:
         LocalLab(tmp_path / "nothing").status()
     with pytest.raises(LabError, match="is running"):
         lab.restart(0)
+
+
+def test_two_heartbeat_networks_ipv4_and_ipv6(tmp_path: Path) -> None:
+    pool = LocalLab(tmp_path / "dual")
+    pool.up(3, T, base_port=21000 + (os.getpid() % 500) * 4, networks=2)
+    try:
+        wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
+                 "a master")
+        rows = pool.status()
+        assert all(r["networks"][1].startswith("[::1]:") for r in rows)
+        wait_for(lambda: all(min(r["received_per_network"]) > 10 for r in pool.status()),
+                 5 * T, "beats on both networks")
+        old = masters(pool)[0]
+        pool.kill(old)
+        rest = [h for h in range(3) if h != old]
+        wait_for(lambda: all(r.get("liveset") == rest for r in pool.status() if r["host"] != old)
+                 and len(masters(pool)) == 1, 15 * T, "failover")
+    finally:
+        pool.down()

@@ -60,8 +60,13 @@ class LocalLab:
     backend = "local"
 
     # ------------------------------------------------------------ backend hooks
-    def address(self, index: int, base_port: int) -> str:
-        return f"127.0.0.{index + 1}:{base_port + index}"
+    def address(self, index: int, base_port: int, network: int = 0) -> str:
+        """Host ``index`` on heartbeat network ``network``: 127.0.0.x, then [::1]."""
+        if network == 0:
+            return f"127.0.0.{index + 1}:{base_port + index}"
+        if network == 1:
+            return f"[::1]:{base_port + 500 + index}"
+        raise LabError("the local backend has two heartbeat networks: IPv4 and IPv6 loopback")
 
     def prepare(self, hosts: int) -> None:
         """Create what the hosts need besides their files (nothing, locally)."""
@@ -77,7 +82,7 @@ class LocalLab:
         """Undo :meth:`prepare`."""
 
     # ------------------------------------------------------------ lifecycle
-    def up(self, hosts: int, timeout: float, base_port: int = 17000) -> None:
+    def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1) -> None:
         if not 1 <= hosts <= 250:
             raise LabError(f"the {self.backend} backend runs 1 to 250 hosts, not {hosts}")
         if self.meta.exists():
@@ -93,15 +98,16 @@ class LocalLab:
                    "backend": self.backend})
         try:
             self.prepare(hosts)
-            self._configure(hosts, timeout, base_port)
+            self._configure(hosts, timeout, base_port, networks)
             for index in range(hosts):
                 self.start(index, armed=True)
         except BaseException:
             self.down()
             raise
 
-    def _configure(self, hosts: int, timeout: float, base_port: int) -> None:
-        addresses = [self.address(i, base_port) for i in range(hosts)]
+    def _configure(self, hosts: int, timeout: float, base_port: int, networks: int) -> None:
+        addresses = [[self.address(i, base_port, n) for n in range(networks)]
+                     for i in range(hosts)]
         for index in range(hosts):
             directory = self.host_dir(index)
             directory.mkdir(exist_ok=True)

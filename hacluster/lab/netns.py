@@ -56,7 +56,9 @@ class NetnsLab(LocalLab):
     def ip(self, index: int) -> str:
         return f"10.77.{self.lab_id}.{index + 1}"
 
-    def address(self, index: int, base_port: int) -> str:
+    def address(self, index: int, base_port: int, network: int = 0) -> str:
+        if network != 0:
+            raise LabError("the netns backend has one heartbeat network so far")
         return f"{self.ip(index)}:{base_port}"
 
     def sr_path(self, index: int) -> str:

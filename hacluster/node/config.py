@@ -3,7 +3,9 @@
 Rules: every field is checked before anything starts; an error names the file,
 the field and what is expected. Addresses are ``host:port`` (IPv6 in
 brackets); every host of the pool is listed in index order, this node's own
-``index`` included; the pool key file holds 32 bytes (raw or hex).
+``index`` included, as one address or as a list of one address per heartbeat
+network (every host on the same number of networks); the pool key file holds
+32 bytes (raw or hex).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Address:
 @dataclass(frozen=True)
 class NodeConfig:
     index: int
-    hosts: tuple[Address, ...]
+    hosts: tuple[tuple[Address, ...], ...]  # per host, one address per network
     sr: Path
     key: bytes
     timing: Timing
@@ -55,8 +57,12 @@ class NodeConfig:
     log: Path | None
 
     @property
-    def address(self) -> Address:
+    def addresses(self) -> tuple[Address, ...]:
         return self.hosts[self.index]
+
+    @property
+    def address(self) -> Address:
+        return self.addresses[0]
 
 
 def _need(table: dict[str, Any], name: str, kind: type, where: str) -> Any:
@@ -66,6 +72,14 @@ def _need(table: dict[str, Any], name: str, kind: type, where: str) -> Any:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{where}: field {name!r} must be a {kind.__name__}, got {value!r}")
     return value
+
+
+def _host_addresses(entry: Any, where: str) -> tuple[Address, ...]:
+    if isinstance(entry, str):
+        return (Address.parse(entry, where),)
+    if isinstance(entry, list) and entry and all(isinstance(e, str) for e in entry):
+        return tuple(Address.parse(e, f"{where}[{k}]") for k, e in enumerate(entry))
+    raise ConfigError(f"{where}: expected \"host:port\" or a list of them, got {entry!r}")
 
 
 def read_key(path: Path) -> bytes:
@@ -97,11 +111,14 @@ def load(path: str | Path) -> NodeConfig:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    hosts = tuple(Address.parse(h, f"{where}: hosts[{i}]")
+    hosts = tuple(_host_addresses(h, f"{where}: hosts[{i}]")
                   for i, h in enumerate(_need(table, "hosts", list, where)))
     if not hosts:
         raise ConfigError(f"{where}: 'hosts' lists no host")
-    if len(set(hosts)) != len(hosts):
+    if len({len(h) for h in hosts}) != 1:
+        raise ConfigError(f"{where}: every host needs an address on each heartbeat network")
+    every = [a for h in hosts for a in h]
+    if len(set(every)) != len(every):
         raise ConfigError(f"{where}: 'hosts' lists an address twice")
     index = _need(table, "index", int, where)
     if not 0 <= index < len(hosts):

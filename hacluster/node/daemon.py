@@ -4,7 +4,8 @@ Rules:
 
 * The core decides; this module only moves bytes. Every input is stamped with
   the event loop's monotonic clock; every output is carried out in order.
-* Heartbeats are sealed reports over UDP to every configured host; anything
+* Heartbeats are sealed reports over UDP to every configured host, on every
+  heartbeat network (IPv4 or IPv6) the configuration lists; anything
   that fails to open (wrong key, truncated, oversized, garbage) is dropped
   and counted before the core sees it.
 * Storage I/O runs in one dedicated thread with the core's I/O deadline. A
@@ -121,10 +122,12 @@ class Storage:
 
 
 class Heartbeats(asyncio.DatagramProtocol):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, network: int) -> None:
         self.node = node
+        self.network = network
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.node.received[self.network] += 1
         try:
             report = self.node.sealer.open(data)
         except DecodeError as error:
@@ -144,12 +147,13 @@ class Node:
         self.storage = Storage(config, self.sealer)
         self.loop = asyncio.get_running_loop()
         self.bad_packets = 0
+        self.received = [0] * len(config.addresses)
         self.last_bad_packet = ""
         self.exit_code: asyncio.Future[int] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._io: asyncio.Queue[WriteSlot | ReadSlots] = asyncio.Queue()
         self.core: HostCore
-        self.transport: asyncio.DatagramTransport
+        self.transports: list[asyncio.DatagramTransport] = []
         self.watchdog: subprocess.Popen[bytes] | None = None
 
     async def run(self) -> int:
@@ -164,8 +168,12 @@ class Node:
                        timeout=config.timing.T, address=str(config.address))
         if not self.storage.device.direct:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
-        self.transport, _ = await self.loop.create_datagram_endpoint(
-            lambda: Heartbeats(self), local_addr=(config.address.host, config.address.port))
+        self.transports = []
+        for network, address in enumerate(config.addresses):
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda n=network: Heartbeats(self, n),  # type: ignore[misc]
+                local_addr=(address.host, address.port))
+            self.transports.append(transport)
         if os.getpgrp() != os.getpid():
             os.setpgid(0, 0)  # lead a process group: the watchdog kills it whole
         self.watchdog = subprocess.Popen(
@@ -181,7 +189,8 @@ class Node:
         finally:
             io_task.cancel()
             server.close()
-            self.transport.close()
+            for transport in self.transports:
+                transport.close()
             with contextlib.suppress(OSError):
                 config.status_socket.unlink()
 
@@ -194,10 +203,7 @@ class Node:
 
     def _carry_out(self, out: Output) -> None:
         if isinstance(out, SendHeartbeat):
-            packet = self.sealer.seal(out.report)
-            for peer in out.to:
-                address = self.config.hosts[peer]
-                self.transport.sendto(packet, (address.host, address.port))
+            self._broadcast(self.sealer.seal(out.report), out.to)
         elif isinstance(out, WriteSlot | ReadSlots):
             self._io.put_nowait(out)
         elif isinstance(out, PetWatchdog):
@@ -224,6 +230,12 @@ class Node:
             if out.at != float("inf"):
                 self._timer = self.loop.call_at(out.at, lambda: self.feed(Tick(self.loop.time())))
 
+    def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
+        """Send on every heartbeat network: the copies after the first are stale."""
+        for peer in peers:
+            for transport, address in zip(self.transports, self.config.hosts[peer], strict=True):
+                transport.sendto(packet, (address.host, address.port))
+
     def _watchdog(self, command: str) -> None:
         if self.watchdog is not None and self.watchdog.stdin is not None:
             with contextlib.suppress(BrokenPipeError):
@@ -234,10 +246,8 @@ class Node:
         self.log.write("fence", sync=True, reason=reason)
         last_words = self.core.fenced_report()
         with contextlib.suppress(Exception):
-            packet = self.sealer.seal(last_words)
-            for peer, address in enumerate(self.config.hosts):
-                if peer != self.config.index:
-                    self.transport.sendto(packet, (address.host, address.port))
+            others = frozenset(range(len(self.config.hosts))) - {self.config.index}
+            self._broadcast(self.sealer.seal(last_words), others)
             self.storage.pool.submit(self.storage._write, last_words).result(
                 timeout=self.config.timing.io_deadline)
         self._watchdog("disarm")
@@ -260,6 +270,8 @@ class Node:
         return {
             "host": self.config.index,
             "address": str(self.config.address),
+            "networks": [str(a) for a in self.config.addresses],
+            "received_per_network": self.received,
             "boot": self.boot,
             "phase": core.phase.name,
             "armed": core.armed,
