@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from hacluster.core.messages import Phase, Report
 from hacluster.core.node import CoreConfig, HostCore
 from hacluster.core.timing import Timing
+from hacluster.lab.poll import wait_until
 
 GENERATION = 77
 
@@ -27,3 +30,9 @@ def report(sender: int, seq: int, *, boot: int = 1, generation: int = GENERATION
 
 def armed_core(config: CoreConfig, me: int = 0, now: float = 100.0) -> HostCore:
     return HostCore(config, me, boot=1, now=now, liveset=frozenset(range(config.hosts)))
+
+
+def wait_for(check: Callable[[], bool], limit: float, what: str) -> float:
+    took = wait_until(check, limit)
+    assert took is not None, f"timed out waiting for {what}"
+    return took

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 
 from hacluster.lab.netns import NetnsLab
 from hacluster.node.config import load
+
+from .conftest import wait_for
 
 pytestmark = [
     pytest.mark.netns,
@@ -21,13 +22,6 @@ pytestmark = [
 T = 2.0
 
 
-def wait_for(check: Callable[[], bool], limit: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from pathlib import Path
 from hacluster.core.timing import Timing
 from hacluster.lab.commands import open_lab
 from hacluster.lab.local import LocalLab
+from hacluster.lab.poll import wait_until
 
 
 def reference_bound(T: float) -> float:
@@ -38,12 +39,8 @@ def reference_bound(T: float) -> float:
 
 
 def _wait(check: Callable[[], bool], limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise TimeoutError("the pool did not settle")
+    if wait_until(check, limit) is None:
+        raise TimeoutError("the pool did not settle")
 
 
 def one_run(backend: str, T: float, fault: str, hosts: int) -> float:

@@ -15,16 +15,14 @@ from typing import Any
 
 from hacluster.lab.commands import _table
 from hacluster.lab.local import LocalLab
+from hacluster.lab.poll import wait_until
 
 SHOWN = {"suspect", "phase", "fence", "commit", "master", "watchdog", "start"}
 
 
 def _wait(what: str, check: Callable[[], bool], limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
+    if wait_until(check, limit, poll=0.2) is not None:
+        return True
     print(f"  (gave up waiting for {what} after {limit:.0f}s)")
     return False
 
