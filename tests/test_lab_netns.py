@@ -131,3 +131,14 @@ def test_statefile_lost_everywhere_enters_rule_2(pool: NetnsLab) -> None:
     pool.kill(1)  # any further failure fences everyone
     wait_for(lambda: all(r["phase"] == "DOWN" for r in pool.status()), 15 * T,
              "every host to fence")
+
+
+def test_fenced_host_rejoins_after_restart(pool: NetnsLab) -> None:
+    pool.partition([[2], [0, 1]])
+    wait_for(settled(pool, [0, 1]), 15 * T, "host 2 to fence")
+    pool.heal()
+    wait_for(lambda: not pool.running(2), 15 * T, "the fenced daemon to exit")
+    pool.restart(2)
+    wait_for(settled(pool, [0, 1, 2]), 15 * T, "host 2 to rejoin")
+    joins = [e for e in pool.events() if e["event"] == "commit" and e.get("added") == [2]]
+    assert {e["host"] for e in joins} == {0, 1, 2}

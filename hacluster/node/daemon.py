@@ -15,6 +15,8 @@ Rules:
   node's process group when pets stop. On a fence decided by the core the
   reason is logged synchronously, the last words (a FENCED report) are written
   with a short deadline, and the daemon exits with :data:`FENCED_EXIT`.
+* Under systemd (``NOTIFY_SOCKET``) it reports READY and pets ``WatchdogSec=``
+  along with its own watchdog.
 * ``SIGTERM`` is a clean shutdown: the host announces itself excluded first.
 * A Unix socket answers every connection with the node's status as JSON.
 """
@@ -27,6 +29,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -121,6 +124,24 @@ class Storage:
         return (slots if ok else None), error
 
 
+class SystemdNotifier:
+    """``sd_notify`` when run by systemd (``NOTIFY_SOCKET`` set): READY, and
+    WATCHDOG on every pet, so ``WatchdogSec=`` restarts a daemon that stops
+    petting even if its watchdog process were gone."""
+
+    def __init__(self) -> None:
+        path = os.environ.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + path[1:] if path.startswith("@") else path
+        self.socket: socket.socket | None = None
+        if self.address:
+            self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def notify(self, message: bytes) -> None:
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.sendto(message, self.address)
+
+
 class Heartbeats(asyncio.DatagramProtocol):
     def __init__(self, node: Node, network: int) -> None:
         self.node = node
@@ -155,6 +176,7 @@ class Node:
         self.core: HostCore
         self.transports: list[asyncio.DatagramTransport] = []
         self.watchdog: subprocess.Popen[bytes] | None = None
+        self.systemd = SystemdNotifier()
 
     async def run(self) -> int:
         config = self.config
@@ -183,6 +205,7 @@ class Node:
         server = await asyncio.start_unix_server(self._status, path=str(config.status_socket))
         self.loop.add_signal_handler(signal.SIGTERM, lambda: self.feed(Shutdown(self.loop.time())))
         io_task = asyncio.create_task(self._storage_worker())
+        self.systemd.notify(b"READY=1")
         self.feed(Tick(self.loop.time()))
         try:
             return await self.exit_code
@@ -208,6 +231,7 @@ class Node:
             self._io.put_nowait(out)
         elif isinstance(out, PetWatchdog):
             self._watchdog(f"pet {out.which.value} {out.timeout}")
+            self.systemd.notify(b"WATCHDOG=1")
         elif isinstance(out, Disarmed):
             self._watchdog("disarm")
             self.log.write("disarmed", reason=out.reason)
@@ -312,8 +336,6 @@ async def serve(config: NodeConfig, armed: bool) -> int:
 
 def query_status(socket_path: Path, timeout: float = 2.0) -> dict[str, Any]:
     """Read one node's status from its Unix socket."""
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(str(socket_path))
