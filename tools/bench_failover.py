@@ -78,23 +78,25 @@ def one_run(backend: str, T: float, fault: str, hosts: int) -> float:
             lab.down()
 
 
-def idle(hosts: int, T: float, seconds: float) -> tuple[float, float, float]:
-    """CPU% and RSS (MiB) per node, and heartbeat packets/s, of an idle local pool."""
+def idle(hosts: int, T: float, seconds: float) -> tuple[float, float, float, int]:
+    """CPU% and RSS (MiB) per node, heartbeat packets/s of an idle local pool, and
+    how many nodes fenced meanwhile (an overloaded machine stalls daemons)."""
     with tempfile.TemporaryDirectory(prefix="hacluster-idle-") as tmp:
         lab = LocalLab(Path(tmp) / "lab")
         lab.up(hosts, T, base_port=19000)
         try:
             _wait(lambda: sum(bool(r.get("master")) for r in lab.status()) == 1, 30 * T)
             pids = [lab.pid(i) for i in range(hosts)]
-            before = [_cpu(pid) for pid in pids]
+            before = {pid: _cpu(pid) for pid in pids}
             time.sleep(seconds)
-            after = [_cpu(pid) for pid in pids]
-            cpu = sum(a - b for a, b in zip(after, before, strict=True)) / seconds / hosts * 100
-            rss = sum(_rss(pid) for pid in pids) / hosts
+            after = {pid: _cpu(pid) for pid in pids if lab.running(pids.index(pid))}
+            alive = list(after)
+            cpu = sum(after[p] - before[p] for p in alive) / seconds / max(1, len(alive)) * 100
+            rss = sum(_rss(pid) for pid in alive) / max(1, len(alive))
         finally:
             lab.down()
     t1 = Timing.derive(T).t1
-    return cpu, rss, hosts * (hosts - 1) / t1
+    return cpu, rss, hosts * (hosts - 1) / t1, hosts - len(alive)
 
 
 def _cpu(pid: int) -> float:
@@ -134,11 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   flush=True)
     if args.idle_hosts:
         print()
-        print("| hosts | CPU % per node | RSS MiB per node | heartbeat packets/s (pool) |")
-        print("|---:|---:|---:|---:|")
+        print("| hosts | CPU % per node | RSS MiB per node | heartbeat packets/s (pool) "
+              "| nodes fenced while idle |")
+        print("|---:|---:|---:|---:|---:|")
         for hosts in (int(h) for h in args.idle_hosts.split(",")):
-            cpu, rss, pps = idle(hosts, 5.0, args.idle_seconds)
-            print(f"| {hosts} | {cpu:.2f} | {rss:.1f} | {pps:,.0f} |", flush=True)
+            cpu, rss, pps, fenced = idle(hosts, 5.0, args.idle_seconds)
+            print(f"| {hosts} | {cpu:.2f} | {rss:.1f} | {pps:,.0f} | {fenced} |", flush=True)
     return 0
 
 
