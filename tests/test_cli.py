@@ -51,7 +51,7 @@ def test_simulated_demo_shows_a_failover(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_demo_fails_over_real_processes() -> None:
-    done = run("demo", "--timeout", "2")
+    done = run("demo", "--timeout", "3")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "The pool is healthy" in done.stdout
     assert "is the new master" in done.stdout

@@ -17,7 +17,7 @@ from hacluster.wire.codec import Sealer, new_pool_key
 
 from .conftest import wait_for
 
-T = 2.0
+T = 3.0
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
                        reason="needs root, iproute2 and nftables"),
 ]
-T = 2.0
+T = 3.0
 
 
 
