@@ -130,7 +130,6 @@ class HostCore:
     rule2: bool = False
     is_master: bool = False
     counters: Counters = field(default_factory=Counters)
-    fence_reason: str = ""
     peers: list[Peer] = field(init=False)
     hbdomain: HostSet = field(init=False, default=EMPTY)
     sfdomain: HostSet = field(init=False, default=EMPTY)
@@ -353,7 +352,6 @@ class HostCore:
 
     # ------------------------------------------------------------ fencing
     def _fence(self, reason: str) -> None:
-        self.fence_reason = reason
         self._set_phase(Phase.FENCED, reason)
         if self.is_master:
             self.is_master = False
@@ -741,14 +739,13 @@ class HostCore:
 
     def _members_liveset(self) -> HostSet:
         """The liveset in the freshest report of an armed peer (for joiners)."""
-        best: Report | None = None
-        for peer in self.peers:
-            r = peer.report
-            if r is not None and r.phase in (Phase.NORMAL, Phase.PROPOSED) and (
-                best is None or peer.report_at > self.now - self.timing.T1
-            ):
-                best = r
-        return best.liveset if best is not None else EMPTY
+        armed = [
+            (peer.report_at, peer.report.liveset) for peer in self.peers
+            if peer.report is not None
+            and peer.report.phase in (Phase.NORMAL, Phase.PROPOSED)
+            and self.now - peer.report_at < self.timing.T1
+        ]
+        return max(armed, key=lambda seen: seen[0])[1] if armed else EMPTY
 
     def _requesting(self) -> bool:
         return self.armed and not self.rule2
