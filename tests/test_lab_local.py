@@ -13,6 +13,7 @@ import pytest
 from hacluster.core.messages import Phase, Report
 from hacluster.lab.local import LabError, LocalLab
 from hacluster.node.config import load
+from hacluster.storage.sr import BlockDevice, GlobalBlock
 from hacluster.wire.codec import Sealer, new_pool_key
 
 from .conftest import wait_for
@@ -86,12 +87,25 @@ def test_bad_packets_are_dropped_and_counted(lab: LocalLab) -> None:
     wrong_generation = genuine.seal(Report(
         generation=12345, sender=1, boot=1, seq=1, phase=Phase.NORMAL, liveset=everyone,
         hbdomain=everyone, sfdomain=everyone, statefile_access=True))
+    device = BlockDevice(config.sr)
+    try:
+        generation = GlobalBlock.decode(device.read(0), config.key).generation
+    finally:
+        device.close()
+    replayed = genuine.seal(Report(  # an old incarnation's packet, sent again
+        generation=generation, sender=1, boot=1, seq=1, phase=Phase.PROPOSED,
+        liveset=everyone, hbdomain=everyone, sfdomain=everyone, statefile_access=True,
+        proposal=frozenset({1})))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        for packet in (forged, b"garbage", b"\0" * 60_000, forged[:20], wrong_generation):
+        for packet in (forged, b"garbage", b"\0" * 60_000, forged[:20], wrong_generation,
+                       replayed):
             sender.sendto(packet, target)
+
     def counted() -> bool:
-        row = lab.status()[0]
-        return bool(row["dropped"]["bad_packets"] >= 4 and row["dropped"]["wrong_generation"] >= 1)
+        dropped = lab.status()[0]["dropped"]
+        return bool(dropped["bad_packets"] >= 4 and dropped["wrong_generation"] >= 1
+                    and dropped["stale"] >= 1)
+
     wait_for(counted, 5.0, "drops to be counted")
     row = lab.status()[0]
     assert row["phase"] == "NORMAL" and row["liveset"] == [0, 1, 2]
