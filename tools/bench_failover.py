@@ -119,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--idle-hosts", default="16,64")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--idle-timeout", type=float, default=5.0, help="T of the idle pools")
     args = parser.parse_args(argv)
     faults = args.faults.split(",")
     if args.backend == "local" and "partition" in faults:
@@ -136,11 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   flush=True)
     if args.idle_hosts:
         print()
+        print(f"idle pools, local backend, T = {args.idle_timeout:g} s")
         print("| hosts | CPU % per node | RSS MiB per node | heartbeat packets/s (pool) "
               "| nodes fenced while idle |")
         print("|---:|---:|---:|---:|---:|")
         for hosts in (int(h) for h in args.idle_hosts.split(",")):
-            cpu, rss, pps, fenced = idle(hosts, 5.0, args.idle_seconds)
+            cpu, rss, pps, fenced = idle(hosts, args.idle_timeout, args.idle_seconds)
             print(f"| {hosts} | {cpu:.2f} | {rss:.1f} | {pps:,.0f} | {fenced} |", flush=True)
     return 0
 
