@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local: processes on 127.0.0.x, no root; netns: namespaces (root)")
     up.add_argument("--hosts", type=_positive_int, default=3)
     up.add_argument("--timeout", type=_timeout, default=3.0)
+    up.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.STATEFILE.value,
+                    help="statefile (heartbeat SR) or clustered (network quorum only)")
     up.add_argument("--networks", type=_positive_int, default=1,
                     help="heartbeat networks per host (local: 2 adds IPv6 loopback)")
     verbs.add_parser("status", help="every host's status")

@@ -158,3 +158,24 @@ def test_systemd_watchdog_is_notified(tmp_path: Path, monkeypatch: pytest.Monkey
     finally:
         pool.down()
         listener.close()
+
+
+def test_clustered_mode_fails_over_on_quorum(tmp_path: Path) -> None:
+    pool = LocalLab(tmp_path / "clustered")
+    pool.up(3, T, base_port=23000 + (os.getpid() % 500) * 4, mode="clustered")
+    try:
+        wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
+                 "a master")
+        assert all(r["sfdomain"] == [] for r in pool.status())  # network only
+        old = masters(pool)[0]
+        pool.kill(old)
+        rest = [h for h in range(3) if h != old]
+        wait_for(lambda: all(r.get("liveset") == rest for r in pool.status() if r["host"] != old)
+                 and len(masters(pool)) == 1, 15 * T, "failover")
+        pool.kill(rest[0])  # one of three left: no quorum, it fences
+        wait_for(lambda: not pool.running(rest[1]), 15 * T, "the minority to fence")
+        reasons = [e["reason"] for e in pool.events()
+                   if e["event"] == "fence" and e["host"] == rest[1]]
+        assert reasons and "quorum" in reasons[0]
+    finally:
+        pool.down()

@@ -154,7 +154,7 @@ class HostCore:
         self.peers = [Peer() for _ in range(self.config.hosts)]
         self.peers[self.me].pinned_boot = self.boot
         if self.liveset is not None:
-            self._arm(self.liveset, self.now)
+            self._arm(self.liveset)
         self._next_beat = self.now
         self._next_io = self.now
 
@@ -576,14 +576,18 @@ class HostCore:
         self._out.append(LivesetCommitted(liveset, removed, added))
 
     # ------------------------------------------------------------ membership
-    def _arm(self, liveset: HostSet, now: float) -> None:
+    def _arm(self, liveset: HostSet) -> None:
         """Become a member with ``liveset``; every member starts fresh."""
         self.liveset = frozenset(liveset)
         for p in self.liveset:
-            peer = self.peers[p]
-            peer.last_net = now
-            peer.slot_changed = now
+            self._count_as_fresh(p)
         self._set_phase(Phase.NORMAL, f"armed with liveset {sorted(self.liveset)}")
+
+    def _count_as_fresh(self, p: int) -> None:
+        """A new member starts seen now, on the channels this mode uses."""
+        self.peers[p].last_net = self.now
+        if self.statefile_mode:
+            self.peers[p].slot_changed = self.now
 
     def _drop_excluded_members(self) -> None:
         assert self.liveset is not None
@@ -635,8 +639,7 @@ class HostCore:
             added = frozenset(ready)
             for j in added:
                 self._pin_current_boot(j)
-                self.peers[j].last_net = self.now
-                self.peers[j].slot_changed = self.now
+                self._count_as_fresh(j)
             self._commit(self.liveset | added, EMPTY, added)
 
     def _pin_current_boot(self, p: int) -> None:
@@ -664,7 +667,7 @@ class HostCore:
             if self.me in r.liveset and index in self._acked_by:
                 for p in r.liveset - {self.me}:
                     self._pin_current_boot(p)
-                self._arm(r.liveset, self.now)
+                self._arm(r.liveset)
                 self._out.append(LivesetCommitted(r.liveset, EMPTY, frozenset({self.me})))
                 return
 
@@ -686,7 +689,7 @@ class HostCore:
             return
         if all(p in fresh and fresh[p].joining and fresh[p].hbdomain == side
                for p in side - {self.me}):
-            self._arm(side, self.now)
+            self._arm(side)
             self._out.append(LivesetCommitted(side, EMPTY, side))
 
     def _shutdown(self) -> None:

@@ -94,7 +94,7 @@ def _lab(args: argparse.Namespace) -> int:
     verb = args.verb
     lab = open_lab(Path(args.dir), args.backend if verb == "up" else None)
     if verb == "up":
-        lab.up(args.hosts, args.timeout, networks=args.networks)
+        lab.up(args.hosts, args.timeout, networks=args.networks, mode=args.mode)
         print(f"lab up in {args.dir}: {args.hosts} hosts ({lab.backend} backend), "
               f"T={args.timeout}s (hacluster lab --dir {args.dir} status)")
     elif verb == "status":

@@ -82,7 +82,8 @@ class LocalLab:
         """Undo :meth:`prepare`."""
 
     # ------------------------------------------------------------ lifecycle
-    def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1) -> None:
+    def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
+           mode: str = "statefile") -> None:
         if not 1 <= hosts <= 250:
             raise LabError(f"the {self.backend} backend runs 1 to 250 hosts, not {hosts}")
         if self.meta.exists():
@@ -98,14 +99,15 @@ class LocalLab:
                    "backend": self.backend})
         try:
             self.prepare(hosts)
-            self._configure(hosts, timeout, base_port, networks)
+            self._configure(hosts, timeout, base_port, networks, mode)
             for index in range(hosts):
                 self.start(index, armed=True)
         except BaseException:
             self.down()
             raise
 
-    def _configure(self, hosts: int, timeout: float, base_port: int, networks: int) -> None:
+    def _configure(self, hosts: int, timeout: float, base_port: int, networks: int,
+                   mode: str) -> None:
         addresses = [[self.address(i, base_port, n) for n in range(networks)]
                      for i in range(hosts)]
         for index in range(hosts):
@@ -117,6 +119,7 @@ class LocalLab:
                 f'sr = "{self.sr_path(index)}"\n'
                 f'key_file = "../pool.key"\n'
                 f"timeout = {timeout}\n"
+                f'mode = "{mode}"\n'
                 f'status_socket = "status.sock"\n'
                 f'log = "events.jsonl"\n'
             )
