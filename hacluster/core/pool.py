@@ -1,0 +1,253 @@
+"""The pool model: hosts, storage, networks and the VMs HA protects.
+
+Rules (spec sections 1 and 8):
+
+* Objects are immutable values identified by uuid; a :class:`Pool` lists its
+  hosts in HA index order (host ``i`` of the liveness core is ``pool.hosts[i]``).
+  Every collection is kept sorted by uuid, so every answer derived from a pool
+  is deterministic.
+* Memory is in MiB (whole numbers); a VM's planned size is its static maximum.
+* A VM is **agile** when every disk is on a shared SR plugged on every enabled
+  host, every network is plugged on every enabled host, it has no local CD and
+  no passthrough or GPU device. :func:`agility` names every reason it is not,
+  with what would fix it. A non-agile VM is pinned: its memory is overhead on
+  its host and it can never be restarted elsewhere.
+* GPU and passthrough VMs may only be best-effort (:func:`check_protection`).
+* A host's **free memory** for restarts is its total, less its own overhead,
+  less every VM resident on it that is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+
+class PoolError(ValueError):
+    """An object or change the pool cannot accept, with the reason."""
+
+
+class Priority(Enum):
+    RESTART = "restart"
+    BEST_EFFORT = "best-effort"
+    NONE = ""
+
+    @property
+    def protected(self) -> bool:
+        return self is Priority.RESTART
+
+    @property
+    def label(self) -> str:
+        return self.value or "unprotected"
+
+
+class Power(Enum):
+    RUNNING = "running"
+    HALTED = "halted"
+
+
+@dataclass(frozen=True)
+class Host:
+    uuid: str
+    name: str
+    memory_total: int
+    memory_overhead: int = 0
+    enabled: bool = True
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        if self.memory_total < 0 or self.memory_overhead < 0:
+            raise PoolError(f"host {self.name}: memory must not be negative")
+        if self.memory_overhead > self.memory_total:
+            raise PoolError(f"host {self.name}: overhead {self.memory_overhead} MiB exceeds "
+                            f"its memory {self.memory_total} MiB")
+
+
+@dataclass(frozen=True)
+class SR:
+    uuid: str
+    name: str
+    shared: bool
+    plugged: frozenset[str] = frozenset()  # host uuids
+
+
+@dataclass(frozen=True)
+class Network:
+    uuid: str
+    name: str
+    plugged: frozenset[str] = frozenset()  # host uuids
+
+
+@dataclass(frozen=True)
+class VM:
+    uuid: str
+    name: str
+    memory: int
+    priority: Priority = Priority.NONE
+    order: int = 0
+    start_delay: float = 0.0
+    power: Power = Power.HALTED
+    resident: str | None = None  # host uuid while running
+    disks: tuple[str, ...] = ()  # SR uuids of its VDIs
+    networks: tuple[str, ...] = ()
+    local_cd: bool = False
+    devices: tuple[str, ...] = ()  # passthrough / GPU devices
+
+    def __post_init__(self) -> None:
+        if self.memory <= 0:
+            raise PoolError(f"VM {self.name}: memory must be positive, got {self.memory}")
+        if self.order < 0:
+            raise PoolError(f"VM {self.name}: order must be 0 or more, got {self.order}")
+        if self.start_delay < 0:
+            raise PoolError(f"VM {self.name}: start-delay must be 0 or more")
+        if (self.power is Power.RUNNING) != (self.resident is not None):
+            raise PoolError(f"VM {self.name}: a running VM needs a resident host, "
+                            "a halted one has none")
+
+    @property
+    def running(self) -> bool:
+        return self.power is Power.RUNNING
+
+
+@dataclass(frozen=True)
+class Pool:
+    hosts: tuple[Host, ...]
+    vms: tuple[VM, ...] = ()
+    srs: tuple[SR, ...] = ()
+    networks: tuple[Network, ...] = ()
+    host_failures_to_tolerate: int = 0
+    allow_overcommit: bool = False
+    reboot_vm_on_internal_shutdown: bool = True
+    _vm_index: Mapping[str, VM] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for kind, items in (("host", self.hosts), ("VM", self.vms), ("SR", self.srs),
+                            ("network", self.networks)):
+            uuids = [item.uuid for item in items]
+            if len(set(uuids)) != len(uuids):
+                raise PoolError(f"two {kind}s share a uuid")
+        object.__setattr__(self, "vms", tuple(sorted(self.vms, key=lambda v: v.uuid)))
+        object.__setattr__(self, "srs", tuple(sorted(self.srs, key=lambda s: s.uuid)))
+        object.__setattr__(self, "networks", tuple(sorted(self.networks, key=lambda n: n.uuid)))
+        object.__setattr__(self, "_vm_index", {vm.uuid: vm for vm in self.vms})
+        hosts = {h.uuid for h in self.hosts}
+        for vm in self.vms:
+            if vm.resident is not None and vm.resident not in hosts:
+                raise PoolError(f"VM {vm.name} is resident on unknown host {vm.resident}")
+        if not 0 <= self.host_failures_to_tolerate < max(1, len(self.hosts)):
+            raise PoolError(f"ha-host-failures-to-tolerate must be 0..{len(self.hosts) - 1}, "
+                            f"got {self.host_failures_to_tolerate}")
+
+    # ------------------------------------------------------------ look-ups
+    def vm(self, uuid: str) -> VM:
+        try:
+            return self._vm_index[uuid]
+        except KeyError:
+            raise PoolError(f"no VM with uuid {uuid}") from None
+
+    def host(self, uuid: str) -> Host:
+        for host in self.hosts:
+            if host.uuid == uuid:
+                return host
+        raise PoolError(f"no host with uuid {uuid}")
+
+    def index_of(self, host_uuid: str) -> int:
+        return [h.uuid for h in self.hosts].index(self.host(host_uuid).uuid)
+
+    def enabled_hosts(self) -> frozenset[str]:
+        return frozenset(h.uuid for h in self.hosts if h.enabled)
+
+    def resident_on(self, host_uuid: str) -> tuple[VM, ...]:
+        return tuple(vm for vm in self.vms if vm.resident == host_uuid)
+
+    def free_memory(self, host_uuid: str) -> int:
+        host = self.host(host_uuid)
+        used = sum(vm.memory for vm in self.resident_on(host_uuid))
+        return host.memory_total - host.memory_overhead - used
+
+    # ------------------------------------------------------------ changes
+    def with_vm(self, vm: VM) -> Pool:
+        """This pool with ``vm`` added or replaced (by uuid)."""
+        others = tuple(v for v in self.vms if v.uuid != vm.uuid)
+        return replace(self, vms=(*others, vm))
+
+    def with_vms(self, vms: Iterable[VM]) -> Pool:
+        changed = {vm.uuid: vm for vm in vms}
+        return replace(self, vms=tuple(changed.get(v.uuid, v) for v in self.vms))
+
+
+# ---------------------------------------------------------------- agility
+@dataclass(frozen=True)
+class Reason:
+    """Why a VM is not agile, and what would make it so."""
+
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.what} (fix: {self.fix})"
+
+
+def agility(pool: Pool, vm: VM) -> list[Reason]:
+    """Every reason ``vm`` cannot be restarted on any enabled host; empty when agile."""
+    enabled = pool.enabled_hosts()
+    srs = {sr.uuid: sr for sr in pool.srs}
+    networks = {net.uuid: net for net in pool.networks}
+    reasons: list[Reason] = []
+    for sr_uuid in vm.disks:
+        sr = srs.get(sr_uuid)
+        if sr is None:
+            reasons.append(Reason(f"a disk is on unknown SR {sr_uuid}", "remove or move that disk"))
+        elif not sr.shared:
+            reasons.append(Reason(f"a disk is on local SR {sr.name}",
+                                  "move the disk to a shared SR"))
+        elif missing := sorted(enabled - sr.plugged):
+            reasons.append(Reason(f"shared SR {sr.name} is not plugged on host(s) "
+                                  f"{_names(pool, missing)}", "plug the SR on every host"))
+    for net_uuid in vm.networks:
+        net = networks.get(net_uuid)
+        if net is None:
+            reasons.append(Reason(f"an interface is on unknown network {net_uuid}",
+                                  "remove that interface"))
+        elif missing := sorted(enabled - net.plugged):
+            reasons.append(Reason(f"network {net.name} is missing on host(s) "
+                                  f"{_names(pool, missing)}",
+                                  "create the network on every host"))
+    if vm.local_cd:
+        reasons.append(Reason("a CD from a host's local drive is inserted", "eject the CD"))
+    for device in vm.devices:
+        reasons.append(Reason(f"passthrough/GPU device {device} is attached",
+                              "detach it, or protect the VM only as best-effort"))
+    return reasons
+
+
+def is_agile(pool: Pool, vm: VM) -> bool:
+    return not agility(pool, vm)
+
+
+def check_protection(vm: VM, priority: Priority) -> None:
+    """Refuse priorities a VM cannot have: GPU/passthrough VMs are best-effort at most."""
+    if priority.protected and vm.devices:
+        raise PoolError(f"VM {vm.name} has passthrough/GPU device(s) {list(vm.devices)}: "
+                        "it can only be protected as best-effort")
+
+
+def diagnostic_vm_status(pool: Pool, vm_uuid: str) -> list[str]:
+    """``diagnostic-vm-status``: one line for the verdict, then one per reason."""
+    vm = pool.vm(vm_uuid)
+    reasons = agility(pool, vm)
+    lines = [f"VM {vm.name} ({vm.uuid}): priority {vm.priority.label}, order {vm.order}, "
+             f"{vm.memory} MiB, {vm.power.value}"
+             + (f" on {pool.host(vm.resident).name}" if vm.resident else "")]
+    if not reasons:
+        lines.append("agile: it can be restarted on any enabled host with room")
+    else:
+        lines.append("not agile: pinned to its host, never restarted elsewhere, because")
+        lines += [f"  - {reason}" for reason in reasons]
+    return lines
+
+
+def _names(pool: Pool, host_uuids: Iterable[str]) -> str:
+    names = {h.uuid: h.name for h in pool.hosts}
+    return ", ".join(names.get(u, u) for u in host_uuids)
