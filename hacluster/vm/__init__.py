@@ -1,0 +1,1 @@
+"""Workloads ("VMs"): the guest program, its disk records, and the drivers that run VMs."""
