@@ -19,7 +19,8 @@ Rules (spec section 8):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -90,22 +91,22 @@ def _decreasing(items: Iterable[Item]) -> list[Item]:
 
 
 def place(items: Iterable[Item], bins: Sequence[tuple[str, int]]) -> tuple[Placement, list[Item]]:
-    """Best-fit decreasing: the placement of every item that fits, and those that do not."""
-    room = {uuid: free for uuid, free in bins}
-    order = [uuid for uuid, _ in sorted(bins)]
+    """Best-fit decreasing: the placement of every item that fits, and those that do not.
+
+    Each item, largest first, goes to the host with the least room that still
+    fits it (ties by uuid): ``rooms`` is kept sorted by (room, uuid).
+    """
+    rooms = sorted((free, uuid) for uuid, free in bins)
     placement: Placement = {}
     unplaced: list[Item] = []
     for item in _decreasing(items):
-        best: str | None = None
-        for uuid in order:
-            left = room[uuid] - item.memory
-            if left >= 0 and (best is None or left < room[best] - item.memory):
-                best = uuid
-        if best is None:
+        at = bisect.bisect_left(rooms, (item.memory, ""))
+        if at == len(rooms):
             unplaced.append(item)
-        else:
-            room[best] -= item.memory
-            placement[item.vm] = best
+            continue
+        free, uuid = rooms.pop(at)
+        placement[item.vm] = uuid
+        bisect.insort(rooms, (free - item.memory, uuid))
     return placement, unplaced
 
 
@@ -150,51 +151,72 @@ def decide(items: Sequence[Item], bins: Sequence[tuple[str, int]],
     why = impossible(items, [free for _, free in bins])
     if why:
         return Decision(Verdict.NO_PLAN, why=why)
-    return _search(items, bins, budget)
+    return search(items, bins, budget)
 
 
-def _search(items: Sequence[Item], bins: Sequence[tuple[str, int]], budget: int) -> Decision:
-    """Branch and bound: largest item first; bins with equal room are tried once."""
-    todo = _decreasing(items)
-    names = [uuid for uuid, _ in sorted(bins)]
-    room = [free for _, free in sorted(bins)]
-    suffix = [0] * (len(todo) + 1)
-    for k in range(len(todo) - 1, -1, -1):
-        suffix[k] = suffix[k + 1] + todo[k].memory
-    chosen = [0] * len(todo)
+def search(items: Sequence[Item], bins: Sequence[tuple[str, int]], budget: int) -> Decision:
+    """Exact search over hosts, largest first: which count of each VM size each one takes.
+
+    VMs of one size are interchangeable, so a state is (host, VMs left per size);
+    a state proven hopeless is remembered, which also folds hosts of equal room.
+    Only maximal fillings are tried: a VM that fits here could only do worse later.
+    """
+    sizes = sorted({i.memory for i in items}, reverse=True)
+    need = tuple(sum(1 for i in items if i.memory == s) for s in sizes)
+    hosts = sorted(bins, key=lambda b: (-b[1], b[0]))
+    rooms = [free for _, free in hosts]
+    room_after = [sum(rooms[k:]) for k in range(len(rooms) + 1)]
+    hopeless: set[tuple[int, tuple[int, ...]]] = set()
+    taken: list[tuple[int, ...]] = []
     nodes = 0
 
-    def go(k: int) -> bool | None:
+    def fillings(room: int, left: tuple[int, ...], j: int = 0) -> Iterator[tuple[int, ...]]:
+        if j == len(sizes):
+            yield ()
+            return
+        most = min(left[j], room // sizes[j])
+        for take in range(most, -1, -1):
+            for rest in fillings(room - take * sizes[j], left, j + 1):
+                if take < most and room - take * sizes[j] - _load(rest, sizes[j + 1:]) \
+                        >= sizes[j]:
+                    continue  # another VM of this size still fits: not maximal
+                yield (take, *rest)
+
+    def go(k: int, left: tuple[int, ...]) -> bool | None:
         nonlocal nodes
-        if k == len(todo):
+        if not any(left):
             return True
+        if k == len(rooms) or _load(left, sizes) > room_after[k] or (k, left) in hopeless:
+            return False
         nodes += 1
         if nodes > budget:
             return None
-        size = todo[k].memory
-        if sum(r for r in room if r >= todo[-1].memory) < suffix[k]:
-            return False
-        tried: set[int] = set()
-        unknown = False
-        for b, left in enumerate(room):
-            if left < size or left in tried:
-                continue
-            tried.add(left)
-            room[b] -= size
-            chosen[k] = b
-            found = go(k + 1)
-            room[b] += size
+        for filling in fillings(rooms[k], left):
+            found = go(k + 1, tuple(n - t for n, t in zip(left, filling, strict=True)))
+            if found is None:
+                return None
             if found:
+                taken.append(filling)
                 return True
-            unknown = unknown or found is None
-        return None if unknown else False
+        hopeless.add((k, left))
+        return False
 
-    found = go(0)
-    if found:
-        return Decision(Verdict.FITS, {todo[k].vm: names[chosen[k]] for k in range(len(todo))})
+    found = go(0, need)
     if found is None:
         return Decision(Verdict.UNKNOWN, why=f"search stopped after {budget} nodes")
-    return Decision(Verdict.NO_PLAN, why="exhaustive search found no placement")
+    if not found:
+        return Decision(Verdict.NO_PLAN, why="exhaustive search found no placement")
+    queues = {s: sorted(i.vm for i in items if i.memory == s) for s in sizes}
+    placement: Placement = {}
+    for (uuid, _), filling in zip(hosts, reversed(taken), strict=False):
+        for s, count in zip(sizes, filling, strict=True):
+            for _ in range(count):
+                placement[queues[s].pop(0)] = uuid
+    return Decision(Verdict.FITS, placement)
+
+
+def _load(counts: Sequence[int], sizes: Sequence[int]) -> int:
+    return sum(n * s for n, s in zip(counts, sizes, strict=True))
 
 
 def plan_for(problem: Problem, failed: Iterable[str], budget: int = 20_000) -> Decision:
