@@ -5,6 +5,8 @@ Subcommands:
 * ``simulate``: random fault schedules under the checker, or one named
   scenario with its timeline.
 * ``demo``: a 3-host pool whose master crashes, told step by step.
+* ``plan`` and ``diagnostic-vm-status``: failover planning of a pool file or a
+  synthetic pool.
 """
 
 from __future__ import annotations
@@ -70,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--simulated", action="store_true",
                       help="use the simulator instead of real local processes")
 
+    plan = sub.add_parser("plan", help="the recovery plan and the host failures a pool can take",
+                          description="Compute max_host_failures_to_tolerate (exact, or a "
+                          "proven bound), the plan for every single-host failure and memory "
+                          "by restart priority.")
+    plan.add_argument("--pool", help="a pool file (TOML)")
+    plan.add_argument("--random-pool", metavar="HOSTS:VMS",
+                      help="a synthetic pool generated from --seed, e.g. 64:8000")
+    plan.add_argument("--seed", type=int, default=1)
+    plan.add_argument("--targets", action="store_true",
+                      help="list every scenario with the target host of each VM")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+
+    diag = sub.add_parser("diagnostic-vm-status",
+                          help="why a VM is or is not agile (restartable elsewhere)")
+    diag.add_argument("--pool", required=True, help="a pool file (TOML)")
+    diag.add_argument("--vm", required=True, help="the VM's uuid")
+
     node = sub.add_parser("node", help="run the node daemon")
     node.add_argument("--config", required=True, help="node.toml")
     node.add_argument("--armed", action="store_true",
@@ -120,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hacluster.lab.demo import run_demo
 
         return run_demo(args.timeout)
+    if args.command in ("plan", "diagnostic-vm-status"):
+        return _planning(parser, args)
     if args.command in ("node", "status", "sr-format", "lab"):
         from hacluster.lab.commands import run_command
 
@@ -136,6 +157,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--hosts must be at most {MAX_HOSTS}, got {args.hosts}")
     return _simulate(args.hosts, args.schedules, args.seed, Mode(args.mode), args.timeout,
                      args.jobs)
+
+
+def _planning(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hacluster.core.pool import PoolError, diagnostic_vm_status
+    from hacluster.model import poolfile
+    from hacluster.model.plan_command import run_plan
+
+    try:
+        if args.command == "plan":
+            return run_plan(args.pool, args.random_pool, args.seed, args.targets, args.json)
+        print("\n".join(diagnostic_vm_status(poolfile.load(args.pool).pool, args.vm)))
+        return 0
+    except PoolError as error:
+        parser.exit(2, f"hacluster {args.command}: {error}\n")
 
 
 def _one(job: tuple[int, int, str, float]) -> ScheduleResult:

@@ -1,0 +1,1 @@
+"""Pool definitions on disk (TOML) and synthetic pools for planning and benchmarks."""
