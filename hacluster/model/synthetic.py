@@ -7,8 +7,8 @@ Rules:
 * VM sizes follow a mix seen in virtualised estates (many small VMs, some 3,
   6, 12 and 24 GiB ones, so sizes do not all divide each other); priorities
   are about 40 % restart, 30 % best-effort, 30 % unprotected; orders 0-3.
-* Host memory (a few hardware sizes) is scaled so the VMs fill about 60 % of
-  the pool; VMs are placed on random hosts with room, and the few that find
+* Host memory (a few hardware sizes) is scaled so the VMs fill ``fill`` (by
+  default 60 %) of the pool; VMs are placed on random hosts with room, and the few that find
   none stay halted. About 2 % of VMs are not agile (a local disk or CD) and
   1 % carry a GPU (never protected, as the rules require).
 """
@@ -26,14 +26,14 @@ HOST_SHAPES = (1.0, 1.5, 2.0, 3.0)  # relative memory of the hardware models
 FILL = 0.6
 
 
-def random_pool(hosts: int, vms: int, seed: int, tolerate: int = 1) -> Pool:
+def random_pool(hosts: int, vms: int, seed: int, tolerate: int = 1, fill: float = FILL) -> Pool:
     if hosts < 1 or vms < 0:
         raise ValueError(f"a pool needs at least one host and no negative VM count, "
                          f"got {hosts}:{vms}")
     rng = random.Random(seed)
     sizes = [int(rng.choices(SIZES_GIB, SIZE_WEIGHTS)[0] * GIB) for _ in range(vms)]
     shapes = [rng.choice(HOST_SHAPES) for _ in range(hosts)]
-    unit = max(sum(sizes) / FILL / sum(shapes), 64 * GIB)
+    unit = max(sum(sizes) / fill / sum(shapes), 64 * GIB)
     overhead = 4 * GIB
     host_list = tuple(
         Host(f"host-{i:04}", f"host{i}", int(shape * unit) // GIB * GIB + overhead, overhead)
