@@ -1,0 +1,437 @@
+"""The master's restart executor: from host failures and VM exits to VM starts.
+
+Rules (spec section 9):
+
+* Pure: every input carries ``now`` (the master's monotonic clock, seconds) and
+  every output is plain data. The executor holds the master's view of the pool
+  and updates it itself; the adapter answers every :class:`StartVM` with
+  exactly one :class:`StartFinished`.
+* :class:`HostsFailed` (the committed liveset removed these hosts, so they have
+  fenced): each is marked not live, ``ha_host_failed`` is raised and its VMs
+  are forced halted (:class:`ForceHalt`). :class:`Pass` sets the live hosts to
+  the committed liveset.
+* Who is restarted:
+
+  - protected (``restart``) VMs are level-sensitive: any found halted is
+    started on every input (every :class:`Pass` in particular) until it runs;
+  - best-effort VMs only when they were running on a failed host or crashed,
+    at most ``best_effort_attempts`` tries (a failed start, or no room; tries
+    at least ``retry_interval`` apart), counted afresh when the liveset grows,
+    and only once no protected VM is waiting to start or in an order delay;
+  - unprotected VMs never;
+  - a VM shut down from inside its guest stays halted, unless it is protected
+    and ``pool.reboot_vm_on_internal_shutdown``.
+
+* Beyond tolerance: while more hosts are down than
+  ``pool.host_failures_to_tolerate``, protected VMs get the best-effort bound
+  (still before best-effort VMs and in order), and
+  ``ha_failures_exceed_tolerance`` is raised once per such episode.
+* Order: protected VMs start in groups of ascending ``order``, each group in
+  parallel. A group waits while a start of a lower group is unfinished, and
+  until the largest ``start_delay`` of the VMs of that lower group that
+  started has passed since its last start finished.
+* Placement: each group's agile VMs are planned with :func:`planner.place`
+  (best-fit decreasing, ties by uuid) on the memory the live enabled hosts
+  have left after running VMs, starts in flight and lower groups. A VM goes to
+  its planned host unless that host failed to start it within
+  ``retry_interval`` (the per-VM rate limit); otherwise to the other host
+  that fits it most tightly. A non-agile VM may only go back to the host it
+  last ran on; with that host down it stays halted.
+* A protected VM that cannot be placed raises
+  ``ha_protected_vm_restart_failed`` once per episode (until it runs again);
+  it is retried on every input, so it starts when capacity returns.
+* While restarts are paused (:class:`PauseRestarts`) nothing is started.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from hacluster.core.planner import Item, Problem, place
+from hacluster.core.pool import VM, Pool, PoolError, Power, Priority, agility
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    retry_interval: float = 10.0  # a host that failed to start a VM is not retried sooner
+    best_effort_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.retry_interval <= 0:
+            raise ValueError(f"retry_interval must be positive, got {self.retry_interval}")
+        if self.best_effort_attempts < 1:
+            raise ValueError("best_effort_attempts must be at least 1, "
+                             f"got {self.best_effort_attempts}")
+
+
+# ----------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Pass:
+    """The periodic master pass, with the committed liveset (host uuids)."""
+
+    now: float
+    live: frozenset[str]
+
+
+@dataclass(frozen=True)
+class HostsFailed:
+    """The committed liveset removed these hosts: they have fenced."""
+
+    now: float
+    hosts: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StartFinished:
+    now: float
+    vm: str
+    host: str
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class VMExited:
+    """A running VM stopped by itself: shut down from inside (``internal_shutdown``) or crashed."""
+
+    now: float
+    vm: str
+    host: str
+    internal_shutdown: bool
+
+
+@dataclass(frozen=True)
+class PauseRestarts:
+    """``ha_prevent_restarts_for``: start nothing before ``until`` (master clock)."""
+
+    now: float
+    until: float
+
+
+RestartInput = Pass | HostsFailed | StartFinished | VMExited | PauseRestarts
+
+
+# ---------------------------------------------------------------- outputs
+@dataclass(frozen=True)
+class ForceHalt:
+    vm: str
+    host: str
+
+
+@dataclass(frozen=True)
+class StartVM:
+    vm: str
+    host: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    obj: str  # uuid of the host, VM or pool concerned
+    body: str
+
+
+RestartAction = ForceHalt | StartVM | Alert
+
+
+@dataclass
+class _Batch:
+    """The starts in flight of one order group."""
+
+    pending: set[str] = field(default_factory=set)
+    delay: float = 0.0  # largest start_delay of its VMs that started
+
+
+class Restarter:
+    """The restart executor of the master; feed it inputs with :meth:`handle`."""
+
+    def __init__(self, pool: Pool, config: RestartConfig | None = None,
+                 live: Iterable[str] | None = None) -> None:
+        self.config = config if config is not None else RestartConfig()
+        self._pool = pool
+        everyone = frozenset(h.uuid for h in pool.hosts)
+        self._live = everyone if live is None else frozenset(live) & everyone
+        self._starting: dict[str, str] = {}  # vm -> host it is being started on
+        self._batches: dict[int, _Batch] = {}  # order -> its starts in flight
+        self._gates: list[tuple[int, float]] = []  # (order, until): later orders wait
+        self._barred: dict[str, dict[str, float]] = {}  # vm -> host -> retry not before
+        self._tries: dict[str, int] = {}  # bounded VMs: tries spent
+        self._next_try: dict[str, float] = {}  # bounded VMs: not tried again before
+        self._wanted: set[str] = set()  # best-effort VMs to bring back
+        self._held: set[str] = set()  # protected VMs their guest shut down, to stay halted
+        self._last_host: dict[str, str] = {}
+        self._alerted: set[str] = set()  # protected VMs whose restart failure was raised
+        self._beyond_tolerance = False
+        self._paused_until = -math.inf
+
+    # ------------------------------------------------------------ public
+    @property
+    def pool(self) -> Pool:
+        return self._pool
+
+    @property
+    def live(self) -> frozenset[str]:
+        return self._live
+
+    @property
+    def starting(self) -> dict[str, str]:
+        """VMs being started, each with its host."""
+        return dict(self._starting)
+
+    def handle(self, event: RestartInput) -> list[RestartAction]:
+        """Consume one input; return what the adapter must do and raise."""
+        out: list[RestartAction] = []
+        if isinstance(event, Pass):
+            self._on_pass(event)
+        elif isinstance(event, HostsFailed):
+            self._on_hosts_failed(event, out)
+        elif isinstance(event, StartFinished):
+            self._on_start_finished(event, out)
+        elif isinstance(event, VMExited):
+            self._on_vm_exited(event)
+        elif isinstance(event, PauseRestarts):
+            self._paused_until = event.until
+        self._check_tolerance(out)
+        self._restart(event.now, out)
+        return out
+
+    def operator_shutdown(self, vm_uuid: str) -> None:
+        """``vm-shutdown``: refused for a protected VM; others are marked halted for good."""
+        vm = self._pool.vm(vm_uuid)
+        if vm.priority.protected:
+            raise PoolError(f"VM {vm.name} is protected by HA: remove its protection first "
+                            "(vm-param-set ha-restart-priority=\"\")")
+        if vm_uuid in self._starting:
+            raise PoolError(f"VM {vm.name} is being started by HA; try again when it runs")
+        self._wanted.discard(vm_uuid)
+        if vm.running:
+            self._set_halted([vm])
+
+    # ------------------------------------------------------------ inputs
+    def _on_pass(self, event: Pass) -> None:
+        live = event.live & frozenset(h.uuid for h in self._pool.hosts)
+        if live - self._live:  # the liveset grew: bounded VMs get their tries back
+            self._tries.clear()
+            self._next_try.clear()
+        self._live = live
+
+    def _on_hosts_failed(self, event: HostsFailed, out: list[RestartAction]) -> None:
+        for host_uuid in sorted(event.hosts):
+            try:
+                host = self._pool.host(host_uuid)
+            except PoolError:
+                continue
+            victims = self._pool.resident_on(host_uuid)
+            if host_uuid not in self._live and not victims:
+                continue  # already handled
+            self._live = self._live - {host_uuid}
+            out.append(Alert("ha_host_failed", host_uuid,
+                             f"host {host.name} failed and has fenced; "
+                             f"{len(victims)} VM(s) forced halted"))
+            out.extend(ForceHalt(vm.uuid, host_uuid) for vm in victims)
+            for vm in victims:
+                self._lost(vm, host_uuid)
+            self._set_halted(victims)
+
+    def _on_start_finished(self, event: StartFinished, out: list[RestartAction]) -> None:
+        if self._starting.get(event.vm) != event.host:
+            return  # not a start of ours
+        del self._starting[event.vm]
+        vm = self._pool.vm(event.vm)
+        ok = event.ok and event.host in self._live
+        batch = self._batches.get(vm.order)
+        if batch is not None and event.vm in batch.pending:
+            batch.pending.discard(event.vm)
+            if ok:
+                batch.delay = max(batch.delay, vm.start_delay)
+            if not batch.pending:
+                del self._batches[vm.order]
+                self._gates.append((vm.order, event.now + batch.delay))
+        if ok:
+            self._pool = self._pool.with_vm(replace(vm, power=Power.RUNNING,
+                                                    resident=event.host))
+            for table in (self._barred, self._tries, self._next_try):
+                table.pop(event.vm, None)
+            self._alerted.discard(event.vm)
+            self._wanted.discard(event.vm)
+            return
+        retry = event.now + self.config.retry_interval
+        self._barred.setdefault(event.vm, {})[event.host] = retry
+        if self._bounded(vm):
+            self._next_try[event.vm] = retry
+            if self._tries.get(event.vm, 0) >= self.config.best_effort_attempts:
+                self._give_up(vm, out)
+
+    def _on_vm_exited(self, event: VMExited) -> None:
+        vm = self._pool.vm(event.vm)
+        if vm.resident != event.host:
+            return  # not where we think it runs: stale
+        if event.internal_shutdown:
+            if vm.priority.protected and not self._pool.reboot_vm_on_internal_shutdown:
+                self._held.add(vm.uuid)
+            self._wanted.discard(vm.uuid)
+            self._last_host[vm.uuid] = event.host
+        else:
+            self._lost(vm, event.host)
+        self._set_halted([vm])
+
+    # ------------------------------------------------------------ state
+    def _lost(self, vm: VM, host: str) -> None:
+        """``vm`` died with its host or crashed: a new restart episode begins."""
+        self._last_host[vm.uuid] = host
+        if vm.priority is Priority.BEST_EFFORT:
+            self._wanted.add(vm.uuid)
+            self._tries.pop(vm.uuid, None)
+            self._next_try.pop(vm.uuid, None)
+
+    def _set_halted(self, vms: Iterable[VM]) -> None:
+        self._pool = self._pool.with_vms(replace(vm, power=Power.HALTED, resident=None)
+                                         for vm in vms)
+
+    def _check_tolerance(self, out: list[RestartAction]) -> None:
+        down = len(self._pool.hosts) - len(self._live)
+        beyond = down > self._pool.host_failures_to_tolerate
+        if beyond and not self._beyond_tolerance:
+            out.append(Alert("ha_failures_exceed_tolerance", "pool",
+                             f"{down} host(s) down, more than the "
+                             f"{self._pool.host_failures_to_tolerate} tolerated: protected VMs "
+                             f"are restarted as best-effort ({self.config.best_effort_attempts} "
+                             "tries)"))
+        self._beyond_tolerance = beyond
+
+    def _bounded(self, vm: VM) -> bool:
+        """Has ``vm`` a bounded number of tries (best-effort, or protected beyond tolerance)?"""
+        return not vm.priority.protected or self._beyond_tolerance
+
+    def _due(self, vm: VM, now: float) -> bool:
+        """Should ``vm`` be started now, if there is room?"""
+        if vm.running or vm.uuid in self._starting:
+            return False
+        if vm.priority.protected:
+            if vm.uuid in self._held:
+                return False
+        elif vm.priority is not Priority.BEST_EFFORT or vm.uuid not in self._wanted:
+            return False
+        if not self._bounded(vm):
+            return True
+        return (self._tries.get(vm.uuid, 0) < self.config.best_effort_attempts
+                and self._next_try.get(vm.uuid, -math.inf) <= now)
+
+    def _give_up(self, vm: VM, out: list[RestartAction]) -> None:
+        out.append(Alert("ha_vm_restart_abandoned", vm.uuid,
+                         f"VM {vm.name} ({vm.priority.label}) did not start after "
+                         f"{self.config.best_effort_attempts} tries; tried again when a "
+                         "host joins"))
+
+    # ------------------------------------------------------------ restarts
+    def _gate_open(self, order: float, now: float) -> bool:
+        """May VMs of ``order`` start: no lower group in flight or in its start delay?"""
+        if any(o < order for o in self._batches):
+            return False
+        return all(until <= now for o, until in self._gates if o < order)
+
+    def _restart(self, now: float, out: list[RestartAction]) -> None:
+        if now < self._paused_until:
+            return
+        self._gates = [(o, until) for o, until in self._gates if until > now]
+        due = [vm for vm in self._pool.vms if self._due(vm, now)]
+        if not due:
+            return
+        room = dict(Problem.from_pool(self._pool, self._live).bins_for(()))
+        for vm_uuid, host in self._starting.items():
+            if host in room:
+                room[host] -= self._pool.vm(vm_uuid).memory
+        protected = [vm for vm in due if vm.priority.protected]
+        waiting = any(self._pool.vm(v).priority.protected for v in self._starting)
+        for order in sorted({vm.order for vm in protected}):
+            if not self._gate_open(order, now):
+                waiting = True
+                break
+            group = [vm for vm in protected if vm.order == order]
+            started, stuck = self._start_group(group, room, now, out)
+            waiting = waiting or stuck
+            if started:
+                batch = self._batches.setdefault(order, _Batch())
+                batch.pending.update(started)
+                waiting = True
+                break
+        if waiting or not self._gate_open(math.inf, now):
+            return
+        best_effort = [vm for vm in due if not vm.priority.protected]
+        self._start_group(best_effort, room, now, out)
+
+    def _start_group(self, group: list[VM], room: dict[str, int], now: float,
+                     out: list[RestartAction]) -> tuple[list[str], bool]:
+        """Start what fits of ``group``; return the VMs started and whether any waits on a retry."""
+        targets: dict[str, str | None] = {}
+        agile: list[VM] = []
+        for vm in group:
+            if agility(self._pool, vm):
+                home = self._last_host.get(vm.uuid)
+                targets[vm.uuid] = self._take(vm, [home] if home else [], room, now)
+            else:
+                agile.append(vm)
+        plan, _ = place([Item(vm.uuid, vm.memory) for vm in agile], sorted(room.items()))
+        rest: list[VM] = []
+        for vm in agile:
+            planned = plan.get(vm.uuid)
+            if planned is not None and self._take(vm, [planned], room, now):
+                targets[vm.uuid] = planned
+            else:
+                rest.append(vm)
+        for vm in rest:  # fall back: the host that fits it most tightly
+            fits = sorted((room[h] - vm.memory, h) for h in room)
+            targets[vm.uuid] = self._take(vm, [h for _, h in fits], room, now)
+        started: list[str] = []
+        stuck = False
+        for vm in group:
+            host = targets[vm.uuid]
+            if host is not None:
+                out.append(StartVM(vm.uuid, host))
+                self._starting[vm.uuid] = host
+                started.append(vm.uuid)
+                if self._bounded(vm):
+                    self._tries[vm.uuid] = self._tries.get(vm.uuid, 0) + 1
+            elif self._waits_for_retry(vm, room, now):
+                stuck = True
+            else:
+                self._no_room(vm, now, out)
+        return started, stuck
+
+    def _take(self, vm: VM, choices: list[str], room: dict[str, int],
+              now: float) -> str | None:
+        """The first of ``choices`` that is live, has room and did not just fail ``vm``."""
+        barred = self._barred.get(vm.uuid, {})
+        for host in choices:
+            if room.get(host, -1) >= vm.memory and barred.get(host, -math.inf) <= now:
+                room[host] -= vm.memory
+                return host
+        return None
+
+    def _waits_for_retry(self, vm: VM, room: dict[str, int], now: float) -> bool:
+        """Would ``vm`` fit on a host that failed it recently (so it waits, not alerts)?"""
+        barred = self._barred.get(vm.uuid, {})
+        return any(until > now and room.get(host, -1) >= vm.memory
+                   for host, until in barred.items())
+
+    def _no_room(self, vm: VM, now: float, out: list[RestartAction]) -> None:
+        reasons = agility(self._pool, vm)
+        if reasons:
+            home = self._last_host.get(vm.uuid)
+            where = (f"its host {self._pool.host(home).name} is down or full" if home
+                     else "it has no known host")
+            why = (f"it is not agile ({'; '.join(map(str, reasons))}) and {where}")
+        else:
+            why = f"no live host has {vm.memory} MiB free"
+        if self._bounded(vm):
+            self._tries[vm.uuid] = self._tries.get(vm.uuid, 0) + 1
+            self._next_try[vm.uuid] = now + self.config.retry_interval
+            if self._tries[vm.uuid] >= self.config.best_effort_attempts:
+                self._give_up(vm, out)
+        if vm.priority.protected and vm.uuid not in self._alerted:
+            self._alerted.add(vm.uuid)
+            out.append(Alert("ha_protected_vm_restart_failed", vm.uuid,
+                             f"protected VM {vm.name} cannot be restarted: {why}; "
+                             "retried when capacity returns"))
