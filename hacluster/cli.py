@@ -16,11 +16,14 @@ import os
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
 from hacluster.core.node import Mode
 from hacluster.core.timing import Timing
-from hacluster.sim.scenarios import SCENARIOS, ScenarioResult, run_scenario
-from hacluster.sim.schedules import ScheduleResult, run_schedule
+
+if TYPE_CHECKING:  # the simulator is loaded only by the commands that run it
+    from hacluster.sim.scenarios import ScenarioResult
+    from hacluster.sim.schedules import ScheduleResult
 
 MAX_HOSTS = 256
 
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="statefile (heartbeat SR) or clustered (network quorum only)")
     up.add_argument("--networks", type=_positive_int, default=1,
                     help="heartbeat networks per host (local: 2 adds IPv6 loopback)")
+    up.add_argument("--pool", help="a pool file of the VMs to protect (default: demo VMs)")
     verbs.add_parser("status", help="every host's status")
     verbs.add_parser("events", help="every host's events, merged in time order")
     verbs.add_parser("down", help="stop every host and forget the lab")
@@ -145,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hacluster.lab.commands import run_command
 
         return run_command(parser, args)
+    from hacluster.sim.scenarios import SCENARIOS, run_scenario
+
     if args.list_scenarios:
         for scenario in SCENARIOS.values():
             print(f"{scenario.name:28} {scenario.summary}")
@@ -174,6 +180,8 @@ def _planning(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _one(job: tuple[int, int, str, float]) -> ScheduleResult:
+    from hacluster.sim.schedules import ScheduleResult, run_schedule
+
     hosts, seed, mode, timeout = job
     try:
         return run_schedule(hosts, seed, Mode(mode), timeout)
@@ -226,4 +234,6 @@ def _demo(timeout: float) -> int:
     print("Host 0 becomes master and places 6 VMs; then host 0 crashes.")
     print("Watch the survivors suspect it, agree, wait the fence window, commit,")
     print("elect host 1 master and restart host 0's VMs.\n")
+    from hacluster.sim.scenarios import SCENARIOS, run_scenario
+
     return _print_scenario(run_scenario(SCENARIOS["master-crash"], 1, timeout))

@@ -22,12 +22,24 @@ from hacluster.storage.sr import SRError, format_sr
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'host':>4}  {'phase':<11} {'master':<6} {'liveset':<20} {'dropped':>7}"]
+    lines = [f"{'host':>4}  {'phase':<11} {'master':<6} {'liveset':<20} {'dropped':>7}  vms"]
     for row in rows:
         dropped = sum(row.get("dropped", {}).values())
         master = "yes" if row.get("master") else ""
         lines.append(f"{row['host']:>4}  {row['phase']:<11} {master:<6} "
-                     f"{row.get('liveset', '')!s:<20} {dropped:>7}")
+                     f"{row.get('liveset', '')!s:<20} {dropped:>7}  "
+                     f"{' '.join(row.get('vms', []))}")
+    plans = [row["pool"] for row in rows if "pool" in row]
+    for pool in plans:
+        plan = pool["plan"]
+        if plan:
+            lines.append(f"plan: max host failures to tolerate {plan['max_failures']} "
+                         f"({'exact' if plan['exact'] else 'bound'}), configured "
+                         f"{plan['configured']}"
+                         + (", OVERCOMMITTED" if plan["overcommitted"] else ""))
+        if pool["halted"]:
+            lines.append(f"halted: {' '.join(pool['halted'])}")
+        lines += [f"alert: {a['name']}: {a['body']}" for a in pool["alerts"]]
     return "\n".join(lines)
 
 
@@ -94,7 +106,8 @@ def _lab(args: argparse.Namespace) -> int:
     verb = args.verb
     lab = open_lab(Path(args.dir), args.backend if verb == "up" else None)
     if verb == "up":
-        lab.up(args.hosts, args.timeout, networks=args.networks, mode=args.mode)
+        lab.up(args.hosts, args.timeout, networks=args.networks, mode=args.mode,
+               pool=Path(args.pool) if args.pool else None)
         print(f"lab up in {args.dir}: {args.hosts} hosts ({lab.backend} backend), "
               f"T={args.timeout}s (hacluster lab --dir {args.dir} status)")
     elif verb == "status":

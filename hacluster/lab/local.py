@@ -10,6 +10,8 @@ Rules:
 * ``up`` formats the SR with a fresh generation and starts every node armed
   (the HA enable); ``restart`` starts one node joining, as after a fence.
 * Network faults need network namespaces: this backend refuses them clearly.
+* Every lab protects VMs (:mod:`hacluster.lab.workloads`): the pool file is
+  written and checked first, and each node runs its VMs as guest programs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hacluster.core.pool import PoolError
+from hacluster.lab.workloads import VM_SR, write_pool
 from hacluster.node.daemon import query_status
 from hacluster.storage.sr import BLOCK, PoolState, format_sr
 from hacluster.wire.codec import new_pool_key
@@ -83,12 +87,16 @@ class LocalLab:
 
     # ------------------------------------------------------------ lifecycle
     def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
-           mode: str = "statefile") -> None:
+           mode: str = "statefile", pool: Path | None = None) -> None:
         if not 1 <= hosts <= 250:
             raise LabError(f"the {self.backend} backend runs 1 to 250 hosts, not {hosts}")
         if self.meta.exists():
             raise LabError(f"a lab already exists in {self.root}: 'hacluster lab down' first")
         self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            write_pool(self.root, hosts, pool)
+        except PoolError as error:
+            raise LabError(f"pool file: {error}") from None
         key = new_pool_key()
         (self.root / "pool.key").write_text(key.hex() + "\n")
         (self.root / "pool.key").chmod(0o600)
@@ -122,6 +130,9 @@ class LocalLab:
                 f'mode = "{mode}"\n'
                 f'status_socket = "status.sock"\n'
                 f'log = "events.jsonl"\n'
+                f'pool = "../pool.toml"\n'
+                f"agent_port = {base_port + 1000}\n"
+                f'vm_dir = "../{VM_SR}"\n'
             )
 
     def start(self, index: int, armed: bool) -> int:

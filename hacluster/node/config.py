@@ -5,7 +5,9 @@ the field and what is expected. Addresses are ``host:port`` (IPv6 in
 brackets); every host of the pool is listed in index order, this node's own
 ``index`` included, as one address or as a list of one address per heartbeat
 network (every host on the same number of networks); the pool key file holds
-32 bytes (raw or hex).
+32 bytes (raw or hex). With a ``pool`` file (the VMs HA protects) the node
+also needs ``agent_port`` (the TCP port of every host's agent) and ``vm_dir``
+(the shared directory holding the guests' disks).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.core.node import Mode
+from hacluster.core.pool import PoolError
 from hacluster.core.timing import Timing, TimingError
+from hacluster.model import poolfile
+from hacluster.model.poolfile import PoolFile
 
 
 class ConfigError(ValueError):
@@ -55,6 +60,9 @@ class NodeConfig:
     mode: Mode
     status_socket: Path
     log: Path | None
+    pool: PoolFile | None = None  # the pool file: the VMs this pool protects
+    agent_port: int = 0  # TCP port of every host's agent (with ``pool``)
+    vm_dir: Path | None = None  # the shared VM SR: guests' disks
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -107,7 +115,8 @@ def load(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{where}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{where}: not valid TOML: {error}") from None
-    known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log"}
+    known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
+             "pool", "agent_port", "vm_dir"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -132,6 +141,21 @@ def load(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{where}: mode must be 'statefile' or 'clustered', got {mode_name!r}")
     base = Path(path).parent
     log = table.get("log")
+    pool = table.get("pool")
+    if pool is not None:
+        if not isinstance(pool, str):
+            raise ConfigError(f"{where}: field 'pool' must be a path string, got {pool!r}")
+        agent_port = _need(table, "agent_port", int, where)
+        if not 0 < agent_port < 65536:
+            raise ConfigError(f"{where}: agent_port must be 1..65535, got {agent_port}")
+        vm_dir = base / _need(table, "vm_dir", str, where)
+        try:
+            pool_file = poolfile.load(base / pool)
+        except PoolError as error:
+            raise ConfigError(f"{where}: pool: {error}") from None
+        if len(pool_file.pool.hosts) != len(hosts):
+            raise ConfigError(f"{where}: the pool file lists {len(pool_file.pool.hosts)} "
+                              f"hosts, 'hosts' {len(hosts)}: they must match, in index order")
     return NodeConfig(
         index=index,
         hosts=hosts,
@@ -141,4 +165,7 @@ def load(path: str | Path) -> NodeConfig:
         mode=Mode(mode_name),
         status_socket=base / _need(table, "status_socket", str, where),
         log=base / log if isinstance(log, str) else None,
+        pool=pool_file if pool is not None else None,
+        agent_port=agent_port if pool is not None else 0,
+        vm_dir=vm_dir if pool is not None else None,
     )

@@ -19,6 +19,12 @@ Rules:
   along with its own watchdog.
 * ``SIGTERM`` is a clean shutdown: the host announces itself excluded first.
 * A Unix socket answers every connection with the node's status as JSON.
+* With a pool file, the node runs VMs (the process driver) and answers the
+  master over authenticated RPC (its agent); it refuses to start a VM unless
+  armed. Started armed (the HA enable), it first starts the running VMs the
+  pool file places on it, then opens its agent. A fence kills every VM
+  before the last words; so does leaving. While master, it runs the
+  master's duties (:mod:`hacluster.node.master`).
 """
 
 from __future__ import annotations
@@ -61,8 +67,12 @@ from hacluster.core.events import (
 )
 from hacluster.core.messages import Report
 from hacluster.core.node import CoreConfig, HostCore
+from hacluster.node.agent import Agent
 from hacluster.node.config import NodeConfig
+from hacluster.node.master import Agents, MasterDuties, guest_command
 from hacluster.storage.sr import BlockDevice, GlobalBlock, decode_slot, encode_slot, slot_offset
+from hacluster.vm.driver import ProcessDriver
+from hacluster.wire import rpc
 from hacluster.wire.codec import DecodeError, Sealer
 
 FENCED_EXIT = 75
@@ -177,6 +187,11 @@ class Node:
         self.transports: list[asyncio.DatagramTransport] = []
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.systemd = SystemdNotifier()
+        self.pool_file = config.pool
+        self.driver = ProcessDriver()
+        self.agent = Agent(self.driver)
+        self.duties: MasterDuties | None = None
+        self._duties_task: asyncio.Task[None] | None = None
 
     async def run(self) -> int:
         config = self.config
@@ -202,6 +217,7 @@ class Node:
             [sys.executable, "-m", "hacluster.node.watchdog", "--group", str(os.getpgrp()),
              *(["--log", str(config.log)] if config.log else [])],
             stdin=subprocess.PIPE, start_new_session=True)
+        agent_server = await self._start_workloads()
         server = await asyncio.start_unix_server(self._status, path=str(config.status_socket))
         self.loop.add_signal_handler(signal.SIGTERM, lambda: self.feed(Shutdown(self.loop.time())))
         io_task = asyncio.create_task(self._storage_worker())
@@ -211,11 +227,59 @@ class Node:
             return await self.exit_code
         finally:
             io_task.cancel()
+            self._stop_duties()
+            self.driver.kill_all()
+            if agent_server is not None:
+                agent_server.close()
             server.close()
             for transport in self.transports:
                 transport.close()
             with contextlib.suppress(OSError):
                 config.status_socket.unlink()
+
+    # ------------------------------------------------------------ workloads
+    def host_uuid(self, index: int) -> str:
+        assert self.pool_file is not None
+        return self.pool_file.pool.hosts[index].uuid
+
+    async def _start_workloads(self) -> asyncio.Server | None:
+        """Start this host's VMs (at HA enable) and open the agent; None without a pool."""
+        config, pool_file = self.config, self.pool_file
+        if pool_file is None or config.vm_dir is None:
+            return None
+        me = pool_file.pool.hosts[config.index]
+        if self.armed_at_start:
+            for vm in pool_file.pool.resident_on(me.uuid):
+                command = pool_file.commands.get(vm.uuid) or guest_command(
+                    config.vm_dir, vm.uuid, me.name)
+                await self.agent.handle({"op": "start", "vm": vm.uuid, "command": command})
+                self.log.write("vm-started", vm=vm.uuid, on=me.uuid, why="HA enable")
+        return await rpc.serve(config.address.host, config.agent_port, config.key,
+                               self._agent_request, self.agent.stats)
+
+    async def _agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("op") == "start" and not self.core.armed:
+            return {"ok": False, "error": f"host {self.config.index} is not armed "
+                    f"({self.core.phase.name}): it runs no VM"}
+        return await self.agent.handle(request)
+
+    def _start_duties(self) -> None:
+        if self.pool_file is None or self.config.vm_dir is None or self.duties is not None:
+            return
+        hosts = self.pool_file.pool.hosts
+        agents = Agents({h.uuid: (self.config.hosts[i][0].host, self.config.agent_port)
+                         for i, h in enumerate(hosts)}, self.config.key)
+        self.duties = MasterDuties(
+            self.pool_file, agents, self.config.vm_dir, self.config.timing.t1,
+            lambda event, **fields: self.log.write(event, **fields),
+            lambda: frozenset(self.host_uuid(i) for i in self.core.liveset or ()),
+            self.loop.time)
+        self._duties_task = asyncio.create_task(self.duties.run())
+
+    def _stop_duties(self) -> None:
+        if self._duties_task is not None:
+            self._duties_task.cancel()
+        self.duties, self._duties_task = None, None
 
     # ------------------------------------------------------------ core driving
     def feed(self, event: Input) -> None:
@@ -233,6 +297,7 @@ class Node:
             self._watchdog(f"pet {out.which.value} {out.timeout}")
             self.systemd.notify(b"WATCHDOG=1")
         elif isinstance(out, Disarmed):
+            self.driver.kill_all()
             self._watchdog("disarm")
             self.log.write("disarmed", reason=out.reason)
             self.exit_code.set_result(0)
@@ -240,10 +305,14 @@ class Node:
             self._fence(out.reason)
         elif isinstance(out, LivesetCommitted):
             self.log.write("commit", liveset=out.liveset, removed=out.removed, added=out.added)
+            if self.duties is not None and out.removed:
+                self.duties.hosts_failed(frozenset(self.host_uuid(i) for i in out.removed))
         elif isinstance(out, MasterGained):
             self.log.write("master", gained=True)
+            self._start_duties()
         elif isinstance(out, MasterLost):
             self.log.write("master", gained=False, reason=out.reason)
+            self._stop_duties()
         elif isinstance(out, PhaseChanged):
             self.log.write("phase", old=out.old.name, new=out.new.name, why=out.why)
         elif isinstance(out, Suspect):
@@ -268,6 +337,8 @@ class Node:
 
     def _fence(self, reason: str) -> None:
         self.log.write("fence", sync=True, reason=reason)
+        self._stop_duties()
+        self.driver.kill_all()  # its VMs die before its last words say it fenced
         last_words = self.core.fenced_report()
         with contextlib.suppress(Exception):
             others = frozenset(range(len(self.config.hosts))) - {self.config.index}
@@ -311,6 +382,8 @@ class Node:
             "dropped": {**core.counters.__dict__, "bad_packets": self.bad_packets},
             "last_bad_packet": self.last_bad_packet,
             "timeout": self.config.timing.T,
+            "vms": sorted(self.driver.running()),
+            **({"pool": self.duties.status()} if self.duties is not None else {}),
         }
 
     async def _status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

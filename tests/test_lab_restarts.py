@@ -1,0 +1,115 @@
+"""Restarts of real workloads on real pools (local backend; netns as root).
+
+What ran where is read from the guests' own disk records, not from the daemons."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hacluster.core.pool import VM, Host, Pool, Power, Priority
+from hacluster.lab.local import LabError, LocalLab
+from hacluster.lab.netns import NetnsLab
+from hacluster.lab.workloads import START_DELAY, runs
+from hacluster.model import poolfile
+from hacluster.node.config import load
+from hacluster.vm.guest import halt_file
+from hacluster.vm.records import Instance, double_runs
+
+from .conftest import wait_for
+
+T = 3.0
+NETNS = pytest.param("netns", marks=[
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
+                       reason="needs root, iproute2 and nftables")])
+
+
+def start_lab(root: Path, backend: str, pool: Path | None = None) -> LocalLab:
+    lab = NetnsLab(root) if backend == "netns" else LocalLab(root)
+    lab.up(3, T, base_port=19000 + (os.getpid() % 400) * 4, pool=pool)
+    return lab
+
+
+@pytest.fixture(params=["local", NETNS])
+def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalLab]:
+    pool = start_lab(tmp_path / "lab", request.param)
+    try:
+        wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
+                 "a master")
+        wait_for(lambda: len(runs(pool.root)) == 6, 10.0, "every VM's first record")
+        yield pool
+    finally:
+        pool.down()
+
+
+def run_after(lab: LocalLab, vm: str, t: float) -> Instance | None:
+    return next((r for r in runs(lab.root).get(vm, []) if r.first >= t), None)
+
+
+def no_double_runs(lab: LocalLab) -> None:
+    for vm, instances in runs(lab.root).items():
+        assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
+
+
+def test_master_crash_restarts_protected_vms_in_order(lab: LocalLab) -> None:
+    killed = time.time()
+    lab.kill(0)
+    wait_for(lambda: all(run_after(lab, vm, killed) for vm in ("vm-dhcp", "vm-sql",
+                                                                 "vm-batch")),
+             30.0, "dhcp, sql and batch running again")
+    dhcp, sql, batch = (run_after(lab, vm, killed) for vm in ("vm-dhcp", "vm-sql", "vm-batch"))
+    assert dhcp and sql and batch
+    assert {dhcp.host, sql.host, batch.host} <= {"host1", "host2"}
+    # order 0 first; order 1 only after dhcp's start delay; best-effort after all protected
+    assert sql.first - dhcp.first >= START_DELAY * 0.95, (dhcp, sql)
+    assert batch.first >= sql.first
+    timing = load(lab.host_dir(1) / "node.toml").timing
+    assert dhcp.first - killed <= timing.T + timing.fence_window + 4 * timing.t1 + 2.0
+    time.sleep(2 * T)
+    assert run_after(lab, "vm-scratch", killed) is None, "an unprotected VM was restarted"
+    no_double_runs(lab)
+    alerts = [e for e in lab.events() if e["event"] == "alert"]
+    assert any(a["name"] == "ha_host_failed" and a["obj"] == "host-0000" for a in alerts)
+
+
+def test_internal_shutdown_restarts_only_protected_vms(lab: LocalLab) -> None:
+    stopped = time.time()
+    halt_file(lab.root / "vm-sr" / "vm-web2.disk").touch()
+    halt_file(lab.root / "vm-sr" / "vm-scratch.disk").touch()
+    wait_for(lambda: run_after(lab, "vm-web2", stopped) is not None, 20.0,
+             "the protected VM restarted after its guest shut down")
+    time.sleep(2 * T)
+    assert run_after(lab, "vm-scratch", stopped) is None
+    assert [r.ended for r in runs(lab.root)["vm-scratch"]] == ["halt"]
+    no_double_runs(lab)
+
+
+def test_overcommitted_pool_raises_the_alert(tmp_path: Path) -> None:
+    hosts = tuple(Host(f"host-{i:04}", f"host{i}", 1024) for i in range(3))
+    vms = tuple(VM(f"vm-big{i}", f"big{i}", 700, Priority.RESTART, power=Power.RUNNING,
+                   resident=hosts[i].uuid) for i in range(3))
+    path = tmp_path / "pool.toml"
+    path.write_text(poolfile.dump(poolfile.PoolFile(Pool(hosts, vms,
+                                                          host_failures_to_tolerate=1))))
+    lab = start_lab(tmp_path / "lab", "local", pool=path)
+    try:
+        wait_for(lambda: any(e["event"] == "alert" and e["name"] == "ha_pool_overcommitted"
+                             for e in lab.events()), 15 * T, "the overcommit alert")
+        plan = next(r["pool"]["plan"] for r in lab.status() if "pool" in r)
+        assert plan["overcommitted"] and plan["max_failures"] == 0 and plan["exact"]
+    finally:
+        lab.down()
+
+
+def test_a_pool_file_that_does_not_match_the_lab_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pool.toml"
+    path.write_text(poolfile.dump(poolfile.PoolFile(Pool((Host("a", "a", 1024),)))))
+    with pytest.raises(LabError, match="lists 1 hosts; the lab has 3"):
+        start_lab(tmp_path / "lab", "local", pool=path)
+    assert not (tmp_path / "lab" / "lab.json").exists()
