@@ -2,7 +2,8 @@
 
 Rules: no root and no external service (the ``local`` lab backend); the pool
 lives in a temporary directory that is removed afterwards, whatever happens;
-the story is told from the nodes' own event logs.
+the story is told from the nodes' own event logs, and where the VMs ran from
+the guests' own disk records.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from typing import Any
 from hacluster.lab.commands import _table
 from hacluster.lab.local import LocalLab
 from hacluster.lab.poll import wait_until
+from hacluster.lab.workloads import runs
+from hacluster.vm.records import Instance
 
-SHOWN = {"suspect", "phase", "fence", "commit", "master", "watchdog", "start"}
+SHOWN = {"suspect", "phase", "fence", "commit", "master", "watchdog", "start", "alert",
+         "vm-started", "vm-force-halted", "plan"}
+PROTECTED_ON_HOST_0 = ("vm-dhcp", "vm-sql")
 
 
 def _wait(what: str, check: Callable[[], bool], limit: float) -> bool:
@@ -41,6 +46,15 @@ def _describe(record: dict[str, Any], start: float) -> str:
         text = f"host {detail['peer']} missing on {detail['channel']}"
     elif event == "start":
         text = f"daemon started on {detail.get('address')} (O_DIRECT: {detail.get('direct_io')})"
+    elif event in ("vm-started", "vm-force-halted"):
+        text = f"{detail['vm']} on {detail['on']}" + (
+            f" ({detail['why']})" if detail.get("why") else "")
+    elif event == "alert":
+        text = f"{detail['name']}: {detail['body']}"
+    elif event == "plan":
+        text = (f"recovery plan: max host failures to tolerate {detail['max_failures']} "
+                f"({'exact' if detail['exact'] else 'bound'}), configured "
+                f"{detail['configured']}")
     else:
         text = str(detail.get("reason") or detail.get("text") or detail)
     return f"{record['time'] - start:8.3f}s  host {record['host']}  {event.upper():<8} {text}"
@@ -51,6 +65,8 @@ def run_demo(timeout: float, hosts: int = 3) -> int:
         lab = LocalLab(Path(tmp))
         print(f"Starting {hosts} node daemons on 127.0.0.1-{hosts} (T={timeout}s), sharing the "
               f"heartbeat SR file {tmp}/heartbeat.sr ...")
+        print("Host 0 runs dhcp (protected, order 0), sql (protected, order 1), batch "
+              "(best-effort) and scratch (unprotected); hosts 1.. run a web VM each.")
         lab.up(hosts, timeout)
         try:
             return _story(lab, timeout, hosts)
@@ -82,15 +98,32 @@ def _story(lab: LocalLab, timeout: float, hosts: int) -> int:
                 all(r.get("liveset") == survivors for r in rows))
 
     ok = _wait("the failover", failed_over, 10 * timeout)
+    ok = ok and _wait("the VMs to run again", lambda: all(
+        _run_after(lab, vm, killed_at) for vm in (*PROTECTED_ON_HOST_0, "vm-batch")),
+        10 * timeout)
     print("\nWhat the nodes logged:\n")
     for record in lab.events():
         if record["event"] in SHOWN:
             print(_describe(record, start))
     print("\nAfter the failover:\n")
     print(_table(lab.status()))
+    print("\nWhat the guests wrote on their disks (seconds from the kill):\n")
+    for vm, instances in runs(lab.root).items():
+        spans = ", ".join(f"{i.host} {i.first - killed_at:+.1f}..{i.last - killed_at:+.1f}"
+                          for i in instances)
+        print(f"  {vm:<12} {spans}")
     if ok:
         commits = [r["time"] for r in lab.events()
                    if r["event"] == "commit" and r.get("removed") == [master]]
         print(f"\nHost {master} was removed {max(commits) - killed_at:.1f}s after the kill; "
               f"host {_masters(lab)[0]} is the new master.")
+        dhcp, sql = (_run_after(lab, vm, killed_at) for vm in PROTECTED_ON_HOST_0)
+        assert dhcp is not None and sql is not None
+        print(f"dhcp (order 0) ran again on {dhcp.host} {dhcp.first - killed_at:.1f}s after the "
+              f"kill, sql (order 1) {sql.first - dhcp.first:.1f}s after dhcp (its start delay "
+              f"is 2 s); batch (best-effort) after them; scratch (unprotected) stays down.")
     return 0 if ok else 1
+
+
+def _run_after(lab: LocalLab, vm: str, t: float) -> Instance | None:
+    return next((i for i in runs(lab.root).get(vm, []) if i.first >= t), None)
