@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -36,3 +40,14 @@ def wait_for(check: Callable[[], bool], limit: float, what: str) -> float:
     took = wait_until(check, limit)
     assert took is not None, f"timed out waiting for {what}"
     return took
+
+
+def load_tool(name: str) -> ModuleType:
+    """A script of ``tools/`` imported as a module (benchmarks are scripts, not package code)."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

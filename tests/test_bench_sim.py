@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-
-def load_tool() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "tools" / "bench_sim.py"
-    spec = importlib.util.spec_from_file_location("bench_sim", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_tool
 
 
 def test_tiny_benchmark_reports_positive_figures(capsys: pytest.CaptureFixture[str]) -> None:
-    tool = load_tool()
+    tool = load_tool("bench_sim")
     row = tool.measure(3, sim_seconds=2.0, schedules=1, seed=3)
     assert row.sim_per_wall > 0 and row.events_per_wall > 0
     assert row.schedules_per_minute > 0 and row.schedule_sim_seconds > 0

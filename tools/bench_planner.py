@@ -12,6 +12,10 @@ computes, in one run side by side:
   the largest and the r largest hosts fail. Its answer is checked against
   ours: "over-claims" means it claims a plan for more failures than exist.
 
+A second table uses **dense** pools where counting alone cannot settle the
+answer (few VM sizes that do not divide each other, hosts nearly full, a few
+hardware classes), so the branch and bound over failure sets does the work.
+
 Each figure is printed as a Markdown row. Nothing here asserts on time.
 """
 
@@ -20,11 +24,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import random
 import sys
 import time
 from collections.abc import Sequence
 
-from hacluster.core.planner import Problem, place
+from hacluster.core.planner import Item, PlanHost, Problem, place
 from hacluster.core.tolerance import max_failures
 from hacluster.model.synthetic import parse_shape, random_pool
 
@@ -80,21 +85,56 @@ def measure(shape: str, seed: int, fill: float) -> str:
             f"{ours.sets_decided} | {ours_s:.3f} | {ref} ({method}) | {verdict} | {ref_s:.3f} |")
 
 
+def dense_problem(hosts: int, classes: int, seed: int) -> Problem:
+    """Hosts of ``classes`` shapes: 10-13 GiB free, three VMs of 2, 3 or 5 GiB each."""
+    rng = random.Random(seed)
+    shapes = [(rng.choice((10, 11, 12, 13)), [rng.choice((2, 3, 3, 5)) for _ in range(3)])
+              for _ in range(classes)]
+    return Problem(tuple(
+        PlanHost(f"h{i:04}", shapes[i % classes][0] * 1024,
+                 tuple(Item(f"v{i}-{k}", size * 1024)
+                       for k, size in enumerate(shapes[i % classes][1])))
+        for i in range(hosts)))
+
+
+def measure_dense(hosts: int, classes: int, seed: int) -> str:
+    problem = dense_problem(hosts, classes, seed)
+    start = time.perf_counter()
+    ours = max_failures(problem)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ref = reference_max_failures(problem)
+    ref_s = time.perf_counter() - start
+    over = ref > (ours.max_failures if ours.exact else ours.upper)
+    return (f"| {hosts} | {classes} | {ours.max_failures} {ours.label} (at most {ours.upper}) "
+            f"| {ours.sets_decided} | {ours_s:.3f} | {ref} | "
+            f"{'over-claims' if over else 'sound'} | {ref_s:.3f} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", default="16:500,32:1000,32:2000,64:2000,64:8000,128:4000,"
                         "128:8000,256:8000", help="comma-separated HOSTS:VMS")
     parser.add_argument("--fills", default="0.6,0.85", help="comma-separated pool fill ratios")
+    parser.add_argument("--dense", default="16,32,64,128,256",
+                        help="comma-separated host counts of the dense family")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     print(f"command: python tools/bench_planner.py --pools {args.pools} --fills {args.fills} "
-          f"--seed {args.seed}")
+          f"--dense {args.dense} --seed {args.seed}")
     print("| hosts | VMs | fill | ours: max failures | sets searched | ours (s) | "
           "reference: max failures | reference vs ours | reference (s) |")
     print("|---:|---:|---:|---|---:|---:|---|---|---:|")
     for fill in (float(f) for f in args.fills.split(",")):
         for shape in args.pools.split(","):
             print(measure(shape, args.seed, fill), flush=True)
+    print()
+    print("| hosts | host classes | ours: max failures | sets searched | ours (s) | "
+          "reference | reference vs ours | reference (s) |")
+    print("|---:|---:|---|---:|---:|---:|---|---:|")
+    for hosts in (int(h) for h in args.dense.split(",")):
+        for classes in (1, 2, 4):
+            print(measure_dense(hosts, classes, args.seed), flush=True)
     return 0
 
 
