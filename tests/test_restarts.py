@@ -360,7 +360,7 @@ def pools(draw: st.DrawFn) -> Pool:
 
 
 STEPS = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 99), st.booleans(),
-                           st.floats(0.0, 3.0)), max_size=60)
+                           st.floats(0.0, 3.0)), min_size=10, max_size=60)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,

@@ -12,8 +12,23 @@ Rules:
   timeout, paused or not; firing kills the daemon and the host's VMs.
 * A crash kills daemon and VMs with no last words; a fence decided by the core
   kills the VMs first, then writes a "fenced" report to the slot and network.
-* The master (whoever the cores say holds the lock) keeps every VM placed on a
-  host of its liveset, restarting VMs of hosts it no longer has.
+* The pool (``SimConfig.pool``, host ``i`` = ``pool.hosts[i]``) starts with
+  its running VMs on their hosts (none on a cold start, when the hosts boot from
+  power-off); by default every host has room for every VM and runs
+  ``vms_per_host`` protected order-0 VMs.
+* The master (whoever the cores say holds the lock) runs the real restart
+  executor (:mod:`hacluster.core.restarts`). A host that gains the lock builds
+  it from the shared pool database: the last pool state the previous master
+  left, with running VMs as the hosts actually run them; hosts missing from
+  its liveset whose VMs that state shows running are reported failed. The
+  master reports every host its committed liveset removes as failed, and
+  passes its liveset every ``t1``.
+* The "sim" VM driver only counts memory: a start succeeds after
+  ``boot_time`` on an armed, unpaused host with the memory free, and fails
+  (at once, or when the host dies while booting) otherwise. A VM counts as
+  running on its host from the moment its boot begins.
+* A VM may stop by itself (:meth:`Simulation.vm_exit`): a crash, or a shutdown
+  from inside its guest; the master is told.
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from hacluster.core.events import (
@@ -47,15 +62,43 @@ from hacluster.core.events import (
     Watchdog,
     WriteSlot,
 )
-from hacluster.core.messages import Report
+from hacluster.core.messages import HostSet, Report
 from hacluster.core.node import CoreConfig, HostCore, Mode
+from hacluster.core.pool import VM, Host, Pool, Power, Priority
+from hacluster.core.restarts import (
+    Alert,
+    ForceHalt,
+    HostsFailed,
+    Pass,
+    PauseRestarts,
+    RestartAction,
+    RestartConfig,
+    Restarter,
+    RestartInput,
+    StartFinished,
+    StartVM,
+    VMExited,
+)
 from hacluster.core.timing import Timing
-from hacluster.sim.checker import Checker, restart_bound
+from hacluster.sim.checker import Checker, order_group_delays, restart_bound
 from hacluster.sim.network import NetworkConditions, SimNetwork
 from hacluster.sim.storage import IOFault, SimStorage
 from hacluster.sim.trace import Trace
 
 MakeInput = Callable[[float], Input]
+MakeRestartInput = Callable[[float], RestartInput]
+
+VM_MEMORY = 1024  # MiB, each VM of the default pool
+
+
+def default_pool(hosts: int, vms_per_host: int) -> Pool:
+    """Hosts that can each run every VM; ``vms_per_host`` protected order-0 VMs on each."""
+    memory = max(1, hosts * vms_per_host) * VM_MEMORY
+    members = tuple(Host(f"host-{i}", f"h{i}", memory) for i in range(hosts))
+    vms = tuple(VM(f"vm-{k}", f"vm-{k}", VM_MEMORY, Priority.RESTART, power=Power.RUNNING,
+                   resident=members[k // vms_per_host].uuid)
+                for k in range(hosts * vms_per_host))
+    return Pool(members, vms, host_failures_to_tolerate=max(0, hosts - 1))
 
 
 @dataclass
@@ -70,9 +113,35 @@ class SimConfig:
     reboot_after: float | None = None
     timing: Timing | None = None
     cold_start: bool = False  # hosts start joining, with no liveset (clustered mode)
+    pool: Pool | None = None  # default: default_pool(hosts, vms_per_host)
+    boot_time: float = 0.3  # seconds a VM start takes
+    restart: RestartConfig | None = None  # default: retries every T/2
 
     def resolved_timing(self) -> Timing:
         return self.timing if self.timing is not None else Timing.derive(self.timeout)
+
+    def resolved_pool(self) -> Pool:
+        pool = self.pool if self.pool is not None else default_pool(self.hosts, self.vms_per_host)
+        if len(pool.hosts) != self.hosts:
+            raise ValueError(f"the pool has {len(pool.hosts)} hosts, the simulation {self.hosts}")
+        return pool
+
+    def resolved_restart(self) -> RestartConfig:
+        if self.restart is not None:
+            return self.restart
+        return RestartConfig(retry_interval=self.resolved_timing().T / 2)
+
+
+@dataclass(frozen=True)
+class VMEvent:
+    """One step of a VM's life, for timelines: ``what`` is starting, running,
+    failed (to start), stopped (died on its host) or halted (forced, in the pool)."""
+
+    time: float
+    vm: str
+    host: int
+    what: str
+    by: int | None = None  # the master that asked, for starts
 
 
 @dataclass
@@ -116,10 +185,27 @@ class Simulation:
                     offset=self.rng.uniform(100, 10_000))
             for i in range(config.hosts)
         ]
-        self.vms = [f"vm-{i}" for i in range(config.hosts * config.vms_per_host)]
-        self.placement: dict[str, int | None] = dict.fromkeys(self.vms)
+        self.pool_db = config.resolved_pool()  # the shared pool database
+        if config.cold_start:  # the hosts boot from power-off: nothing runs yet
+            self.pool_db = self.pool_db.with_vms(
+                replace(vm, power=Power.HALTED, resident=None) for vm in self.pool_db.vms)
+        self.vms = [vm.uuid for vm in self.pool_db.vms]
+        self._index = {h.uuid: i for i, h in enumerate(self.pool_db.hosts)}
+        self._memory = {vm.uuid: vm.memory for vm in self.pool_db.vms}
+        self.vm_log: list[VMEvent] = []
+        self.alerts: list[tuple[float, int, Alert]] = []  # (time, raised by, alert)
+        self.restarter: Restarter | None = None
+        self._restarter_host: SimHost | None = None
+        self._restarter_boot = 0
+        self._inbox: list[MakeRestartInput] = []
+        self._in_duties = False
+        self._restarts_paused_until = -math.inf
         self._next_pass = 0.0
         self._pass_due = True
+        for vm in self.pool_db.vms:
+            if vm.resident is not None:
+                self.hosts[self._index[vm.resident]].vms.add(vm.uuid)
+                self.checker.vm_started(0.0, vm.uuid, self._index[vm.resident])
         everyone = frozenset(range(config.hosts))
         for host in self.hosts:
             host.boot = 1
@@ -186,6 +272,7 @@ class Simulation:
                 self.checker.master_gained(self.t, host.index, others)
             elif isinstance(out, MasterLost):
                 self.log(host.index, "MASTER", f"lost the master lock: {out.reason}")
+                self._drop_restarter(host)
             elif isinstance(out, PhaseChanged):
                 self.log(host.index, "PHASE", f"{out.old.name} -> {out.new.name}: {out.why}")
             elif isinstance(out, Suspect):
@@ -193,7 +280,7 @@ class Simulation:
             elif isinstance(out, Wakeup):
                 self._wake(host, out.at)
         if core is not None and core.is_master and host.core is core:
-            self._master_pass(host)
+            self._master_duties(host)
 
     def _send(self, src: int, report: Report, to: Iterable[int]) -> None:
         if self.trace.beats:
@@ -264,9 +351,13 @@ class Simulation:
 
     def _stop_vms(self, host: SimHost) -> None:
         for vm in sorted(host.vms):
-            self.checker.vm_stopped(vm, host.index)
-            self.log(host.index, "VM", f"{vm} stopped")
+            self._vm_stopped(vm, host)
         host.vms.clear()
+
+    def _vm_stopped(self, vm: str, host: SimHost) -> None:
+        self.checker.vm_stopped(vm, host.index)
+        self.log(host.index, "VM", f"{vm} stopped")
+        self.vm_log.append(VMEvent(self.t, vm, host.index, "stopped"))
 
     def _take_down(self, host: SimHost, state: str, kind: str, text: str) -> HostCore | None:
         """Stop a host's daemon and VMs; return the core that ran, if any."""
@@ -275,6 +366,7 @@ class Simulation:
             return None
         self.log(host.index, kind, text)
         self._stop_vms(host)
+        self._drop_restarter(host)
         host.core = None
         host.state = state
         host.watchdog.clear()
@@ -305,41 +397,139 @@ class Simulation:
         }
         self._pass_due = True
         self.checker.committed(self.t, host.index, set(out.removed), undead)
+        if out.removed and self._restarter_host is host:
+            failed = self._uuids(out.removed)
+            self._tell_master(lambda now: HostsFailed(now, failed))
 
     # ------------------------------------------------------------ master duties
-    def _master_pass(self, master: SimHost) -> None:
-        if not self._pass_due and self.t < self._next_pass:
+    def _uuids(self, indices: HostSet) -> frozenset[str]:
+        return frozenset(self.pool_db.hosts[i].uuid for i in indices)
+
+    def _master_duties(self, master: SimHost) -> None:
+        """Run the master's restart executor: its pending inputs, then a pass every t1."""
+        if self._in_duties:
             return
-        self._pass_due = False
-        self._next_pass = self.t + self.timing.t1
+        self._in_duties = True
+        try:
+            if self._restarter_host is not master or self._restarter_boot != master.boot:
+                self._take_over(master)
+            while self._inbox:
+                make = self._inbox.pop(0)
+                self._execute(master, make(self.local(master)))
+            if self._pass_due or self.t >= self._next_pass:
+                self._pass_due = False
+                self._next_pass = self.t + self.timing.t1
+                core = master.core
+                assert core is not None and core.liveset is not None
+                self._execute(master, Pass(self.local(master), self._uuids(core.liveset)))
+        finally:
+            self._in_duties = False
+
+    def _take_over(self, master: SimHost) -> None:
+        """A new master's executor, from the pool database as the hosts actually run it."""
         core = master.core
         assert core is not None and core.liveset is not None
         liveset = core.liveset
-        load = {h: 0 for h in liveset}
-        for h in self.placement.values():
-            if h in load:
-                load[h] += 1
-        for vm in self.vms:
-            current = self.placement[vm]
-            if current is not None and current in liveset:
-                continue
-            if current is not None:
-                self.placement[vm] = None
-                self.log(master.index, "VM", f"{vm} of host {current} marked halted")
-            for target in sorted(liveset, key=lambda h: (load[h], h)):
-                if self._start_vm(master, vm, target):
-                    load[target] += 1
-                    break
+        running = {vm: h.index for h in self.hosts if h.index in liveset for vm in h.vms}
+        as_run: list[VM] = []
+        for vm in self.pool_db.vms:
+            if vm.uuid in running:
+                host = self.pool_db.hosts[running[vm.uuid]].uuid
+                as_run.append(replace(vm, power=Power.RUNNING, resident=host))
+            elif vm.resident is None or self._index[vm.resident] in liveset:
+                as_run.append(replace(vm, power=Power.HALTED, resident=None))
+            else:
+                as_run.append(vm)  # shown running on a host the liveset lost
+        pool = self.pool_db.with_vms(as_run)
+        self.restarter = Restarter(pool, self.config.resolved_restart(),
+                                   live=self._uuids(liveset))
+        self._restarter_host = master
+        self._restarter_boot = master.boot
+        self._inbox.clear()
+        self.pool_db = pool
+        self.log(master.index, "RESTART", "restart executor taken over from the pool database")
+        lost = frozenset(vm.resident for vm in pool.vms if vm.resident is not None
+                         and self._index[vm.resident] not in liveset)
+        if self._restarts_paused_until > self.t:
+            until = self.local(master, self._restarts_paused_until)
+            self._inbox.append(lambda now: PauseRestarts(now, until))
+        if lost:
+            self._inbox.append(lambda now: HostsFailed(now, lost))
+        self._pass_due = True
 
-    def _start_vm(self, master: SimHost, vm: str, target: int) -> bool:
-        host = self.hosts[target]
-        if host.core is None or not host.core.armed or host.paused_until > self.t:
-            return False
-        self.placement[vm] = target
-        host.vms.add(vm)
-        self.log(master.index, "VM", f"{vm} started on host {target}")
-        self.checker.vm_started(self.t, vm, target)
-        return True
+    def _drop_restarter(self, host: SimHost) -> None:
+        if self._restarter_host is host:
+            self.restarter = None
+            self._restarter_host = None
+            self._inbox.clear()
+
+    def _tell_master(self, make: MakeRestartInput) -> None:
+        """Queue an input for the master's executor; run it now if the master is awake."""
+        master = self._restarter_host
+        if master is None:
+            return
+        self._inbox.append(make)
+        core = master.core
+        if core is not None and core.is_master and master.paused_until <= self.t:
+            self._master_duties(master)
+
+    def _execute(self, master: SimHost, event: RestartInput) -> None:
+        assert self.restarter is not None
+        actions = self.restarter.handle(event)
+        self.pool_db = self.restarter.pool
+        for action in actions:
+            self._act(master, action)
+
+    def _act(self, master: SimHost, action: RestartAction) -> None:
+        if isinstance(action, StartVM):
+            self._start_vm(master, action)
+        elif isinstance(action, ForceHalt):
+            index = self._index[action.host]
+            self.log(master.index, "VM", f"{action.vm} of host {index} forced halted")
+            self.vm_log.append(VMEvent(self.t, action.vm, index, "halted", master.index))
+        elif isinstance(action, Alert):
+            self.alerts.append((self.t, master.index, action))
+            self.log(master.index, "ALERT", f"{action.name} {action.obj}: {action.body}")
+
+    def free_memory(self, index: int) -> int:
+        """What the sim VM driver has left on host ``index``."""
+        host = self.pool_db.hosts[index]
+        used = sum(self._memory[vm] for vm in self.hosts[index].vms)
+        return host.memory_total - host.memory_overhead - used
+
+    def _start_vm(self, master: SimHost, start: StartVM) -> None:
+        index = self._index[start.host]
+        target = self.hosts[index]
+        vm = start.vm
+        self.log(master.index, "VM", f"{vm} starting on host {index}")
+        self.vm_log.append(VMEvent(self.t, vm, index, "starting", master.index))
+        restarter = self.restarter
+
+        def answer(ok: bool, error: str = "") -> None:
+            what = "running" if ok else "failed"
+            self.log(index, "VM", f"{vm} {what} on host {index}" + (f": {error}" if error else ""))
+            self.vm_log.append(VMEvent(self.t, vm, index, what))
+            if self.restarter is restarter:
+                self._tell_master(lambda now: StartFinished(now, vm, start.host, ok, error))
+
+        if target.core is None or not target.core.armed:
+            answer(False, "host not armed")
+        elif target.paused_until > self.t:
+            answer(False, "host not responding")
+        elif self.free_memory(index) < self._memory[vm]:
+            answer(False, f"not enough memory ({self.free_memory(index)} MiB free)")
+        else:
+            target.vms.add(vm)
+            self.checker.vm_started(self.t, vm, index)
+            boot = target.boot
+
+            def booted() -> None:
+                if target.boot == boot and vm in target.vms:
+                    answer(True)
+                else:
+                    answer(False, "stopped while booting")
+
+            self.at(self.t + self.config.boot_time, booted)
 
     # ------------------------------------------------------------ faults
     def crash(self, index: int) -> None:
@@ -361,6 +551,27 @@ class Simulation:
         host.queue.clear()
         host.core = HostCore(self.core_config, index, host.boot, self.local(host))
         self._deliver(host, Tick)
+
+    def vm_exit(self, vm: str, internal_shutdown: bool = False) -> None:
+        """``vm`` stops by itself: shut down from inside its guest, or crashed."""
+        host = next((h for h in self.hosts if vm in h.vms), None)
+        if host is None:
+            return
+        how = "shut down from inside its guest" if internal_shutdown else "crashed"
+        self.log(host.index, "FAULT", f"{vm} {how}")
+        host.vms.discard(vm)
+        self._vm_stopped(vm, host)
+        where = self.pool_db.hosts[host.index].uuid
+        self._tell_master(lambda now: VMExited(now, vm, where, internal_shutdown))
+
+    def pause_restarts(self, seconds: float) -> None:
+        """``ha_prevent_restarts_for``: the master starts nothing for ``seconds``."""
+        self.log(None, "OPERATOR", f"restarts paused for {seconds:.2f}s")
+        self._restarts_paused_until = self.t + seconds
+        master = self._restarter_host
+        if master is not None:
+            until = self.local(master, self._restarts_paused_until)
+            self._tell_master(lambda now: PauseRestarts(now, until))
 
     def pause(self, index: int, seconds: float) -> None:
         host = self.hosts[index]
@@ -436,9 +647,15 @@ class Simulation:
         return frozenset(h.index for h in self.hosts if h.core is not None and h.core.is_master)
 
     def vms_down(self) -> list[str]:
-        return [vm for vm in self.vms if not self.checker.running.get(vm)]
+        """Protected VMs running nowhere."""
+        return [vm.uuid for vm in self.pool_db.vms
+                if vm.priority.protected and not self.checker.running.get(vm.uuid)]
+
+    def restart_bound(self) -> float:
+        """Fault to every protected VM running again, for this pool's order groups."""
+        return restart_bound(self.timing, order_group_delays(self.pool_db), self.config.boot_time)
 
     def expect_restart(self, fault: str, start: float | None = None) -> None:
-        """Check at ``start + bound`` that every VM runs again."""
-        due = (self.t if start is None else start) + restart_bound(self.timing)
+        """Check at ``start + bound`` that every protected VM runs again."""
+        due = (self.t if start is None else start) + self.restart_bound()
         self.at(due, lambda: self.checker.restart_due(self.t, fault, self.vms_down()))

@@ -1,0 +1,146 @@
+"""Named restart timelines: pools with order groups, mixed priorities and tight
+memory, and the faults that exercise the master's restart executor (spec section 9).
+
+Rules: a timeline is a pool (host ``i`` is ``pool.hosts[i]``) and faults given
+in units of T after a warm-up of ``WARMUP`` T, run for ``duration`` T under the
+checker. What happened to each VM is read from the run's VM log
+(:attr:`Simulation.vm_log`) and its alerts; a failed expectation is explained
+with the seed, the violations and the trace (:meth:`TimelineResult.explain`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from hacluster.core.pool import VM, Host, Pool, Power, Priority
+from hacluster.sim.cluster import SimConfig, Simulation, VMEvent, default_pool
+from hacluster.sim.trace import Trace
+
+WARMUP = 2.0  # in units of T: the pool settles and elects a master first
+Schedule = Callable[[float, Callable[[], None]], None]
+
+RESTART, BEST_EFFORT, NONE = Priority.RESTART, Priority.BEST_EFFORT, Priority.NONE
+
+
+def workload(name: str, on: int, memory: int = 1024, priority: Priority = RESTART,
+             order: int = 0, start_delay: float = 0.0) -> VM:
+    """A VM running on host ``on`` (index) of a pool built by :func:`pool_of`."""
+    return VM(name, name, memory, priority, order, start_delay, Power.RUNNING, f"host-{on}")
+
+
+def pool_of(hosts: int, memory: int, vms: list[VM], tolerate: int = 1) -> Pool:
+    members = tuple(Host(f"host-{i}", f"h{i}", memory) for i in range(hosts))
+    return Pool(members, tuple(vms), host_failures_to_tolerate=tolerate)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    name: str
+    summary: str
+    pool: Pool
+    inject: Callable[[Simulation, Schedule], None]
+    duration: float = 6.0
+    restart: bool = False  # arm the restart bound for every protected VM at the fault
+
+
+@dataclass
+class TimelineResult:
+    timeline: Timeline
+    sim: Simulation
+    seed: int
+    fault_at: float
+
+    def events(self, what: str, vm: str | None = None) -> list[VMEvent]:
+        """VM events of kind ``what`` (of ``vm``, if given) since the fault."""
+        return [e for e in self.sim.vm_log if e.what == what and e.time >= self.fault_at
+                and (vm is None or e.vm == vm)]
+
+    def first(self, what: str, vm: str) -> float:
+        found = self.events(what, vm)
+        assert found, f"{vm} never {what} after the fault\n{self.explain()}"
+        return found[0].time
+
+    def alerts(self, name: str) -> list[str]:
+        """The objects of the alerts called ``name`` raised since the fault."""
+        return [a.obj for t, _, a in self.sim.alerts if a.name == name and t >= self.fault_at]
+
+    def explain(self) -> str:
+        violations = [v.line() for v in self.sim.checker.violations]
+        return "\n".join([f"timeline {self.timeline.name} seed={self.seed} "
+                          f"T={self.sim.timing.T}", *violations, *self.sim.trace.lines()])
+
+
+def run_timeline(timeline: Timeline, seed: int = 1, timeout: float = 5.0) -> TimelineResult:
+    config = SimConfig(hosts=len(timeline.pool.hosts), seed=seed, timeout=timeout,
+                       pool=timeline.pool)
+    sim = Simulation(config, trace=Trace())
+    T = sim.timing.T
+    fault_at = WARMUP * T
+
+    def at(offset: float, action: Callable[[], None]) -> None:
+        sim.at(fault_at + offset * T, action)
+
+    timeline.inject(sim, at)
+    if timeline.restart:
+        sim.expect_restart(timeline.name, start=fault_at)
+    sim.run_until(fault_at + timeline.duration * T)
+    return TimelineResult(timeline, sim, seed, fault_at)
+
+
+def _crash(*hosts: int) -> Callable[[Simulation, Schedule], None]:
+    def inject(sim: Simulation, at: Schedule) -> None:
+        for h in hosts:
+            at(0, lambda h=h: sim.crash(h))  # type: ignore[misc]
+    return inject
+
+
+def _guest_exits(sim: Simulation, at: Schedule) -> None:
+    at(0, lambda: sim.vm_exit("guarded", internal_shutdown=True))
+    at(0, lambda: sim.vm_exit("casual", internal_shutdown=True))
+    at(0, lambda: sim.vm_exit("plain", internal_shutdown=True))
+    at(0, lambda: sim.vm_exit("crashy", internal_shutdown=False))
+
+
+PAUSE = 4.0  # T: restarts paused from the crash on, longer than detection and commit
+
+
+def _paused_crash(sim: Simulation, at: Schedule) -> None:
+    at(0, lambda: sim.pause_restarts(PAUSE * sim.timing.T))
+    at(0, lambda: sim.crash(2))
+
+
+TIMELINES: dict[str, Timeline] = {t.name: t for t in [
+    Timeline("ordered-restart",
+             "host 2 runs dhcp (order 0, start-delay 2 s), sql (order 1), a best-effort "
+             "and an unprotected VM, and crashes",
+             pool_of(3, 8192, [workload("infra", 0), workload("app", 1, order=1),
+                               workload("dhcp", 2, start_delay=2.0),
+                               workload("sql", 2, order=1),
+                               workload("batch", 2, priority=BEST_EFFORT),
+                               workload("scratch", 2, priority=NONE)]),
+             _crash(2), restart=True),
+    Timeline("guest-exits",
+             "VMs of host 1 stop by themselves: a protected and a best-effort one shut down "
+             "from inside, an unprotected one too, a best-effort one crashes",
+             pool_of(3, 8192, [workload("guarded", 1, order=1),
+                               workload("casual", 1, priority=BEST_EFFORT),
+                               workload("plain", 1, priority=NONE),
+                               workload("crashy", 1, priority=BEST_EFFORT)]),
+             _guest_exits, duration=3.0),
+    Timeline("overcommitted",
+             "host 2 crashes; the survivors have room for two of its three protected VMs",
+             pool_of(3, 4096, [workload("big-0", 0, 3072), workload("big-1", 1, 3072),
+                               workload("x", 2), workload("y", 2, order=1),
+                               workload("z", 2, order=2)]),
+             _crash(2)),
+    Timeline("restarts-paused",
+             "restarts are paused for 4T when host 2 crashes",
+             default_pool(3, 2), _paused_crash, duration=7.0),
+    Timeline("beyond-tolerance",
+             "hosts 1 and 2 crash at once in a pool that tolerates one failure",
+             replace(default_pool(3, 2), host_failures_to_tolerate=1), _crash(1, 2)),
+    Timeline("master-crash",
+             "the master crashes; the new master restarts its VMs",
+             default_pool(3, 2), _crash(0), restart=True),
+]}
