@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hacluster.core.pool import Priority
+from hacluster.core.restarts import Restarter
 from hacluster.core.timing import Timing
 from hacluster.sim.checker import order_group_delays, restart_bound
 from hacluster.sim.cluster import SimConfig, Simulation, default_pool
@@ -137,3 +138,18 @@ def test_default_pool_runs_protected_vms_on_every_host_with_room_for_all() -> No
                                                   ["vm-4", "vm-5"]]
     assert all(sim.free_memory(i) >= 4 * 1024 for i in range(3))
     assert sim.pool_db.host_failures_to_tolerate == 2
+
+
+# ----------------------------------------------------------- canaries
+def test_canary_ignoring_order_groups_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Restarter, "_gate_open", lambda self, order, now: True)
+    result = run_timeline(TIMELINES["ordered-restart"], seed=1, timeout=3.0)
+    assert result.first("starting", "sql") <= result.first("running", "dhcp")
+
+
+def test_canary_master_that_restarts_nothing_breaks_the_restart_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Restarter, "_restart", lambda self, now, out: None)
+    result = run_timeline(TIMELINES["master-crash"], seed=1, timeout=3.0)
+    assert {v.prop for v in result.sim.checker.violations} == {"restart-bound"}
