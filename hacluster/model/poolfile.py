@@ -15,13 +15,13 @@ Rules:
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hacluster.core.pool import SR, VM, Host, Network, Pool, PoolError, Power, Priority
+from hacluster.model.tomlfile import read_toml
 
 POOL_FIELDS = {"host_failures_to_tolerate", "allow_overcommit",
                "reboot_vm_on_internal_shutdown"}
@@ -133,14 +133,7 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
 
 
 def load(path: str | Path) -> PoolFile:
-    where = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError as error:
-        raise PoolError(f"{where}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise PoolError(f"{where}: not valid TOML: {error}") from None
-    return parse(data, where)
+    return parse(read_toml(path, PoolError), str(path))
 
 
 def dump(pool_file: PoolFile) -> str:

@@ -13,7 +13,6 @@ also needs ``agent_port`` (the TCP port of every host's agent) and ``vm_dir``
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from hacluster.core.pool import PoolError
 from hacluster.core.timing import Timing, TimingError
 from hacluster.model import poolfile
 from hacluster.model.poolfile import PoolFile
+from hacluster.model.tomlfile import read_toml
 
 
 class ConfigError(ValueError):
@@ -109,12 +109,7 @@ def read_key(path: Path) -> bytes:
 
 def load(path: str | Path) -> NodeConfig:
     where = str(path)
-    try:
-        table = tomllib.loads(Path(path).read_text())
-    except OSError as error:
-        raise ConfigError(f"{where}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{where}: not valid TOML: {error}") from None
+    table = read_toml(path, ConfigError)
     known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
              "pool", "agent_port", "vm_dir"}
     unknown = sorted(set(table) - known)
