@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hacluster.core.node import Mode
+from hacluster.sim import schedules
 from hacluster.sim.schedules import run_schedule
 
 SIZES = range(3, 10)
@@ -40,3 +41,16 @@ def test_same_seed_same_run() -> None:
     second = run_schedule(5, 1234, Mode.STATEFILE)
     assert first.faults == second.faults
     assert first.simulated == second.simulated
+
+
+@pytest.mark.xfail(strict=True, reason="core bug, clustered mode: a lone survivor that is "
+                   "isolated keeps its one-host liveset and the master lock while the two "
+                   "hosts it fenced reboot and cold-start a second pool (two masters, every "
+                   "VM on two hosts)")
+def test_clustered_isolated_lone_survivor_and_cold_start_do_not_split_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found when VM exits joined the fault menu (the draws shifted to this schedule)."""
+    monkeypatch.setattr(schedules, "HOST_FAULTS", [*schedules.HOST_FAULTS, "vm-exit"])
+    result = run_schedule(3, 83379, Mode.CLUSTERED)
+    assert result.ok, result.report()

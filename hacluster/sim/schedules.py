@@ -9,6 +9,9 @@ Rules:
 * A schedule is a few episodes. Each injects one fault (sometimes two at
   once) at a random moment, heals it after a random duration, reboots dead
   hosts so they rejoin, and lets the pool settle before the next episode.
+* Independently (from a second stream, so the host, network and storage
+  faults of a seed stay what they were), an episode may also see a VM stop by
+  itself: a crash or a shutdown from inside its guest.
 * A lone crash within tolerance also arms the restart-bound check.
 """
 
@@ -72,12 +75,15 @@ def _random_groups(rng: random.Random, hosts: int) -> list[list[int]]:
     return [sorted(order[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
+HOST_FAULTS = ["crash", "pause", "isolate", "partition", "one-way", "flap", "shutdown"]
+STORAGE_FAULTS = ["storage-error", "storage-read-error", "storage-write-error", "storage-hang",
+                  "storage-slow", "statefile-lost", "corrupt"]
+VM_EXIT_CHANCE = 0.3  # of an episode also seeing a VM stop by itself
+
+
 def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
     """One fault drawn from the menu the mode allows."""
-    kinds = ["crash", "pause", "isolate", "partition", "one-way", "flap", "shutdown"]
-    if mode is Mode.STATEFILE:
-        kinds += ["storage-error", "storage-read-error", "storage-write-error", "storage-hang",
-                  "storage-slow", "statefile-lost", "corrupt"]
+    kinds = [*HOST_FAULTS, *(STORAGE_FAULTS if mode is Mode.STATEFILE else [])]
     kind = rng.choice(kinds)
     h = rng.randrange(hosts)
     other = rng.choice([x for x in range(hosts) if x != h])
@@ -104,6 +110,8 @@ def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
                 s.at(s.t + (2 * k + 1) * period, s.heal_network)
 
         return Fault(f"flap {h}-{other} every {period:.2f}s", flap, lambda s: s.heal_network())
+    if kind == "vm-exit":
+        return random_vm_exit(rng)
     if kind == "shutdown":
         return Fault(f"clean shutdown {h}", lambda s: s.shutdown(h), lambda s: s.reboot(h))
     if kind == "statefile-lost":
@@ -120,6 +128,16 @@ def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
              "storage-slow": IOFault.SLOW}[kind]
     return Fault(f"storage {fault.value} on {h}", lambda s: s.storage_fault(h, fault),
                  lambda s: s.storage_fault(h, IOFault.OK))
+
+
+def random_vm_exit(rng: random.Random) -> Fault:
+    """A VM (picked when it happens, among those of the pool) crashes or shuts down inside."""
+    pick, inside = rng.randrange(1 << 16), rng.random() < 0.5
+
+    def exit_vm(s: Simulation) -> None:
+        s.vm_exit(s.vms[pick % len(s.vms)], internal_shutdown=inside)
+
+    return Fault(f"VM #{pick} {'shuts down inside' if inside else 'crashes'}", exit_vm, _nothing)
 
 
 def run_schedule(
@@ -140,6 +158,7 @@ def run_schedule(
     sim = Simulation(config, trace=Trace(keep=200))
     names = [f"network loss={conditions.loss} dup={conditions.duplicate} "
              f"jitter={conditions.jitter:.3f}s skew<={config.skew}"]
+    vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
     start = 2 * T
     for _ in range(episodes):
         faults = [random_fault(rng, hosts, mode, T)]
@@ -151,6 +170,11 @@ def run_schedule(
             names.append(f"{fault.name} at {at:.1f}s for {duration:.1f}s")
             sim.at(at, lambda f=fault: f.inject(sim))  # type: ignore[misc]
             sim.at(at + duration, lambda f=fault: f.heal(sim))  # type: ignore[misc]
+        if vm_rng.random() < VM_EXIT_CHANCE:
+            exit_at = at + vm_rng.uniform(0, duration + 2 * T)
+            vm_exit = random_vm_exit(vm_rng)
+            names.append(f"{vm_exit.name} at {exit_at:.1f}s")
+            sim.at(exit_at, lambda f=vm_exit: f.inject(sim))  # type: ignore[misc]
         lone = faults[0].crash_of if len(faults) == 1 else None
         if lone is not None:
             sim.at(at, lambda n=names[-1], h=lone: _expect_restart(sim, n, h))  # type: ignore[misc]
