@@ -43,14 +43,13 @@ def test_same_seed_same_run() -> None:
     assert first.simulated == second.simulated
 
 
-@pytest.mark.xfail(strict=True, reason="core bug, clustered mode: a lone survivor that is "
-                   "isolated keeps its one-host liveset and the master lock while the two "
-                   "hosts it fenced reboot and cold-start a second pool (two masters, every "
-                   "VM on two hosts)")
 def test_clustered_isolated_lone_survivor_and_cold_start_do_not_split_the_pool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Found when VM exits joined the fault menu (the draws shifted to this schedule)."""
+    """Found when VM exits joined the fault menu (the draws shifted to this schedule):
+    with link 1-2 cut, hosts 1 and 2 proposed [0, 1] and [0, 2]; host 0 merged them
+    into [0], fenced both and kept the pool and the lock without quorum, so they
+    rebooted and cold-started a second pool. Now host 0 fences too."""
     monkeypatch.setattr(schedules, "HOST_FAULTS", [*schedules.HOST_FAULTS, "vm-exit"])
     result = run_schedule(3, 83379, Mode.CLUSTERED)
     assert result.ok, result.report()

@@ -27,6 +27,9 @@ Rules (the design is explained in docs/design.md):
   step (before its first report) and announces itself. Members ack it
   once it is in their domains and no longer in their liveset; when every
   member acks, members add it and it adopts their liveset.
+* **Quorum of the proposal** (clustered mode): a winner whose proposal,
+  once intersected with the other winners', is no longer quorate fences
+  itself instead of proposing.
 * **Cold start** (clustered mode): with no armed host anywhere, joining hosts
   form the pool once at least ``n/2 + 1`` of them all report hearing exactly
   the same set; statefile-mode pools are armed by the HA enable instead.
@@ -516,7 +519,16 @@ class HostCore:
         if decision.liveset >= self.liveset:
             self._set_phase(Phase.NORMAL, f"{decision.rule}: nobody to remove")
             return
-        self._proposal = decision.liveset & self.liveset & self._peer_proposals()
+        proposal = decision.liveset & self.liveset & self._peer_proposals()
+        if not self.statefile_mode and not survival.quorate(proposal, self.liveset,
+                                                            self.config.hosts):
+            # merging disagreeing winners' proposals can leave fewer hosts than a
+            # quorum: such a side must not hold the pool (it would let the fenced
+            # rest form another one)
+            self._fence(f"no quorum after merging proposals: {sorted(proposal)} of "
+                        f"{self.config.hosts} hosts")
+            return
+        self._proposal = proposal
         self._set_phase(Phase.PROPOSED, f"{decision.rule}: propose {sorted(self._proposal)}")
         self._try_commit()
 

@@ -29,6 +29,8 @@ from hacluster.sim.network import NetworkConditions
 from hacluster.sim.storage import IOFault
 from hacluster.sim.trace import Trace
 
+TRACE_KEEP = 200  # trace lines kept for a violation report
+
 Action = Callable[[Simulation], None]
 
 
@@ -155,7 +157,7 @@ def run_schedule(
     config = SimConfig(hosts=hosts, seed=rng.getrandbits(32), timeout=T, mode=mode,
                        skew=rng.choice([0.0, 0.002, 0.005]), network=conditions,
                        reboot_after=2 * T)
-    sim = Simulation(config, trace=Trace(keep=200))
+    sim = Simulation(config, trace=Trace(keep=TRACE_KEEP))
     names = [f"network loss={conditions.loss} dup={conditions.duplicate} "
              f"jitter={conditions.jitter:.3f}s skew<={config.skew}"]
     vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
