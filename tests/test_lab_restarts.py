@@ -90,14 +90,15 @@ def test_internal_shutdown_restarts_only_protected_vms(lab: LocalLab) -> None:
     no_double_runs(lab)
 
 
-def test_overcommitted_pool_raises_the_alert(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["local", NETNS])
+def test_overcommitted_pool_raises_the_alert(tmp_path: Path, backend: str) -> None:
     hosts = tuple(Host(f"host-{i:04}", f"host{i}", 1024) for i in range(3))
     vms = tuple(VM(f"vm-big{i}", f"big{i}", 700, Priority.RESTART, power=Power.RUNNING,
                    resident=hosts[i].uuid) for i in range(3))
     path = tmp_path / "pool.toml"
     path.write_text(poolfile.dump(poolfile.PoolFile(Pool(hosts, vms,
                                                           host_failures_to_tolerate=1))))
-    lab = start_lab(tmp_path / "lab", "local", pool=path)
+    lab = start_lab(tmp_path / "lab", backend, pool=path)
     try:
         wait_for(lambda: any(e["event"] == "alert" and e["name"] == "ha_pool_overcommitted"
                              for e in lab.events()), 15 * T, "the overcommit alert")
