@@ -164,6 +164,25 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 ]}
 
 
+def play(sim: Simulation, name: str, inject: Callable[[Simulation, Schedule], None],
+         restart: bool, duration: float) -> tuple[float, float]:
+    """Warm the pool up, inject the faults from ``WARMUP * T`` on (offsets in units
+    of T), expect restarts within the bound if ``restart``, and run ``duration``
+    more T. Returns the fault time and the end time."""
+    T = sim.timing.T
+    fault_at = WARMUP * T
+
+    def at(offset: float, action: Callable[[], None]) -> None:
+        sim.at(fault_at + offset * T, action)
+
+    inject(sim, at)
+    if restart:
+        sim.expect_restart(name, start=fault_at)
+    end = fault_at + duration * T
+    sim.run_until(end)
+    return fault_at, end
+
+
 def run_scenario(
     scenario: Scenario, seed: int = 1, timeout: float = 5.0, trace: Trace | None = None
 ) -> ScenarioResult:
@@ -172,17 +191,8 @@ def run_scenario(
     config = SimConfig(hosts=scenario.hosts, seed=seed, timeout=timeout, mode=scenario.mode,
                        reboot_after=reboot, cold_start=scenario.cold_start)
     sim = Simulation(config, trace=trace if trace is not None else Trace(beats=True))
-    T = sim.timing.T
-    fault_at = WARMUP * T
-
-    def at(offset: float, action: Callable[[], None]) -> None:
-        sim.at(fault_at + offset * T, action)
-
-    scenario.inject(sim, at)
-    if scenario.restart:
-        sim.expect_restart(scenario.name, start=fault_at)
-    end = fault_at + scenario.duration * T
-    sim.run_until(end)
+    fault_at, end = play(sim, scenario.name, scenario.inject, scenario.restart,
+                         scenario.duration)
     check = sim.checker
     check.outcome(end, "survivors", sorted(scenario.survivors), sorted(sim.survivors()))
     check.outcome(end, "fenced hosts", sorted(scenario.fenced), sorted(sim.fenced()))

@@ -15,10 +15,8 @@ from dataclasses import dataclass, replace
 
 from hacluster.core.pool import VM, Host, Pool, Power, Priority
 from hacluster.sim.cluster import SimConfig, Simulation, VMEvent, default_pool
+from hacluster.sim.scenarios import Schedule, play
 from hacluster.sim.trace import Trace
-
-WARMUP = 2.0  # in units of T: the pool settles and elects a master first
-Schedule = Callable[[float, Callable[[], None]], None]
 
 RESTART, BEST_EFFORT, NONE = Priority.RESTART, Priority.BEST_EFFORT, Priority.NONE
 
@@ -75,16 +73,7 @@ def run_timeline(timeline: Timeline, seed: int = 1, timeout: float = 5.0) -> Tim
     config = SimConfig(hosts=len(timeline.pool.hosts), seed=seed, timeout=timeout,
                        pool=timeline.pool)
     sim = Simulation(config, trace=Trace())
-    T = sim.timing.T
-    fault_at = WARMUP * T
-
-    def at(offset: float, action: Callable[[], None]) -> None:
-        sim.at(fault_at + offset * T, action)
-
-    timeline.inject(sim, at)
-    if timeline.restart:
-        sim.expect_restart(timeline.name, start=fault_at)
-    sim.run_until(fault_at + timeline.duration * T)
+    fault_at, _ = play(sim, timeline.name, timeline.inject, timeline.restart, timeline.duration)
     return TimelineResult(timeline, sim, seed, fault_at)
 
 
