@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from hacluster.core.messages import Phase, Report
 from hacluster.lab.local import LabError, LocalLab
 from hacluster.node.config import load
+from hacluster.node.daemon import query_status
 from hacluster.storage.sr import BlockDevice, GlobalBlock
 from hacluster.wire.codec import Sealer, new_pool_key
 
@@ -179,3 +181,18 @@ def test_clustered_mode_fails_over_on_quorum(tmp_path: Path) -> None:
         assert reasons and "quorum" in reasons[0]
     finally:
         pool.down()
+
+
+
+def test_a_node_closing_without_a_status_reads_as_not_answering(tmp_path: Path) -> None:
+    """A node killed while it accepts a status connection closes it empty: that
+    must read as a node that does not answer (an OSError, shown DOWN), not crash."""
+    path = tmp_path / "status.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+        closer = threading.Thread(target=lambda: server.accept()[0].close())
+        closer.start()
+        with pytest.raises(ConnectionError, match="closed without a status"):
+            query_status(path)
+        closer.join()

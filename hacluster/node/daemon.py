@@ -408,12 +408,17 @@ async def serve(config: NodeConfig, armed: bool) -> int:
 
 
 def query_status(socket_path: Path, timeout: float = 2.0) -> dict[str, Any]:
-    """Read one node's status from its Unix socket."""
+    """Read one node's status from its Unix socket; an ``OSError`` if it does not answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(str(socket_path))
         data = b""
         while chunk := client.recv(65536):
             data += chunk
-    status: dict[str, Any] = json.loads(data)
+    try:
+        status: dict[str, Any] = json.loads(data)
+    except ValueError:
+        # a node dying while it accepts closes without a word: it is not answering
+        raise ConnectionError(f"{socket_path}: the node closed without a status "
+                              f"({len(data)} bytes)") from None
     return status
