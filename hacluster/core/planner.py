@@ -64,7 +64,7 @@ class Problem:
                 continue
             if vm.resident in alive:
                 movable[vm.resident].append(Item(vm.uuid, vm.memory))
-            elif vm.resident is None or vm.resident not in alive:
+            else:
                 pending.append(Item(vm.uuid, vm.memory))
         hosts = [
             PlanHost(h.uuid, max(0, pool.free_memory(h.uuid)) if h.enabled else 0,

@@ -19,7 +19,7 @@ Rules (spec sections 1 and 8):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -119,7 +119,7 @@ class Pool:
     host_failures_to_tolerate: int = 0
     allow_overcommit: bool = False
     reboot_vm_on_internal_shutdown: bool = True
-    _vm_index: Mapping[str, VM] = field(default_factory=dict, compare=False, repr=False)
+    _index: _Index = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for kind, items in (("host", self.hosts), ("VM", self.vms), ("SR", self.srs),
@@ -130,10 +130,10 @@ class Pool:
         object.__setattr__(self, "vms", tuple(sorted(self.vms, key=lambda v: v.uuid)))
         object.__setattr__(self, "srs", tuple(sorted(self.srs, key=lambda s: s.uuid)))
         object.__setattr__(self, "networks", tuple(sorted(self.networks, key=lambda n: n.uuid)))
-        object.__setattr__(self, "_vm_index", {vm.uuid: vm for vm in self.vms})
-        hosts = {h.uuid for h in self.hosts}
+        index = _Index(self)
+        object.__setattr__(self, "_index", index)
         for vm in self.vms:
-            if vm.resident is not None and vm.resident not in hosts:
+            if vm.resident is not None and vm.resident not in index.hosts:
                 raise PoolError(f"VM {vm.name} is resident on unknown host {vm.resident}")
         if not 0 <= self.host_failures_to_tolerate < max(1, len(self.hosts)):
             raise PoolError(f"ha-host-failures-to-tolerate must be 0..{len(self.hosts) - 1}, "
@@ -142,29 +142,28 @@ class Pool:
     # ------------------------------------------------------------ look-ups
     def vm(self, uuid: str) -> VM:
         try:
-            return self._vm_index[uuid]
+            return self._index.vms[uuid]
         except KeyError:
             raise PoolError(f"no VM with uuid {uuid}") from None
 
     def host(self, uuid: str) -> Host:
-        for host in self.hosts:
-            if host.uuid == uuid:
-                return host
-        raise PoolError(f"no host with uuid {uuid}")
+        try:
+            return self._index.hosts[uuid]
+        except KeyError:
+            raise PoolError(f"no host with uuid {uuid}") from None
 
     def index_of(self, host_uuid: str) -> int:
         return [h.uuid for h in self.hosts].index(self.host(host_uuid).uuid)
 
     def enabled_hosts(self) -> frozenset[str]:
-        return frozenset(h.uuid for h in self.hosts if h.enabled)
+        return self._index.enabled
 
     def resident_on(self, host_uuid: str) -> tuple[VM, ...]:
         return tuple(vm for vm in self.vms if vm.resident == host_uuid)
 
     def free_memory(self, host_uuid: str) -> int:
         host = self.host(host_uuid)
-        used = sum(vm.memory for vm in self.resident_on(host_uuid))
-        return host.memory_total - host.memory_overhead - used
+        return host.memory_total - host.memory_overhead - self._index.used.get(host_uuid, 0)
 
     # ------------------------------------------------------------ changes
     def with_vm(self, vm: VM) -> Pool:
@@ -175,6 +174,22 @@ class Pool:
     def with_vms(self, vms: Iterable[VM]) -> Pool:
         changed = {vm.uuid: vm for vm in vms}
         return replace(self, vms=tuple(changed.get(v.uuid, v) for v in self.vms))
+
+
+class _Index:
+    """Look-ups of one (immutable) pool, built once: by uuid, enabled hosts, and
+    the memory of the VMs resident on each host."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.vms = {vm.uuid: vm for vm in pool.vms}
+        self.hosts = {h.uuid: h for h in pool.hosts}
+        self.srs = {sr.uuid: sr for sr in pool.srs}
+        self.networks = {net.uuid: net for net in pool.networks}
+        self.enabled = frozenset(h.uuid for h in pool.hosts if h.enabled)
+        self.used: dict[str, int] = {}
+        for vm in pool.vms:
+            if vm.resident is not None:
+                self.used[vm.resident] = self.used.get(vm.resident, 0) + vm.memory
 
 
 # ---------------------------------------------------------------- agility
@@ -192,8 +207,7 @@ class Reason:
 def agility(pool: Pool, vm: VM) -> list[Reason]:
     """Every reason ``vm`` cannot be restarted on any enabled host; empty when agile."""
     enabled = pool.enabled_hosts()
-    srs = {sr.uuid: sr for sr in pool.srs}
-    networks = {net.uuid: net for net in pool.networks}
+    srs, networks = pool._index.srs, pool._index.networks
     reasons: list[Reason] = []
     for sr_uuid in vm.disks:
         sr = srs.get(sr_uuid)

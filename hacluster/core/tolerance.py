@@ -141,9 +141,7 @@ def max_failures(problem: Problem, cap: int | None = None, budget: int = 200_000
         if r < upper:
             upper, broken = r, c
     lower = min([c.largest_r(top) for c in sufficient], default=top)
-    lower = min(max(lower, 0), upper)
-    if upper < 0:  # a necessary condition fails with no failure at all: cannot be, now fits
-        upper = 0
+    lower = min(max(lower, 0), upper)  # 0 failures are proven: the pending VMs fit
     search = _Search(problem, sufficient, budget, set_budget)
     for r in range(lower + 1, upper + 1):
         found = search.refute(r)
