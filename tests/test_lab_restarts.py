@@ -114,3 +114,21 @@ def test_a_pool_file_that_does_not_match_the_lab_is_refused(tmp_path: Path) -> N
     with pytest.raises(LabError, match="lists 1 hosts; the lab has 3"):
         start_lab(tmp_path / "lab", "local", pool=path)
     assert not (tmp_path / "lab" / "lab.json").exists()
+
+
+def test_a_vm_that_fails_to_start_at_ha_enable_is_logged_as_failed(tmp_path: Path) -> None:
+    hosts = tuple(Host(f"host-{i:04}", f"host{i}", 1024) for i in range(3))
+    broken = VM("vm-broken", "broken", 100, Priority.BEST_EFFORT, power=Power.RUNNING,
+                resident=hosts[0].uuid)
+    path = tmp_path / "pool.toml"
+    path.write_text(poolfile.dump(poolfile.PoolFile(
+        Pool(hosts, (broken,)), {"vm-broken": ["sh", "-c", "echo no disk >&2; exit 3"]})))
+    lab = start_lab(tmp_path / "lab", "local", pool=path)
+    try:
+        wait_for(lambda: any(e["event"] == "vm-start-failed" for e in lab.events()), 10.0,
+                 "the failed start to be logged")
+        at_enable = [e for e in lab.events() if e.get("why") == "HA enable"]
+        assert [e["event"] for e in at_enable] == ["vm-start-failed"]
+        assert "no disk" in at_enable[0]["error"]
+    finally:
+        lab.down()

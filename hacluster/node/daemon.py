@@ -252,8 +252,10 @@ class Node:
             for vm in pool_file.pool.resident_on(me.uuid):
                 command = pool_file.commands.get(vm.uuid) or guest_command(
                     config.vm_dir, vm.uuid, me.name)
-                await self.agent.handle({"op": "start", "vm": vm.uuid, "command": command})
-                self.log.write("vm-started", vm=vm.uuid, on=me.uuid, why="HA enable")
+                answer = await self.agent.handle({"op": "start", "vm": vm.uuid,
+                                                  "command": command})
+                self.log.write("vm-started" if answer["ok"] else "vm-start-failed", vm=vm.uuid,
+                               on=me.uuid, why="HA enable", error=answer.get("error", ""))
         return await rpc.serve(config.address.host, config.agent_port, config.key,
                                self._agent_request, self.agent.stats)
 
@@ -271,7 +273,7 @@ class Node:
                          for i, h in enumerate(hosts)}, self.config.key)
         self.duties = MasterDuties(
             self.pool_file, agents, self.config.vm_dir, self.config.timing.t1,
-            lambda event, **fields: self.log.write(event, **fields),
+            self.log.write,
             lambda: frozenset(self.host_uuid(i) for i in self.core.liveset or ()),
             self.loop.time)
         self._duties_task = asyncio.create_task(self.duties.run())
