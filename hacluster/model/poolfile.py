@@ -136,28 +136,39 @@ def load(path: str | Path) -> PoolFile:
     return parse(read_toml(path, PoolError), str(path))
 
 
-def dump(pool_file: PoolFile) -> str:
-    """TOML text that :func:`load` reads back as the same pool."""
+def to_data(pool_file: PoolFile) -> dict[str, Any]:
+    """The plain-data form :func:`parse` reads back as the same pool."""
     pool = pool_file.pool
-    out = ["[pool]", f"host_failures_to_tolerate = {pool.host_failures_to_tolerate}",
-           f"allow_overcommit = {_toml(pool.allow_overcommit)}",
-           f"reboot_vm_on_internal_shutdown = {_toml(pool.reboot_vm_on_internal_shutdown)}"]
-    for h in pool.hosts:
-        out += ["", "[[host]]", *_fields(uuid=h.uuid, name=h.name, memory=h.memory_total,
-                                         overhead=h.memory_overhead, enabled=h.enabled,
-                                         address=h.address)]
-    for s in pool.srs:
-        out += ["", "[[sr]]", *_fields(uuid=s.uuid, name=s.name, shared=s.shared,
-                                       plugged=sorted(s.plugged))]
-    for n in pool.networks:
-        out += ["", "[[network]]", *_fields(uuid=n.uuid, name=n.name, plugged=sorted(n.plugged))]
+    vms = []
     for v in pool.vms:
         extra = {"command": pool_file.commands[v.uuid]} if v.uuid in pool_file.commands else {}
-        out += ["", "[[vm]]", *_fields(
+        vms.append(dict(
             uuid=v.uuid, name=v.name, memory=v.memory, priority=v.priority.value,
             order=v.order, start_delay=v.start_delay, power=v.power.value,
             host=v.resident or "", disks=list(v.disks), networks=list(v.networks),
-            local_cd=v.local_cd, devices=list(v.devices), **extra)]
+            local_cd=v.local_cd, devices=list(v.devices), **extra))
+    return {
+        "pool": dict(host_failures_to_tolerate=pool.host_failures_to_tolerate,
+                     allow_overcommit=pool.allow_overcommit,
+                     reboot_vm_on_internal_shutdown=pool.reboot_vm_on_internal_shutdown),
+        "host": [dict(uuid=h.uuid, name=h.name, memory=h.memory_total,
+                      overhead=h.memory_overhead, enabled=h.enabled, address=h.address)
+                 for h in pool.hosts],
+        "sr": [dict(uuid=s.uuid, name=s.name, shared=s.shared, plugged=sorted(s.plugged))
+               for s in pool.srs],
+        "network": [dict(uuid=n.uuid, name=n.name, plugged=sorted(n.plugged))
+                    for n in pool.networks],
+        "vm": vms,
+    }
+
+
+def dump(pool_file: PoolFile) -> str:
+    """TOML text that :func:`load` reads back as the same pool."""
+    data = to_data(pool_file)
+    out = ["[pool]", *_fields(**data.pop("pool"))]
+    for table, entries in data.items():
+        for entry in entries:
+            out += ["", f"[[{table}]]", *_fields(**entry)]
     return "\n".join(out) + "\n"
 
 

@@ -1,0 +1,226 @@
+"""The pool database: the pool model, HA settings, master and messages (spec section 7).
+
+Rules:
+
+* A database is an immutable value with a ``generation``. :func:`apply` checks
+  a change completely, then returns a new database one generation higher; a
+  refused change raises :class:`~hacluster.core.pool.PoolError` saying why and
+  what to do, and the database it was given is untouched.
+* A change is plain data (a map of strings, numbers and maps), so the redo
+  log stores it as it is and replaying it gives the same database.
+* Settable parameters carry their xe names and arrive as text; each is
+  converted and range-checked here, in one place, for every caller.
+* While HA is enabled and overcommit is not allowed, a change that would
+  leave the pool overcommitted (the plan covers fewer host failures than
+  configured) is refused, unless the pool already was and the change does
+  not ask for more: operators are told to lower the tolerance, allow
+  overcommit or disable HA first. ``live`` (host uuids) is the liveset the
+  plan is computed on.
+* At most :data:`KEEP_MESSAGES` messages are kept; older ones are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hacluster.core.pool import Pool, PoolError, Priority, check_protection
+from hacluster.core.recovery import recovery_plan
+
+KEEP_MESSAGES = 1000
+MIN_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class HASettings:
+    enabled: bool = False
+    timeout: float = 60.0  # ha-config:timeout, T
+    heartbeat_sr: str = ""  # uuid of the heartbeat SR
+    sr_generation: int = 0  # the SR generation of this enable
+
+
+@dataclass(frozen=True)
+class Message:
+    ref: int
+    name: str
+    priority: int
+    obj: str
+    body: str
+    time: float  # wall clock (seconds since the epoch), given by the caller
+
+
+@dataclass(frozen=True)
+class PoolDB:
+    generation: int
+    pool: Pool
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    name: str = "pool"
+    master: str = ""  # host uuid of the pool master
+    ha: HASettings = HASettings()
+    other_config: Mapping[str, str] = field(default_factory=dict)
+    messages: tuple[Message, ...] = ()
+
+    def messages_since(self, ref: int) -> tuple[Message, ...]:
+        return tuple(m for m in self.messages if m.ref > ref)
+
+
+def apply(db: PoolDB, change: Mapping[str, Any], live: Iterable[str] | None = None) -> PoolDB:
+    """``db`` with ``change`` made, one generation higher; :class:`PoolError` if refused."""
+    op = change.get("op")
+    handler = _OPS.get(op) if isinstance(op, str) else None
+    if handler is None:
+        raise PoolError(f"unknown change {op!r}; known: {sorted(_OPS)}")
+    new = handler(db, change)
+    if op in _PLANNED:
+        _check_plan(db, new, live)
+    return replace(new, generation=db.generation + 1)
+
+
+# ---------------------------------------------------------------- changes
+def _fields(change: Mapping[str, Any]) -> Mapping[str, str]:
+    fields = change.get("fields")
+    if not isinstance(fields, Mapping) or not fields or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fields.items()):
+        raise PoolError("nothing to set: give one or more key=value parameters")
+    return fields
+
+
+def _pool_set(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    pool, name, other = db.pool, db.name, dict(db.other_config)
+    for key, value in _fields(change).items():
+        if key == "name-label":
+            name = _text(key, value)
+        elif key == "ha-host-failures-to-tolerate":
+            pool = replace(pool, host_failures_to_tolerate=_whole(key, value))
+        elif key == "ha-allow-overcommit":
+            pool = replace(pool, allow_overcommit=_flag(key, value))
+        elif key == "ha-reboot-vm-on-internal-shutdown":
+            pool = replace(pool, reboot_vm_on_internal_shutdown=_flag(key, value))
+        elif key.startswith("other-config:") and len(key) > len("other-config:"):
+            if value:
+                other[key.removeprefix("other-config:")] = value
+            else:
+                other.pop(key.removeprefix("other-config:"), None)
+        else:
+            raise PoolError(f"pool parameter {key!r} cannot be set")
+    return replace(db, pool=pool, name=name, other_config=other)
+
+
+def _vm_set(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    vm = db.pool.vm(str(change.get("vm", "")))
+    for key, value in _fields(change).items():
+        if key == "name-label":
+            vm = replace(vm, name=_text(key, value))
+        elif key == "ha-restart-priority":
+            try:
+                priority = Priority(value)
+            except ValueError:
+                raise PoolError(f"ha-restart-priority must be restart, best-effort or \"\" "
+                                f"(unprotected), got {value!r}") from None
+            check_protection(vm, priority)
+            vm = replace(vm, priority=priority)
+        elif key == "order":
+            vm = replace(vm, order=_whole(key, value))
+        elif key == "start-delay":
+            vm = replace(vm, start_delay=_seconds(key, value))
+        else:
+            raise PoolError(f"VM parameter {key!r} cannot be set")
+    return replace(db, pool=db.pool.with_vm(vm))
+
+
+def _host_enabled(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    host = db.pool.host(str(change.get("host", "")))
+    enabled = change.get("enabled")
+    if not isinstance(enabled, bool):
+        raise PoolError("host-enabled needs enabled=true|false")
+    hosts = tuple(replace(h, enabled=enabled) if h.uuid == host.uuid else h
+                  for h in db.pool.hosts)
+    return replace(db, pool=replace(db.pool, hosts=hosts))
+
+
+def _ha_enable(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    if db.ha.enabled:
+        raise PoolError("HA is already enabled on this pool")
+    timeout = change.get("timeout")
+    sr = change.get("heartbeat_sr")
+    generation = change.get("sr_generation")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not (
+            math.isfinite(timeout) and timeout >= MIN_TIMEOUT):
+        raise PoolError(f"ha-config:timeout must be at least {MIN_TIMEOUT} s, got {timeout!r}")
+    if not isinstance(sr, str) or not sr or not isinstance(generation, int):
+        raise PoolError("ha-enable needs the heartbeat SR and its new generation")
+    return replace(db, ha=HASettings(True, float(timeout), sr, generation))
+
+
+def _ha_disable(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    if not db.ha.enabled:
+        raise PoolError("HA is not enabled on this pool")
+    return replace(db, ha=replace(db.ha, enabled=False))
+
+
+def _master(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    return replace(db, master=db.pool.host(str(change.get("host", ""))).uuid)
+
+
+def _message(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    try:
+        message = Message(db.messages[-1].ref + 1 if db.messages else 1,
+                          str(change["name"]), int(change["priority"]), str(change["obj"]),
+                          str(change["body"]), float(change["time"]))
+    except (KeyError, TypeError, ValueError):
+        raise PoolError("a message needs name, priority, obj, body and time") from None
+    return replace(db, messages=(*db.messages[-(KEEP_MESSAGES - 1):], message))
+
+
+_OPS = {"pool-set": _pool_set, "vm-set": _vm_set, "host-enabled": _host_enabled,
+        "ha-enable": _ha_enable, "ha-disable": _ha_disable, "master": _master,
+        "message": _message}
+_PLANNED = {"pool-set", "vm-set", "host-enabled"}
+
+
+def _check_plan(old: PoolDB, new: PoolDB, live: Iterable[str] | None) -> None:
+    if not new.ha.enabled or new.pool.allow_overcommit:
+        return
+    hosts = list(live) if live is not None else None
+    after = recovery_plan(new.pool, hosts)
+    if not after.overcommitted:
+        return
+    before = recovery_plan(old.pool, hosts)
+    if before.overcommitted and after.configured <= before.configured:
+        return
+    raise PoolError(
+        f"refused: this would break the failover plan: the pool could then tolerate "
+        f"{after.tolerance.max_failures} host failure(s), {after.configured} are configured "
+        f"({after.tolerance.why}). Lower ha-host-failures-to-tolerate, set "
+        f"ha-allow-overcommit=true, or disable HA first (pool-ha-disable)")
+
+
+# ---------------------------------------------------------------- values
+def _text(key: str, value: str) -> str:
+    if not value.strip():
+        raise PoolError(f"{key} must not be empty")
+    return value
+
+
+def _whole(key: str, value: str) -> int:
+    if not value.strip().isdigit():
+        raise PoolError(f"{key} must be a whole number 0 or more, got {value!r}")
+    return int(value)
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise PoolError(f"{key} must be a number of seconds, 0 or more, got {value!r}")
+    return seconds
+
+
+def _flag(key: str, value: str) -> bool:
+    if value.lower() not in {"true", "false"}:
+        raise PoolError(f"{key} must be true or false, got {value!r}")
+    return value.lower() == "true"

@@ -1,0 +1,140 @@
+"""The pool database core: validated changes, plan protection, snapshots and replay."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from hacluster.core.pool import PoolError, Priority
+from hacluster.core.pooldb import KEEP_MESSAGES, PoolDB, apply
+from hacluster.lab.workloads import default_pool
+from hacluster.model.pooldata import from_data, seed, to_data
+
+
+@pytest.fixture
+def db() -> PoolDB:
+    return seed(default_pool(3))
+
+
+def enabled(db: PoolDB) -> PoolDB:
+    return apply(db, {"op": "ha-enable", "timeout": 30, "heartbeat_sr": "vm-sr",
+                      "sr_generation": 7})
+
+
+def test_vm_param_set_protects_and_keeps_the_order(db: PoolDB) -> None:
+    new = apply(db, {"op": "vm-set", "vm": "vm-batch",
+                     "fields": {"ha-restart-priority": "restart", "order": "3"}})
+    assert new.generation == db.generation + 1
+    vm = new.pool.vm("vm-batch")
+    assert (vm.priority, vm.order) == (Priority.RESTART, 3)
+    unprotected = apply(new, {"op": "vm-set", "vm": "vm-batch",
+                              "fields": {"ha-restart-priority": ""}})
+    assert unprotected.pool.vm("vm-batch").priority is Priority.NONE
+    assert unprotected.pool.vm("vm-batch").order == 3
+    assert db.pool.vm("vm-batch").priority is Priority.BEST_EFFORT  # the old value is intact
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"op": "vm-set", "vm": "vm-nope", "fields": {"order": "1"}}, "no VM with uuid vm-nope"),
+    ({"op": "vm-set", "vm": "vm-sql", "fields": {"order": "-1"}}, "whole number"),
+    ({"op": "vm-set", "vm": "vm-sql", "fields": {"order": "two"}}, "whole number"),
+    ({"op": "vm-set", "vm": "vm-sql", "fields": {"ha-restart-priority": "always"}},
+     "restart, best-effort"),
+    ({"op": "vm-set", "vm": "vm-sql", "fields": {"start-delay": "nan"}}, "seconds"),
+    ({"op": "vm-set", "vm": "vm-sql", "fields": {"memory": "1"}}, "cannot be set"),
+    ({"op": "vm-set", "vm": "vm-sql", "fields": {}}, "nothing to set"),
+    ({"op": "pool-set", "fields": {"ha-host-failures-to-tolerate": "3"}}, "0..2"),
+    ({"op": "pool-set", "fields": {"ha-allow-overcommit": "yes"}}, "true or false"),
+    ({"op": "pool-set", "fields": {"name-label": " "}}, "must not be empty"),
+    ({"op": "host-enabled", "host": "host-9", "enabled": False}, "no host"),
+    ({"op": "ha-disable"}, "not enabled"),
+    ({"op": "ha-enable", "timeout": 1, "heartbeat_sr": "x", "sr_generation": 1}, "at least"),
+    ({"op": "drop-tables"}, "unknown change"),
+])
+def test_bad_changes_are_refused_and_change_nothing(db: PoolDB, change: dict[str, Any],
+                                                    says: str) -> None:
+    before = to_data(db)
+    with pytest.raises(PoolError, match=says):
+        apply(db, change)
+    assert to_data(db) == before
+
+
+def test_a_change_that_breaks_the_plan_is_refused_while_ha_is_on(db: PoolDB) -> None:
+    big_sql = replace(db.pool.vm("vm-sql"), memory=3400)
+    db = replace(db, pool=db.pool.with_vm(big_sql))
+    on = enabled(db)
+    # three hosts of 3840 MiB free: one host cannot hold every protected VM
+    bigger = {"op": "pool-set", "fields": {"ha-host-failures-to-tolerate": "2"}}
+    with pytest.raises(PoolError, match=r"break the failover plan.*pool-ha-disable"):
+        apply(on, bigger)
+    assert apply(db, bigger).pool.host_failures_to_tolerate == 2  # HA off: allowed
+    allowed = apply(on, {"op": "pool-set", "fields": {"ha-allow-overcommit": "true"}})
+    assert apply(allowed, bigger).pool.host_failures_to_tolerate == 2
+    # an already overcommitted pool still takes changes that do not ask for more
+    over = replace(on, pool=replace(on.pool, host_failures_to_tolerate=2))
+    assert apply(over, {"op": "vm-set", "vm": "vm-web1",
+                        "fields": {"order": "2"}}).pool.vm("vm-web1").order == 2
+
+
+def test_messages_are_numbered_and_capped(db: PoolDB) -> None:
+    for i in range(KEEP_MESSAGES + 5):
+        db = apply(db, {"op": "message", "name": "ha_host_failed", "priority": 2,
+                        "obj": "host-0001", "body": f"#{i}", "time": 1.5 * i})
+    assert len(db.messages) == KEEP_MESSAGES
+    assert db.messages[-1].ref == KEEP_MESSAGES + 5 and db.messages[0].ref == 6
+    assert [m.ref for m in db.messages_since(KEEP_MESSAGES + 3)] == [KEEP_MESSAGES + 4,
+                                                                    KEEP_MESSAGES + 5]
+
+
+def random_change(rng: random.Random, db: PoolDB) -> dict[str, Any]:
+    vm = rng.choice(db.pool.vms).uuid
+    return rng.choice([
+        {"op": "vm-set", "vm": vm, "fields": {"order": str(rng.randrange(4))}},
+        {"op": "vm-set", "vm": vm, "fields": {"ha-restart-priority":
+                                              rng.choice(["restart", "best-effort", ""])}},
+        {"op": "vm-set", "vm": vm, "fields": {"start-delay": str(rng.randrange(5))}},
+        {"op": "pool-set", "fields": {"ha-host-failures-to-tolerate": str(rng.randrange(3))}},
+        {"op": "pool-set", "fields": {f"other-config:k{rng.randrange(3)}":
+                                      rng.choice(["", "v"])}},
+        {"op": "master", "host": rng.choice(db.pool.hosts).uuid},
+        {"op": "message", "name": "x", "priority": 3, "obj": vm, "body": "b",
+         "time": rng.random()},
+        {"op": "host-enabled", "host": rng.choice(db.pool.hosts).uuid,
+         "enabled": rng.random() < 0.7},
+        {"op": "vm-set", "vm": "vm-missing", "fields": {"order": "1"}},
+    ])
+
+
+@pytest.mark.parametrize("seed_", range(5))
+def test_snapshot_plus_replay_gives_the_same_database(seed_: int) -> None:
+    rng = random.Random(seed_)
+    db = enabled(seed(default_pool(4)))
+    snapshot, changes = to_data(db), []
+    for _ in range(200):
+        change = random_change(rng, db)
+        try:
+            db = apply(db, change)
+        except PoolError:
+            continue
+        changes.append(change)
+        if rng.random() < 0.1:
+            snapshot, changes = to_data(db), []
+    replayed = from_data(snapshot)
+    for change in changes:
+        replayed = apply(replayed, change)
+    assert to_data(replayed) == to_data(db), f"seed {seed_}"
+    assert replayed == db, f"seed {seed_}"
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.pop("ha"), lambda d: d.update(messages=[[1, "x"]]),
+    lambda d: d["pool"].update(vm=[{"uuid": "v"}]), lambda d: d.update(generation="g"),
+])
+def test_malformed_snapshots_are_refused(db: PoolDB, damage: Any) -> None:
+    data = to_data(db)
+    damage(data)
+    with pytest.raises(PoolError):
+        from_data(data)
