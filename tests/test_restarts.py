@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,7 @@ from hacluster.core.restarts import (
     HostsFailed,
     Pass,
     PauseRestarts,
+    Reconfigure,
     RestartAction,
     RestartConfig,
     Restarter,
@@ -162,6 +164,24 @@ def test_order_groups_start_in_turn_after_the_largest_start_delay() -> None:
     assert starts(finish(r, 4.2, group1)) == {}
     assert starts(r.handle(Pass(4.69, live))) == {}
     assert set(starts(r.handle(Pass(4.7, live)))) == {"d"}
+
+
+def test_reconfigure_takes_new_settings_and_keeps_what_runs_where() -> None:
+    r = three_hosts(vm("a", order=0, delay=2.0, on="h2"), vm("c", order=1, on="h2"),
+                    vm("u", priority=NONE, on="h1"), memory=8192)
+    out = r.handle(HostsFailed(1.0, frozenset({"h2"})))
+    assert set(starts(out)) == {"a"}
+    # while a starts, the operator moves it to order 5 and protects u
+    config = r.pool.with_vms([replace(r.pool.vm("a"), order=5, power=Power.HALTED,
+                                      resident=None),
+                              replace(r.pool.vm("u"), priority=RESTART, power=Power.HALTED,
+                                      resident=None)])
+    r.handle(Reconfigure(1.1, config))
+    assert r.pool.vm("a").order == 5 and r.pool.vm("u").priority is RESTART
+    assert r.pool.vm("u").resident == "h1"  # runtime state kept, not the config's
+    # a's start finishes the group it was started in: c waits for a's delay, then runs
+    assert starts(r.handle(StartFinished(1.5, "a", starts(out)["a"], ok=True))) == {}
+    assert set(starts(r.handle(Pass(3.5, ALL - {"h2"})))) == {"c"}
 
 
 def test_a_failed_start_finishes_its_group_without_delay() -> None:

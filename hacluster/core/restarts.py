@@ -41,6 +41,8 @@ Rules (spec section 9):
   ``ha_protected_vm_restart_failed`` once per episode (until it runs again);
   it is retried on every input, so it starts when capacity returns.
 * While restarts are paused (:class:`PauseRestarts`) nothing is started.
+* :class:`Reconfigure` takes the pool database's new configuration; a start
+  in flight finishes in the order group it was started in.
 """
 
 from __future__ import annotations
@@ -110,7 +112,17 @@ class PauseRestarts:
     until: float
 
 
-RestartInput = Pass | HostsFailed | StartFinished | VMExited | PauseRestarts
+@dataclass(frozen=True)
+class Reconfigure:
+    """The pool database changed: its configuration (priorities, orders, delays,
+    enabled hosts, tolerance) replaces the view's; the power state and resident
+    host of every VM stay as the executor knows them."""
+
+    now: float
+    pool: Pool
+
+
+RestartInput = Pass | HostsFailed | StartFinished | VMExited | PauseRestarts | Reconfigure
 
 
 # ---------------------------------------------------------------- outputs
@@ -193,6 +205,8 @@ class Restarter:
             self._on_vm_exited(event)
         elif isinstance(event, PauseRestarts):
             self._paused_until = event.until
+        elif isinstance(event, Reconfigure):
+            self._reconfigure(event.pool)
         self._check_tolerance(out)
         self._restart(event.now, out)
         return out
@@ -216,6 +230,12 @@ class Restarter:
             self._tries.clear()
             self._next_try.clear()
         self._live = live
+
+    def _reconfigure(self, config: Pool) -> None:
+        known = {vm.uuid: vm for vm in self._pool.vms}
+        self._pool = config.with_vms(
+            replace(vm, power=known[vm.uuid].power, resident=known[vm.uuid].resident)
+            for vm in config.vms if vm.uuid in known)
 
     def _on_hosts_failed(self, event: HostsFailed, out: list[RestartAction]) -> None:
         for host_uuid in sorted(event.hosts):
@@ -241,14 +261,16 @@ class Restarter:
         del self._starting[event.vm]
         vm = self._pool.vm(event.vm)
         ok = event.ok and event.host in self._live
-        batch = self._batches.get(vm.order)
-        if batch is not None and event.vm in batch.pending:
+        # the group it was started in (its order may have been changed since)
+        order = next((o for o, b in self._batches.items() if event.vm in b.pending), None)
+        if order is not None:
+            batch = self._batches[order]
             batch.pending.discard(event.vm)
             if ok:
                 batch.delay = max(batch.delay, vm.start_delay)
             if not batch.pending:
-                del self._batches[vm.order]
-                self._gates.append((vm.order, event.now + batch.delay))
+                del self._batches[order]
+                self._gates.append((order, event.now + batch.delay))
         if ok:
             self._pool = self._pool.with_vm(replace(vm, power=Power.RUNNING,
                                                     resident=event.host))
