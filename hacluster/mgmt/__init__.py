@@ -1,0 +1,1 @@
+"""Management plane: pool database service, API, CLI, alerts."""
