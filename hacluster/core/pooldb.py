@@ -66,14 +66,18 @@ class PoolDB:
         return tuple(m for m in self.messages if m.ref > ref)
 
 
-def apply(db: PoolDB, change: Mapping[str, Any], live: Iterable[str] | None = None) -> PoolDB:
-    """``db`` with ``change`` made, one generation higher; :class:`PoolError` if refused."""
+def apply(db: PoolDB, change: Mapping[str, Any], live: Iterable[str] | None = None,
+          replay: bool = False) -> PoolDB:
+    """``db`` with ``change`` made, one generation higher; :class:`PoolError` if refused.
+
+    ``replay`` (a change read back from the redo log, accepted when it was
+    made) skips the plan check, whose answer depends on the liveset of then."""
     op = change.get("op")
     handler = _OPS.get(op) if isinstance(op, str) else None
     if handler is None:
         raise PoolError(f"unknown change {op!r}; known: {sorted(_OPS)}")
     new = handler(db, change)
-    if op in _PLANNED:
+    if op in _PLANNED and not replay:
         _check_plan(db, new, live)
     return replace(new, generation=db.generation + 1)
 

@@ -91,7 +91,7 @@ def seal_frame(aead: ChaCha20Poly1305, challenge: bytes, direction: bytes,
     return LENGTH.pack(len(body)) + body
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
+async def read_frame(reader: asyncio.StreamReader, minimum: int = NONCE + TAG) -> bytes:
     """One frame's body; its announced length is checked before anything more is read."""
     try:
         prefix = await reader.readexactly(LENGTH.size)
@@ -100,8 +100,8 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
             raise FrameError("connection closed in the middle of a frame") from None
         raise ClosedBeforeFrame("connection closed before a frame") from None
     (length,) = LENGTH.unpack(prefix)
-    if not NONCE + TAG <= length <= MAX_FRAME:
-        raise FrameError(f"frame length {length} outside [{NONCE + TAG}, {MAX_FRAME}]")
+    if not minimum <= length <= MAX_FRAME:
+        raise FrameError(f"frame length {length} outside [{minimum}, {MAX_FRAME}]")
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError:
@@ -115,6 +115,11 @@ def open_frame(aead: ChaCha20Poly1305, challenge: bytes, direction: bytes,
         plain = aead.decrypt(body[:NONCE], body[NONCE:], challenge + direction)
     except InvalidTag:
         raise FrameError("authentication failed (wrong key, replayed or tampered)") from None
+    return decode_message(plain)
+
+
+def decode_message(plain: bytes) -> dict[str, Any]:
+    """A msgpack map with string keys, or :class:`FrameError`."""
     try:
         message = msgpack.unpackb(plain, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:

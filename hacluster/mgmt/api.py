@@ -1,0 +1,210 @@
+"""The management API: verbs over TLS, authenticated, answered by the master.
+
+Rules:
+
+* Every host serves it on its management port, over TLS with its pool-CA
+  certificate. A connection carries one request: a 4-byte length, then a
+  msgpack map ``{verb, params, flags, secret}``. The answer is zero or more
+  ``{"progress": text}`` frames, then ``{"ok": true, "result": ...}`` or
+  ``{"ok": false, "error": text}``.
+* Every call is authenticated before anything else: the pool secret
+  (compared in constant time) or a client certificate signed by the pool CA.
+  A call that is not gets a clear error and reaches no handler.
+* The call's shape is checked with the verb table (:mod:`hacluster.mgmt.verbs`)
+  on the server too. Local verbs are answered by the host reached; the others
+  by the master: a host that is not master relays the call to the one it
+  knows, once (a relayed call is never relayed again); with no master known
+  the error says so and what to do.
+* The client tries the pool's hosts in order until one answers, so any live
+  host will do; every failure becomes :class:`ApiError` saying what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ssl
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgpack
+
+from hacluster.core.pool import PoolError
+from hacluster.mgmt.tls import peer_is_pool_client
+from hacluster.mgmt.verbs import Call, UsageError, check, lookup
+from hacluster.wire.rpc import LENGTH, MAX_FRAME, FrameError, decode_message, read_frame
+
+REQUEST_DEADLINE = 10.0
+RELAY_TIMEOUT = 120.0
+
+
+class ApiError(RuntimeError):
+    """A call that did not succeed, with the reason."""
+
+
+class Unreachable(ApiError):
+    """No connection to that host: another host of the pool may answer."""
+
+
+Answer = AsyncIterator[dict[str, Any]]
+
+
+class Host(Protocol):
+    """What the API needs from the daemon it runs in."""
+
+    def is_master(self) -> bool: ...
+    def master_endpoint(self) -> tuple[str, int] | None: ...
+    def answer(self, call: Call) -> Answer: ...
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    body: bytes = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise ValueError(f"a message of {len(body)} bytes exceeds {MAX_FRAME}")
+    return LENGTH.pack(len(body)) + body
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
+    return decode_message(await read_frame(reader, minimum=1))
+
+
+@dataclass
+class Server:
+    host: Host
+    secret: bytes
+    context: ssl.SSLContext
+    client_context: ssl.SSLContext  # for relaying to the master
+    refused: int = 0
+
+    async def serve(self, address: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._connection, address, port, ssl=self.context)
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                async with asyncio.timeout(REQUEST_DEADLINE):
+                    request = await read_message(reader)
+            except (FrameError, TimeoutError, ConnectionError) as error:
+                self.refused += 1
+                with contextlib.suppress(Exception):
+                    writer.write(frame({"ok": False, "error": f"bad request: {error}"}))
+                return
+            async for answer in self._answers(request, writer):
+                writer.write(frame(answer))
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass  # the client went away
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answers(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Answer:
+        if not self._authentic(request, writer):
+            self.refused += 1
+            yield {"ok": False, "error": "authentication failed: wrong or missing pool secret "
+                   "(check hactl's secret_file) and no pool client certificate"}
+            return
+        try:
+            params = request.get("params", {})
+            flags = request.get("flags", [])
+            if not isinstance(params, dict) or not isinstance(flags, list):
+                raise UsageError("params must be a map and flags a list")
+            call = check(str(request.get("verb", "")), params, flags)
+        except UsageError as error:
+            yield {"ok": False, "error": str(error)}
+            return
+        if lookup(call.verb).local or self.host.is_master():
+            try:
+                async for answer in self.host.answer(call):
+                    yield answer
+            except (PoolError, UsageError, ApiError) as error:
+                yield {"ok": False, "error": str(error)}
+            return
+        if request.get("relayed"):
+            yield {"ok": False, "error": "this host is not the master (any more); try again"}
+            return
+        async for answer in self._relay(call):
+            yield answer
+
+    def _authentic(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        secret = request.get("secret", b"")
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if isinstance(secret, bytes) and secret and hmac.compare_digest(secret, self.secret):
+            return True
+        ssl_object = writer.get_extra_info("ssl_object")
+        return ssl_object is not None and peer_is_pool_client(ssl_object)
+
+    async def _relay(self, call: Call) -> Answer:
+        master = self.host.master_endpoint()
+        if master is None:
+            yield {"ok": False, "error": "no master right now: HA may be electing one (retry "
+                   "in a few seconds); if the master is gone for good, see the emergency "
+                   "procedures (pool-emergency-transition-to-master)"}
+            return
+        try:
+            async for answer in exchange(master, self.client_context, self.secret, call,
+                                         relayed=True):
+                yield answer
+        except ApiError as error:
+            yield {"ok": False, "error": f"the master {master[0]}:{master[1]} did not answer: "
+                   f"{error}"}
+
+
+async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: bytes,
+                   call: Call, relayed: bool = False,
+                   timeout: float = RELAY_TIMEOUT) -> Answer:
+    """Send ``call`` to one host; yield every answer frame up to the final one."""
+    address, port = endpoint
+    where = f"{address}:{port}"
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                reader, writer = await asyncio.open_connection(address, port, ssl=context)
+            except ssl.SSLCertVerificationError:
+                raise
+            except OSError as error:
+                raise Unreachable(f"{where}: {error.strerror or error}") from None
+            try:
+                writer.write(frame({**call.message(), "secret": secret, "relayed": relayed}))
+                await writer.drain()
+                while True:
+                    answer = await read_message(reader)
+                    yield answer
+                    if "progress" not in answer:
+                        return
+            finally:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+    except TimeoutError:
+        raise ApiError(f"{where}: no answer within {timeout} s") from None
+    except ssl.SSLCertVerificationError as error:
+        raise ApiError(f"{where}: its certificate is not from this pool's CA "
+                       f"({error.verify_message}); check hactl's ca file") from None
+    except FrameError as error:
+        raise ApiError(f"{where}: connection lost or malformed answer ({error})") from None
+    except (ssl.SSLError, ConnectionError) as error:
+        raise ApiError(f"{where}: {error}") from None
+
+
+async def call(endpoints: Sequence[tuple[str, int]], context: ssl.SSLContext, secret: bytes,
+               request: Call, progress: Callable[[str], None] = lambda _: None) -> Any:
+    """The result of ``request`` from the first host that answers; :class:`ApiError` if none."""
+    errors: list[str] = []
+    for endpoint in endpoints:
+        try:
+            async for answer in exchange(endpoint, context, secret, request):
+                if "progress" in answer:
+                    progress(str(answer["progress"]))
+                elif answer.get("ok"):
+                    return answer.get("result")
+                else:
+                    raise ApiError(str(answer.get("error", "failed without a reason")))
+        except Unreachable as error:
+            errors.append(str(error))
+    raise ApiError("no host of the pool answered: " + "; ".join(errors))

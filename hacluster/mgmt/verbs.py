@@ -1,0 +1,141 @@
+"""The management verbs (xe names, spec section 10) and their parameters.
+
+Rules:
+
+* One table serves the CLI (parsing, help, completion) and the API server
+  (which checks every request again: a client is never trusted).
+* A call is ``verb key=value ... [--flag]``, as xe writes it. A key ending in
+  ``:`` in the table is a map prefix (``ha-config:timeout=30``,
+  ``other-config:mail-destination=...``). A key may appear once.
+* Anything else is refused with :class:`UsageError` naming the verb, the
+  offending word and what is accepted; nothing is sent and nothing changes.
+* ``local`` verbs act on the host that receives them (the emergency
+  procedures work without a master); the others run on the master, and a
+  host that is not master forwards them there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+class UsageError(ValueError):
+    """A call that is not well formed, with what is accepted."""
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    summary: str
+    params: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    local: bool = False
+    changes: bool = False  # writes the pool database
+
+    def accepts(self, key: str) -> bool:
+        return key in self.params or any(
+            p.endswith(":") and key.startswith(p) and len(key) > len(p) for p in self.params)
+
+
+POOL_SETTABLE = ("name-label", "ha-host-failures-to-tolerate", "ha-allow-overcommit",
+                 "ha-reboot-vm-on-internal-shutdown", "other-config:")
+VM_SETTABLE = ("name-label", "ha-restart-priority", "order", "start-delay")
+
+_TABLE = (
+    Verb("status", "the pool at a glance: hosts, liveset, master, plan, VMs, memory"),
+    Verb("pool-list", "the pool's record", ("params",)),
+    Verb("pool-param-get", "one pool parameter", ("uuid", "param-name", "param-key"),
+         ("param-name",)),
+    Verb("pool-param-set", "set pool parameters", ("uuid", *POOL_SETTABLE), changes=True),
+    Verb("pool-ha-enable", "arm HA on every host: all hosts must be live",
+         ("heartbeat-sr-uuid", "ha-config:"), changes=True),
+    Verb("pool-ha-disable", "disarm HA on every host (VMs keep running)", changes=True),
+    Verb("pool-ha-compute-max-host-failures-to-tolerate",
+         "how many host failures the current VMs survive"),
+    Verb("host-list", "every host", ("params", "uuid", "name-label")),
+    Verb("host-param-get", "one host parameter", ("uuid", "param-name"),
+         ("uuid", "param-name")),
+    Verb("host-disable", "take a host out of placement (HA will not restart VMs on it)",
+         ("uuid",), ("uuid",), changes=True),
+    Verb("host-enable", "put a host back into placement", ("uuid",), ("uuid",), changes=True),
+    Verb("host-evacuate", "restart a host's VMs on the others, then leave it empty",
+         ("uuid",), ("uuid",), changes=True),
+    Verb("host-shutdown", "clean shutdown: the host disarms, marks itself excluded and stops",
+         ("uuid",), ("uuid",), changes=True),
+    Verb("vm-list", "every VM", ("params", "uuid", "name-label", "ha-restart-priority")),
+    Verb("vm-param-get", "one VM parameter", ("uuid", "param-name"), ("uuid", "param-name")),
+    Verb("vm-param-set", "set VM parameters (removing protection keeps the order)",
+         ("uuid", *VM_SETTABLE), ("uuid",), changes=True),
+    Verb("diagnostic-vm-status", "can this VM be restarted elsewhere, and if not why",
+         ("uuid",), ("uuid",)),
+    Verb("message-list", "the pool's alerts, oldest first", ("name", "obj-uuid", "since")),
+    Verb("host-emergency-ha-disable", "on this host: disarm HA, stop it, mark it excluded",
+         flags=("--force",), local=True),
+    Verb("pool-emergency-transition-to-master", "make this host the master (HA off)",
+         ("uuid",), local=True),
+    Verb("pool-emergency-reset-master", "tell this host where the master is (HA off)",
+         ("master-address",), ("master-address",), local=True),
+)
+VERBS: Mapping[str, Verb] = {verb.name: verb for verb in _TABLE}
+
+
+@dataclass(frozen=True)
+class Call:
+    verb: str
+    params: dict[str, str] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+
+    def message(self) -> dict[str, object]:
+        return {"verb": self.verb, "params": dict(self.params), "flags": list(self.flags)}
+
+
+def lookup(name: str) -> Verb:
+    verb = VERBS.get(name)
+    if verb is None:
+        near = [v for v in VERBS if v.split("-")[0] == name.split("-")[0]] or sorted(VERBS)
+        raise UsageError(f"unknown verb {name!r}; did you mean one of: {', '.join(near)}")
+    return verb
+
+
+def parse(words: Sequence[str]) -> Call:
+    """``verb key=value ... --flag`` as typed on the command line."""
+    if not words:
+        raise UsageError("no verb given; try 'hactl help'")
+    verb = lookup(words[0])
+    params: dict[str, str] = {}
+    flags: list[str] = []
+    for word in words[1:]:
+        if word.startswith("--"):
+            flags.append(word)
+            continue
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{verb.name}: expected key=value, got {word!r} "
+                             f"(write key= for an empty value)")
+        if key in params:
+            raise UsageError(f"{verb.name}: {key} given twice")
+        params[key] = value
+    return check(verb.name, params, flags)
+
+
+def check(name: str, params: Mapping[str, object], flags: Sequence[object]) -> Call:
+    """Validate a call's shape (the server runs this on every request)."""
+    verb = lookup(name)
+    for key, value in params.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise UsageError(f"{verb.name}: parameters are text key=value pairs")
+        if not verb.accepts(key):
+            accepted = ", ".join(p + ("KEY" if p.endswith(":") else "")
+                                 for p in verb.params) or "none"
+            raise UsageError(f"{verb.name}: unknown parameter {key!r}; accepted: {accepted}")
+    for flag in flags:
+        if flag not in verb.flags:
+            raise UsageError(f"{verb.name}: unknown flag {flag!r}; accepted: "
+                             f"{', '.join(verb.flags) or 'none'}")
+    missing = [key for key in verb.required if key not in params]
+    if missing:
+        raise UsageError(f"{verb.name}: missing {', '.join(k + '=...' for k in missing)}")
+    return Call(verb.name, {str(k): str(v) for k, v in params.items()},
+                tuple(str(f) for f in flags))
