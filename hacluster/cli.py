@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--networks", type=_positive_int, default=1,
                     help="heartbeat networks per host (local: 2 adds IPv6 loopback)")
     up.add_argument("--pool", help="a pool file of the VMs to protect (default: demo VMs)")
+    up.add_argument("--ha-off", action="store_true",
+                    help="start the hosts with HA disabled (enable it with hactl)")
     verbs.add_parser("status", help="every host's status")
     verbs.add_parser("events", help="every host's events, merged in time order")
     verbs.add_parser("down", help="stop every host and forget the lab")

@@ -174,6 +174,11 @@ class HostCore:
     def armed(self) -> bool:
         return self.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
 
+    @property
+    def master_hint(self) -> int | None:
+        """The host this node grants the master lock to: the master, once settled."""
+        return self._grant
+
     def handle(self, event: Input) -> list[Output]:
         """Consume one input; return the outputs, ending with a :class:`Wakeup`."""
         if self.phase in (Phase.FENCED, Phase.EXCLUDED):

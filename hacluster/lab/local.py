@@ -8,7 +8,12 @@ Rules:
 * Every node runs in its own session, so ``kill`` takes the daemon and all it
   started (SIGKILL to the group) and its watchdog lives on to report it.
 * ``up`` formats the SR with a fresh generation and starts every node armed
-  (the HA enable); ``restart`` starts one node joining, as after a fence.
+  (the HA enable), or with ``ha_off`` leaves HA disabled for the operator to
+  enable (``hactl pool-ha-enable``); ``restart`` starts one node joining, as
+  after a fence.
+* Every lab is a managed pool: a pool CA and a certificate per host
+  (``tls/``), a pool secret, the management API on ``base_port + 2000`` and
+  ``hactl.toml`` in the lab directory (``hactl --config DIR/hactl.toml ...``).
 * Network faults need network namespaces: this backend refuses them clearly.
 * Every lab protects VMs (:mod:`hacluster.lab.workloads`): the pool file is
   written and checked first, and each node runs its VMs as guest programs.
@@ -20,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,9 +37,12 @@ from typing import Any
 
 from hacluster.core.pool import PoolError
 from hacluster.lab.workloads import VM_SR, write_pool
+from hacluster.mgmt.tls import CertFiles, create_pool_ca, issue_certificate
 from hacluster.node.daemon import query_status
 from hacluster.storage.sr import BLOCK, PoolState, format_sr
 from hacluster.wire.codec import new_pool_key
+
+METADATA = BLOCK * 2048  # 8 MiB: the redo log of the pool database (sparse)
 
 
 class LabError(RuntimeError):
@@ -87,7 +96,7 @@ class LocalLab:
 
     # ------------------------------------------------------------ lifecycle
     def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
-           mode: str = "statefile", pool: Path | None = None) -> None:
+           mode: str = "statefile", pool: Path | None = None, ha_off: bool = False) -> None:
         if not 1 <= hosts <= 250:
             raise LabError(f"the {self.backend} backend runs 1 to 250 hosts, not {hosts}")
         if self.meta.exists():
@@ -101,15 +110,18 @@ class LocalLab:
         (self.root / "pool.key").write_text(key.hex() + "\n")
         (self.root / "pool.key").chmod(0o600)
         generation = random.SystemRandom().getrandbits(63)
-        format_sr(self.root / "heartbeat.sr", hosts, key, generation, metadata=BLOCK * 256,
-                  state=PoolState.ACTIVE)
+        format_sr(self.root / "heartbeat.sr", hosts, key, generation, metadata=METADATA,
+                  state=PoolState.INIT if ha_off else PoolState.ACTIVE)
+        (self.root / "pool.secret").write_text(secrets.token_hex(32) + "\n")
+        (self.root / "pool.secret").chmod(0o600)
+        create_pool_ca(self.root / "tls", "lab")
         self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation,
                    "backend": self.backend})
         try:
             self.prepare(hosts)
             self._configure(hosts, timeout, base_port, networks, mode)
             for index in range(hosts):
-                self.start(index, armed=True)
+                self.start(index, armed=not ha_off)
         except BaseException:
             self.down()
             raise
@@ -118,9 +130,17 @@ class LocalLab:
                    mode: str) -> None:
         addresses = [[self.address(i, base_port, n) for n in range(networks)]
                      for i in range(hosts)]
+        mgmt_port = base_port + 2000
+        ca = CertFiles(self.root / "tls" / "ca.pem", self.root / "tls" / "ca.key")
+        servers = [f"{a[0].rpartition(':')[0]}:{mgmt_port}" for a in addresses]
+        (self.root / "hactl.toml").write_text(
+            f"servers = {json.dumps(servers)}\n"
+            'ca = "tls/ca.pem"\nsecret_file = "pool.secret"\n')
         for index in range(hosts):
             directory = self.host_dir(index)
             directory.mkdir(exist_ok=True)
+            issue_certificate(ca, directory, "host",
+                              [a.rpartition(":")[0].strip("[]") for a in addresses[index]])
             (directory / "node.toml").write_text(
                 f"index = {index}\n"
                 f"hosts = {json.dumps(addresses)}\n"
@@ -133,6 +153,9 @@ class LocalLab:
                 f'pool = "../pool.toml"\n'
                 f"agent_port = {base_port + 1000}\n"
                 f'vm_dir = "../{VM_SR}"\n'
+                f"mgmt_port = {mgmt_port}\n"
+                'tls_cert = "host.pem"\ntls_key = "host.key"\nca = "../tls/ca.pem"\n'
+                'secret_file = "../pool.secret"\n'
             )
 
     def start(self, index: int, armed: bool) -> int:

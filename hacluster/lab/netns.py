@@ -82,6 +82,8 @@ class NetnsLab(LocalLab):
         bridge = self.bridge()
         sh("ip", "link", "add", bridge, "type", "bridge")
         sh("ip", "link", "set", bridge, "up")
+        # the operator's side: hactl in the root namespace reaches every host
+        sh("ip", "addr", "add", f"10.77.{self.lab_id}.254/24", "dev", bridge)
         for index in range(hosts):
             ns, outside = self.ns(index), f"{self.ns(index)}v"
             sh("ip", "netns", "add", ns)

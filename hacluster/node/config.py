@@ -7,7 +7,9 @@ brackets); every host of the pool is listed in index order, this node's own
 network (every host on the same number of networks); the pool key file holds
 32 bytes (raw or hex). With a ``pool`` file (the VMs HA protects) the node
 also needs ``agent_port`` (the TCP port of every host's agent) and ``vm_dir``
-(the shared directory holding the guests' disks).
+(the shared directory holding the guests' disks), and may serve the management
+API: ``mgmt_port`` with ``tls_cert``, ``tls_key``, ``ca`` (the pool CA) and
+``secret_file`` (the pool secret operators' tools present), all or none.
 """
 
 from __future__ import annotations
@@ -51,6 +53,44 @@ class Address:
 
 
 @dataclass(frozen=True)
+class Management:
+    port: int
+    cert: Path
+    key: Path
+    ca: Path
+    secret: bytes
+
+
+MGMT_FIELDS = ("mgmt_port", "tls_cert", "tls_key", "ca", "secret_file")
+
+
+def _management(table: dict[str, Any], base: Path, where: str) -> Management | None:
+    given = [name for name in MGMT_FIELDS if name in table]
+    if not given:
+        return None
+    if len(given) != len(MGMT_FIELDS):
+        missing = [name for name in MGMT_FIELDS if name not in table]
+        raise ConfigError(f"{where}: the management API needs {list(MGMT_FIELDS)}; "
+                          f"missing {missing}")
+    port = _need(table, "mgmt_port", int, where)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where}: mgmt_port must be 1..65535, got {port}")
+    secret_path = base / _need(table, "secret_file", str, where)
+    try:
+        secret = secret_path.read_bytes().strip()
+    except OSError as error:
+        raise ConfigError(f"{where}: secret_file {secret_path}: {error.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{where}: secret_file {secret_path} must hold at least 16 bytes")
+    paths = [base / _need(table, name, str, where) for name in ("tls_cert", "tls_key", "ca")]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"{where}: {path} does not exist (create the pool CA and "
+                              "this host's certificate first)")
+    return Management(port, paths[0], paths[1], paths[2], secret)
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     index: int
     hosts: tuple[tuple[Address, ...], ...]  # per host, one address per network
@@ -63,6 +103,7 @@ class NodeConfig:
     pool: PoolFile | None = None  # the pool file: the VMs this pool protects
     agent_port: int = 0  # TCP port of every host's agent (with ``pool``)
     vm_dir: Path | None = None  # the shared VM SR: guests' disks
+    mgmt: Management | None = None  # the management API, with ``pool``
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -111,7 +152,7 @@ def load(path: str | Path) -> NodeConfig:
     where = str(path)
     table = read_toml(path, ConfigError)
     known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
-             "pool", "agent_port", "vm_dir"}
+             "pool", "agent_port", "vm_dir", *MGMT_FIELDS}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -137,6 +178,8 @@ def load(path: str | Path) -> NodeConfig:
     base = Path(path).parent
     log = table.get("log")
     pool = table.get("pool")
+    if pool is None and any(name in table for name in MGMT_FIELDS):
+        raise ConfigError(f"{where}: the management API needs a 'pool' file")
     if pool is not None:
         if not isinstance(pool, str):
             raise ConfigError(f"{where}: field 'pool' must be a path string, got {pool!r}")
@@ -163,4 +206,5 @@ def load(path: str | Path) -> NodeConfig:
         pool=pool_file if pool is not None else None,
         agent_port=agent_port if pool is not None else 0,
         vm_dir=vm_dir if pool is not None else None,
+        mgmt=_management(table, base, where) if pool is not None else None,
     )

@@ -67,10 +67,20 @@ from hacluster.core.events import (
 )
 from hacluster.core.messages import Report
 from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.timing import Timing
 from hacluster.node.agent import Agent
 from hacluster.node.config import NodeConfig
-from hacluster.node.master import Agents, MasterDuties, guest_command
-from hacluster.storage.sr import BlockDevice, GlobalBlock, decode_slot, encode_slot, slot_offset
+from hacluster.node.master import MasterDuties
+from hacluster.node.plane import Plane
+from hacluster.storage.sr import (
+    EMPTY_BLOCK,
+    BlockDevice,
+    GlobalBlock,
+    PoolState,
+    decode_slot,
+    encode_slot,
+    slot_offset,
+)
 from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
 from hacluster.wire.codec import DecodeError, Sealer
@@ -101,9 +111,19 @@ class Storage:
         self.config = config
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
         self.busy: concurrent.futures.Future[Any] | None = None
+        self.deadline = config.timing.io_deadline
 
-    def generation(self) -> int:
-        return GlobalBlock.decode(self.device.read(0), self.config.key).generation
+    def header(self) -> GlobalBlock:
+        return GlobalBlock.decode(self.device.read(0), self.config.key)
+
+    def write_header(self, generation: int, active: bool) -> None:
+        """HA enable (a fresh generation, empty slots) or disable (the pool invalid)."""
+        hosts = len(self.config.hosts)
+        if active:
+            for index in range(hosts):
+                self.device.write(slot_offset(index), EMPTY_BLOCK)
+        state = PoolState.ACTIVE if active else PoolState.INVALID
+        self.device.write(0, GlobalBlock(generation, state, None, hosts).encode(self.config.key))
 
     def _write(self, report: Report) -> None:
         self.device.write(slot_offset(report.sender), encode_slot(self.sealer, report))
@@ -117,8 +137,7 @@ class Storage:
             return False, None, "volume hung: previous request still in flight"
         self.busy = self.pool.submit(job)
         try:
-            value = await asyncio.wait_for(asyncio.wrap_future(self.busy),
-                                           self.config.timing.io_deadline)
+            value = await asyncio.wait_for(asyncio.wrap_future(self.busy), self.deadline)
         except TimeoutError:
             return False, None, "I/O deadline exceeded"
         except OSError as error:
@@ -183,7 +202,9 @@ class Node:
         self.exit_code: asyncio.Future[int] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._io: asyncio.Queue[WriteSlot | ReadSlots] = asyncio.Queue()
-        self.core: HostCore
+        self.core: HostCore | None = None  # None while HA is off on this host
+        self.timing = config.timing
+        self.leaving = False  # a Disarmed output ends the daemon (else: back to HA off)
         self.transports: list[asyncio.DatagramTransport] = []
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.systemd = SystemdNotifier()
@@ -192,17 +213,15 @@ class Node:
         self.agent = Agent(self.driver)
         self.duties: MasterDuties | None = None
         self._duties_task: asyncio.Task[None] | None = None
+        self.plane = Plane(self) if config.mgmt is not None and config.pool is not None \
+            else None
 
     async def run(self) -> int:
         config = self.config
-        generation = self.storage.generation()
-        hosts = frozenset(range(len(config.hosts)))
-        self.core = HostCore(CoreConfig(config.timing, len(config.hosts), generation, config.mode),
-                             config.index, self.boot, self.loop.time(),
-                             liveset=hosts if self.armed_at_start else None)
-        self.log.write("start", boot=self.boot, generation=generation,
-                       armed=self.armed_at_start, direct_io=self.storage.device.direct,
-                       timeout=config.timing.T, address=str(config.address))
+        header = self.storage.header()
+        self.log.write("start", boot=self.boot, generation=header.generation,
+                       state=header.state.name, armed=self.armed_at_start,
+                       direct_io=self.storage.device.direct, address=str(config.address))
         if not self.storage.device.direct:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
         self.transports = []
@@ -217,65 +236,98 @@ class Node:
             [sys.executable, "-m", "hacluster.node.watchdog", "--group", str(os.getpgrp()),
              *(["--log", str(config.log)] if config.log else [])],
             stdin=subprocess.PIPE, start_new_session=True)
-        agent_server = await self._start_workloads()
+        servers = []
+        if self.pool_file is not None:
+            servers.append(await rpc.serve(config.address.host, config.agent_port, config.key,
+                                           self._agent_request, self.agent.stats))
+        if self.plane is not None:
+            servers.append(await self.plane.start())
         server = await asyncio.start_unix_server(self._status, path=str(config.status_socket))
-        self.loop.add_signal_handler(signal.SIGTERM, lambda: self.feed(Shutdown(self.loop.time())))
+        self.loop.add_signal_handler(signal.SIGTERM, self.leave)
         io_task = asyncio.create_task(self._storage_worker())
+        if header.state is PoolState.ACTIVE or self.plane is None:
+            timeout = self.plane.pool_timeout() if self.plane is not None else None
+            await self.arm(header.generation, timeout, self.armed_at_start, {})
+        else:
+            self.log.write("ha-off", state=header.state.name)
+            if self.plane is not None:
+                await self.plane.ha_off()
         self.systemd.notify(b"READY=1")
-        self.feed(Tick(self.loop.time()))
         try:
             return await self.exit_code
         finally:
             io_task.cancel()
             self._stop_duties()
             self.driver.kill_all()
-            if agent_server is not None:
-                agent_server.close()
+            for each in servers:
+                each.close()
             server.close()
             for transport in self.transports:
                 transport.close()
             with contextlib.suppress(OSError):
                 config.status_socket.unlink()
 
+    # ------------------------------------------------------------ HA on and off
+    async def arm(self, generation: int, timeout: float | None, armed: bool,
+                  start: dict[str, list[str]]) -> None:
+        """Run the liveness core: armed with the whole pool (HA enable), else joining.
+
+        ``start``: this host's VMs to start first (vm uuid -> command)."""
+        if self.core is not None:
+            raise RuntimeError(f"HA is already running on host {self.config.index}")
+        if timeout is not None and timeout != self.timing.T:
+            self.timing = Timing.derive(timeout)
+            self.storage.deadline = self.timing.io_deadline
+        hosts = frozenset(range(len(self.config.hosts)))
+        self.leaving = False
+        for vm, command in start.items():
+            if vm in self.driver.running():
+                continue
+            answer = await self.agent.handle({"op": "start", "vm": vm, "command": command})
+            self.log.write("vm-started" if answer["ok"] else "vm-start-failed", vm=vm,
+                           on=self.config.index, why="HA enable",
+                           error=answer.get("error", ""))
+        self.core = HostCore(
+            CoreConfig(self.timing, len(hosts), generation, self.config.mode),
+            self.config.index, self.boot, self.loop.time(), liveset=hosts if armed else None)
+        self.log.write("ha-on", generation=generation, armed=armed, timeout=self.timing.T)
+        self.feed(Tick(self.loop.time()))
+
+    def disarm(self, leaving: bool) -> None:
+        """A clean stop of HA here: announced excluded, never treated as a failure."""
+        self.leaving = leaving
+        if self.core is None:
+            if leaving:
+                self.driver.kill_all()
+                self.exit_code.set_result(0)
+            return
+        self.feed(Shutdown(self.loop.time()))
+
+    def leave(self) -> None:
+        self.disarm(leaving=True)
+
     # ------------------------------------------------------------ workloads
     def host_uuid(self, index: int) -> str:
         assert self.pool_file is not None
         return self.pool_file.pool.hosts[index].uuid
 
-    async def _start_workloads(self) -> asyncio.Server | None:
-        """Start this host's VMs (at HA enable) and open the agent; None without a pool."""
-        config, pool_file = self.config, self.pool_file
-        if pool_file is None or config.vm_dir is None:
+    def live_hosts(self) -> frozenset[str] | None:
+        if self.core is None or not self.core.armed:
             return None
-        me = pool_file.pool.hosts[config.index]
-        if self.armed_at_start:
-            for vm in pool_file.pool.resident_on(me.uuid):
-                command = pool_file.commands.get(vm.uuid) or guest_command(
-                    config.vm_dir, vm.uuid, me.name)
-                answer = await self.agent.handle({"op": "start", "vm": vm.uuid,
-                                                  "command": command})
-                self.log.write("vm-started" if answer["ok"] else "vm-start-failed", vm=vm.uuid,
-                               on=me.uuid, why="HA enable", error=answer.get("error", ""))
-        return await rpc.serve(config.address.host, config.agent_port, config.key,
-                               self._agent_request, self.agent.stats)
+        return frozenset(self.host_uuid(i) for i in self.core.liveset or ())
 
     async def _agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        if request.get("op") == "start" and not self.core.armed:
-            return {"ok": False, "error": f"host {self.config.index} is not armed "
-                    f"({self.core.phase.name}): it runs no VM"}
+        if request.get("op") == "start" and (self.core is None or not self.core.armed):
+            return {"ok": False, "error": f"host {self.config.index} is not armed: "
+                    "it runs no VM for HA"}
+        if self.plane is not None and request.get("op") in self.plane.AGENT_OPS:
+            return await self.plane.agent_request(request)
         return await self.agent.handle(request)
 
     def _start_duties(self) -> None:
-        if self.pool_file is None or self.config.vm_dir is None or self.duties is not None:
+        if self.plane is None or self.config.vm_dir is None or self.duties is not None:
             return
-        hosts = self.pool_file.pool.hosts
-        agents = Agents({h.uuid: (self.config.hosts[i][0].host, self.config.agent_port)
-                         for i, h in enumerate(hosts)}, self.config.key)
-        self.duties = MasterDuties(
-            self.pool_file, agents, self.config.vm_dir, self.config.timing.t1,
-            self.log.write,
-            lambda: frozenset(self.host_uuid(i) for i in self.core.liveset or ()),
-            self.loop.time)
+        self.duties = self.plane.duties(self.timing.t1)
         self._duties_task = asyncio.create_task(self.duties.run())
 
     def _stop_duties(self) -> None:
@@ -285,7 +337,7 @@ class Node:
 
     # ------------------------------------------------------------ core driving
     def feed(self, event: Input) -> None:
-        if self.exit_code.done():
+        if self.exit_code.done() or self.core is None:
             return
         for out in self.core.handle(event):
             self._carry_out(out)
@@ -299,10 +351,7 @@ class Node:
             self._watchdog(f"pet {out.which.value} {out.timeout}")
             self.systemd.notify(b"WATCHDOG=1")
         elif isinstance(out, Disarmed):
-            self.driver.kill_all()
-            self._watchdog("disarm")
-            self.log.write("disarmed", reason=out.reason)
-            self.exit_code.set_result(0)
+            self._disarmed(out.reason)
         elif isinstance(out, Fence):
             self._fence(out.reason)
         elif isinstance(out, LivesetCommitted):
@@ -311,10 +360,13 @@ class Node:
                 self.duties.hosts_failed(frozenset(self.host_uuid(i) for i in out.removed))
         elif isinstance(out, MasterGained):
             self.log.write("master", gained=True)
-            self._start_duties()
+            if self.plane is not None:
+                self.plane.master_gained()
         elif isinstance(out, MasterLost):
             self.log.write("master", gained=False, reason=out.reason)
             self._stop_duties()
+            if self.plane is not None:
+                self.plane.master_lost()
         elif isinstance(out, PhaseChanged):
             self.log.write("phase", old=out.old.name, new=out.new.name, why=out.why)
         elif isinstance(out, Suspect):
@@ -324,6 +376,19 @@ class Node:
                 self._timer.cancel()
             if out.at != float("inf"):
                 self._timer = self.loop.call_at(out.at, lambda: self.feed(Tick(self.loop.time())))
+
+    def _disarmed(self, reason: str) -> None:
+        self._watchdog("disarm")
+        self.log.write("disarmed", reason=reason)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._stop_duties()
+        if self.leaving or self.plane is None:
+            self.driver.kill_all()
+            self.exit_code.set_result(0)
+            return
+        self.core = None  # HA off here; the VMs keep running
+        self.loop.create_task(self.plane.ha_off())
 
     def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
         """Send on every heartbeat network: the copies after the first are stale."""
@@ -338,6 +403,7 @@ class Node:
                 self.watchdog.stdin.flush()
 
     def _fence(self, reason: str) -> None:
+        assert self.core is not None
         self.log.write("fence", sync=True, reason=reason)
         self._stop_duties()
         self.driver.kill_all()  # its VMs die before its last words say it fenced
@@ -346,7 +412,7 @@ class Node:
             others = frozenset(range(len(self.config.hosts))) - {self.config.index}
             self._broadcast(self.sealer.seal(last_words), others)
             self.storage.pool.submit(self.storage._write, last_words).result(
-                timeout=self.config.timing.io_deadline)
+                timeout=self.timing.io_deadline)
         self._watchdog("disarm")
         self.exit_code.set_result(FENCED_EXIT)
 
@@ -363,13 +429,25 @@ class Node:
     # ------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         core = self.core
-        t = core.now
-        return {
+        common = {
             "host": self.config.index,
             "address": str(self.config.address),
             "networks": [str(a) for a in self.config.addresses],
             "received_per_network": self.received,
             "boot": self.boot,
+            "timeout": self.timing.T,
+            "vms": sorted(self.driver.running()),
+            "dropped": {"bad_packets": self.bad_packets},
+            **({"pool": self.duties.status()} if self.duties is not None else {}),
+            **(self.plane.status() if self.plane is not None else {}),
+        }
+        if core is None:
+            return {**common, "phase": "HA_OFF", "armed": False, "master": False,
+                    "liveset": [], "hbdomain": [], "sfdomain": [], "rule2": False,
+                    "last_beat_age": {}, "last_bad_packet": self.last_bad_packet}
+        t = core.now
+        return {
+            **common,
             "phase": core.phase.name,
             "armed": core.armed,
             "master": core.is_master,
@@ -383,9 +461,6 @@ class Node:
             },
             "dropped": {**core.counters.__dict__, "bad_packets": self.bad_packets},
             "last_bad_packet": self.last_bad_packet,
-            "timeout": self.config.timing.T,
-            "vms": sorted(self.driver.running()),
-            **({"pool": self.duties.status()} if self.duties is not None else {}),
         }
 
     async def _status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

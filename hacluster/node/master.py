@@ -9,7 +9,7 @@ Rules:
   VMs exited, and feeds what changed to the restart executor
   (:mod:`hacluster.core.restarts`), whose StartVM it carries out through the
   target host's agent.
-* Taking over (spec section 7): the pool view starts from the pool file, then
+* Taking over (spec section 7): the pool view starts from the pool database, then
   what the hosts report wins. A VM reported running is running there; a VM the
   view places on a live host that answered without it has crashed; a VM on a
   host outside the liveset is on a failed host. A live host that does not
@@ -18,7 +18,10 @@ Rules:
   as finished only when that host answers a list (running there or not), or
   leaves the liveset.
 * The recovery plan is recomputed whenever the pool view or the liveset
-  changes, and logged (with an alert) when its answer changes.
+  changes, and logged (with an alert) when its answer changes. Alerts go to
+  the ``alert`` callback (stored as pool messages, e-mailed).
+* A change of the pool database reaches the executor as
+  :class:`~hacluster.core.restarts.Reconfigure` (through :meth:`feed`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,12 +49,11 @@ from hacluster.core.restarts import (
     StartVM,
     VMExited,
 )
-from hacluster.model.poolfile import PoolFile
+from hacluster.mgmt.database import Database
 from hacluster.wire import rpc
 
 LIST_TIMEOUT = 2.0
 START_TIMEOUT = 15.0
-KEEP_ALERTS = 50
 
 
 def guest_command(vm_dir: Path, vm: str, host: str) -> list[str]:
@@ -74,10 +75,11 @@ class Agents:
 
 
 class MasterDuties:
-    def __init__(self, pool_file: PoolFile, agents: Agents, vm_dir: Path, interval: float,
+    def __init__(self, database: Database, agents: Agents, vm_dir: Path, interval: float,
                  log: Callable[..., None], live_hosts: Callable[[], frozenset[str]],
-                 clock: Callable[[], float]) -> None:
-        self.pool_file = pool_file
+                 clock: Callable[[], float], alert: Callable[[str, str, str], None]) -> None:
+        self.database = database
+        self.alert = alert
         self.agents = agents
         self.vm_dir = vm_dir
         self.interval = interval
@@ -88,7 +90,6 @@ class MasterDuties:
         self.failed: set[str] = set()
         self.cursor: dict[str, int] = {}
         self.unsure: dict[str, str] = {}  # vm -> host whose start outcome is unknown
-        self.alerts: list[dict[str, Any]] = []
         self.plan: dict[str, Any] = {}
         self._plan_key: object = None
         self._wake = asyncio.Event()
@@ -137,7 +138,7 @@ class MasterDuties:
                 for h, a in zip(hosts, answers, strict=True)}
 
     def _take_over(self, live: frozenset[str], reports: dict[str, dict[str, Any] | None]) -> None:
-        pool = self.pool_file.pool
+        pool = self.database.db.pool
         observed = {vm: host for host, report in reports.items() if report
                     for vm in report["running"]}
         crashed = [vm for vm in pool.vms
@@ -175,6 +176,11 @@ class MasterDuties:
                          returncode=exit_["returncode"])
                 self._feed(VMExited(self.clock(), exit_["vm"], host, internal))
 
+    def feed(self, event: RestartInput) -> None:
+        """An input for the executor (ignored until the pass that takes over)."""
+        if self.restarter is not None:
+            self._feed(event)
+
     def _feed(self, event: RestartInput) -> None:
         assert self.restarter is not None
         for action in self.restarter.handle(event):
@@ -191,12 +197,11 @@ class MasterDuties:
             self._alert(action.name, action.obj, action.body)
 
     def _alert(self, name: str, obj: str, body: str) -> None:
-        record = {"time": round(time.time(), 3), "name": name, "obj": obj, "body": body}
-        self.alerts = [*self.alerts[-(KEEP_ALERTS - 1):], record]
         self.log("alert", name=name, obj=obj, body=body)
+        self.alert(name, obj, body)
 
     async def _start(self, vm: str, host: str) -> None:
-        command = self.pool_file.commands.get(vm) or guest_command(
+        command = list(self.database.db.commands.get(vm, ())) or guest_command(
             self.vm_dir, vm, self._host_name(host))
         self.log("vm-start", vm=vm, on=host)
         try:
@@ -233,7 +238,7 @@ class MasterDuties:
 
     @property
     def pool(self) -> Pool:
-        return self.restarter.pool if self.restarter is not None else self.pool_file.pool
+        return self.restarter.pool if self.restarter is not None else self.database.db.pool
 
     def _host_name(self, uuid: str) -> str:
         return self.pool.host(uuid).name
@@ -243,5 +248,6 @@ class MasterDuties:
             "running": {vm.uuid: vm.resident for vm in self.pool.vms if vm.resident},
             "halted": sorted(vm.uuid for vm in self.pool.vms if vm.power is Power.HALTED),
             "plan": self.plan,
-            "alerts": self.alerts[-10:],
+            "alerts": [{"time": m.time, "name": m.name, "obj": m.obj, "body": m.body}
+                       for m in self.database.db.messages[-10:]],
         }

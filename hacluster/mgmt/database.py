@@ -1,0 +1,163 @@
+"""The master's pool database service: durable changes, and loading the newest copy.
+
+Rules (spec section 7):
+
+* A change is acknowledged (``commit`` returns) only after it is in the redo
+  log on the heartbeat SR's metadata region *and* in this host's local
+  backup; a refused change raises :class:`PoolError` and writes nothing.
+* Changes are committed one at a time, in order; the redo log gets the
+  change itself (a delta), rolling over to a fresh snapshot when its half is
+  full, so a change is written once whatever the database's size.
+* Loading (a new master) takes the copy with the highest generation among
+  the redo log, the local backup and any backups handed in (other hosts');
+  a copy that does not decode is skipped with a note, never trusted. If the
+  winner is not the redo log's, a snapshot of it is written there first, so
+  the log always holds the newest state before anything new is acknowledged.
+  With no copy anywhere, the database is seeded from the pool file.
+* Blocking I/O runs in one thread of its own (not the heartbeat I/O thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+
+from hacluster.core.pool import PoolError
+from hacluster.core.pooldb import PoolDB, apply
+from hacluster.model.pooldata import from_data, to_data
+from hacluster.storage.redolog import RecordCorrupt, RedoLog, load_backup, save_backup
+from hacluster.storage.sr import BLOCK, HEARTBEAT_REGION, BlockDevice
+
+T = TypeVar("T")
+
+
+def pack(value: Any) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def snapshot_bytes(db: PoolDB) -> bytes:
+    return pack(to_data(db))
+
+
+def from_snapshot(payload: bytes) -> PoolDB:
+    try:
+        return from_data(unpack(payload))
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
+        raise PoolError(f"database snapshot does not decode: {error}") from None
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One candidate copy of the database and where it came from."""
+
+    source: str
+    db: PoolDB
+
+
+class Database:
+    def __init__(self, db: PoolDB, redo: RedoLog, backup: Path, key: bytes,
+                 io: concurrent.futures.ThreadPoolExecutor) -> None:
+        self.db = db
+        self.redo = redo
+        self.backup = backup
+        self.key = key
+        self.io = io
+        self.lock = asyncio.Lock()
+        self.notes: list[str] = []
+        self.listeners: list[Callable[[PoolDB], None]] = []
+        self.device: BlockDevice | None = None  # closed with the database
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    async def open(cls, sr: Path, backup: Path, key: bytes, seed: PoolDB,
+                   others: Iterable[tuple[str, bytes]] = ()) -> Database:
+        """The newest copy among the SR's redo log, ``backup`` and ``others``."""
+        io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pooldb")
+        device = BlockDevice(sr)
+        size = os.lseek(device.fd, 0, os.SEEK_END) - HEARTBEAT_REGION  # the metadata region
+        size -= size % (2 * BLOCK)  # two equal halves of whole blocks
+        database = cls(seed, RedoLog(device, key, HEARTBEAT_REGION, size), backup, key, io)
+        database.device = device
+        copies, logged = await database._run(lambda: database._copies(others))
+        best = max(copies, key=lambda c: c.db.generation, default=None)
+        if best is None:
+            database.notes.append("no copy of the database found: seeded from the pool file")
+            best = Copy("pool file", seed)
+        database.db = best.db
+        database.notes.append(f"loaded generation {best.db.generation} from {best.source}")
+        if logged is None or logged < best.db.generation:
+            await database._run(lambda: database._write_snapshot(best.db))
+        return database
+
+    def _copies(self, others: Iterable[tuple[str, bytes]]) -> tuple[list[Copy], int | None]:
+        copies: list[Copy] = []
+        logged: int | None = None
+        loaded = self.redo.load()
+        if loaded is not None:
+            try:
+                db = from_snapshot(loaded.snapshot)
+                for delta in loaded.deltas:
+                    db = apply(db, unpack(delta), replay=True)
+                copies.append(Copy("the SR redo log", db))
+                logged = db.generation
+            except PoolError as error:
+                self.notes.append(f"redo log skipped: {error}")
+            self.notes += list(loaded.skipped)
+        try:
+            mine = load_backup(self.backup, self.key)
+        except RecordCorrupt as error:
+            self.notes.append(f"local backup skipped: {error}")
+            mine = None
+        candidates = [("the local backup", mine[1])] if mine else []
+        for source, payload in [*candidates, *others]:
+            try:
+                copies.append(Copy(source, from_snapshot(payload)))
+            except PoolError as error:
+                self.notes.append(f"{source} skipped: {error}")
+        return copies, logged
+
+    def _write_snapshot(self, db: PoolDB) -> None:
+        payload = snapshot_bytes(db)
+        self.redo.write_snapshot(db.generation, payload)
+        save_backup(self.backup, db.generation, payload, self.key)
+
+    # ------------------------------------------------------------ changes
+    def check(self, change: Mapping[str, Any], live: Iterable[str] | None = None) -> None:
+        """Refuse (PoolError) what :meth:`commit` would refuse; write nothing."""
+        apply(self.db, change, live)
+
+    async def commit(self, change: Mapping[str, Any],
+                     live: Iterable[str] | None = None) -> PoolDB:
+        """Make ``change`` durable and return the new database (or raise PoolError)."""
+        async with self.lock:
+            new = apply(self.db, change, live)
+            await self._run(lambda: self._write(new, dict(change)))
+            self.db = new
+        for listener in self.listeners:
+            listener(new)
+        return new
+
+    def _write(self, new: PoolDB, change: dict[str, Any]) -> None:
+        payload = snapshot_bytes(new)
+        self.redo.append(new.generation, pack(change), lambda: payload)
+        save_backup(self.backup, new.generation, payload, self.key)
+
+    async def _run(self, job: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self.io.submit(job))
+
+    def close(self) -> None:
+        if self.device is not None:
+            self.io.submit(self.device.close)  # after any write still in flight
+        self.io.shutdown(wait=False)

@@ -1,0 +1,338 @@
+"""What each management verb does, on the master or on the host reached.
+
+Rules:
+
+* Reading verbs answer from the master's pool database and what it knows of
+  the hosts; changing verbs go through :meth:`Database.commit`, so they are
+  durable before they are acknowledged and refused (nothing changed) when the
+  pool database says so.
+* ``pool-ha-enable`` needs every host live (answering its agent), writes a
+  fresh generation to the heartbeat SR, records the enable, then arms every
+  host, reporting progress host by host. ``pool-ha-disable`` records the
+  disable first (so a new master would not re-arm), marks the SR invalid, then
+  disarms every host; VMs keep running.
+* ``host-shutdown`` is refused while the host runs a protected VM (evacuate
+  it first): a clean shutdown announces the host excluded, so it is never
+  treated as a failure.
+* Emergency verbs act on the host reached and are refused while HA is armed
+  there: ``host-emergency-ha-disable --force`` disarms it at once (excluded,
+  not fenced); ``pool-emergency-transition-to-master`` makes it the master
+  with HA off; ``pool-emergency-reset-master`` points it at another master.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from hacluster.core.pool import Pool, PoolError, Priority, diagnostic_vm_status
+from hacluster.core.pooldb import PoolDB
+from hacluster.core.recovery import memory_by_priority, recovery_plan
+from hacluster.mgmt.database import Database
+from hacluster.mgmt.verbs import Call
+
+Answer = AsyncIterator[dict[str, Any]]
+PRIORITY = {"restart": 0, "best-effort": 1, "": 2}
+
+
+class Control(Protocol):
+    """What the verbs need from the daemon."""
+
+    index: int
+    database: Database | None  # open on the master only
+
+    def live_hosts(self) -> frozenset[str] | None: ...  # None while HA is off
+    def armed(self) -> bool: ...
+    async def ask_all(self, request: dict[str, Any],
+                      hosts: list[str]) -> dict[str, dict[str, Any] | str]: ...
+    async def write_generation(self, generation: int, active: bool) -> None: ...
+    async def become_master(self) -> Database: ...
+    def reset_master(self, address: str) -> str: ...
+    async def emergency_disarm(self) -> None: ...
+    def current_pool(self) -> Pool: ...  # the database's, with what runs where
+
+
+class Service:
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    async def answer(self, call: Call) -> Answer:
+        handler = getattr(self, "_" + call.verb.replace("-", "_"))
+        async for out in handler(call.params, call.flags):
+            yield out
+
+    # ------------------------------------------------------------ helpers
+    def _db(self) -> Database:
+        database = self.control.database
+        if database is None:
+            raise PoolError("this host holds no pool database (it is not the master)")
+        return database
+
+    @property
+    def _pool(self) -> Pool:
+        """The database's pool with what runs where as the master knows it."""
+        return self.control.current_pool()
+
+    def _vm_uuid(self, params: Mapping[str, str]) -> str:
+        return self._db().db.pool.vm(params["uuid"]).uuid
+
+    def _host_uuid(self, params: Mapping[str, str]) -> str:
+        return self._db().db.pool.host(params["uuid"]).uuid
+
+    def _check_pool_uuid(self, params: Mapping[str, str]) -> None:
+        db = self._db().db
+        if "uuid" in params and params["uuid"] != pool_uuid(db):
+            raise PoolError(f"no pool with uuid {params['uuid']}; this pool is {pool_uuid(db)}")
+
+    async def _commit(self, change: dict[str, Any]) -> PoolDB:
+        return await self._db().commit(change, self.control.live_hosts())
+
+    @staticmethod
+    def _done(result: Any = None) -> dict[str, Any]:
+        return {"ok": True, "result": result}
+
+    # ------------------------------------------------------------ reading
+    async def _status(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        db = self._db().db
+        pool = self._pool
+        live = self.control.live_hosts()
+        plan = recovery_plan(pool, live)
+        hosts = [{"uuid": h.uuid, "name": h.name, "address": h.address, "enabled": h.enabled,
+                  "live": live is None or h.uuid in live, "master": h.uuid == db.master,
+                  "vms": len(pool.resident_on(h.uuid)),
+                  "memory": {"total": h.memory_total, "free": pool.free_memory(h.uuid)}}
+                 for h in pool.hosts]
+        vms = [{"uuid": vm.uuid, "name": vm.name, "priority": vm.priority.value,
+                "order": vm.order, "power": vm.power.value, "host": vm.resident or ""}
+               for vm in pool.vms]
+        yield self._done({
+            "pool": {"name": db.name, "uuid": pool_uuid(db), "master": db.master,
+                     "ha_enabled": db.ha.enabled, "timeout": db.ha.timeout,
+                     "tolerance": {"max": plan.tolerance.max_failures,
+                                   "exact": plan.tolerance.exact,
+                                   "configured": plan.configured,
+                                   "overcommitted": plan.overcommitted}},
+            "hosts": hosts, "vms": vms, "memory_by_priority": memory_by_priority(pool)})
+
+    def _pool_record(self) -> dict[str, Any]:
+        db = self._db().db
+        plan = recovery_plan(self._pool, self.control.live_hosts())
+        return {"uuid": pool_uuid(db), "name-label": db.name, "master": db.master,
+                "ha-enabled": db.ha.enabled,
+                "ha-host-failures-to-tolerate": db.pool.host_failures_to_tolerate,
+                "ha-plan-exists-for": plan.tolerance.max_failures,
+                "ha-allow-overcommit": db.pool.allow_overcommit,
+                "ha-overcommitted": plan.overcommitted,
+                "ha-reboot-vm-on-internal-shutdown": db.pool.reboot_vm_on_internal_shutdown,
+                "ha-configuration": {"timeout": db.ha.timeout},
+                "ha-statefiles": [db.ha.heartbeat_sr] if db.ha.enabled else [],
+                "other-config": dict(db.other_config), "generation": db.generation}
+
+    def _host_records(self) -> list[dict[str, Any]]:
+        pool = self._pool
+        live = self.control.live_hosts()
+        return [{"uuid": h.uuid, "name-label": h.name, "address": h.address,
+                 "enabled": h.enabled, "live": live is None or h.uuid in live,
+                 "memory-total": h.memory_total, "memory-free": pool.free_memory(h.uuid),
+                 "resident-vms": [vm.uuid for vm in pool.resident_on(h.uuid)]}
+                for h in pool.hosts]
+
+    def _vm_records(self) -> list[dict[str, Any]]:
+        return [{"uuid": vm.uuid, "name-label": vm.name,
+                 "ha-restart-priority": vm.priority.value, "order": vm.order,
+                 "start-delay": vm.start_delay, "power-state": vm.power.value,
+                 "resident-on": vm.resident or "", "memory-static-max": vm.memory}
+                for vm in self._pool.vms]
+
+    async def _pool_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        yield self._done([self._pool_record()])
+
+    async def _host_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        yield self._done(_filtered(self._host_records(), params))
+
+    async def _vm_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        yield self._done(_filtered(self._vm_records(), params))
+
+    async def _pool_param_get(self, params: Mapping[str, str],
+                              flags: tuple[str, ...]) -> Answer:
+        self._check_pool_uuid(params)
+        yield self._done(_param(self._pool_record(), params, "pool"))
+
+    async def _host_param_get(self, params: Mapping[str, str],
+                              flags: tuple[str, ...]) -> Answer:
+        uuid = self._host_uuid(params)
+        record = next(r for r in self._host_records() if r["uuid"] == uuid)
+        yield self._done(_param(record, params, "host"))
+
+    async def _vm_param_get(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        uuid = self._vm_uuid(params)
+        record = next(r for r in self._vm_records() if r["uuid"] == uuid)
+        yield self._done(_param(record, params, "VM"))
+
+    async def _pool_ha_compute_max_host_failures_to_tolerate(
+            self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        tolerance = recovery_plan(self._pool, self.control.live_hosts()).tolerance
+        yield self._done({"max": tolerance.max_failures, "exact": tolerance.exact,
+                          "why": tolerance.why})
+
+    async def _diagnostic_vm_status(self, params: Mapping[str, str],
+                                    flags: tuple[str, ...]) -> Answer:
+        yield self._done(diagnostic_vm_status(self._pool, self._vm_uuid(params)))
+
+    async def _message_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        since = params.get("since", "0")
+        if not since.isdigit():
+            raise PoolError(f"since must be a message number, got {since!r}")
+        messages = [{"ref": m.ref, "name": m.name, "priority": m.priority, "obj": m.obj,
+                     "body": m.body, "time": m.time}
+                    for m in self._db().db.messages_since(int(since))
+                    if params.get("name", m.name) == m.name
+                    and params.get("obj-uuid", m.obj) == m.obj]
+        yield self._done(messages)
+
+    # ------------------------------------------------------------ changing
+    async def _pool_param_set(self, params: Mapping[str, str],
+                              flags: tuple[str, ...]) -> Answer:
+        self._check_pool_uuid(params)
+        fields = {k: v for k, v in params.items() if k != "uuid"}
+        await self._commit({"op": "pool-set", "fields": fields})
+        yield self._done()
+
+    async def _vm_param_set(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        fields = {k: v for k, v in params.items() if k != "uuid"}
+        await self._commit({"op": "vm-set", "vm": self._vm_uuid(params), "fields": fields})
+        yield self._done()
+
+    async def _host_disable(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        await self._commit({"op": "host-enabled", "host": self._host_uuid(params),
+                            "enabled": False})
+        yield self._done()
+
+    async def _host_enable(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        await self._commit({"op": "host-enabled", "host": self._host_uuid(params),
+                            "enabled": True})
+        yield self._done()
+
+    async def _host_shutdown(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        uuid = self._host_uuid(params)
+        pool = self._pool
+        protected = [vm.name for vm in pool.resident_on(uuid) if vm.priority is Priority.RESTART]
+        if protected:
+            raise PoolError(f"host {pool.host(uuid).name} runs protected VM(s) "
+                            f"{', '.join(protected)}: move them first (host-disable, then "
+                            "remove their protection or stop them) and try again")
+        answers = await self.control.ask_all({"op": "shutdown"}, [uuid])
+        if isinstance(answers[uuid], str):
+            raise PoolError(f"host {pool.host(uuid).name} did not answer: {answers[uuid]}")
+        yield self._done(f"host {pool.host(uuid).name} is shutting down cleanly")
+
+    async def _pool_ha_enable(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        database = self._db()
+        db = database.db
+        if db.ha.enabled:
+            raise PoolError("HA is already enabled; pool-ha-disable first to change its "
+                            "settings")
+        timeout_text = params.get("ha-config:timeout", str(db.ha.timeout))
+        extra = sorted(k for k in params if k.startswith("ha-config:") and k != "ha-config:timeout")
+        if extra:
+            raise PoolError(f"unknown HA setting(s) {extra}; known: ha-config:timeout")
+        try:
+            timeout = float(timeout_text)
+        except ValueError:
+            raise PoolError(f"ha-config:timeout must be seconds, got {timeout_text!r}") from None
+        sr = params.get("heartbeat-sr-uuid") or db.ha.heartbeat_sr or "heartbeat-sr"
+        shared = {s.uuid for s in db.pool.srs if s.shared} | {"heartbeat-sr"}
+        if sr not in shared:
+            raise PoolError(f"heartbeat-sr-uuid {sr!r} is not a shared SR of this pool; "
+                            f"shared SRs: {sorted(shared)}")
+        hosts = [h.uuid for h in db.pool.hosts]
+        yield {"progress": f"checking that all {len(hosts)} hosts are live"}
+        answers = await self.control.ask_all({"op": "ping"}, hosts)
+        down = [db.pool.host(h).name for h, a in answers.items() if isinstance(a, str)]
+        if down:
+            raise PoolError(f"every host must be live to enable HA; not answering: "
+                            f"{', '.join(down)}")
+        generation = random.getrandbits(62) | 1
+        # validate first, then write the SR, then record: a refusal changes nothing
+        database.check({"op": "ha-enable", "timeout": timeout, "heartbeat_sr": sr,
+                        "sr_generation": generation})
+        yield {"progress": "writing a new generation to the heartbeat SR"}
+        await self.control.write_generation(generation, active=True)
+        await self._commit({"op": "ha-enable", "timeout": timeout, "heartbeat_sr": sr,
+                            "sr_generation": generation})
+        yield {"progress": "arming every host"}
+        armed = await self.control.ask_all(
+            {"op": "ha-arm", "generation": generation, "timeout": timeout}, hosts)
+        for host, answer in armed.items():
+            name = db.pool.host(host).name
+            yield {"progress": f"{name}: " + (answer if isinstance(answer, str) else "armed")}
+        yield self._done(f"HA enabled: generation {generation}, timeout {timeout:g} s")
+
+    async def _pool_ha_disable(self, params: Mapping[str, str],
+                               flags: tuple[str, ...]) -> Answer:
+        db = (await self._commit({"op": "ha-disable"}))
+        yield {"progress": "marking the heartbeat SR invalid"}
+        await self.control.write_generation(db.ha.sr_generation, active=False)
+        hosts = [h.uuid for h in db.pool.hosts]
+        yield {"progress": "disarming every host"}
+        answers = await self.control.ask_all({"op": "ha-disarm"}, hosts)
+        for host, answer in answers.items():
+            name = db.pool.host(host).name
+            yield {"progress": f"{name}: " + (answer if isinstance(answer, str) else "disarmed")}
+        yield self._done("HA disabled; VMs keep running")
+
+    # ------------------------------------------------------------ emergency (local)
+    def _refuse_if_armed(self, verb: str) -> None:
+        if self.control.armed():
+            raise PoolError(f"{verb} is refused while HA is armed on this host; "
+                            "run host-emergency-ha-disable --force here first")
+
+    async def _host_emergency_ha_disable(self, params: Mapping[str, str],
+                                         flags: tuple[str, ...]) -> Answer:
+        if "--force" not in flags:
+            raise PoolError("host-emergency-ha-disable needs --force: it disarms HA on this "
+                            "host at once, without the pool's agreement")
+        await self.control.emergency_disarm()
+        yield self._done("HA disarmed on this host; it is excluded from the liveset")
+
+    async def _pool_emergency_transition_to_master(self, params: Mapping[str, str],
+                                                   flags: tuple[str, ...]) -> Answer:
+        self._refuse_if_armed("pool-emergency-transition-to-master")
+        database = await self.control.become_master()
+        me = database.db.pool.hosts[self.control.index]
+        if "uuid" in params and params["uuid"] != me.uuid:
+            raise PoolError(f"uuid {params['uuid']} is not this host ({me.uuid})")
+        if database.db.master != me.uuid:
+            await database.commit({"op": "master", "host": me.uuid})
+        if database.db.ha.enabled:
+            await database.commit({"op": "ha-disable"})
+        yield self._done(f"{me.name} is now the master (HA off); re-enable HA with "
+                         "pool-ha-enable once every host is back")
+
+    async def _pool_emergency_reset_master(self, params: Mapping[str, str],
+                                           flags: tuple[str, ...]) -> Answer:
+        self._refuse_if_armed("pool-emergency-reset-master")
+        yield self._done(self.control.reset_master(params["master-address"]))
+
+
+def pool_uuid(db: PoolDB) -> str:
+    return "pool-" + (db.pool.hosts[0].uuid if db.pool.hosts else "empty")
+
+
+def _filtered(records: list[dict[str, Any]], params: Mapping[str, str]) -> list[dict[str, Any]]:
+    wanted = {k: v for k, v in params.items() if k != "params"}
+    return [r for r in records if all(str(r.get(k)) == v for k, v in wanted.items())]
+
+
+def _param(record: Mapping[str, Any], params: Mapping[str, str], kind: str) -> Any:
+    name = params["param-name"]
+    if name not in record:
+        raise PoolError(f"{kind} has no parameter {name!r}; known: {sorted(record)}")
+    value = record[name]
+    key = params.get("param-key")
+    if key is not None:
+        if not isinstance(value, dict) or key not in value:
+            raise PoolError(f"{kind} parameter {name} has no key {key!r}")
+        value = value[key]
+    return value

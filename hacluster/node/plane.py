@@ -1,0 +1,310 @@
+"""The management plane inside a node: pool database, API server, HA enable/disable.
+
+Rules:
+
+* Every host serves the management API (:mod:`hacluster.mgmt.api`) and keeps
+  a local backup of the pool database, which the master pushes after every
+  change. The backup also tells a host with HA off who the master is.
+* The master is the master-lock holder while HA is on; while HA is off it is
+  the host the database names (``pool-emergency-transition-to-master`` and
+  ``-reset-master`` change that on one host). Only the master opens the
+  database (the newest copy, :class:`~hacluster.mgmt.database.Database`); a
+  node that gains the lock records itself as master before its duties start.
+* Agent operations for the plane (authenticated RPC between hosts): ``ping``,
+  ``ha-arm`` (generation, timeout, VMs to start), ``ha-disarm``, ``shutdown``
+  and ``db-backup``. A backup older than the one held is ignored.
+* Alerts are stored as pool messages and, when the pool's other-config has
+  ``mail-destination`` and ``ssmtp-mailhub``, e-mailed; a mail failure is
+  logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from hacluster.core.pool import Pool, PoolError
+from hacluster.core.pooldb import PoolDB
+from hacluster.core.restarts import Reconfigure
+from hacluster.mgmt import mail
+from hacluster.mgmt.api import Server
+from hacluster.mgmt.database import Database, from_snapshot, snapshot_bytes
+from hacluster.mgmt.service import Service
+from hacluster.mgmt.tls import CertFiles, client_context, server_context
+from hacluster.mgmt.verbs import Call
+from hacluster.model.pooldata import seed
+from hacluster.node.master import Agents, MasterDuties, guest_command
+from hacluster.storage.redolog import RecordCorrupt, load_backup, save_backup
+from hacluster.wire import rpc
+
+if TYPE_CHECKING:
+    from hacluster.node.daemon import Node
+
+ASK_TIMEOUT = 5.0
+ALERT_PRIORITY = {"ha_pool_overcommitted": 3, "ha_host_failed": 2,
+                  "ha_protected_vm_restart_failed": 2, "ha_failures_exceed_tolerance": 1}
+
+
+class Plane:
+    AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup"})
+
+    def __init__(self, node: Node) -> None:
+        assert node.config.mgmt is not None and node.config.pool is not None
+        self.node = node
+        self.config = node.config
+        self.mgmt = node.config.mgmt
+        self.index = node.config.index
+        self.seed = seed(node.config.pool)
+        self.backup_path = node.config.status_socket.parent / "pooldb.backup"
+        self.known: PoolDB = self._read_backup() or self.seed  # newest copy seen here
+        self.known_master = self._index_of(self.known.master)
+        self.database: Database | None = None
+        self.service = Service(self)
+        self.agents = Agents({h.uuid: (self.config.hosts[i][0].host, self.config.agent_port)
+                              for i, h in enumerate(self.seed.pool.hosts)}, self.config.key)
+        self._opening: asyncio.Task[Database] | None = None
+        self._push: asyncio.Task[None] | None = None
+        self.last_error = ""
+
+    # ------------------------------------------------------------ start
+    async def start(self) -> asyncio.Server:
+        server = Server(self, self.mgmt.secret,
+                        server_context(CertFiles(self.mgmt.cert, self.mgmt.key), self.mgmt.ca),
+                        client_context(self.mgmt.ca))
+        return await server.serve(self.config.address.host, self.mgmt.port)
+
+    def pool_timeout(self) -> float | None:
+        """T of the pool's HA enable (a host rejoining must use the pool's)."""
+        return self.known.ha.timeout if self.known.ha.enabled else None
+
+    async def ha_off(self) -> None:
+        """HA is off here: the master named by the database opens it."""
+        if self.known_master == self.index:
+            try:
+                await self.become_master()
+            except (PoolError, OSError, ValueError) as error:
+                self.node.log.write("pooldb", text=f"could not open the pool database: {error}")
+
+    # ------------------------------------------------------------ api.Host
+    def is_master(self) -> bool:
+        core = self.node.core
+        if core is not None and core.armed:
+            return core.is_master and self.database is not None
+        return self.database is not None
+
+    def master_endpoint(self) -> tuple[str, int] | None:
+        core = self.node.core
+        index = core.master_hint if core is not None and core.armed else self.known_master
+        if index is None or index == self.index:
+            return None
+        return self.config.hosts[index][0].host, self.mgmt.port
+
+    def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
+        return self.service.answer(call)
+
+    # ------------------------------------------------------------ service.Control
+    def live_hosts(self) -> frozenset[str] | None:
+        return self.node.live_hosts()
+
+    def armed(self) -> bool:
+        return self.node.core is not None
+
+    def current_pool(self) -> Pool:
+        assert self.database is not None
+        duties = self.node.duties
+        return duties.pool if duties is not None else self.database.db.pool
+
+    async def ask_all(self, request: dict[str, Any],
+                      hosts: list[str]) -> dict[str, dict[str, Any] | str]:
+        async def ask(host: str) -> dict[str, Any] | str:
+            if host == self.seed.pool.hosts[self.index].uuid:
+                return await self.agent_request(request)
+            try:
+                answer = await self.agents.call(host, request, ASK_TIMEOUT)
+            except rpc.RpcError as error:
+                return str(error)
+            return answer if answer.get("ok") else str(answer.get("error", "refused"))
+        answers = await asyncio.gather(*(ask(h) for h in hosts))
+        return dict(zip(hosts, answers, strict=True))
+
+    async def write_generation(self, generation: int, active: bool) -> None:
+        ok, _, error = await self.node.storage.run(
+            lambda: self.node.storage.write_header(generation, active))
+        if not ok:
+            raise PoolError(f"could not write the heartbeat SR: {error}")
+
+    async def become_master(self) -> Database:
+        if self.database is not None:
+            return self.database
+        if self._opening is None:
+            self._opening = asyncio.create_task(self._open())
+        try:
+            return await asyncio.shield(self._opening)
+        finally:
+            self._opening = None
+
+    async def _open(self) -> Database:
+        database = await Database.open(self.config.sr, self.backup_path, self.config.key,
+                                       self.seed)
+        for note in database.notes:
+            self.node.log.write("pooldb", text=note)
+        self.database = database
+        database.listeners.append(self._changed)
+        me = self.seed.pool.hosts[self.index].uuid
+        if database.db.master != me:
+            await database.commit({"op": "master", "host": me})
+        self._changed(database.db)
+        return database
+
+    def reset_master(self, address: str) -> str:
+        for index, addresses in enumerate(self.config.hosts):
+            if any(a.host == address for a in addresses):
+                self.known_master = index
+                if index != self.index:
+                    self._close_database()
+                return f"this host now follows the master at {address} (host {index})"
+        raise PoolError(f"no host of this pool has address {address!r}; known: "
+                        f"{[str(a[0].host) for a in self.config.hosts]}")
+
+    async def emergency_disarm(self) -> None:
+        if self.node.core is None:
+            raise PoolError("HA is not armed on this host")
+        self.node.log.write("emergency-ha-disable", text="HA disarmed by the operator")
+        self.node.disarm(leaving=False)
+
+    # ------------------------------------------------------------ master role
+    def master_gained(self) -> None:
+        asyncio.get_running_loop().create_task(self._take_office())
+
+    async def _take_office(self) -> None:
+        try:
+            await self.become_master()
+        except (PoolError, OSError, ValueError) as error:
+            self.node.log.write("pooldb", text=f"could not open the pool database: {error}")
+            return
+        core = self.node.core
+        if core is not None and core.is_master:
+            self.node._start_duties()
+
+    def master_lost(self) -> None:
+        self._close_database()
+
+    def _close_database(self) -> None:
+        if self.database is not None:
+            self.database.close()
+            self.database = None
+
+    def duties(self, interval: float) -> MasterDuties:
+        assert self.database is not None and self.config.vm_dir is not None
+        return MasterDuties(self.database, self.agents, self.config.vm_dir, interval,
+                            self.node.log.write, self._live_uuids, self.node.loop.time,
+                            self.alert)
+
+    def _live_uuids(self) -> frozenset[str]:
+        return self.node.live_hosts() or frozenset()
+
+    def _changed(self, db: PoolDB) -> None:
+        """A committed change: remember it, feed the executor, push the backups."""
+        self.known = db
+        self.known_master = self._index_of(db.master)
+        duties = self.node.duties
+        if duties is not None:
+            duties.feed(Reconfigure(self.node.loop.time(), db.pool))
+        if self._push is None or self._push.done():
+            self._push = asyncio.get_running_loop().create_task(self._push_backups())
+
+    async def _push_backups(self) -> None:
+        await asyncio.sleep(0)  # coalesce a burst of changes
+        db = self.known
+        others = [h.uuid for i, h in enumerate(db.pool.hosts) if i != self.index]
+        request = {"op": "db-backup", "generation": db.generation,
+                   "payload": snapshot_bytes(db)}
+        answers = await self.ask_all(request, others)
+        failed = sorted(h for h, a in answers.items() if isinstance(a, str))
+        if failed and db is self.known:
+            self.last_error = f"backup not pushed to {failed}"
+
+    # ------------------------------------------------------------ alerts
+    def alert(self, name: str, obj: str, body: str) -> None:
+        asyncio.get_running_loop().create_task(self._store_alert(name, obj, body))
+
+    async def _store_alert(self, name: str, obj: str, body: str) -> None:
+        database = self.database
+        if database is None:
+            return
+        message = {"op": "message", "name": name, "priority": ALERT_PRIORITY.get(name, 4),
+                   "obj": obj, "body": body, "time": round(time.time(), 3)}
+        try:
+            await database.commit(message)
+            config = mail.MailConfig.from_other_config(database.db.other_config)
+            if config is not None:
+                await mail.send(config, mail.render({**message, "timestamp": message["time"]},
+                                                    database.db.name))
+        except (PoolError, mail.MailError, OSError) as error:
+            self.node.log.write("alert-mail", error=str(error), name=name)
+
+    # ------------------------------------------------------------ agent operations
+    async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        try:
+            if op == "ping":
+                return {"ok": True, "armed": self.node.core is not None}
+            if op == "ha-arm":
+                return await self._arm(request)
+            if op == "ha-disarm":
+                self.node.disarm(leaving=False)
+                return {"ok": True}
+            if op == "shutdown":
+                asyncio.get_running_loop().call_later(0.2, self.node.leave)
+                return {"ok": True}
+            if op == "db-backup":
+                return await self._backup(request)
+        except (PoolError, RuntimeError, ValueError, TypeError, KeyError) as error:
+            return {"ok": False, "error": str(error)}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _arm(self, request: dict[str, Any]) -> dict[str, Any]:
+        generation = int(request["generation"])
+        header = await asyncio.to_thread(self.node.storage.header)
+        if header.generation != generation:
+            raise PoolError(f"the heartbeat SR holds generation {header.generation}, "
+                            f"not {generation}: HA enable raced with another")
+        me = self.seed.pool.hosts[self.index]
+        pool = self.known.pool if self.database is None else self.database.db.pool
+        vm_dir = self.config.vm_dir
+        assert vm_dir is not None
+        start = {vm.uuid: list(self.known.commands.get(vm.uuid, ())) or guest_command(
+            vm_dir, vm.uuid, me.name) for vm in pool.resident_on(me.uuid)}
+        await self.node.arm(generation, float(request["timeout"]), True, start)
+        return {"ok": True}
+
+    async def _backup(self, request: dict[str, Any]) -> dict[str, Any]:
+        generation, payload = int(request["generation"]), bytes(request["payload"])
+        if generation <= self.known.generation and self.backup_path.exists():
+            return {"ok": True, "kept": self.known.generation}
+        db = from_snapshot(payload)
+        await asyncio.to_thread(save_backup, self.backup_path, generation, payload,
+                                self.config.key)
+        self.known = db
+        if self.node.core is None:
+            self.known_master = self._index_of(db.master)
+        return {"ok": True, "kept": generation}
+
+    # ------------------------------------------------------------ helpers
+    def _read_backup(self) -> PoolDB | None:
+        try:
+            found = load_backup(self.backup_path, self.config.key)
+            return from_snapshot(found[1]) if found else None
+        except (RecordCorrupt, PoolError):
+            return None
+
+    def _index_of(self, host_uuid: str) -> int | None:
+        uuids = [h.uuid for h in self.seed.pool.hosts]
+        return uuids.index(host_uuid) if host_uuid in uuids else None
+
+    def status(self) -> dict[str, Any]:
+        return {"mgmt": {"master_known": self.known_master, "generation": self.known.generation,
+                         "database_open": self.database is not None,
+                         "ha_enabled": self.known.ha.enabled, "last_error": self.last_error}}
