@@ -152,6 +152,32 @@ class BlockDevice:
         if put != BLOCK:
             raise OSError(f"short write of {put} bytes at offset {offset}")
 
+    def read_blocks(self, offset: int, count: int) -> bytes:
+        """``count`` consecutive whole blocks from ``offset``, read through one aligned buffer."""
+        if count < 1:
+            raise ValueError(f"reads are one or more whole {BLOCK}-byte blocks, not {count}")
+        with mmap.mmap(-1, count * BLOCK) as buffer, memoryview(buffer) as view:
+            done = 0
+            while done < len(view):
+                got = os.preadv(self.fd, [view[done:]], offset + done)
+                if got <= 0 or got % BLOCK:
+                    raise OSError(f"short read of {got} bytes at offset {offset + done}")
+                done += got
+            return bytes(view)
+
+    def write_blocks(self, offset: int, data: bytes) -> None:
+        """Whole consecutive blocks from ``offset``; on return all of them are on the medium."""
+        if not data or len(data) % BLOCK:
+            raise ValueError(f"writes are whole {BLOCK}-byte blocks")
+        with mmap.mmap(-1, len(data)) as buffer, memoryview(buffer) as view:
+            view[:] = data
+            done = 0
+            while done < len(view):
+                put = os.pwritev(self.fd, [view[done:]], offset + done)
+                if put <= 0 or put % BLOCK:
+                    raise OSError(f"short write of {put} bytes at offset {offset + done}")
+                done += put
+
     def close(self) -> None:
         os.close(self.fd)
         self._buffer.close()
