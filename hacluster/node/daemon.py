@@ -247,7 +247,8 @@ class Node:
         io_task = asyncio.create_task(self._storage_worker())
         if header.state is PoolState.ACTIVE or self.plane is None:
             timeout = self.plane.pool_timeout() if self.plane is not None else None
-            await self.arm(header.generation, timeout, self.armed_at_start, {})
+            start = self.plane.resident_vms() if self.plane and self.armed_at_start else {}
+            await self.arm(header.generation, timeout, self.armed_at_start, start)
         else:
             self.log.write("ha-off", state=header.state.name)
             if self.plane is not None:

@@ -271,14 +271,17 @@ class Plane:
         if header.generation != generation:
             raise PoolError(f"the heartbeat SR holds generation {header.generation}, "
                             f"not {generation}: HA enable raced with another")
+        await self.node.arm(generation, float(request["timeout"]), True, self.resident_vms())
+        return {"ok": True}
+
+    def resident_vms(self) -> dict[str, list[str]]:
+        """The VMs the database places on this host, each with its command."""
         me = self.seed.pool.hosts[self.index]
-        pool = self.known.pool if self.database is None else self.database.db.pool
+        db = self.known if self.database is None else self.database.db
         vm_dir = self.config.vm_dir
         assert vm_dir is not None
-        start = {vm.uuid: list(self.known.commands.get(vm.uuid, ())) or guest_command(
-            vm_dir, vm.uuid, me.name) for vm in pool.resident_on(me.uuid)}
-        await self.node.arm(generation, float(request["timeout"]), True, start)
-        return {"ok": True}
+        return {vm.uuid: list(db.commands.get(vm.uuid, ())) or guest_command(
+            vm_dir, vm.uuid, me.name) for vm in db.pool.resident_on(me.uuid)}
 
     async def _backup(self, request: dict[str, Any]) -> dict[str, Any]:
         generation, payload = int(request["generation"]), bytes(request["payload"])
