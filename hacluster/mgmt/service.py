@@ -307,6 +307,8 @@ class Service:
             await database.commit({"op": "master", "host": me.uuid})
         if database.db.ha.enabled:
             await database.commit({"op": "ha-disable"})
+            # hosts that restart find the SR invalid: they stay with HA off
+            await self.control.write_generation(database.db.ha.sr_generation, active=False)
         yield self._done(f"{me.name} is now the master (HA off); re-enable HA with "
                          "pool-ha-enable once every host is back")
 

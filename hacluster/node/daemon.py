@@ -77,6 +77,7 @@ from hacluster.storage.sr import (
     BlockDevice,
     GlobalBlock,
     PoolState,
+    SRError,
     decode_slot,
     encode_slot,
     slot_offset,
@@ -218,7 +219,7 @@ class Node:
 
     async def run(self) -> int:
         config = self.config
-        header = self.storage.header()
+        header = self._read_header()
         self.log.write("start", boot=self.boot, generation=header.generation,
                        state=header.state.name, armed=self.armed_at_start,
                        direct_io=self.storage.device.direct, address=str(config.address))
@@ -267,6 +268,20 @@ class Node:
                 transport.close()
             with contextlib.suppress(OSError):
                 config.status_socket.unlink()
+
+    def _read_header(self) -> GlobalBlock:
+        """The SR's global block; if unreadable, what this host's database copy says
+        (HA enabled: join and wait for the SR; the operator may run the emergency
+        procedures meanwhile)."""
+        try:
+            return self.storage.header()
+        except (OSError, SRError) as error:
+            if self.plane is None:
+                raise
+            self.log.write("warning", text=f"cannot read the heartbeat SR: {error}")
+            ha = self.plane.known.ha
+            state = PoolState.ACTIVE if ha.enabled else PoolState.NONE
+            return GlobalBlock(ha.sr_generation, state, None, len(self.config.hosts))
 
     # ------------------------------------------------------------ HA on and off
     async def arm(self, generation: int, timeout: float | None, armed: bool,

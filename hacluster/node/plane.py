@@ -80,12 +80,27 @@ class Plane:
         return self.known.ha.timeout if self.known.ha.enabled else None
 
     async def ha_off(self) -> None:
-        """HA is off here: the master named by the database opens it."""
-        if self.known_master == self.index:
-            try:
-                await self.become_master()
-            except (PoolError, OSError, ValueError) as error:
-                self.node.log.write("pooldb", text=f"could not open the pool database: {error}")
+        """HA is off here: the host the newest database names master opens it.
+
+        A host that believes it is master (its own backup says so) first reads
+        the newest copy: if that names another master (one made while this
+        host was away), it follows that one instead."""
+        if self.known_master != self.index:
+            return
+        try:
+            database = await self._load()
+        except (PoolError, OSError, ValueError) as error:
+            self.node.log.write("pooldb", text=f"could not open the pool database: {error}")
+            return
+        me = self.seed.pool.hosts[self.index].uuid
+        if database.db.master not in ("", me):
+            self.known = database.db
+            self.known_master = self._index_of(database.db.master)
+            self.node.log.write("pooldb", text=f"following master {database.db.master}, "
+                                "named by the newest database")
+            database.close()
+            return
+        await self._take(database)
 
     # ------------------------------------------------------------ api.Host
     def is_master(self) -> bool:
@@ -146,10 +161,17 @@ class Plane:
             self._opening = None
 
     async def _open(self) -> Database:
+        return await self._take(await self._load())
+
+    async def _load(self) -> Database:
         database = await Database.open(self.config.sr, self.backup_path, self.config.key,
                                        self.seed)
         for note in database.notes:
             self.node.log.write("pooldb", text=note)
+        return database
+
+    async def _take(self, database: Database) -> Database:
+        """Hold ``database`` as this host's, recorded as master."""
         self.database = database
         database.listeners.append(self._changed)
         me = self.seed.pool.hosts[self.index].uuid
