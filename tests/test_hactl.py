@@ -432,7 +432,7 @@ def test_completion_of_verbs_and_options(script: Path) -> None:
     assert complete(script, "--c") == ["--config ", "--completion "]
     assert complete(script, "--config", "hactl.toml", "sta") == ["status "]
     assert complete(script, "-s", "10.77.0.1", ":", "7100", "host-e") == [
-        "host-enable ", "host-evacuate ", "host-emergency-ha-disable "]
+        "host-enable ", "host-emergency-ha-disable "]
     assert complete(script, "help", "pool-emergency-") == [
         "pool-emergency-transition-to-master ", "pool-emergency-reset-master "]
 
@@ -524,3 +524,11 @@ def test_runs_as_a_module() -> None:
     assert done.returncode == 2
     assert done.stderr == "hactl: vm-list: expected key=value, got 'x' " \
                           "(write key= for an empty value)\n"
+
+
+def test_every_verb_has_a_handler_on_the_server() -> None:
+    from hacluster.mgmt.service import Service
+    from hacluster.mgmt.verbs import VERBS
+
+    missing = [v for v in VERBS if not hasattr(Service, "_" + v.replace("-", "_"))]
+    assert not missing, f"verbs without a handler: {missing}"

@@ -11,7 +11,7 @@ Rules:
   host, reporting progress host by host. ``pool-ha-disable`` records the
   disable first (so a new master would not re-arm), marks the SR invalid, then
   disarms every host; VMs keep running.
-* ``host-shutdown`` is refused while the host runs a protected VM (evacuate
+* ``host-shutdown`` is refused while the host runs a protected VM (unprotect
   it first): a clean shutdown announces the host excluded, so it is never
   treated as a failure.
 * Emergency verbs act on the host reached and are refused while HA is armed
@@ -51,6 +51,7 @@ class Control(Protocol):
     def reset_master(self, address: str) -> str: ...
     async def emergency_disarm(self) -> None: ...
     def current_pool(self) -> Pool: ...  # the database's, with what runs where
+    def address(self, host_uuid: str) -> str: ...
 
 
 class Service:
@@ -98,7 +99,8 @@ class Service:
         pool = self._pool
         live = self.control.live_hosts()
         plan = recovery_plan(pool, live)
-        hosts = [{"uuid": h.uuid, "name": h.name, "address": h.address, "enabled": h.enabled,
+        hosts = [{"uuid": h.uuid, "name": h.name, "address": self.control.address(h.uuid),
+                  "enabled": h.enabled,
                   "live": live is None or h.uuid in live, "master": h.uuid == db.master,
                   "vms": len(pool.resident_on(h.uuid)),
                   "memory": {"total": h.memory_total, "free": pool.free_memory(h.uuid)}}
@@ -132,7 +134,7 @@ class Service:
     def _host_records(self) -> list[dict[str, Any]]:
         pool = self._pool
         live = self.control.live_hosts()
-        return [{"uuid": h.uuid, "name-label": h.name, "address": h.address,
+        return [{"uuid": h.uuid, "name-label": h.name, "address": self.control.address(h.uuid),
                  "enabled": h.enabled, "live": live is None or h.uuid in live,
                  "memory-total": h.memory_total, "memory-free": pool.free_memory(h.uuid),
                  "resident-vms": [vm.uuid for vm in pool.resident_on(h.uuid)]}
@@ -220,8 +222,9 @@ class Service:
         protected = [vm.name for vm in pool.resident_on(uuid) if vm.priority is Priority.RESTART]
         if protected:
             raise PoolError(f"host {pool.host(uuid).name} runs protected VM(s) "
-                            f"{', '.join(protected)}: move them first (host-disable, then "
-                            "remove their protection or stop them) and try again")
+                            f"{', '.join(protected)}, which a shutdown would stop: remove "
+                            "their protection first (vm-param-set uuid=... "
+                            "ha-restart-priority=) and try again")
         answers = await self.control.ask_all({"op": "shutdown"}, [uuid])
         if isinstance(answers[uuid], str):
             raise PoolError(f"host {pool.host(uuid).name} did not answer: {answers[uuid]}")

@@ -131,6 +131,12 @@ class Plane:
         duties = self.node.duties
         return duties.pool if duties is not None else self.database.db.pool
 
+    def address(self, host_uuid: str) -> str:
+        """The host's address in the pool model, else its first heartbeat address."""
+        index = self._index_of(host_uuid)
+        model = self.known.pool.host(host_uuid).address
+        return model or (self.config.hosts[index][0].host if index is not None else "")
+
     async def ask_all(self, request: dict[str, Any],
                       hosts: list[str]) -> dict[str, dict[str, Any] | str]:
         async def ask(host: str) -> dict[str, Any] | str:
