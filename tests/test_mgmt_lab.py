@@ -39,7 +39,7 @@ NETNS = pytest.param("netns", marks=[
 @pytest.fixture(params=["local", NETNS])
 def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalLab]:
     pool = NetnsLab(tmp_path / "lab") if request.param == "netns" else LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=21000 + (os.getpid() % 400) * 4, ha_off=True)
+    pool.up(3, T, base_port=30000 + (os.getpid() % 400) * 4, ha_off=True)
     try:
         wait_for(lambda: all(r.get("phase") == "HA_OFF" for r in pool.status()), 10,
                  "every host up with HA off")
