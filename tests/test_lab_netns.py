@@ -147,3 +147,33 @@ def test_fenced_host_rejoins_after_restart(pool: NetnsLab) -> None:
     wait_for(settled(pool, [0, 1, 2]), 15 * T, "host 2 to rejoin")
     joins = [e for e in pool.events() if e["event"] == "commit" and e.get("added") == [2]]
     assert {e["host"] for e in joins} == {0, 1, 2}
+
+
+def test_rule_2_is_mailed_at_once_and_stored_once_a_master_is_back(pool: NetnsLab) -> None:
+    from aiosmtpd.controller import Controller
+
+    from .test_mail import Collector
+    from .test_mgmt_lab import ok
+
+    collector = Collector()
+    bridge = f"10.77.{pool.lab_id}.254"
+    smtp = Controller(collector, hostname=bridge, port=2525)
+    smtp.start()
+    try:
+        ok(pool, "pool-param-set", "other-config:mail-destination=ops@example.org",
+           f"other-config:ssmtp-mailhub={bridge}:2525")
+        for host in range(3):
+            pool.storage(host, "error")
+        wait_for(lambda: all(r.get("rule2") for r in pool.status()), 15 * T,
+                 "survival rule 2 on every host")
+        wait_for(lambda: len(collector.envelopes) == 3, 10, "a mail from every host")
+        subjects = {m["Subject"] for _, _, m in collector.delivered()}
+        assert all("ha_survival_rule_2" in s for s in subjects), subjects
+        for host in range(3):
+            pool.storage(host, "ok")
+        wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
+                 "a master once the statefile is back")
+        wait_for(lambda: ok(pool, "message-list", "name=ha_survival_rule_2").count(
+            "ha_survival_rule_2") == 3, 10, "the three alerts stored")
+    finally:
+        smtp.stop()

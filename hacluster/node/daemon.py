@@ -206,6 +206,7 @@ class Node:
         self.core: HostCore | None = None  # None while HA is off on this host
         self.timing = config.timing
         self.leaving = False  # a Disarmed output ends the daemon (else: back to HA off)
+        self.in_rule2 = False
         self.transports: list[asyncio.DatagramTransport] = []
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.systemd = SystemdNotifier()
@@ -385,6 +386,7 @@ class Node:
                 self.plane.master_lost()
         elif isinstance(out, PhaseChanged):
             self.log.write("phase", old=out.old.name, new=out.new.name, why=out.why)
+            self._watch_rule2()
         elif isinstance(out, Suspect):
             self.log.write("suspect", peer=out.host, channel=out.channel)
         elif isinstance(out, Wakeup):
@@ -392,6 +394,16 @@ class Node:
                 self._timer.cancel()
             if out.at != float("inf"):
                 self._timer = self.loop.call_at(out.at, lambda: self.feed(Tick(self.loop.time())))
+
+    def _watch_rule2(self) -> None:
+        rule2 = self.core is not None and self.core.rule2
+        if rule2 and not self.in_rule2 and self.plane is not None:
+            me = self.host_uuid(self.config.index)
+            self.plane.local_alert("ha_survival_rule_2", me,
+                                   f"host {self.config.index} entered survival-rule-2 mode: "
+                                   "the whole pool lost the heartbeat SR; no master until it "
+                                   "is back, and any further failure fences every host")
+        self.in_rule2 = rule2
 
     def _disarmed(self, reason: str) -> None:
         self._watchdog("disarm")

@@ -15,7 +15,9 @@ Rules:
   and ``db-backup``. A backup older than the one held is ignored.
 * Alerts are stored as pool messages and, when the pool's other-config has
   ``mail-destination`` and ``ssmtp-mailhub``, e-mailed; a mail failure is
-  logged, never fatal.
+  logged, never fatal. A host's own alert raised without a master (entering
+  survival-rule-2 mode) is mailed at once and kept until the next master
+  collects it (agent op ``pending-alerts``) into the database.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ if TYPE_CHECKING:
 
 ASK_TIMEOUT = 5.0
 ALERT_PRIORITY = {"ha_pool_overcommitted": 3, "ha_host_failed": 2,
-                  "ha_protected_vm_restart_failed": 2, "ha_failures_exceed_tolerance": 1}
+                  "ha_protected_vm_restart_failed": 2, "ha_failures_exceed_tolerance": 1,
+                  "ha_survival_rule_2": 1}
 
 
 class Plane:
-    AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup"})
+    AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup",
+                           "pending-alerts"})
 
     def __init__(self, node: Node) -> None:
         assert node.config.mgmt is not None and node.config.pool is not None
@@ -67,6 +71,7 @@ class Plane:
         self._opening: asyncio.Task[Database] | None = None
         self._push: asyncio.Task[None] | None = None
         self.last_error = ""
+        self.pending: list[dict[str, Any]] = []  # alerts raised without a master
 
     # ------------------------------------------------------------ start
     async def start(self) -> asyncio.Server:
@@ -215,6 +220,7 @@ class Plane:
         core = self.node.core
         if core is not None and core.is_master:
             self.node._start_duties()
+        await self._collect_pending()
 
     def master_lost(self) -> None:
         self._close_database()
@@ -256,22 +262,57 @@ class Plane:
 
     # ------------------------------------------------------------ alerts
     def alert(self, name: str, obj: str, body: str) -> None:
-        asyncio.get_running_loop().create_task(self._store_alert(name, obj, body))
+        """An alert of the master: stored as a pool message, then mailed."""
+        message = self._message(name, obj, body)
+        asyncio.get_running_loop().create_task(self._store(message, mail_it=True))
 
-    async def _store_alert(self, name: str, obj: str, body: str) -> None:
+    def local_alert(self, name: str, obj: str, body: str) -> None:
+        """An alert of this host, raised when there may be no master (survival rule 2;
+        a master is losing its lock and the SR): mailed at once, kept until the
+        next master collects it into the database."""
+        message = self._message(name, obj, body)
+        self.node.log.write("alert", name=name, obj=obj, body=body, stored="when a master "
+                            "is back")
+        self.pending.append(message)
+        asyncio.get_running_loop().create_task(self._mail(message))
+
+    @staticmethod
+    def _message(name: str, obj: str, body: str) -> dict[str, Any]:
+        return {"op": "message", "name": name, "priority": ALERT_PRIORITY.get(name, 4),
+                "obj": obj, "body": body, "time": round(time.time(), 3)}
+
+    async def _store(self, message: dict[str, Any], mail_it: bool) -> None:
         database = self.database
         if database is None:
             return
-        message = {"op": "message", "name": name, "priority": ALERT_PRIORITY.get(name, 4),
-                   "obj": obj, "body": body, "time": round(time.time(), 3)}
         try:
             await database.commit(message)
-            config = mail.MailConfig.from_other_config(database.db.other_config)
+        except (PoolError, OSError) as error:
+            self.node.log.write("alert", error=f"not stored: {error}", name=message["name"])
+        if mail_it:
+            await self._mail(message)
+
+    async def _mail(self, message: dict[str, Any]) -> None:
+        db = self.database.db if self.database is not None else self.known
+        try:
+            config = mail.MailConfig.from_other_config(db.other_config)
+            self.node.log.write("alert-mail", name=message["name"],
+                                to=list(config.destination) if config else "not configured")
             if config is not None:
-                await mail.send(config, mail.render({**message, "timestamp": message["time"]},
-                                                    database.db.name))
-        except (PoolError, mail.MailError, OSError) as error:
-            self.node.log.write("alert-mail", error=str(error), name=name)
+                await mail.send(config, mail.render(
+                    {**message, "object": message["obj"], "timestamp": message["time"]},
+                    db.name))
+        except (mail.MailError, OSError) as error:
+            self.node.log.write("alert-mail", error=str(error), name=message["name"])
+
+    async def _collect_pending(self) -> None:
+        """Store the alerts hosts raised while there was no master."""
+        hosts = sorted(self._live_uuids() or {h.uuid for h in self.seed.pool.hosts})
+        answers = await self.ask_all({"op": "pending-alerts"}, hosts)
+        for answer in answers.values():
+            if isinstance(answer, dict):
+                for message in answer.get("alerts", []):
+                    await self._store(dict(message), mail_it=False)  # mailed when raised
 
     # ------------------------------------------------------------ agent operations
     async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +330,9 @@ class Plane:
                 return {"ok": True}
             if op == "db-backup":
                 return await self._backup(request)
+            if op == "pending-alerts":
+                alerts, self.pending = self.pending, []
+                return {"ok": True, "alerts": alerts}
         except (PoolError, RuntimeError, ValueError, TypeError, KeyError) as error:
             return {"ok": False, "error": str(error)}
         return {"ok": False, "error": f"unknown op {op!r}"}
