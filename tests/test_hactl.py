@@ -432,7 +432,7 @@ def test_completion_of_verbs_and_options(script: Path) -> None:
     assert complete(script, "--c") == ["--config ", "--completion "]
     assert complete(script, "--config", "hactl.toml", "sta") == ["status "]
     assert complete(script, "-s", "10.77.0.1", ":", "7100", "host-e") == [
-        "host-enable ", "host-emergency-ha-disable "]
+        "host-enable ", "host-evacuate ", "host-emergency-ha-disable "]
     assert complete(script, "help", "pool-emergency-") == [
         "pool-emergency-transition-to-master ", "pool-emergency-reset-master "]
 

@@ -181,3 +181,29 @@ def test_no_acknowledged_write_is_lost_across_master_kills(lab: LocalLab) -> Non
     lost = [k for k in acknowledged if record.get(f"w{k}") != str(k)]
     assert len(acknowledged) >= 100, f"seed {seed}: only {len(acknowledged)} acknowledged"
     assert not lost, f"seed {seed}: acknowledged writes lost: {lost}"
+
+
+def test_host_evacuate_moves_every_vm_and_ha_follows_them(lab: LocalLab) -> None:
+    from hacluster.lab.workloads import runs
+    from hacluster.vm.records import double_runs
+
+    ok(lab, "pool-ha-enable", "ha-config:timeout=3")
+    wait_for(lambda: master(lab) is not None, 15 * T, "a master")
+    wait_for(lambda: "vm-web1" in runs(lab.root), 10, "web1's first record")
+    source = next(r["host"] for r in lab.status() if "vm-web1" in r.get("vms", []))
+    code, out, err = hactl(lab, "host-evacuate", f"uuid=host-{source:04}")
+    assert code == 0, err
+    assert "web1: host" in err and "evacuated" in out
+    assert ok(lab, "host-param-get", f"uuid=host-{source:04}", "param-name=enabled") == "false"
+    target = ok(lab, "vm-param-get", "uuid=vm-web1", "param-name=resident-on")
+    assert target not in ("", f"host-{source:04}")
+    wait_for(lambda: "vm-web1" in lab.status()[int(target.rpartition("-")[2])]["vms"], 10,
+             "web1 running on its new host")
+    if source != master(lab):
+        lab.kill(source)  # nothing of it to restart: web1 is elsewhere already
+        wait_for(lambda: lab.status()[source]["phase"] == "DOWN", 5, "the source down")
+        wait_for(lambda: hactl(lab, "message-list", "name=ha_host_failed")[1] != "", 15 * T,
+                 "the failure handled")
+    for vm, instances in runs(lab.root).items():
+        assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
+    assert [i.host for i in runs(lab.root)["vm-web1"]][-1] != f"host{source}"

@@ -14,6 +14,7 @@ from hacluster.core.restarts import (
     Alert,
     ForceHalt,
     HostsFailed,
+    Moved,
     Pass,
     PauseRestarts,
     Reconfigure,
@@ -182,6 +183,16 @@ def test_reconfigure_takes_new_settings_and_keeps_what_runs_where() -> None:
     # a's start finishes the group it was started in: c waits for a's delay, then runs
     assert starts(r.handle(StartFinished(1.5, "a", starts(out)["a"], ok=True))) == {}
     assert set(starts(r.handle(Pass(3.5, ALL - {"h2"})))) == {"c"}
+
+
+def test_a_moved_vm_is_restarted_from_its_new_host() -> None:
+    r = three_hosts(vm("a", on="h0"))
+    r.handle(Moved(1.0, "a", "h1"))
+    assert r.pool.vm("a").resident == "h1"
+    assert starts(r.handle(HostsFailed(2.0, frozenset({"h0"})))) == {}  # not on h0 any more
+    out = r.handle(HostsFailed(3.0, frozenset({"h1"})))
+    assert [a.vm for a in out if isinstance(a, ForceHalt)] == ["a"]
+    assert starts(out) == {"a": "h2"}
 
 
 def test_a_failed_start_finishes_its_group_without_delay() -> None:

@@ -42,7 +42,8 @@ Rules (spec section 9):
   it is retried on every input, so it starts when capacity returns.
 * While restarts are paused (:class:`PauseRestarts`) nothing is started.
 * :class:`Reconfigure` takes the pool database's new configuration; a start
-  in flight finishes in the order group it was started in.
+  in flight finishes in the order group it was started in. :class:`Moved`
+  records where an operator's move put a VM.
 """
 
 from __future__ import annotations
@@ -122,7 +123,17 @@ class Reconfigure:
     pool: Pool
 
 
-RestartInput = Pass | HostsFailed | StartFinished | VMExited | PauseRestarts | Reconfigure
+@dataclass(frozen=True)
+class Moved:
+    """The operator moved a running VM (``host-evacuate``): it now runs on ``host``."""
+
+    now: float
+    vm: str
+    host: str
+
+
+RestartInput = (Pass | HostsFailed | StartFinished | VMExited | PauseRestarts | Reconfigure
+                | Moved)
 
 
 # ---------------------------------------------------------------- outputs
@@ -207,6 +218,8 @@ class Restarter:
             self._paused_until = event.until
         elif isinstance(event, Reconfigure):
             self._reconfigure(event.pool)
+        elif isinstance(event, Moved):
+            self._moved(event)
         self._check_tolerance(out)
         self._restart(event.now, out)
         return out
@@ -236,6 +249,14 @@ class Restarter:
         self._pool = config.with_vms(
             replace(vm, power=known[vm.uuid].power, resident=known[vm.uuid].resident)
             for vm in config.vms if vm.uuid in known)
+
+    def _moved(self, event: Moved) -> None:
+        vm = self._pool.vm(event.vm)
+        self._pool = self._pool.with_vm(replace(vm, power=Power.RUNNING, resident=event.host))
+        self._last_host[event.vm] = event.host
+        for table in (self._barred, self._tries, self._next_try):
+            table.pop(event.vm, None)
+        self._wanted.discard(event.vm)
 
     def _on_hosts_failed(self, event: HostsFailed, out: list[RestartAction]) -> None:
         for host_uuid in sorted(event.hosts):

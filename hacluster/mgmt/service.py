@@ -11,6 +11,11 @@ Rules:
   host, reporting progress host by host. ``pool-ha-disable`` records the
   disable first (so a new master would not re-arm), marks the SR invalid, then
   disarms every host; VMs keep running.
+* ``host-evacuate`` first places every VM of the host on the other live,
+  enabled hosts (best-fit decreasing, the restart planner's): if one does not
+  fit or is not agile it is refused and nothing changes. Then the host is
+  disabled and its VMs are moved one by one (stopped, then started on their
+  target), restart priority and order first, each reported as progress.
 * ``host-shutdown`` is refused while the host runs a protected VM (unprotect
   it first): a clean shutdown announces the host excluded, so it is never
   treated as a failure.
@@ -26,7 +31,15 @@ import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from hacluster.core.pool import Pool, PoolError, Priority, diagnostic_vm_status
+from hacluster.core.planner import Item, place
+from hacluster.core.pool import (
+    Pool,
+    PoolError,
+    Priority,
+    agility,
+    diagnostic_vm_status,
+    is_agile,
+)
 from hacluster.core.pooldb import PoolDB
 from hacluster.core.recovery import memory_by_priority, recovery_plan
 from hacluster.mgmt.database import Database
@@ -50,6 +63,7 @@ class Control(Protocol):
     async def become_master(self) -> Database: ...
     def reset_master(self, address: str) -> str: ...
     async def emergency_disarm(self) -> None: ...
+    async def move(self, vm: str, source: str, target: str) -> None: ...
     def current_pool(self) -> Pool: ...  # the database's, with what runs where
     def address(self, host_uuid: str) -> str: ...
 
@@ -229,6 +243,34 @@ class Service:
         if isinstance(answers[uuid], str):
             raise PoolError(f"host {pool.host(uuid).name} did not answer: {answers[uuid]}")
         yield self._done(f"host {pool.host(uuid).name} is shutting down cleanly")
+
+    async def _host_evacuate(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        uuid = self._host_uuid(params)
+        pool = self._pool
+        live = self.control.live_hosts()
+        vms = sorted(pool.resident_on(uuid),
+                     key=lambda vm: (PRIORITY[vm.priority.value], vm.order, vm.name))
+        pinned = [f"{vm.name} ({'; '.join(map(str, agility(pool, vm)))})"
+                  for vm in vms if not is_agile(pool, vm)]
+        if pinned:
+            raise PoolError(f"cannot evacuate {pool.host(uuid).name}: not agile: "
+                            f"{', '.join(pinned)}")
+        rooms = [(h.uuid, pool.free_memory(h.uuid)) for h in pool.hosts
+                 if h.uuid != uuid and h.enabled and (live is None or h.uuid in live)]
+        placement, unplaced = place([Item(vm.uuid, vm.memory) for vm in vms], rooms)
+        if unplaced:
+            names = ", ".join(pool.vm(item.vm).name for item in unplaced)
+            raise PoolError(f"cannot evacuate {pool.host(uuid).name}: no room on the other "
+                            f"live enabled hosts for {names}")
+        await self._commit({"op": "host-enabled", "host": uuid, "enabled": False})
+        yield {"progress": f"{pool.host(uuid).name} disabled; moving {len(vms)} VM(s)"}
+        for vm in vms:
+            target = placement[vm.uuid]
+            await self.control.move(vm.uuid, uuid, target)
+            yield {"progress": f"{vm.name}: {pool.host(uuid).name} -> "
+                               f"{pool.host(target).name}"}
+        yield self._done(f"{pool.host(uuid).name} evacuated: {len(vms)} VM(s) moved; it stays "
+                         "disabled (host-enable uuid=... to use it again)")
 
     async def _pool_ha_enable(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         database = self._db()

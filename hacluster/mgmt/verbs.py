@@ -60,6 +60,8 @@ _TABLE = (
     Verb("host-disable", "take a host out of placement (HA will not restart VMs on it)",
          ("uuid",), ("uuid",), changes=True),
     Verb("host-enable", "put a host back into placement", ("uuid",), ("uuid",), changes=True),
+    Verb("host-evacuate", "move every VM of a host to the others (it stays disabled)",
+         ("uuid",), ("uuid",), changes=True),
     Verb("host-shutdown", "clean shutdown: the host disarms, marks itself excluded and stops",
          ("uuid",), ("uuid",), changes=True),
     Verb("vm-list", "every VM", ("params", "uuid", "name-label", "ha-restart-priority",

@@ -241,7 +241,7 @@ class Node:
         servers = []
         if self.pool_file is not None:
             servers.append(await rpc.serve(config.address.host, config.agent_port, config.key,
-                                           self._agent_request, self.agent.stats))
+                                           self.agent_request, self.agent.stats))
         if self.plane is not None:
             servers.append(await self.plane.start())
         server = await asyncio.start_unix_server(self._status, path=str(config.status_socket))
@@ -333,13 +333,20 @@ class Node:
             return None
         return frozenset(self.host_uuid(i) for i in self.core.liveset or ())
 
-    async def _agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        if request.get("op") == "start" and (self.core is None or not self.core.armed):
+    async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("op") == "start" and not self._may_start():
             return {"ok": False, "error": f"host {self.config.index} is not armed: "
                     "it runs no VM for HA"}
         if self.plane is not None and request.get("op") in self.plane.AGENT_OPS:
             return await self.plane.agent_request(request)
         return await self.agent.handle(request)
+
+    def _may_start(self) -> bool:
+        """Armed, or HA off in the whole pool (an operator's move): never while the
+        pool runs HA without this host."""
+        if self.core is not None:
+            return self.core.armed
+        return self.plane is not None and not self.plane.known.ha.enabled
 
     def _start_duties(self) -> None:
         if self.plane is None or self.config.vm_dir is None or self.duties is not None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from hacluster.core.pool import Pool, PoolError
 from hacluster.core.pooldb import PoolDB
-from hacluster.core.restarts import Reconfigure
+from hacluster.core.restarts import Moved, Reconfigure, VMExited
 from hacluster.mgmt import mail
 from hacluster.mgmt.api import Server
 from hacluster.mgmt.database import Database, from_snapshot, snapshot_bytes
@@ -146,7 +146,8 @@ class Plane:
                       hosts: list[str]) -> dict[str, dict[str, Any] | str]:
         async def ask(host: str) -> dict[str, Any] | str:
             if host == self.seed.pool.hosts[self.index].uuid:
-                return await self.agent_request(request)
+                answer = await self.node.agent_request(request)
+                return answer if answer.get("ok") else str(answer.get("error", "refused"))
             try:
                 answer = await self.agents.call(host, request, ASK_TIMEOUT)
             except rpc.RpcError as error:
@@ -206,6 +207,31 @@ class Plane:
             raise PoolError("HA is not armed on this host")
         self.node.log.write("emergency-ha-disable", text="HA disarmed by the operator")
         self.node.disarm(leaving=False)
+
+    async def move(self, vm: str, source: str, target: str) -> None:
+        """Stop ``vm`` on ``source``, start it on ``target``; tell the restart executor."""
+        assert self.database is not None and self.config.vm_dir is not None
+        db = self.database.db
+        command = list(db.commands.get(vm, ())) or guest_command(
+            self.config.vm_dir, vm, db.pool.host(target).name)
+        stopped = await self._ask(source, {"op": "stop", "vm": vm})
+        if isinstance(stopped, str):
+            raise PoolError(f"VM {vm} could not be stopped on {source}: {stopped}; "
+                            "nothing was moved")
+        started = await self._ask(target, {"op": "start", "vm": vm, "command": command})
+        duties = self.node.duties
+        now = self.node.loop.time()
+        if isinstance(started, str):
+            if duties is not None:  # stopped and not started: HA treats it as a crash
+                duties.feed(VMExited(now, vm, source, internal_shutdown=False))
+            raise PoolError(f"VM {vm} stopped on {source} but did not start on {target}: "
+                            f"{started}" + ("; HA restarts it if it is protected"
+                                            if duties is not None else ""))
+        if duties is not None:
+            duties.feed(Moved(now, vm, target))
+
+    async def _ask(self, host: str, request: dict[str, Any]) -> dict[str, Any] | str:
+        return (await self.ask_all(request, [host]))[host]
 
     # ------------------------------------------------------------ master role
     def master_gained(self) -> None:
