@@ -247,6 +247,9 @@ class Node:
         server = await asyncio.start_unix_server(self._status, path=str(config.status_socket))
         self.loop.add_signal_handler(signal.SIGTERM, self.leave)
         io_task = asyncio.create_task(self._storage_worker())
+        if self.plane is not None:
+            self.plane.started(header.generation, header.state is PoolState.ACTIVE,
+                               self.timing.T)
         if header.state is PoolState.ACTIVE or self.plane is None:
             timeout = self.plane.pool_timeout() if self.plane is not None else None
             start = self.plane.resident_vms() if self.plane and self.armed_at_start else {}

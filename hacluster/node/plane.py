@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from hacluster.core.pool import Pool, PoolError
-from hacluster.core.pooldb import PoolDB
+from hacluster.core.pooldb import HASettings, PoolDB
 from hacluster.core.restarts import Moved, Reconfigure, VMExited
 from hacluster.mgmt import mail
 from hacluster.mgmt.api import Server
@@ -79,6 +80,15 @@ class Plane:
                         server_context(CertFiles(self.mgmt.cert, self.mgmt.key), self.mgmt.ca),
                         client_context(self.mgmt.ca))
         return await server.serve(self.config.address.host, self.mgmt.port)
+
+    def started(self, generation: int, active: bool, timeout: float) -> None:
+        """What the SR says at start: a pool whose HA was enabled without a
+        database anywhere (a lab started armed) is seeded as HA enabled."""
+        if active and not self.seed.ha.enabled:
+            ha = HASettings(True, timeout, "heartbeat-sr", generation)
+            if self.known is self.seed:
+                self.known = replace(self.seed, ha=ha)
+            self.seed = replace(self.seed, ha=ha)
 
     def pool_timeout(self) -> float | None:
         """T of the pool's HA enable (a host rejoining must use the pool's)."""
