@@ -11,8 +11,10 @@ Rules:
   database (the newest copy, :class:`~hacluster.mgmt.database.Database`); a
   node that gains the lock records itself as master before its duties start.
 * Agent operations for the plane (authenticated RPC between hosts): ``ping``,
-  ``ha-arm`` (generation, timeout, VMs to start), ``ha-disarm``, ``shutdown``
-  and ``db-backup``. A backup older than the one held is ignored.
+  ``ha-arm`` (generation, timeout, VMs to start), ``ha-disarm``, ``shutdown``,
+  ``db-backup`` (a backup older than the one held is ignored), ``db-get``
+  (a new master reads every answering host's backup along with the redo log)
+  and ``pending-alerts``.
 * Alerts are stored as pool messages and, when the pool's other-config has
   ``mail-destination`` and ``ssmtp-mailhub``, e-mailed; a mail failure is
   logged, never fatal. A host's own alert raised without a master (entering
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from hacluster.node.daemon import Node
 
 ASK_TIMEOUT = 5.0
+BACKUP_TIMEOUT = 1.0  # reading other hosts' backups must not delay a new master much
 ALERT_PRIORITY = {"ha_pool_overcommitted": 3, "ha_host_failed": 2,
                   "ha_protected_vm_restart_failed": 2, "ha_failures_exceed_tolerance": 1,
                   "ha_survival_rule_2": 1}
@@ -53,7 +56,7 @@ ALERT_PRIORITY = {"ha_pool_overcommitted": 3, "ha_host_failed": 2,
 
 class Plane:
     AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup",
-                           "pending-alerts"})
+                           "db-get", "pending-alerts"})
 
     def __init__(self, node: Node) -> None:
         assert node.config.mgmt is not None and node.config.pool is not None
@@ -152,14 +155,14 @@ class Plane:
         model = self.known.pool.host(host_uuid).address
         return model or (self.config.hosts[index][0].host if index is not None else "")
 
-    async def ask_all(self, request: dict[str, Any],
-                      hosts: list[str]) -> dict[str, dict[str, Any] | str]:
+    async def ask_all(self, request: dict[str, Any], hosts: list[str],
+                      timeout: float = ASK_TIMEOUT) -> dict[str, dict[str, Any] | str]:
         async def ask(host: str) -> dict[str, Any] | str:
             if host == self.seed.pool.hosts[self.index].uuid:
                 answer = await self.node.agent_request(request)
                 return answer if answer.get("ok") else str(answer.get("error", "refused"))
             try:
-                answer = await self.agents.call(host, request, ASK_TIMEOUT)
+                answer = await self.agents.call(host, request, timeout)
             except rpc.RpcError as error:
                 return str(error)
             return answer if answer.get("ok") else str(answer.get("error", "refused"))
@@ -186,8 +189,17 @@ class Plane:
         return await self._take(await self._load())
 
     async def _load(self) -> Database:
+        """The newest copy: the SR's redo log, this host's backup, other hosts' backups."""
+        me = self.seed.pool.hosts[self.index].uuid
+        live = self.node.live_hosts()  # with HA on, the dead are out of it already
+        others = sorted((live if live is not None else {h.uuid for h in self.seed.pool.hosts})
+                        - {me})
+        answers = await self.ask_all({"op": "db-get"}, others, timeout=BACKUP_TIMEOUT)
+        copies = [(f"the backup of {host}", bytes(answer["payload"]))
+                  for host, answer in answers.items()
+                  if isinstance(answer, dict) and answer.get("payload")]
         database = await Database.open(self.config.sr, self.backup_path, self.config.key,
-                                       self.seed)
+                                       self.seed, copies)
         for note in database.notes:
             self.node.log.write("pooldb", text=note)
         return database
@@ -366,6 +378,9 @@ class Plane:
                 return {"ok": True}
             if op == "db-backup":
                 return await self._backup(request)
+            if op == "db-get":
+                found = await asyncio.to_thread(load_backup, self.backup_path, self.config.key)
+                return {"ok": True, "payload": found[1] if found else b""}
             if op == "pending-alerts":
                 alerts, self.pending = self.pending, []
                 return {"ok": True, "alerts": alerts}
