@@ -153,7 +153,7 @@ def test_rule_2_is_mailed_at_once_and_stored_once_a_master_is_back(pool: NetnsLa
     from aiosmtpd.controller import Controller
 
     from .test_mail import Collector
-    from .test_mgmt_lab import ok
+    from .test_mgmt_lab import hactl, ok
 
     collector = Collector()
     bridge = f"10.77.{pool.lab_id}.254"
@@ -173,7 +173,7 @@ def test_rule_2_is_mailed_at_once_and_stored_once_a_master_is_back(pool: NetnsLa
             pool.storage(host, "ok")
         wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
                  "a master once the statefile is back")
-        wait_for(lambda: ok(pool, "message-list", "name=ha_survival_rule_2").count(
-            "ha_survival_rule_2") == 3, 10, "the three alerts stored")
+        wait_for(lambda: hactl(pool, "message-list", "name=ha_survival_rule_2")[1].count(
+            "ha_survival_rule_2") == 3, 15, "the three alerts stored")
     finally:
         smtp.stop()

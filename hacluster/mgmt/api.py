@@ -14,7 +14,9 @@ Rules:
   on the server too. Local verbs are answered by the host reached; the others
   by the master: a host that is not master relays the call to the one it
   knows, once (a relayed call is never relayed again); with no master known
-  the error says so and what to do.
+  (or that master does not take the connection: it just died) it waits up to
+  :data:`MASTER_WAIT` for the election to end, then the error says so and
+  what to do.
 * The client tries the pool's hosts in order until one answers, so any live
   host will do; every failure becomes :class:`ApiError` saying what to do.
 """
@@ -38,6 +40,7 @@ from hacluster.wire.rpc import LENGTH, MAX_FRAME, FrameError, decode_message, re
 
 REQUEST_DEADLINE = 10.0
 RELAY_TIMEOUT = 120.0
+MASTER_WAIT = 10.0  # a call arriving during an election waits this long for a master
 
 
 class ApiError(RuntimeError):
@@ -117,18 +120,44 @@ class Server:
         except UsageError as error:
             yield {"ok": False, "error": str(error)}
             return
-        if lookup(call.verb).local or self.host.is_master():
-            try:
-                async for answer in self.host.answer(call):
+        local = lookup(call.verb).local
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MASTER_WAIT
+        while True:
+            if local or self.host.is_master():
+                async for answer in self._local(call):
                     yield answer
-            except (PoolError, UsageError, ApiError) as error:
-                yield {"ok": False, "error": str(error)}
-            return
-        if request.get("relayed"):
-            yield {"ok": False, "error": "this host is not the master (any more); try again"}
-            return
-        async for answer in self._relay(call):
-            yield answer
+                return
+            if request.get("relayed"):
+                yield {"ok": False, "error": "this host is not the master (any more); "
+                       "try again"}
+                return
+            master = self.host.master_endpoint()
+            if master is not None:
+                try:
+                    async for answer in exchange(master, self.client_context, self.secret,
+                                                 call, relayed=True):
+                        yield answer
+                    return
+                except Unreachable:
+                    pass  # the master just died: wait for the next one
+                except ApiError as error:
+                    yield {"ok": False, "error": f"the master {master[0]}:{master[1]} did "
+                           f"not answer: {error}"}
+                    return
+            if loop.time() >= deadline:
+                yield {"ok": False, "error": "no master right now: HA may be electing one "
+                       "(retry in a few seconds); if the master is gone for good, see the "
+                       "emergency procedures (pool-emergency-transition-to-master)"}
+                return
+            await asyncio.sleep(0.2)
+
+    async def _local(self, call: Call) -> Answer:
+        try:
+            async for answer in self.host.answer(call):
+                yield answer
+        except (PoolError, UsageError, ApiError) as error:
+            yield {"ok": False, "error": str(error)}
 
     def _authentic(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
         secret = request.get("secret", b"")
@@ -138,22 +167,6 @@ class Server:
             return True
         ssl_object = writer.get_extra_info("ssl_object")
         return ssl_object is not None and peer_is_pool_client(ssl_object)
-
-    async def _relay(self, call: Call) -> Answer:
-        master = self.host.master_endpoint()
-        if master is None:
-            yield {"ok": False, "error": "no master right now: HA may be electing one (retry "
-                   "in a few seconds); if the master is gone for good, see the emergency "
-                   "procedures (pool-emergency-transition-to-master)"}
-            return
-        try:
-            async for answer in exchange(master, self.client_context, self.secret, call,
-                                         relayed=True):
-                yield answer
-        except ApiError as error:
-            yield {"ok": False, "error": f"the master {master[0]}:{master[1]} did not answer: "
-                   f"{error}"}
-
 
 async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: bytes,
                    call: Call, relayed: bool = False,
