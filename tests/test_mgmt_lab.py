@@ -207,3 +207,30 @@ def test_host_evacuate_moves_every_vm_and_ha_follows_them(lab: LocalLab) -> None
     for vm, instances in runs(lab.root).items():
         assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
     assert [i.host for i in runs(lab.root)["vm-web1"]][-1] != f"host{source}"
+
+
+def test_every_other_verb_on_a_live_pool(lab: LocalLab) -> None:
+    ok(lab, "pool-ha-enable", "ha-config:timeout=3")
+    wait_for(lambda: master(lab) is not None, 15 * T, "a master")
+    status = json.loads(ok(lab, "--json", "status"))
+    assert status["pool"]["ha_enabled"] and len(status["hosts"]) == 3
+    assert status["memory_by_priority"]["host-0000"]["restart"] == 768
+    hosts = json.loads(ok(lab, "--json", "host-list"))
+    assert [h["uuid"] for h in hosts] == ["host-0000", "host-0001", "host-0002"]
+    assert ok(lab, "host-param-get", "uuid=host-0002", "param-name=live") == "true"
+    assert "vm-web2" in ok(lab, "vm-list", "resident-on=host-0002")
+    assert "agile" in ok(lab, "diagnostic-vm-status", "uuid=vm-web2")
+    ok(lab, "host-disable", "uuid=host-0002")
+    assert ok(lab, "host-param-get", "uuid=host-0002", "param-name=enabled") == "false"
+    ok(lab, "host-enable", "uuid=host-0002")
+    assert ok(lab, "host-param-get", "uuid=host-0002", "param-name=enabled") == "true"
+    code, _, err = hactl(lab, "host-shutdown", "uuid=host-0002")
+    assert code == 1 and "web2" in err  # it runs a protected VM
+    ok(lab, "vm-param-set", "uuid=vm-web2", "ha-restart-priority=")
+    assert "shutting down" in ok(lab, "host-shutdown", "uuid=host-0002")
+    wait_for(lambda: lab.status()[2]["phase"] == "DOWN", 10, "host 2 to stop")
+    wait_for(lambda: all(r.get("liveset") == [0, 1] for r in lab.status()[:2]), 15 * T,
+             "the others to drop it")
+    assert not lab.running(2)
+    assert ok(lab, "message-list", "name=ha_host_failed") == ""  # a shutdown is no failure
+    assert ok(lab, "host-param-get", "uuid=host-0002", "param-name=live") == "false"

@@ -14,6 +14,7 @@ from hacluster.core.restarts import (
     Alert,
     ForceHalt,
     HostsFailed,
+    HostsLeft,
     Moved,
     Pass,
     PauseRestarts,
@@ -183,6 +184,14 @@ def test_reconfigure_takes_new_settings_and_keeps_what_runs_where() -> None:
     # a's start finishes the group it was started in: c waits for a's delay, then runs
     assert starts(r.handle(StartFinished(1.5, "a", starts(out)["a"], ok=True))) == {}
     assert set(starts(r.handle(Pass(3.5, ALL - {"h2"})))) == {"c"}
+
+
+def test_a_clean_shutdown_is_no_failure_but_protected_vms_come_back() -> None:
+    r = three_hosts(vm("p", on="h2"), vm("b", priority=BEST_EFFORT, on="h2"))
+    out = r.handle(HostsLeft(1.0, frozenset({"h2"})))
+    assert alerts(out) == [] and not [a for a in out if isinstance(a, ForceHalt)]
+    assert set(starts(out)) == {"p"}  # protected: level-sensitive; best-effort stays down
+    assert "h2" not in r.live
 
 
 def test_a_moved_vm_is_restarted_from_its_new_host() -> None:

@@ -111,6 +111,7 @@ class LivesetCommitted:
     liveset: HostSet
     removed: HostSet
     added: HostSet
+    excluded: HostSet = frozenset()  # of ``removed``: left cleanly (shut down), not failed
 
 
 @dataclass(frozen=True)

@@ -585,12 +585,13 @@ class HostCore:
         self._commit(self._proposal, removed, EMPTY)
         self._set_phase(Phase.NORMAL, f"committed liveset {sorted(self.liveset)}")
 
-    def _commit(self, liveset: HostSet, removed: HostSet, added: HostSet) -> None:
+    def _commit(self, liveset: HostSet, removed: HostSet, added: HostSet,
+                excluded: HostSet = EMPTY) -> None:
         self.liveset = liveset
         self._proposal = None
         for x in removed:
             self.peers[x] = Peer()
-        self._out.append(LivesetCommitted(liveset, removed, added))
+        self._out.append(LivesetCommitted(liveset, removed, added, excluded))
 
     # ------------------------------------------------------------ membership
     def _arm(self, liveset: HostSet) -> None:
@@ -611,7 +612,7 @@ class HostCore:
         gone = frozenset(p for p, report in self._fresh_members() if report.excluded)
         if gone:
             proposal = self._proposal
-            self._commit(self.liveset - gone, gone, EMPTY)
+            self._commit(self.liveset - gone, gone, EMPTY, excluded=gone)
             if proposal is not None:
                 self._proposal = proposal - gone
 

@@ -10,6 +10,8 @@ Rules (spec section 9):
   fenced): each is marked not live, ``ha_host_failed`` is raised and its VMs
   are forced halted (:class:`ForceHalt`). :class:`Pass` sets the live hosts to
   the committed liveset.
+* :class:`HostsLeft` (a clean shutdown) marks the hosts not live and their
+  VMs halted, with no alert and no force-halt.
 * Who is restarted:
 
   - protected (``restart``) VMs are level-sensitive: any found halted is
@@ -87,6 +89,15 @@ class HostsFailed:
 
 
 @dataclass(frozen=True)
+class HostsLeft:
+    """These hosts left the liveset cleanly (shut down, excluded): not a failure.
+    Their VMs are stopped; protected ones are restarted as any halted one."""
+
+    now: float
+    hosts: frozenset[str]
+
+
+@dataclass(frozen=True)
 class StartFinished:
     now: float
     vm: str
@@ -132,8 +143,8 @@ class Moved:
     host: str
 
 
-RestartInput = (Pass | HostsFailed | StartFinished | VMExited | PauseRestarts | Reconfigure
-                | Moved)
+RestartInput = (Pass | HostsFailed | HostsLeft | StartFinished | VMExited | PauseRestarts
+                | Reconfigure | Moved)
 
 
 # ---------------------------------------------------------------- outputs
@@ -210,6 +221,10 @@ class Restarter:
             self._on_pass(event)
         elif isinstance(event, HostsFailed):
             self._on_hosts_failed(event, out)
+        elif isinstance(event, HostsLeft):
+            for host_uuid in event.hosts:
+                self._live = self._live - {host_uuid}
+                self._set_halted(self._pool.resident_on(host_uuid))
         elif isinstance(event, StartFinished):
             self._on_start_finished(event, out)
         elif isinstance(event, VMExited):

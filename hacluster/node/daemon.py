@@ -382,9 +382,13 @@ class Node:
         elif isinstance(out, Fence):
             self._fence(out.reason)
         elif isinstance(out, LivesetCommitted):
-            self.log.write("commit", liveset=out.liveset, removed=out.removed, added=out.added)
-            if self.duties is not None and out.removed:
-                self.duties.hosts_failed(frozenset(self.host_uuid(i) for i in out.removed))
+            self.log.write("commit", liveset=out.liveset, removed=out.removed, added=out.added,
+                           left=out.excluded)
+            if self.duties is not None and out.removed - out.excluded:
+                self.duties.hosts_failed(frozenset(self.host_uuid(i)
+                                                   for i in out.removed - out.excluded))
+            if self.duties is not None and out.excluded:
+                self.duties.hosts_left(frozenset(self.host_uuid(i) for i in out.excluded))
         elif isinstance(out, MasterGained):
             self.log.write("master", gained=True)
             if self.plane is not None:

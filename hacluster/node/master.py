@@ -40,6 +40,7 @@ from hacluster.core.restarts import (
     Alert,
     ForceHalt,
     HostsFailed,
+    HostsLeft,
     Pass,
     RestartAction,
     RestartConfig,
@@ -99,6 +100,11 @@ class MasterDuties:
     def hosts_failed(self, hosts: frozenset[str]) -> None:
         """A liveset commit removed ``hosts`` (they fenced): restart their VMs."""
         self.failed |= hosts
+        self._wake.set()
+
+    def hosts_left(self, hosts: frozenset[str]) -> None:
+        """A liveset commit removed ``hosts`` that shut down cleanly: no failure."""
+        self.feed(HostsLeft(self.clock(), hosts))
         self._wake.set()
 
     async def run(self) -> None:

@@ -69,6 +69,7 @@ from hacluster.core.restarts import (
     Alert,
     ForceHalt,
     HostsFailed,
+    HostsLeft,
     Pass,
     PauseRestarts,
     RestartAction,
@@ -397,9 +398,12 @@ class Simulation:
         }
         self._pass_due = True
         self.checker.committed(self.t, host.index, set(out.removed), undead)
-        if out.removed and self._restarter_host is host:
-            failed = self._uuids(out.removed)
+        if out.removed - out.excluded and self._restarter_host is host:
+            failed = self._uuids(out.removed - out.excluded)
             self._tell_master(lambda now: HostsFailed(now, failed))
+        if out.excluded and self._restarter_host is host:
+            left = self._uuids(out.excluded)
+            self._tell_master(lambda now: HostsLeft(now, left))
 
     # ------------------------------------------------------------ master duties
     def _uuids(self, indices: HostSet) -> frozenset[str]:
