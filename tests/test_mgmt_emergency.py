@@ -58,6 +58,7 @@ def test_unreachable_host_is_recovered_with_the_emergency_procedure(lab: NetnsLa
     lab.partition([[0, 1], [2]])
     lab.storage(2, "error")
     wait_for(lambda: phases(lab)[2] == "DOWN", 15 * T, "host 2 to fence")
+    wait_for(lambda: not lab.running(2), 10, "the fenced daemon to exit")
     lab.restart(2)  # it reboots, still cut off: it cannot rejoin
     wait_for(lambda: phases(lab)[2] not in ("DOWN", "NORMAL"), 10, "host 2 to come back")
     code, _, err = on(lab, 2, "pool-emergency-reset-master", f"master-address={lab.ip(0)}")
