@@ -36,7 +36,14 @@ import msgpack
 from hacluster.core.pool import PoolError
 from hacluster.mgmt.tls import peer_is_pool_client
 from hacluster.mgmt.verbs import Call, UsageError, check, lookup
-from hacluster.wire.rpc import LENGTH, MAX_FRAME, FrameError, decode_message, read_frame
+from hacluster.wire.rpc import (
+    LENGTH,
+    MAX_FRAME,
+    FrameError,
+    close_quietly,
+    decode_message,
+    read_frame,
+)
 
 REQUEST_DEADLINE = 10.0
 RELAY_TIMEOUT = 120.0
@@ -101,9 +108,7 @@ class Server:
         except (ConnectionError, ssl.SSLError):
             pass  # the client went away
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await close_quietly(writer)
 
     async def _answers(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Answer:
         if not self._authentic(request, writer):
@@ -191,9 +196,7 @@ async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: b
                     if "progress" not in answer:
                         return
             finally:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                await close_quietly(writer)
     except TimeoutError:
         raise ApiError(f"{where}: no answer within {timeout} s") from None
     except ssl.SSLCertVerificationError as error:

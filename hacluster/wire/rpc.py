@@ -129,6 +129,13 @@ def decode_message(plain: bytes) -> dict[str, Any]:
     return message
 
 
+async def close_quietly(writer: asyncio.StreamWriter) -> None:
+    """Close a connection; a peer that already went away (or broke TLS) is no error."""
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
+
+
 async def serve(host: str, port: int, key: bytes, handler: Handler,
                 stats: RpcStats | None = None,
                 request_deadline: float = REQUEST_DEADLINE) -> asyncio.Server:
@@ -164,9 +171,7 @@ async def serve(host: str, port: int, key: bytes, handler: Handler,
         except ConnectionError:
             pass  # the client went away; nothing to answer
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            await close_quietly(writer)
 
     return await asyncio.start_server(answer, host, port)
 
@@ -189,9 +194,7 @@ async def call(host: str, port: int, key: bytes, request: dict[str, Any],
                 await writer.drain()
                 body = await read_frame(reader)
             finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError):
-                    await writer.wait_closed()
+                await close_quietly(writer)
     except TimeoutError:
         raise RpcError(f"{where}: no answer within {timeout} s") from None
     except ConnectionRefusedError:
