@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.core.pool import Pool, Power
+from hacluster.core.pooldb import PoolDB
 from hacluster.core.recovery import recovery_plan
 from hacluster.core.restarts import (
     Alert,
@@ -61,6 +62,11 @@ def guest_command(vm_dir: Path, vm: str, host: str) -> list[str]:
     """The default VM: the guest program writing to its disk on the shared VM SR."""
     return [sys.executable, "-m", "hacluster.vm.guest", "--disk", str(vm_dir / f"{vm}.disk"),
             "--vm", vm, "--host", host]
+
+
+def vm_command(db: PoolDB, vm_dir: Path, vm: str, host: str) -> list[str]:
+    """How ``vm`` runs on host ``host`` (uuid): its own command, else the guest program."""
+    return list(db.commands.get(vm, ())) or guest_command(vm_dir, vm, db.pool.host(host).name)
 
 
 @dataclass(frozen=True)
@@ -207,8 +213,7 @@ class MasterDuties:
         self.alert(name, obj, body)
 
     async def _start(self, vm: str, host: str) -> None:
-        command = list(self.database.db.commands.get(vm, ())) or guest_command(
-            self.vm_dir, vm, self._host_name(host))
+        command = vm_command(self.database.db, self.vm_dir, vm, host)
         self.log("vm-start", vm=vm, on=host)
         try:
             answer = await self.agents.call(host, {"op": "start", "vm": vm, "command": command},
@@ -245,9 +250,6 @@ class MasterDuties:
     @property
     def pool(self) -> Pool:
         return self.restarter.pool if self.restarter is not None else self.database.db.pool
-
-    def _host_name(self, uuid: str) -> str:
-        return self.pool.host(uuid).name
 
     def status(self) -> dict[str, Any]:
         return {

@@ -40,7 +40,7 @@ from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
 from hacluster.model.pooldata import seed
-from hacluster.node.master import Agents, MasterDuties, guest_command
+from hacluster.node.master import Agents, MasterDuties, vm_command
 from hacluster.storage.redolog import RecordCorrupt, load_backup, save_backup
 from hacluster.wire import rpc
 
@@ -65,6 +65,7 @@ class Plane:
         self.mgmt = node.config.mgmt
         self.index = node.config.index
         self.seed = seed(node.config.pool)
+        self.me = self.seed.pool.hosts[self.index].uuid  # this host's uuid
         self.backup_path = node.config.status_socket.parent / "pooldb.backup"
         self.known: PoolDB = self._read_backup() or self.seed  # newest copy seen here
         self.known_master = self._index_of(self.known.master)
@@ -110,8 +111,7 @@ class Plane:
         except (PoolError, OSError, ValueError) as error:
             self.node.log.write("pooldb", text=f"could not open the pool database: {error}")
             return
-        me = self.seed.pool.hosts[self.index].uuid
-        if database.db.master not in ("", me):
+        if database.db.master not in ("", self.me):
             self.known = database.db
             self.known_master = self._index_of(database.db.master)
             self.node.log.write("pooldb", text=f"following master {database.db.master}, "
@@ -158,11 +158,9 @@ class Plane:
     async def ask_all(self, request: dict[str, Any], hosts: list[str],
                       timeout: float = ASK_TIMEOUT) -> dict[str, dict[str, Any] | str]:
         async def ask(host: str) -> dict[str, Any] | str:
-            if host == self.seed.pool.hosts[self.index].uuid:
-                answer = await self.node.agent_request(request)
-                return answer if answer.get("ok") else str(answer.get("error", "refused"))
             try:
-                answer = await self.agents.call(host, request, timeout)
+                answer = await (self.node.agent_request(request) if host == self.me
+                                else self.agents.call(host, request, timeout))
             except rpc.RpcError as error:
                 return str(error)
             return answer if answer.get("ok") else str(answer.get("error", "refused"))
@@ -190,10 +188,9 @@ class Plane:
 
     async def _load(self) -> Database:
         """The newest copy: the SR's redo log, this host's backup, other hosts' backups."""
-        me = self.seed.pool.hosts[self.index].uuid
         live = self.node.live_hosts()  # with HA on, the dead are out of it already
         others = sorted((live if live is not None else {h.uuid for h in self.seed.pool.hosts})
-                        - {me})
+                        - {self.me})
         answers = await self.ask_all({"op": "db-get"}, others, timeout=BACKUP_TIMEOUT)
         copies = [(f"the backup of {host}", bytes(answer["payload"]))
                   for host, answer in answers.items()
@@ -208,9 +205,8 @@ class Plane:
         """Hold ``database`` as this host's, recorded as master."""
         self.database = database
         database.listeners.append(self._changed)
-        me = self.seed.pool.hosts[self.index].uuid
-        if database.db.master != me:
-            await database.commit({"op": "master", "host": me})
+        if database.db.master != self.me:
+            await database.commit({"op": "master", "host": self.me})
         self._changed(database.db)
         return database
 
@@ -233,9 +229,7 @@ class Plane:
     async def move(self, vm: str, source: str, target: str) -> None:
         """Stop ``vm`` on ``source``, start it on ``target``; tell the restart executor."""
         assert self.database is not None and self.config.vm_dir is not None
-        db = self.database.db
-        command = list(db.commands.get(vm, ())) or guest_command(
-            self.config.vm_dir, vm, db.pool.host(target).name)
+        command = vm_command(self.database.db, self.config.vm_dir, vm, target)
         stopped = await self._ask(source, {"op": "stop", "vm": vm})
         if isinstance(stopped, str):
             raise PoolError(f"VM {vm} could not be stopped on {source}: {stopped}; "
@@ -399,12 +393,11 @@ class Plane:
 
     def resident_vms(self) -> dict[str, list[str]]:
         """The VMs the database places on this host, each with its command."""
-        me = self.seed.pool.hosts[self.index]
         db = self.known if self.database is None else self.database.db
         vm_dir = self.config.vm_dir
         assert vm_dir is not None
-        return {vm.uuid: list(db.commands.get(vm.uuid, ())) or guest_command(
-            vm_dir, vm.uuid, me.name) for vm in db.pool.resident_on(me.uuid)}
+        return {vm.uuid: vm_command(db, vm_dir, vm.uuid, self.me)
+                for vm in db.pool.resident_on(self.me)}
 
     async def _backup(self, request: dict[str, Any]) -> dict[str, Any]:
         generation, payload = int(request["generation"]), bytes(request["payload"])
