@@ -21,10 +21,15 @@ Rules:
 * A Unix socket answers every connection with the node's status as JSON.
 * With a pool file, the node runs VMs (the process driver) and answers the
   master over authenticated RPC (its agent); it refuses to start a VM unless
-  armed. Started armed (the HA enable), it first starts the running VMs the
-  pool file places on it, then opens its agent. A fence kills every VM
-  before the last words; so does leaving. While master, it runs the
-  master's duties (:mod:`hacluster.node.master`).
+  armed (or HA is off in the whole pool). A fence kills every VM before the
+  last words; so does leaving. While master, it runs the master's duties
+  (:mod:`hacluster.node.master`).
+* With the management plane configured (:mod:`hacluster.node.plane`), HA
+  runs only while the SR says the pool is active: otherwise the node starts
+  with HA off until ``pool-ha-enable`` arms it. Armed (at start or by the
+  enable), it first starts the VMs the pool database places on it. A
+  disarm (``pool-ha-disable``, the emergency disable) returns it to HA off
+  with its VMs running; only leaving ends the daemon.
 """
 
 from __future__ import annotations
@@ -73,7 +78,6 @@ from hacluster.node.config import NodeConfig
 from hacluster.node.master import MasterDuties
 from hacluster.node.plane import Plane
 from hacluster.storage.sr import (
-    EMPTY_BLOCK,
     BlockDevice,
     GlobalBlock,
     PoolState,
@@ -81,6 +85,7 @@ from hacluster.storage.sr import (
     decode_slot,
     encode_slot,
     slot_offset,
+    write_layout,
 )
 from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
@@ -121,10 +126,11 @@ class Storage:
         """HA enable (a fresh generation, empty slots) or disable (the pool invalid)."""
         hosts = len(self.config.hosts)
         if active:
-            for index in range(hosts):
-                self.device.write(slot_offset(index), EMPTY_BLOCK)
-        state = PoolState.ACTIVE if active else PoolState.INVALID
-        self.device.write(0, GlobalBlock(generation, state, None, hosts).encode(self.config.key))
+            write_layout(self.device, GlobalBlock(generation, PoolState.ACTIVE, None, hosts),
+                         self.config.key)
+        else:
+            self.device.write(0, GlobalBlock(generation, PoolState.INVALID, None,
+                                             hosts).encode(self.config.key))
 
     def _write(self, report: Report) -> None:
         self.device.write(slot_offset(report.sender), encode_slot(self.sealer, report))
@@ -384,9 +390,9 @@ class Node:
         elif isinstance(out, LivesetCommitted):
             self.log.write("commit", liveset=out.liveset, removed=out.removed, added=out.added,
                            left=out.excluded)
-            if self.duties is not None and out.removed - out.excluded:
-                self.duties.hosts_failed(frozenset(self.host_uuid(i)
-                                                   for i in out.removed - out.excluded))
+            failed = out.removed - out.excluded
+            if self.duties is not None and failed:
+                self.duties.hosts_failed(frozenset(self.host_uuid(i) for i in failed))
             if self.duties is not None and out.excluded:
                 self.duties.hosts_left(frozenset(self.host_uuid(i) for i in out.excluded))
         elif isinstance(out, MasterGained):
@@ -480,13 +486,14 @@ class Node:
             "timeout": self.timing.T,
             "vms": sorted(self.driver.running()),
             "dropped": {"bad_packets": self.bad_packets},
+            "last_bad_packet": self.last_bad_packet,
             **({"pool": self.duties.status()} if self.duties is not None else {}),
             **(self.plane.status() if self.plane is not None else {}),
         }
         if core is None:
             return {**common, "phase": "HA_OFF", "armed": False, "master": False,
                     "liveset": [], "hbdomain": [], "sfdomain": [], "rule2": False,
-                    "last_beat_age": {}, "last_bad_packet": self.last_bad_packet}
+                    "last_beat_age": {}}
         t = core.now
         return {
             **common,
@@ -502,7 +509,6 @@ class Node:
                 if i != self.config.index and p.last_net != float("-inf")
             },
             "dropped": {**core.counters.__dict__, "bad_packets": self.bad_packets},
-            "last_bad_packet": self.last_bad_packet,
         }
 
     async def _status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

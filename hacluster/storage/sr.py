@@ -203,9 +203,14 @@ def format_sr(path: str | Path, hosts: int, key: bytes, generation: int,
         if os.lseek(device.fd, 0, os.SEEK_END) < size:
             raise SRError(f"{path} is smaller than the {size} bytes an SR needs")
         header = GlobalBlock(generation, state, None, hosts)
-        device.write(0, header.encode(key))
-        for index in range(hosts):
-            device.write(slot_offset(index), EMPTY_BLOCK)
+        write_layout(device, header, key)
     finally:
         device.close()
     return header
+
+
+def write_layout(device: BlockDevice, header: GlobalBlock, key: bytes) -> None:
+    """A fresh generation on an SR: every host's slot emptied, then the global block."""
+    for index in range(header.hosts):
+        device.write(slot_offset(index), EMPTY_BLOCK)
+    device.write(0, header.encode(key))
