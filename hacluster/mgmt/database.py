@@ -67,29 +67,25 @@ class Copy:
 
 
 class Database:
-    def __init__(self, db: PoolDB, redo: RedoLog, backup: Path, key: bytes,
-                 io: concurrent.futures.ThreadPoolExecutor) -> None:
+    def __init__(self, db: PoolDB, device: BlockDevice, backup: Path, key: bytes) -> None:
+        size = os.lseek(device.fd, 0, os.SEEK_END) - HEARTBEAT_REGION  # the metadata region
+        size -= size % (2 * BLOCK)  # two equal halves of whole blocks
         self.db = db
-        self.redo = redo
+        self.device = device
+        self.redo = RedoLog(device, key, HEARTBEAT_REGION, size)
         self.backup = backup
         self.key = key
-        self.io = io
+        self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pooldb")
         self.lock = asyncio.Lock()
         self.notes: list[str] = []
         self.listeners: list[Callable[[PoolDB], None]] = []
-        self.device: BlockDevice | None = None  # closed with the database
 
     # ------------------------------------------------------------ loading
     @classmethod
     async def open(cls, sr: Path, backup: Path, key: bytes, seed: PoolDB,
                    others: Iterable[tuple[str, bytes]] = ()) -> Database:
         """The newest copy among the SR's redo log, ``backup`` and ``others``."""
-        io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pooldb")
-        device = BlockDevice(sr)
-        size = os.lseek(device.fd, 0, os.SEEK_END) - HEARTBEAT_REGION  # the metadata region
-        size -= size % (2 * BLOCK)  # two equal halves of whole blocks
-        database = cls(seed, RedoLog(device, key, HEARTBEAT_REGION, size), backup, key, io)
-        database.device = device
+        database = cls(seed, BlockDevice(sr), backup, key)
         copies, logged = await database._run(lambda: database._copies(others))
         best = max(copies, key=lambda c: c.db.generation, default=None)
         if best is None:
@@ -158,6 +154,5 @@ class Database:
         return await asyncio.wrap_future(self.io.submit(job))
 
     def close(self) -> None:
-        if self.device is not None:
-            self.io.submit(self.device.close)  # after any write still in flight
+        self.io.submit(self.device.close)  # after any write still in flight
         self.io.shutdown(wait=False)
