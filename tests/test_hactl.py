@@ -19,14 +19,10 @@ import pytest
 from hacluster.mgmt import api
 from hacluster.mgmt.hactl import main
 from hacluster.mgmt.render import render
-from hacluster.mgmt.tls import (
-    CertFiles,
-    client_context,
-    create_pool_ca,
-    issue_certificate,
-    server_context,
-)
+from hacluster.mgmt.tls import client_context, server_context
 from hacluster.mgmt.verbs import VERBS, Call
+
+from .test_tls import Pool, make_pool
 
 LOOPBACK = "127.0.0.1"
 SECRET = "s3cret-of-the-pool"
@@ -51,24 +47,10 @@ def hactl(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
     return run
 
 
-@dataclass
-class Pool:
-    """A pool CA, a host certificate for the loopback address and a client certificate."""
-
-    directory: Path
-    ca: CertFiles
-    host: CertFiles
-    admin: CertFiles
-
-
 @pytest.fixture
 def pool(tmp_path: Path) -> Pool:
-    directory = tmp_path / "pool"
-    ca = create_pool_ca(directory, "lab")
-    host = issue_certificate(ca, directory, "host-1", [LOOPBACK])
-    admin = issue_certificate(ca, directory, "admin", client=True)
     (tmp_path / "pool.secret").write_text(f"  {SECRET}\n")
-    return Pool(directory, ca, host, admin)
+    return make_pool(tmp_path / "pool", "lab", (LOOPBACK,))
 
 
 def write_config(directory: Path, servers: list[str], **fields: str) -> Path:
