@@ -71,6 +71,7 @@ class Database:
         size = os.lseek(device.fd, 0, os.SEEK_END) - HEARTBEAT_REGION  # the metadata region
         size -= size % (2 * BLOCK)  # two equal halves of whole blocks
         self.db = db
+        self.snapshot = snapshot_bytes(db)  # of ``db``: what backups are made of
         self.device = device
         self.redo = RedoLog(device, key, HEARTBEAT_REGION, size)
         self.backup = backup
@@ -91,10 +92,10 @@ class Database:
         if best is None:
             database.notes.append("no copy of the database found: seeded from the pool file")
             best = Copy("pool file", seed)
-        database.db = best.db
+        database.db, database.snapshot = best.db, snapshot_bytes(best.db)
         database.notes.append(f"loaded generation {best.db.generation} from {best.source}")
         if logged is None or logged < best.db.generation:
-            await database._run(lambda: database._write_snapshot(best.db))
+            await database._run(database._write_snapshot)
         return database
 
     def _copies(self, others: Iterable[tuple[str, bytes]]) -> tuple[list[Copy], int | None]:
@@ -124,10 +125,9 @@ class Database:
                 self.notes.append(f"{source} skipped: {error}")
         return copies, logged
 
-    def _write_snapshot(self, db: PoolDB) -> None:
-        payload = snapshot_bytes(db)
-        self.redo.write_snapshot(db.generation, payload)
-        save_backup(self.backup, db.generation, payload, self.key)
+    def _write_snapshot(self) -> None:
+        self.redo.write_snapshot(self.db.generation, self.snapshot)
+        save_backup(self.backup, self.db.generation, self.snapshot, self.key)
 
     # ------------------------------------------------------------ changes
     def check(self, change: Mapping[str, Any], live: Iterable[str] | None = None) -> None:
@@ -139,14 +139,14 @@ class Database:
         """Make ``change`` durable and return the new database (or raise PoolError)."""
         async with self.lock:
             new = apply(self.db, change, live)
-            await self._run(lambda: self._write(new, dict(change)))
-            self.db = new
+            payload = snapshot_bytes(new)
+            await self._run(lambda: self._write(new, dict(change), payload))
+            self.db, self.snapshot = new, payload
         for listener in self.listeners:
             listener(new)
         return new
 
-    def _write(self, new: PoolDB, change: dict[str, Any]) -> None:
-        payload = snapshot_bytes(new)
+    def _write(self, new: PoolDB, change: dict[str, Any], payload: bytes) -> None:
         self.redo.append(new.generation, pack(change), lambda: payload)
         save_backup(self.backup, new.generation, payload, self.key)
 

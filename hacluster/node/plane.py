@@ -35,7 +35,7 @@ from hacluster.core.pooldb import HASettings, PoolDB
 from hacluster.core.restarts import Moved, Reconfigure, VMExited
 from hacluster.mgmt import mail
 from hacluster.mgmt.api import Server
-from hacluster.mgmt.database import Database, from_snapshot, snapshot_bytes
+from hacluster.mgmt.database import Database, from_snapshot
 from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
@@ -293,13 +293,16 @@ class Plane:
 
     async def _push_backups(self) -> None:
         await asyncio.sleep(0)  # coalesce a burst of changes
-        db = self.known
-        others = [h.uuid for i, h in enumerate(db.pool.hosts) if i != self.index]
+        database = self.database
+        if database is None:
+            return  # no longer master: the next one pushes
+        db = database.db
+        others = sorted(h.uuid for h in db.pool.hosts if h.uuid != self.me)
         request = {"op": "db-backup", "generation": db.generation,
-                   "payload": snapshot_bytes(db)}
+                   "payload": database.snapshot}
         answers = await self.ask_all(request, others)
         failed = sorted(h for h, a in answers.items() if isinstance(a, str))
-        if failed and db is self.known:
+        if failed and db is database.db:
             self.last_error = f"backup not pushed to {failed}"
 
     # ------------------------------------------------------------ alerts
