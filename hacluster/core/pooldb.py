@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hacluster.core.pool import Pool, PoolError, Priority, check_protection
-from hacluster.core.recovery import recovery_plan
+from hacluster.core.recovery import overcommitted, tolerance
 
 KEEP_MESSAGES = 1000
 MIN_TIMEOUT = 3.0
@@ -188,16 +188,16 @@ def _check_plan(old: PoolDB, new: PoolDB, live: Iterable[str] | None) -> None:
     if not new.ha.enabled or new.pool.allow_overcommit:
         return
     hosts = list(live) if live is not None else None
-    after = recovery_plan(new.pool, hosts)
-    if not after.overcommitted:
+    after, configured = tolerance(new.pool, hosts), new.pool.host_failures_to_tolerate
+    if not overcommitted(after, configured):
         return
-    before = recovery_plan(old.pool, hosts)
-    if before.overcommitted and after.configured <= before.configured:
+    if (overcommitted(tolerance(old.pool, hosts), old.pool.host_failures_to_tolerate)
+            and configured <= old.pool.host_failures_to_tolerate):
         return
     raise PoolError(
         f"refused: this would break the failover plan: the pool could then tolerate "
-        f"{after.tolerance.max_failures} host failure(s), {after.configured} are configured "
-        f"({after.tolerance.why}). Lower ha-host-failures-to-tolerate, set "
+        f"{after.max_failures} host failure(s), {configured} are configured "
+        f"({after.why}). Lower ha-host-failures-to-tolerate, set "
         f"ha-allow-overcommit=true, or disable HA first (pool-ha-disable)")
 
 

@@ -45,8 +45,7 @@ class RecoveryPlan:
 
     @property
     def overcommitted(self) -> bool:
-        """No plan is known for the configured number of failures."""
-        return self.tolerance.max_failures < self.configured
+        return overcommitted(self.tolerance, self.configured)
 
 
 def recovery_plan(pool: Pool, live: Iterable[str] | None = None, max_sets: int = 256,
@@ -64,6 +63,16 @@ def recovery_plan(pool: Pool, live: Iterable[str] | None = None, max_sets: int =
                                       decision.placement or {}))
     return RecoveryPlan(max_failures(problem, cap=cap, budget=budget),
                         pool.host_failures_to_tolerate, tuple(scenarios))
+
+
+def tolerance(pool: Pool, live: Iterable[str] | None = None) -> Tolerance:
+    """Only the failures ``pool`` can take over its ``live`` hosts (no scenarios)."""
+    return max_failures(Problem.from_pool(pool, live))
+
+
+def overcommitted(tolerated: Tolerance, configured: int) -> bool:
+    """No plan is known for the ``configured`` number of failures."""
+    return tolerated.max_failures < configured
 
 
 def clustered_cap(hosts: int, disabled: int) -> int:

@@ -41,7 +41,7 @@ from hacluster.core.pool import (
     is_agile,
 )
 from hacluster.core.pooldb import PoolDB
-from hacluster.core.recovery import memory_by_priority, recovery_plan
+from hacluster.core.recovery import memory_by_priority, overcommitted, tolerance
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.verbs import Call
 
@@ -112,7 +112,7 @@ class Service:
         db = self._db().db
         pool = self._pool
         live = self.control.live_hosts()
-        plan = recovery_plan(pool, live)
+        tolerated, configured = tolerance(pool, live), pool.host_failures_to_tolerate
         hosts = [{"uuid": h.uuid, "name": h.name, "address": self.control.address(h.uuid),
                   "enabled": h.enabled,
                   "live": live is None or h.uuid in live, "master": h.uuid == db.master,
@@ -125,21 +125,22 @@ class Service:
         yield self._done({
             "pool": {"name": db.name, "uuid": pool_uuid(db), "master": db.master,
                      "ha_enabled": db.ha.enabled, "timeout": db.ha.timeout,
-                     "tolerance": {"max": plan.tolerance.max_failures,
-                                   "exact": plan.tolerance.exact,
-                                   "configured": plan.configured,
-                                   "overcommitted": plan.overcommitted}},
+                     "tolerance": {"max": tolerated.max_failures,
+                                   "exact": tolerated.exact,
+                                   "configured": configured,
+                                   "overcommitted": overcommitted(tolerated, configured)}},
             "hosts": hosts, "vms": vms, "memory_by_priority": memory_by_priority(pool)})
 
     def _pool_record(self) -> dict[str, Any]:
         db = self._db().db
-        plan = recovery_plan(self._pool, self.control.live_hosts())
+        tolerated = tolerance(self._pool, self.control.live_hosts())
         return {"uuid": pool_uuid(db), "name-label": db.name, "master": db.master,
                 "ha-enabled": db.ha.enabled,
                 "ha-host-failures-to-tolerate": db.pool.host_failures_to_tolerate,
-                "ha-plan-exists-for": plan.tolerance.max_failures,
+                "ha-plan-exists-for": tolerated.max_failures,
                 "ha-allow-overcommit": db.pool.allow_overcommit,
-                "ha-overcommitted": plan.overcommitted,
+                "ha-overcommitted": overcommitted(tolerated,
+                                                  db.pool.host_failures_to_tolerate),
                 "ha-reboot-vm-on-internal-shutdown": db.pool.reboot_vm_on_internal_shutdown,
                 "ha-configuration": {"timeout": db.ha.timeout},
                 "ha-statefiles": [db.ha.heartbeat_sr] if db.ha.enabled else [],
@@ -188,9 +189,9 @@ class Service:
 
     async def _pool_ha_compute_max_host_failures_to_tolerate(
             self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
-        tolerance = recovery_plan(self._pool, self.control.live_hosts()).tolerance
-        yield self._done({"max": tolerance.max_failures, "exact": tolerance.exact,
-                          "why": tolerance.why})
+        tolerated = tolerance(self._pool, self.control.live_hosts())
+        yield self._done({"max": tolerated.max_failures, "exact": tolerated.exact,
+                          "why": tolerated.why})
 
     async def _diagnostic_vm_status(self, params: Mapping[str, str],
                                     flags: tuple[str, ...]) -> Answer:

@@ -17,7 +17,7 @@ Rules:
 * A start whose outcome is unknown (the RPC failed after it was sent) counts
   as finished only when that host answers a list (running there or not), or
   leaves the liveset.
-* The recovery plan is recomputed whenever the pool view or the liveset
+* The tolerance (failures the plan covers) is recomputed whenever the pool view or the liveset
   changes, and logged (with an alert) when its answer changes. Alerts go to
   the ``alert`` callback (stored as pool messages, e-mailed).
 * A change of the pool database reaches the executor as
@@ -36,7 +36,7 @@ from typing import Any
 
 from hacluster.core.pool import Pool, Power
 from hacluster.core.pooldb import PoolDB
-from hacluster.core.recovery import recovery_plan
+from hacluster.core.recovery import overcommitted, tolerance
 from hacluster.core.restarts import (
     Alert,
     ForceHalt,
@@ -235,16 +235,15 @@ class MasterDuties:
         if key == self._plan_key:
             return
         self._plan_key = key
-        plan = recovery_plan(pool, live)
-        tol = plan.tolerance
+        tol, configured = tolerance(pool, live), pool.host_failures_to_tolerate
+        short = overcommitted(tol, configured)
         summary = {"max_failures": tol.max_failures, "exact": tol.exact,
-                   "configured": plan.configured, "overcommitted": plan.overcommitted,
-                   "why": tol.why}
+                   "configured": configured, "overcommitted": short, "why": tol.why}
         if summary != self.plan:
             self.log("plan", **summary)
-            if plan.overcommitted and not self.plan.get("overcommitted"):
+            if short and not self.plan.get("overcommitted"):
                 self._alert("ha_pool_overcommitted", "pool",
-                            f"no plan for {plan.configured} host failure(s): {tol.why}")
+                            f"no plan for {configured} host failure(s): {tol.why}")
         self.plan = summary
 
     @property
