@@ -106,6 +106,8 @@ def test_operator_walkthrough_survives_a_master_kill(lab: LocalLab) -> None:
     most = int(ok(lab, "pool-ha-compute-max-host-failures-to-tolerate").splitlines()[0])
     assert most == 2
     ok(lab, "pool-param-set", f"ha-host-failures-to-tolerate={most}")
+    wait_for(lambda: any(r.get("pool", {}).get("plan", {}).get("configured") == most
+                         for r in lab.status()), 2 * T, "the master's plan to follow the change")
     before = settings(lab)
     assert before == {"batch": "restart", "batch-order": "2", "scratch-delay": "4.5",
                       "nft": "2", "mail": "kept", "ha": "true"}

@@ -231,7 +231,7 @@ class MasterDuties:
     # ------------------------------------------------------------ plan
     def _publish_plan(self, live: frozenset[str]) -> None:
         pool = self.pool
-        key = (live, tuple((vm.uuid, vm.power, vm.resident) for vm in pool.vms))
+        key = (live, pool)  # the whole view: configuration changes count too
         if key == self._plan_key:
             return
         self._plan_key = key
