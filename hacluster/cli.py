@@ -38,6 +38,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
 def _timeout(text: str) -> float:
     try:
         value = float(text)
@@ -105,12 +115,35 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--hosts", type=_positive_int, required=True)
     fmt.add_argument("--key-file", required=True, help="pool key (32 bytes, raw or hex)")
 
+    chaos = sub.add_parser(
+        "chaos", help="seeded faults against a real pool, judged from the guests' disks",
+        description="Bring up a pool (netns: namespaces, root; docker: containers), inject "
+        "a seeded random fault schedule, then check that no VM ran on two hosts at once and "
+        "that every protected VM ran again after every fault. Writes a report and a "
+        "timeline PNG into --dir.")
+    chaos.add_argument("--backend", choices=["netns", "docker"], default="netns")
+    chaos.add_argument("--hosts", type=_positive_int, default=3)
+    chaos.add_argument("--timeout", type=_timeout, default=3.0, help="HA timeout T in seconds")
+    chaos.add_argument("--duration", type=_positive_float, default=300.0,
+                       help="seconds of faults")
+    chaos.add_argument("--rate", type=_positive_float, default=4.0,
+                       help="faults per minute (mean; the pool settles between faults)")
+    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--dir", default=".hacluster-chaos", help="run directory")
+    chaos.add_argument("--keep", action="store_true", help="leave the pool up afterwards")
+    chaos.add_argument("--check", metavar="DIR",
+                       help="only judge the finished run in DIR again")
+    chaos.add_argument("--unsafe-fence-window", type=float, metavar="SECONDS",
+                       help="TESTS ONLY: plant a fence window below what safety needs, so "
+                       "the checker can be seen to catch the split brain it causes")
+
     lab = sub.add_parser("lab", help="a pool of real node processes on this machine")
     lab.add_argument("--dir", default=".hacluster-lab", help="lab directory")
     verbs = lab.add_subparsers(dest="verb", required=True)
     up = verbs.add_parser("up", help="format an SR and start an armed pool")
-    up.add_argument("--backend", choices=["local", "netns"], default="local",
-                    help="local: processes on 127.0.0.x, no root; netns: namespaces (root)")
+    up.add_argument("--backend", choices=["local", "netns", "docker"], default="local",
+                    help="local: processes on 127.0.0.x, no root; netns: namespaces (root); "
+                    "docker: a container per host (tools/build-image.sh)")
     up.add_argument("--hosts", type=_positive_int, default=3)
     up.add_argument("--timeout", type=_timeout, default=3.0)
     up.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.STATEFILE.value,
@@ -130,9 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     pause = verbs.add_parser("pause", help="SIGSTOP a host's daemon, then SIGCONT")
     pause.add_argument("host", type=int)
     pause.add_argument("seconds", type=float)
+    for verb, text in (("disconnect", "docker: take a host off the lab network"),
+                       ("reconnect", "docker: put a host back on the lab network")):
+        verbs.add_parser(verb, help=text).add_argument("host", type=int)
     for verb in ("partition", "drop-from", "heal", "storage"):
         v = verbs.add_parser(verb, help="network and storage faults (netns backend)")
         v.add_argument("args", nargs="*")
+    from hacluster.lab import compose
+
+    compose.add_parser(sub)
     return parser
 
 
@@ -147,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.timeout)
     if args.command in ("plan", "diagnostic-vm-status"):
         return _planning(parser, args)
-    if args.command in ("node", "status", "sr-format", "lab"):
+    if args.command in ("node", "status", "sr-format", "lab", "chaos"):
         from hacluster.lab.commands import run_command
 
         return run_command(parser, args)

@@ -58,6 +58,8 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             print(f"formatted {args.path}: {header.hosts} host slots, generation "
                   f"{header.generation:x}")
             return 0
+        if args.command == "chaos":
+            return _chaos(args)
         return _lab(args)
     except (ConfigError, SRError, LabError) as error:
         parser.exit(2, f"hacluster: {error}\n")
@@ -92,7 +94,24 @@ def open_lab(root: Path, backend: str | None = None) -> LocalLab:
         from hacluster.lab.netns import NetnsLab
 
         return NetnsLab(root)
+    if backend == "docker":
+        from hacluster.lab.docker import DockerLab
+
+        return DockerLab(root)
     return LocalLab(root)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from hacluster.chaos.command import judge, run_chaos
+
+    if args.check is not None:
+        try:
+            return judge(Path(args.check))[1]
+        except (ValueError, FileNotFoundError) as error:
+            raise LabError(f"cannot check {args.check}: {error}") from None
+    return run_chaos(args.backend, args.hosts, args.timeout, args.duration, args.seed,
+                     args.rate, Path(args.dir), keep=args.keep,
+                     unsafe_fence_window=args.unsafe_fence_window)
 
 
 def _hosts(text: str) -> list[int]:
@@ -126,11 +145,25 @@ def _lab(args: argparse.Namespace) -> int:
         lab.restart(args.host)
     elif verb == "pause":
         lab.pause(args.host, args.seconds)
-    elif lab.backend == "local":
+    elif verb in ("disconnect", "reconnect"):
+        _docker(lab, verb, args.host)
+    elif lab.backend in ("local", "docker"):
         lab.network_fault(verb)
     else:
         _network(lab, verb, args.args)
     return 0
+
+
+def _docker(lab: LocalLab, verb: str, host: int) -> None:
+    from hacluster.lab.docker import DockerLab
+
+    if not isinstance(lab, DockerLab):
+        raise LabError(f"'{verb}' needs the docker backend (lab up --backend docker); "
+                       "the netns backend has partition and heal")
+    if verb == "disconnect":
+        lab.disconnect(host)
+    else:
+        lab.reconnect(host)
 
 
 def _network(lab: LocalLab, verb: str, words: list[str]) -> None:

@@ -96,7 +96,22 @@ class LocalLab:
 
     # ------------------------------------------------------------ lifecycle
     def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
-           mode: str = "statefile", pool: Path | None = None, ha_off: bool = False) -> None:
+           mode: str = "statefile", pool: Path | None = None, ha_off: bool = False,
+           unsafe_fence_window: float | None = None, guest_lock: bool = True) -> None:
+        self.provision(hosts, timeout, pool, ha_off)
+        try:
+            self.prepare(hosts)
+            self.configure(hosts, timeout, base_port, networks, mode, unsafe_fence_window,
+                           guest_lock)
+            for index in range(hosts):
+                self.start(index, armed=not ha_off)
+        except BaseException:
+            self.down()
+            raise
+
+    def provision(self, hosts: int, timeout: float, pool: Path | None = None,
+                  ha_off: bool = False) -> None:
+        """Write the pool's shared files: VMs, pool key, SR, secret, CA and ``lab.json``."""
         if not 1 <= hosts <= 250:
             raise LabError(f"the {self.backend} backend runs 1 to 250 hosts, not {hosts}")
         if self.meta.exists():
@@ -117,17 +132,16 @@ class LocalLab:
         create_pool_ca(self.root / "tls", "lab")
         self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation,
                    "backend": self.backend})
-        try:
-            self.prepare(hosts)
-            self._configure(hosts, timeout, base_port, networks, mode)
-            for index in range(hosts):
-                self.start(index, armed=not ha_off)
-        except BaseException:
-            self.down()
-            raise
 
-    def _configure(self, hosts: int, timeout: float, base_port: int, networks: int,
-                   mode: str) -> None:
+    def configure(self, hosts: int, timeout: float, base_port: int, networks: int = 1,
+                  mode: str = "statefile", unsafe_fence_window: float | None = None,
+                  guest_lock: bool = True) -> None:
+        """Write every host's certificate and ``node.toml``, and the pool's ``hactl.toml``.
+
+        ``unsafe_fence_window`` (tests only) plants a fence window shorter than
+        safety needs, so that chaos checkers can be shown to catch split brain;
+        ``guest_lock=False`` stops the guests refusing a disk in use (chaos runs).
+        """
         addresses = [[self.address(i, base_port, n) for n in range(networks)]
                      for i in range(hosts)]
         mgmt_port = base_port + 2000
@@ -156,6 +170,9 @@ class LocalLab:
                 f"mgmt_port = {mgmt_port}\n"
                 'tls_cert = "host.pem"\ntls_key = "host.key"\nca = "../tls/ca.pem"\n'
                 'secret_file = "../pool.secret"\n'
+                + ("" if unsafe_fence_window is None
+                   else f"unsafe_fence_window = {unsafe_fence_window}\n")
+                + ("" if guest_lock else "guest_lock = false\n")
             )
 
     def start(self, index: int, armed: bool) -> int:
@@ -243,16 +260,24 @@ class LocalLab:
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every host's event log, merged in time order."""
-        data = self.load()
-        records = []
-        for index in range(data["hosts"]):
-            path = self.host_dir(index) / "events.jsonl"
-            if path.exists():
-                for line in path.read_text().splitlines():
-                    with contextlib.suppress(json.JSONDecodeError):
-                        records.append(json.loads(line))
-                    if line.split(" ", 1)[-1].startswith("watchdog fired"):
-                        stamp = float(line.split(" ", 1)[0])
-                        records.append({"time": stamp, "host": index, "event": "watchdog",
-                                        "text": line.split(" ", 1)[1]})
-        yield from sorted(records, key=lambda r: r["time"])
+        self.load()
+        yield from read_events(self.root)
+
+
+def read_events(root: Path) -> list[dict[str, Any]]:
+    """The event logs of every host directory under ``root``, merged in time order.
+
+    A watchdog's last words (a plain line) become ``{"event": "watchdog"}``."""
+    records = []
+    for path in sorted(root.glob("host*/events.jsonl")):
+        if not path.parent.name[4:].isdigit():
+            continue
+        index = int(path.parent.name[4:])
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+            if line.split(" ", 1)[-1].startswith("watchdog fired"):
+                stamp = float(line.split(" ", 1)[0])
+                records.append({"time": stamp, "host": index, "event": "watchdog",
+                                "text": line.split(" ", 1)[1]})
+    return sorted(records, key=lambda r: float(r["time"]))

@@ -14,6 +14,9 @@ Rules:
 * Network faults are nftables rules in the receiving host's namespace:
   ``partition`` drops every packet between groups, ``drop-from A B`` makes B
   deaf to A (one-way), ``heal`` flushes them all.
+* The bridge forwards between its ports even where a firewall's FORWARD
+  policy drops (Docker's does, for every bridge): the lab inserts an accept
+  rule for its own bridge and removes it when it goes down.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +86,7 @@ class NetnsLab(LocalLab):
         bridge = self.bridge()
         sh("ip", "link", "add", bridge, "type", "bridge")
         sh("ip", "link", "set", bridge, "up")
+        self._forward(bridge, "-I")
         # the operator's side: hactl in the root namespace reaches every host
         sh("ip", "addr", "add", f"10.77.{self.lab_id}.254/24", "dev", bridge)
         for index in range(hosts):
@@ -96,6 +101,16 @@ class NetnsLab(LocalLab):
             sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", TABLE)
             sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", TABLE, "input",
                "{ type filter hook input priority 0 ; policy accept ; }")
+
+    @staticmethod
+    def _forward(bridge: str, action: str) -> None:
+        """Let the bridge forward between its own ports (``-I``), or stop (``-D``).
+
+        A firewall on the machine may drop bridged traffic: Docker sets the
+        FORWARD policy to DROP and makes bridges go through it."""
+        if shutil.which("iptables"):
+            sh("iptables", action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+               check=False)
 
     def _mount_fault_layer(self, index: int) -> None:
         mount = self.host_dir(index) / "sr.d"
@@ -149,6 +164,7 @@ class NetnsLab(LocalLab):
             sh("fusermount3", "-u", "-z", str(self.host_dir(int(index)) / "sr.d"), check=False)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        self._forward(f"ha{lab_id}br", "-D")
         sh("ip", "link", "del", f"ha{lab_id}br", check=False)
         if data.get("loop"):
             sh("losetup", "-d", data["loop"], check=False)

@@ -7,7 +7,9 @@ brackets); every host of the pool is listed in index order, this node's own
 network (every host on the same number of networks); the pool key file holds
 32 bytes (raw or hex). With a ``pool`` file (the VMs HA protects) the node
 also needs ``agent_port`` (the TCP port of every host's agent) and ``vm_dir``
-(the shared directory holding the guests' disks), and may serve the management
+(the shared directory holding the guests' disks; ``guest_lock = false`` lets
+the default guests start on a disk another live instance writes, so chaos
+checkers see what the HA decisions alone do), and may serve the management
 API: ``mgmt_port`` with ``tls_cert``, ``tls_key``, ``ca`` (the pool CA) and
 ``secret_file`` (the pool secret operators' tools present), all or none.
 """
@@ -15,7 +17,7 @@ API: ``mgmt_port`` with ``tls_cert``, ``tls_key``, ``ca`` (the pool CA) and
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,7 @@ class NodeConfig:
     agent_port: int = 0  # TCP port of every host's agent (with ``pool``)
     vm_dir: Path | None = None  # the shared VM SR: guests' disks
     mgmt: Management | None = None  # the management API, with ``pool``
+    guest_lock: bool = True  # guests refuse a disk another live instance writes
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -148,11 +151,27 @@ def read_key(path: Path) -> bytes:
     return key
 
 
+def _unsafe_fence_window(table: dict[str, Any], timing: Timing, where: str) -> Timing:
+    """Tests only: ``unsafe_fence_window`` replaces the derived fence window unchecked.
+
+    A window below the safety inequality lets survivors restart VMs while a
+    frozen host still runs them: it exists so that a checker can be shown to
+    catch split brain, and the daemon says so loudly when it starts.
+    """
+    if "unsafe_fence_window" not in table:
+        return timing
+    value = table["unsafe_fence_window"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{where}: unsafe_fence_window must be a number of seconds >= 0, "
+                          f"got {value!r}")
+    return replace(timing, fence_window=float(value))
+
+
 def load(path: str | Path) -> NodeConfig:
     where = str(path)
     table = read_toml(path, ConfigError)
     known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
-             "pool", "agent_port", "vm_dir", *MGMT_FIELDS}
+             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_fence_window", *MGMT_FIELDS}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -172,6 +191,7 @@ def load(path: str | Path) -> NodeConfig:
         timing = Timing.derive(float(table.get("timeout", 60)))
     except (TimingError, TypeError, ValueError) as error:
         raise ConfigError(f"{where}: timeout: {error}") from None
+    timing = _unsafe_fence_window(table, timing, where)
     mode_name = table.get("mode", Mode.STATEFILE.value)
     if mode_name not in {m.value for m in Mode}:
         raise ConfigError(f"{where}: mode must be 'statefile' or 'clustered', got {mode_name!r}")
@@ -207,4 +227,5 @@ def load(path: str | Path) -> NodeConfig:
         agent_port=agent_port if pool is not None else 0,
         vm_dir=vm_dir if pool is not None else None,
         mgmt=_management(table, base, where) if pool is not None else None,
+        guest_lock=_need(table, "guest_lock", bool, where) if "guest_lock" in table else True,
     )

@@ -232,6 +232,12 @@ class Node:
                        direct_io=self.storage.device.direct, address=str(config.address))
         if not self.storage.device.direct:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
+        safe_window = config.timing.minimum_fence_window()
+        if config.timing.fence_window < safe_window:
+            text = (f"UNSAFE: fence window {config.timing.fence_window:.2f} s below the "
+                    f"{safe_window:.2f} s safety needs (unsafe_fence_window, tests only)")
+            self.log.write("warning", text=text)
+            print(f"hacluster node: {text}", file=sys.stderr, flush=True)
         self.transports = []
         for network, address in enumerate(config.addresses):
             transport, _ = await self.loop.create_datagram_endpoint(

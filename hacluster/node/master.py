@@ -58,15 +58,25 @@ LIST_TIMEOUT = 2.0
 START_TIMEOUT = 15.0
 
 
-def guest_command(vm_dir: Path, vm: str, host: str) -> list[str]:
-    """The default VM: the guest program writing to its disk on the shared VM SR."""
-    return [sys.executable, "-m", "hacluster.vm.guest", "--disk", str(vm_dir / f"{vm}.disk"),
-            "--vm", vm, "--host", host]
+@dataclass(frozen=True)
+class Guests:
+    """The default VMs: guest programs with their disks in ``vm_dir`` (the shared VM SR).
+
+    With ``lock`` a guest refuses to start on a disk another live instance
+    writes; chaos runs turn it off, so the HA decisions alone keep VMs single."""
+
+    vm_dir: Path
+    lock: bool = True
+
+    def command(self, vm: str, host: str) -> list[str]:
+        return [sys.executable, "-m", "hacluster.vm.guest", "--disk",
+                str(self.vm_dir / f"{vm}.disk"), "--vm", vm, "--host", host,
+                *([] if self.lock else ["--no-refuse"])]
 
 
-def vm_command(db: PoolDB, vm_dir: Path, vm: str, host: str) -> list[str]:
+def vm_command(db: PoolDB, guests: Guests, vm: str, host: str) -> list[str]:
     """How ``vm`` runs on host ``host`` (uuid): its own command, else the guest program."""
-    return list(db.commands.get(vm, ())) or guest_command(vm_dir, vm, db.pool.host(host).name)
+    return list(db.commands.get(vm, ())) or guests.command(vm, db.pool.host(host).name)
 
 
 @dataclass(frozen=True)
@@ -82,13 +92,13 @@ class Agents:
 
 
 class MasterDuties:
-    def __init__(self, database: Database, agents: Agents, vm_dir: Path, interval: float,
+    def __init__(self, database: Database, agents: Agents, guests: Guests, interval: float,
                  log: Callable[..., None], live_hosts: Callable[[], frozenset[str]],
                  clock: Callable[[], float], alert: Callable[[str, str, str], None]) -> None:
         self.database = database
         self.alert = alert
         self.agents = agents
-        self.vm_dir = vm_dir
+        self.guests = guests
         self.interval = interval
         self.log = log
         self.live_hosts = live_hosts
@@ -213,7 +223,7 @@ class MasterDuties:
         self.alert(name, obj, body)
 
     async def _start(self, vm: str, host: str) -> None:
-        command = vm_command(self.database.db, self.vm_dir, vm, host)
+        command = vm_command(self.database.db, self.guests, vm, host)
         self.log("vm-start", vm=vm, on=host)
         try:
             answer = await self.agents.call(host, {"op": "start", "vm": vm, "command": command},

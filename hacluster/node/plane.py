@@ -40,7 +40,7 @@ from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
 from hacluster.model.pooldata import seed
-from hacluster.node.master import Agents, MasterDuties, vm_command
+from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
 from hacluster.storage.redolog import RecordCorrupt, load_backup, save_backup
 from hacluster.wire import rpc
 
@@ -71,6 +71,8 @@ class Plane:
         self.known_master = self._index_of(self.known.master)
         self.database: Database | None = None
         self.service = Service(self)
+        assert node.config.vm_dir is not None
+        self.guests = Guests(node.config.vm_dir, node.config.guest_lock)
         self.agents = Agents({h.uuid: (self.config.hosts[i][0].host, self.config.agent_port)
                               for i, h in enumerate(self.seed.pool.hosts)}, self.config.key)
         self._opening: asyncio.Task[Database] | None = None
@@ -228,8 +230,8 @@ class Plane:
 
     async def move(self, vm: str, source: str, target: str) -> None:
         """Stop ``vm`` on ``source``, start it on ``target``; tell the restart executor."""
-        assert self.database is not None and self.config.vm_dir is not None
-        command = vm_command(self.database.db, self.config.vm_dir, vm, target)
+        assert self.database is not None
+        command = vm_command(self.database.db, self.guests, vm, target)
         stopped = await self._ask(source, {"op": "stop", "vm": vm})
         if isinstance(stopped, str):
             raise PoolError(f"VM {vm} could not be stopped on {source}: {stopped}; "
@@ -273,8 +275,8 @@ class Plane:
             self.database = None
 
     def duties(self, interval: float) -> MasterDuties:
-        assert self.database is not None and self.config.vm_dir is not None
-        return MasterDuties(self.database, self.agents, self.config.vm_dir, interval,
+        assert self.database is not None
+        return MasterDuties(self.database, self.agents, self.guests, interval,
                             self.node.log.write, self._live_uuids, self.node.loop.time,
                             self.alert)
 
@@ -397,9 +399,7 @@ class Plane:
     def resident_vms(self) -> dict[str, list[str]]:
         """The VMs the database places on this host, each with its command."""
         db = self.known if self.database is None else self.database.db
-        vm_dir = self.config.vm_dir
-        assert vm_dir is not None
-        return {vm.uuid: vm_command(db, vm_dir, vm.uuid, self.me)
+        return {vm.uuid: vm_command(db, self.guests, vm.uuid, self.me)
                 for vm in db.pool.resident_on(self.me)}
 
     async def _backup(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,8 @@ def _nothing(sim: Simulation) -> None:
     pass
 
 
-def _random_groups(rng: random.Random, hosts: int) -> list[list[int]]:
+def random_groups(rng: random.Random, hosts: int) -> list[list[int]]:
+    """Two or three non-empty groups covering every host once (needs two hosts or more)."""
     count = rng.randint(2, min(3, hosts))
     order = list(range(hosts))
     rng.shuffle(order)
@@ -97,7 +98,7 @@ def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
     if kind == "isolate":
         return Fault(f"isolate {h}", lambda s: s.isolate(h), lambda s: s.heal_network())
     if kind == "partition":
-        groups = _random_groups(rng, hosts)
+        groups = random_groups(rng, hosts)
         return Fault(f"partition {groups}", lambda s: s.partition(groups),
                      lambda s: s.heal_network())
     if kind == "one-way":

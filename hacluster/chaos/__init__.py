@@ -1,0 +1,1 @@
+"""Chaos runs against real pools: seeded fault schedules, the runner, the checker."""
