@@ -149,22 +149,24 @@ def check(directory: Path) -> Verdict:
         if not instances:
             violations.append(f"recovery: protected VM {vm} never ran")
             continue
-        for index, run in enumerate(instances):
-            later = [i for i in instances[index + 1:] if i.first >= run.last]
+        for run in instances:
+            # the runs that outlived this one: the VM ran again (or, if one
+            # began first, ran twice, which single-run reports)
+            resumed = [i for i in instances if i is not run and i.last > run.last]
             ended = run.last < end - FRESH
-            if ended and not later:
+            if not ended:
+                continue
+            if not resumed:
                 violations.append(f"recovery: protected VM {vm} stopped on {run.host} at "
                                   f"{at(run.last)} and never ran again")
-            if not ended or run.first > end:
-                continue
             # the latest fault injected before the run's last record (a guest
             # writes every 0.1 s, so its last record may precede the fault a little)
             struck = [f for f in faults if f.injected - SLACK <= run.last]
             if struck:
                 fault = struck[-1]
                 fault.affected.append(vm)
-                if later:
-                    took = later[0].first - fault.injected
+                if resumed:
+                    took = max(0.0, min(i.first for i in resumed) - fault.injected)
                     fault.recovery = max(fault.recovery or 0.0, took)
     for record in journal:
         if record["event"] == "unsettled":

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from hacluster.chaos.checker import LAB, Verdict, check
 from hacluster.chaos.journal import JOURNAL, Journal
 from hacluster.chaos.runner import Runner
-from hacluster.chaos.schedule import KINDS, schedule
+from hacluster.chaos.schedule import KINDS, Fault, schedule
 from hacluster.lab.local import LabError
 
 REPORT = "report.txt"
@@ -60,7 +61,9 @@ def judge(directory: Path) -> tuple[Verdict, int]:
 
 def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: int,
               rate: float, directory: Path, keep: bool = False,
-              unsafe_fence_window: float | None = None) -> int:
+              unsafe_fence_window: float | None = None,
+              faults: Iterable[Fault] | None = None) -> int:
+    """Run chaos in ``directory`` and judge it; ``faults`` replaces the seeded schedule."""
     from hacluster.lab.commands import open_lab
 
     if backend not in KINDS:
@@ -93,7 +96,9 @@ def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: i
             healthy = False
         else:
             journal.write("ready", took=round(took, 3))
-            count = runner.run(schedule(backend, hosts, timeout, seed, rate), duration)
+            if faults is None:
+                faults = schedule(backend, hosts, timeout, seed, rate)
+            count = runner.run(faults, duration)
             print(f"chaos: {count} faults injected; checking", flush=True)
     finally:
         journal.write("end")

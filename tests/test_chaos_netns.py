@@ -1,0 +1,68 @@
+"""Chaos on a netns pool (root): a seeded smoke run, and a planted split brain.
+
+The smoke run is what CI runs on every change: a few minutes of seeded
+faults that must end with no violation. The planted fault proves the verdict
+can fail: a fence window of zero (the test-only ``unsafe_fence_window``)
+lets survivors restart the VMs of a host whose daemon is paused before its
+watchdog has killed them, and the checker must find the double run on the
+guests' disks; the same pause with the safe window must pass.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hacluster.chaos.checker import check
+from hacluster.chaos.command import run_chaos
+from hacluster.chaos.schedule import Fault
+from hacluster.core.timing import Timing
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
+                       reason="needs root, iproute2 and nftables"),
+]
+T = 3.0
+SEED = int(os.environ.get("HACLUSTER_CHAOS_SEED", "7"))
+
+
+def test_seeded_chaos_smoke_has_no_violation(tmp_path: Path) -> None:
+    directory = tmp_path / "chaos"
+    done = subprocess.run(
+        [sys.executable, "-m", "hacluster", "chaos", "--backend", "netns", "--duration", "120",
+         "--rate", "6", "--seed", str(SEED), "--timeout", str(T), "--dir", str(directory)],
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"seed {SEED}:\n{done.stdout}\n{done.stderr}"
+    assert "verdict: 0 violation(s)" in done.stdout
+    verdict = check(directory)
+    assert len(verdict.faults) >= 3, done.stdout  # the run did inject faults
+    assert (directory / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def paused_member(directory: Path, unsafe_fence_window: float | None) -> int:
+    """Pause host 1's daemon (it runs vm-web1) past its watchdog."""
+    timing = Timing.derive(T)
+    hold = max(timing.Wh, timing.Ws) + 2.0
+    return run_chaos("netns", 3, T, duration=40.0, seed=0, rate=1.0, directory=directory,
+                     unsafe_fence_window=unsafe_fence_window,
+                     faults=[Fault("pause", 1, hold, gap=2.0)])
+
+
+def test_planted_zero_fence_window_fails_the_checker(tmp_path: Path) -> None:
+    assert paused_member(tmp_path / "unsafe", unsafe_fence_window=0.0) == 1
+    verdict = check(tmp_path / "unsafe")
+    doubles = [v for v in verdict.violations if v.startswith("single-run: vm-web1")]
+    assert doubles, verdict.report()
+
+
+def test_the_same_pause_with_the_safe_window_passes(tmp_path: Path) -> None:
+    assert paused_member(tmp_path / "safe", unsafe_fence_window=None) == 0
+    verdict = check(tmp_path / "safe")
+    assert verdict.faults[0].affected == ["vm-web1"], verdict.report()
+    assert verdict.faults[0].fenced == [1]
