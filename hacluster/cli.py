@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "compose":
+        from hacluster.lab import compose
+
+        return compose.run(parser, args)
     if args.command == "demo":
         if args.simulated:
             return _demo(args.timeout)

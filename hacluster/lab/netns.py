@@ -44,6 +44,18 @@ def sh(*command: str, check: bool = True) -> str:
     return done.stdout
 
 
+def daemon_pid(root: int, index: int) -> int:
+    """The pid of host ``index``'s ``hacluster node`` process: ``root`` or a descendant."""
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError):
+            if b"hacluster\0node" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        todo += [int(c) for c in sh("pgrep", "-P", str(pid), check=False).split()]
+    raise LabError(f"host {index} has no running daemon")
+
+
 class NetnsLab(LocalLab):
     backend = "netns"
 
@@ -177,14 +189,7 @@ class NetnsLab(LocalLab):
 
     def _daemon_pid(self, index: int) -> int:
         """The root-namespace pid of the host's ``hacluster node`` process."""
-        todo = [self.pid(index)]
-        while todo:
-            pid = todo.pop()
-            with contextlib.suppress(OSError):
-                if b"hacluster\0node" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
-            todo += [int(c) for c in sh("pgrep", "-P", str(pid), check=False).split()]
-        raise LabError(f"host {index} has no running daemon")
+        return daemon_pid(self.pid(index), index)
 
     def _drop(self, receiver: int, sender: int) -> None:
         sh("ip", "netns", "exec", self.ns(receiver), "nft", "add", "rule", "inet", TABLE,
