@@ -78,13 +78,15 @@ class Verdict:
         if p.get("unsafe_fence_window") is not None:
             lines.append(f"UNSAFE fence window {p['unsafe_fence_window']}s (planted fault)")
         lines.append("")
-        lines.append(f"{'#':>3}  {'at':>8}  {'fault':<44} {'fenced':<8} {'affected VMs':<22}"
-                     f" {'recovery':>9}")
+        what = max([len("fault"), *(len(f.what) for f in self.faults)])
+        vms = max([len("affected VMs"), *(len(",".join(f.affected)) for f in self.faults)])
+        lines.append(f"{'#':>3}  {'at':>8}  {'fault':<{what}}  {'fenced':<7} "
+                     f"{'affected VMs':<{vms}}  {'recovery':>8}")
         for f in self.faults:
             recovery = f"{f.recovery:.2f}s" if f.recovery is not None else "-"
-            lines.append(f"{f.n:>3}  {self.at(f.injected):>8}  {f.what:<44} "
-                         f"{','.join(map(str, f.fenced)) or '-':<8} "
-                         f"{','.join(f.affected) or '-':<22} {recovery:>9}")
+            lines.append(f"{f.n:>3}  {self.at(f.injected):>8}  {f.what:<{what}}  "
+                         f"{','.join(map(str, f.fenced)) or '-':<7} "
+                         f"{','.join(f.affected) or '-':<{vms}}  {recovery:>8}")
         times = [f.recovery for f in self.faults if f.recovery is not None]
         lines.append("")
         if times:

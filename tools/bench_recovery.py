@@ -1,0 +1,141 @@
+"""Crash to VMs running again, against T and pool size, beside the reference's bound.
+
+For each pool size and timeout T it brings up a lab pool (the default demo
+VMs: host 0 runs dhcp (order 0, start delay 2 s) and sql (order 1), every
+other host one web VM), waits until it is settled, SIGKILLs the master with
+all it runs, and reads from the guests' own disks when every protected VM
+the dead host ran was running again somewhere else: the first of them, and
+the last (after the order delay). Beside it, the reference's bound at the
+same T: detection T, then its fence wait (max(Wh, Ws) - T + max(t1, t2) with
+Wh = T, Ws = T + 15), then up to 20 s of liveset polling before its restart
+loop even starts; the same 2 s order delay is added to compare "all".
+The reference refuses T < 10; its bound is still shown.
+
+Also ``--soak MINUTES``: an idle pool of ``--soak-hosts`` at each T, counting
+fences that happened with no fault at all (false fences).
+
+Prints Markdown tables and the command; never asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench_failover import reference_bound  # tools/ is on the path of its scripts
+
+from hacluster.chaos.journal import Journal
+from hacluster.chaos.runner import Runner, vm_running
+from hacluster.core.timing import Timing
+from hacluster.lab.commands import open_lab
+from hacluster.lab.local import LocalLab, read_events
+from hacluster.lab.workloads import START_DELAY, VM_SR, runs
+
+POLLING = 20.0  # the reference polls the liveset this often before restarting
+
+
+def reference_restarts(T: float) -> float:
+    """Crash to the reference's restart loop starting: its commit bound, then polling."""
+    return reference_bound(T) + POLLING
+
+
+def _up(backend: str, root: Path, hosts: int, T: float) -> tuple[LocalLab, Runner]:
+    lab = open_lab(root / "lab", backend)
+    lab.up(hosts, T, base_port=21000)
+    runner = Runner(lab, hosts, Journal(root / "journal.jsonl"), settle_limit=60 + 10 * T)
+    return lab, runner
+
+
+def crash_once(backend: str, hosts: int, T: float) -> tuple[float, float]:
+    """Seconds from killing the master to its first and to its last protected VM running."""
+    with tempfile.TemporaryDirectory(prefix="hacluster-recovery-") as tmp:
+        lab, runner = _up(backend, Path(tmp), hosts, T)
+        try:
+            if runner.settle(60 + 20 * T) is None:
+                raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")
+            time.sleep(T)  # a steady pool
+            victim = runner.master()
+            name = f"host{victim}"
+            mine = [vm for vm, instances in runs(lab.root).items()
+                    if vm in runner.protected and instances and instances[-1].host == name]
+            killed = time.time()
+            lab.kill(victim)
+            disks = lab.root / VM_SR
+
+            def back() -> bool:
+                now = time.time()
+                return all(vm_running(disks / f"{vm}.disk", now) and
+                           runs(lab.root)[vm][-1].first > killed for vm in mine)
+
+            deadline = time.monotonic() + 60 + 20 * T
+            while not back():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{hosts} hosts at T={T}: VMs {mine} not back")
+                time.sleep(0.1)
+            starts = [runs(lab.root)[vm][-1].first - killed for vm in mine]
+            return min(starts), max(starts)
+        finally:
+            lab.down()
+
+
+def soak(backend: str, hosts: int, T: float, minutes: float) -> tuple[int, int]:
+    """Fences and liveset removals on an idle pool over ``minutes``."""
+    with tempfile.TemporaryDirectory(prefix="hacluster-soak-") as tmp:
+        lab, runner = _up(backend, Path(tmp), hosts, T)
+        try:
+            if runner.settle(60 + 20 * T) is None:
+                raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")
+            start = time.time()
+            time.sleep(minutes * 60)
+            events = [e for e in read_events(lab.root) if e["time"] >= start]
+        finally:
+            lab.down()
+    fences = sum(1 for e in events if e["event"] in ("fence", "watchdog"))
+    removals = sum(len(e.get("removed", [])) for e in events if e["event"] == "commit")
+    return fences, removals
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=["netns", "local"], default="netns")
+    parser.add_argument("--hosts", default="3,8,16", help="pool sizes, comma-separated")
+    parser.add_argument("--timeouts", default="3,5,10", help="values of T, comma-separated")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES",
+                        help="instead: soak idle pools for this long at each T")
+    parser.add_argument("--soak-hosts", type=int, default=16)
+    args = parser.parse_args(argv)
+    timeouts = [float(t) for t in args.timeouts.split(",")]
+    print("command: python tools/bench_recovery.py " + " ".join(argv or sys.argv[1:]))
+    print()
+    if args.soak:
+        print("| T (s) | hosts | backend | minutes idle | fences | hosts removed |")
+        print("|---:|---:|---|---:|---:|---:|")
+        for T in timeouts:
+            fences, removals = soak(args.backend, args.soak_hosts, T, args.soak)
+            print(f"| {T:g} | {args.soak_hosts} | {args.backend} | {args.soak:g} | {fences} "
+                  f"| {removals} |", flush=True)
+        return 0
+    print("| hosts | T (s) | ours: first VM (s) | ours: all VMs (s) | reference: restarts "
+          "begin (s) | reference + order delay (s) | ours all / reference |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for hosts in (int(h) for h in args.hosts.split(",")):
+        for T in timeouts:
+            Timing.derive(T)
+            try:
+                first, last = crash_once(args.backend, hosts, T)
+            except TimeoutError as error:
+                print(f"| {hosts} | {T:g} | {error} | | | | |", flush=True)
+                continue
+            ref = reference_restarts(T)
+            note = " (refuses T<10)" if T < 10 else ""
+            print(f"| {hosts} | {T:g} | {first:.2f} | {last:.2f} | {ref:.1f}{note} | "
+                  f"{ref + START_DELAY:.1f} | {last / (ref + START_DELAY):.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
