@@ -74,6 +74,12 @@ trap 'rm -f "$log"' EXIT
 "$PYTHON" -m pip wheel -q --disable-pip-version-check --find-links wheelhouse \
     --wheel-dir wheelhouse . >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 say "building $tag from $BASE (classic builder, no network)"
+previous=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
 DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" --build-arg "SOURCE=$source" \
     -t "$tag" . >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
-say "built $tag (source $source): $(docker image inspect -f '{{.Id}}' "$tag" | cut -c1-19)"
+current=$(docker image inspect -f '{{.Id}}' "$tag")
+say "built $tag (source $source): ${current:7:12}"
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    # the image it replaces, unless a container still uses it
+    docker image rm "$previous" >/dev/null 2>&1 && say "removed the previous ${previous:7:12}" || true
+fi
