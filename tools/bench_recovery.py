@@ -14,7 +14,8 @@ The reference refuses T < 10; its bound is still shown.
 Also ``--soak MINUTES``: an idle pool of ``--soak-hosts`` at each T, counting
 fences that happened with no fault at all (false fences).
 
-Prints Markdown tables and the command; never asserts on time.
+Prints Markdown tables and the command; never asserts on time. ``--plot PNG
+LOG...`` draws the crash tables of earlier runs' printed output as a figure.
 """
 
 from __future__ import annotations
@@ -99,6 +100,36 @@ def soak(backend: str, hosts: int, T: float, minutes: float) -> tuple[int, int]:
     return fences, removals
 
 
+def plot(png: Path, logs: list[Path]) -> None:
+    """Ours (all VMs back) and the reference's bound against T, one line per pool size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours: dict[int, list[tuple[float, float]]] = {}
+    for log in logs:
+        for line in log.read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 7 and cells[0].isdigit() and cells[3].replace(".", "").isdigit():
+                ours.setdefault(int(cells[0]), []).append((float(cells[1]), float(cells[3])))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    timeouts = sorted({t for points in ours.values() for t, _ in points})
+    axes.plot(timeouts, [reference_restarts(t) + START_DELAY for t in timeouts], "k--",
+              label="reference: restarts begin + order delay (bound)")
+    for hosts, points in sorted(ours.items()):
+        points.sort()
+        axes.plot([t for t, _ in points], [v for _, v in points], "o-",
+                  label=f"hacluster, {hosts} hosts: all VMs running")
+    axes.set_xlabel("HA timeout T (s)")
+    axes.set_ylabel("master crash to protected VMs running (s)")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=110)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["netns", "local"], default="netns")
@@ -107,7 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES",
                         help="instead: soak idle pools for this long at each T")
     parser.add_argument("--soak-hosts", type=int, default=16)
+    parser.add_argument("--plot", metavar="PNG", help="instead: plot the tables in LOGS")
+    parser.add_argument("logs", nargs="*", type=Path, help="printed output of earlier runs")
     args = parser.parse_args(argv)
+    if args.plot:
+        plot(Path(args.plot), args.logs)
+        return 0
     timeouts = [float(t) for t in args.timeouts.split(",")]
     print("command: python tools/bench_recovery.py " + " ".join(argv or sys.argv[1:]))
     print()
