@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from hacluster.lab.workloads import write_pool
 from hacluster.node.config import ConfigError, load
+from hacluster.node.master import Guests
 
 GOOD = """
 index = 1
@@ -51,11 +54,21 @@ def test_good_config_loads(folder: Path) -> None:
         (("timeout = 5", "colour = 5"), "unknown field"),
         (("timeout = 5", 'mode = "quorum"'), "mode must be"),
         (("index = 1", "index = = 1"), "not valid TOML"),
+        (("timeout = 5", "timeout = 5\nunsafe_fence_window = -1"), "unsafe_fence_window"),
+        (("timeout = 5", 'timeout = 5\nunsafe_fence_window = "0"'), "unsafe_fence_window"),
     ],
 )
 def test_bad_configs_are_named(folder: Path, change: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(write(folder, GOOD.replace(*change)))
+
+
+def test_unsafe_fence_window_replaces_only_the_window(folder: Path) -> None:
+    safe = load(write(folder, GOOD)).timing
+    assert safe.fence_window >= safe.minimum_fence_window() > 0
+    unsafe = load(write(folder, GOOD + "unsafe_fence_window = 0\n")).timing
+    assert unsafe.fence_window == 0.0
+    assert unsafe == replace(safe, fence_window=0.0)
 
 
 def test_two_heartbeat_networks(folder: Path) -> None:
@@ -83,3 +96,16 @@ def test_bad_key_file(folder: Path) -> None:
 def test_missing_file(folder: Path) -> None:
     with pytest.raises(ConfigError, match="No such file"):
         load(folder / "absent.toml")
+
+
+def test_guest_lock_defaults_on_and_is_checked(folder: Path) -> None:
+    write_pool(folder, 3, None)
+    pooled = GOOD + 'pool = "pool.toml"\nagent_port = 7100\nvm_dir = "vm-sr"\n'
+    locked = load(write(folder, pooled))
+    assert locked.guest_lock is True
+    assert "--no-refuse" not in Guests(folder, locked.guest_lock).command("vm-a", "host1")
+    unlocked = load(write(folder, pooled + "guest_lock = false\n"))
+    assert unlocked.guest_lock is False
+    assert Guests(folder, unlocked.guest_lock).command("vm-a", "host1")[-1] == "--no-refuse"
+    with pytest.raises(ConfigError, match="'guest_lock' must be a bool"):
+        load(write(folder, pooled + 'guest_lock = "no"\n'))
