@@ -32,6 +32,7 @@ import pytest
 from hacluster.lab.compose import generate
 from hacluster.lab.docker import DockerLab, free_prefix
 from hacluster.lab.local import LabError
+from hacluster.lab.poll import wait_until
 
 from .conftest import wait_for
 
@@ -129,7 +130,20 @@ class Compose:
         return self("ps", "--services", "--status", "running").stdout.split()
 
     def hactl(self, host: str, *words: str) -> subprocess.CompletedProcess[str]:
-        return self("exec", "-T", host, "hactl", *words, timeout=60, check=False)
+        """hactl on ``host``; exit 124 if it did not answer within 30 s (a loaded machine)."""
+        try:
+            return self("exec", "-T", host, "hactl", *words, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(words, 124, "", "no answer within 30 s")
+
+    def explain(self) -> str:
+        """What the pool looks like, for a failure message."""
+        said = [self("ps", "-a", check=False).stdout,
+                self("logs", "--no-log-prefix", "ha-enable", check=False).stdout[-1500:]]
+        for host in (s for s in self.running() if s.startswith("host")):
+            said.append(f"{host}: {self.hactl(host, 'status').stdout}")
+            break
+        return "\n".join(said)
 
     def status(self) -> dict[str, Any] | None:
         """``hactl --json status`` through a running host, or None."""
@@ -140,21 +154,26 @@ class Compose:
                 return result
         return None
 
-    def disks(self, host: str) -> tuple[dict[str, dict[str, Any]], list[tuple[float, int]]]:
-        """Read on ``host`` from the pool volume: each VM's latest run, from its
-        disk, and when which host became master, from the hosts' event logs."""
+    def disks(self) -> tuple[dict[str, dict[str, Any]], list[tuple[float, int]]] | None:
+        """Read on a running host from the pool volume: each VM's latest run, from
+        its disk, and when which host became master, from the hosts' event logs;
+        None if no host could read them."""
         script = ("import json\nfrom pathlib import Path\n"
                   "from hacluster.lab.local import read_events\n"
                   "from hacluster.lab.workloads import runs\n"
                   "print(json.dumps([{vm: vars(r[-1]) for vm, r in runs(Path('/pool')).items()"
                   " if r}, [(e['time'], e['host']) for e in read_events(Path('/pool'))"
                   " if e['event'] == 'master' and e.get('gained')]]))")
-        done = self("exec", "-T", host, "python", "-c", script, timeout=60)
-        runs, masters = json.loads(done.stdout)
-        return runs, [(float(t), int(h)) for t, h in masters]
-
-    def runs(self, host: str) -> dict[str, dict[str, Any]]:
-        return self.disks(host)[0]
+        for host in (s for s in self.running() if s.startswith("host")):
+            try:
+                done = self("exec", "-T", host, "python", "-c", script, timeout=30,
+                            check=False)
+            except subprocess.TimeoutExpired:
+                continue
+            if done.returncode == 0:  # else the host died under the call
+                runs, masters = json.loads(done.stdout)
+                return runs, [(float(t), int(h)) for t, h in masters]
+        return None
 
 
 def _live(run: dict[str, Any]) -> bool:
@@ -172,18 +191,20 @@ def test_compose_pool_fails_over_when_the_master_is_killed(images: None) -> None
             status = pool.status() or {}
             if not status.get("pool", {}).get("master"):
                 return False
-            runs = pool.runs(next(h["name"] for h in status["hosts"] if h["live"]))
+            runs = (pool.disks() or ({}, []))[0]
             return all(vm["uuid"] in runs and _live(runs[vm["uuid"]])
                        for vm in status["vms"] if vm["priority"] == "restart")
 
-        wait_for(ready, 60, "a master and every protected VM running on its disk")
+        if wait_until(ready, 120) is None:
+            raise AssertionError("no master with every protected VM running on its disk:\n"
+                                 + pool.explain())
         master = status["pool"]["master"]
         names = {h["uuid"]: h["name"] for h in status["hosts"]}
         dead = names[master]
         protected = {vm["uuid"] for vm in status["vms"] if vm["priority"] == "restart"}
         on_dead = {vm["uuid"] for vm in status["vms"] if vm["host"] == master} & protected
         survivor = next(n for n in names.values() if n != dead)
-        assert on_dead
+        assert on_dead, status
 
         # hactl from this machine: the three files it needs, copied out of the volume
         local = Path(f"/tmp/hactl-{pool.project}")
@@ -199,19 +220,22 @@ def test_compose_pool_fails_over_when_the_master_is_killed(images: None) -> None
         pool("kill", dead)
 
         def back() -> bool:
-            runs, masters = pool.disks(survivor)
+            runs, masters = pool.disks() or ({}, [])
             return any(t > killed for t, _ in masters) and all(
-                _live(runs[vm]) and runs[vm]["first"] > killed for vm in on_dead)
+                vm in runs and _live(runs[vm]) and runs[vm]["first"] > killed for vm in on_dead)
 
-        wait_for(back, 20 * T, "a new master and the dead master's protected VMs running again")
-        runs, masters = pool.disks(survivor)
+        if wait_until(back, 30 * T) is None:
+            raise AssertionError("no new master with the dead master's protected VMs running "
+                                 "again:\n" + pool.explain())
+        runs, masters = pool.disks() or ({}, [])
         elected = min(t for t, _ in masters if t > killed) - killed
         restarted = max(runs[vm]["first"] for vm in on_dead) - killed
         assert all(_live(runs[vm]) for vm in protected)
         assert all(runs[vm]["host"] != names[master] and runs[vm]["host"] != master
                    for vm in on_dead)
-        status = pool.status() or {}
-        assert status["pool"]["master"] not in ("", master)
+        wait_for(lambda: (s := pool.status()) is not None
+                 and s["pool"]["master"] not in ("", None, master), 60,
+                 "hactl status to name the new master")
         print(f"compose: docker kill {dead} (master) -> new master after {elected:.1f} s, "
               f"its protected VMs {sorted(on_dead)} all running again after {restarted:.1f} s")
     finally:

@@ -52,7 +52,7 @@ PREFIX = "172.30"
 ALREADY_ENABLED = "already enabled"
 
 
-def docker(*words: str, check: bool = True, timeout: float = 60) -> str:
+def docker(*words: str, check: bool = True, timeout: float = 120) -> str:
     """Run ``docker WORDS``; its stdout, or a :class:`LabError` with its stderr."""
     try:
         done = subprocess.run(["docker", *words], capture_output=True, text=True,
@@ -174,10 +174,10 @@ class DockerLab(LocalLab):
                    unsafe_fence_window=unsafe_fence_window, guest_lock=guest_lock)
         try:
             if wait_until(lambda: all(r.get("phase") == "HA_OFF" for r in self.status()),
-                          60, poll=0.2) is None:
+                          120, poll=0.2) is None:
                 raise LabError(f"the hosts did not all start: see {self.root}/host*/node.out")
             if not ha_off:
-                enable_ha(self.root / "hactl.toml", timeout, wait=60)
+                enable_ha(self.root / "hactl.toml", timeout, wait=120)
                 if wait_until(lambda: any(r.get("master") for r in self.status()),
                               15 * timeout, poll=0.2) is None:
                     raise LabError("HA enabled but no master was elected")
