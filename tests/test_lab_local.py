@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -73,6 +74,25 @@ def test_killed_host_rejoins_after_restart(lab: LocalLab) -> None:
     wait_for(lambda: all(r.get("liveset") == [0, 2] for r in lab.status() if r["host"] != 1),
              15 * T, "removal")
     lab.restart(1)
+    wait_for(lambda: all(r.get("liveset") == [0, 1, 2] for r in lab.status()), 15 * T,
+             "rejoin")
+
+
+def test_a_host_frozen_whole_rejoins_after_restart(lab: LocalLab) -> None:
+    """Daemon, watchdog and VMs all frozen (a frozen container): when they wake,
+    the old daemon's last reports reach the survivors after its removal, and
+    must not keep the host's next boot from counting."""
+    victim = 1
+    group = lab.pid(victim)
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        wait_for(lambda: all(r.get("liveset") == [0, 2] for r in lab.status()
+                             if r["host"] != victim), 15 * T, "removal")
+        time.sleep(T)  # long after the removal, as a frozen container would be
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    wait_for(lambda: not lab.running(victim), 15 * T, "the woken daemon to fence")
+    lab.restart(victim)
     wait_for(lambda: all(r.get("liveset") == [0, 1, 2] for r in lab.status()), 15 * T,
              "rejoin")
 
