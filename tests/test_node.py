@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from hacluster.core.events import (
     Fence,
@@ -143,3 +144,47 @@ def test_joiner_arms_its_watchdog_before_announcing_itself(config: CoreConfig) -
     announced = out[beat]
     assert isinstance(announced, SendHeartbeat)
     assert announced.report.joining and not announced.report.liveset
+
+
+def test_a_removed_hosts_late_last_words_do_not_block_its_next_boot(
+        config: CoreConfig) -> None:
+    """Host 2 (boot 1) goes silent and is removed; then its last words arrive
+    (it woke from a freeze and fenced) and only then its next boot (2) asks to
+    join. The late report of the dead boot must not stop boot 2 from counting:
+    it must enter my domains (the first condition of a join ack)."""
+    core = armed_core(config, me=0)
+    t, seq = 100.0, 0
+    removed_at = None
+    counted = False
+    while t < 100.0 + 8 * config.timing.T and not counted:
+        t += config.timing.tick
+        seq += 1
+        gone = t > 100.0 + config.timing.T  # host 1 stops seeing host 2 too
+        hosts = frozenset({0, 1}) if gone else frozenset({0, 1, 2})
+        pending: list[Input] = [HeartbeatReceived(t, report(1, seq, liveset=core.liveset
+                                                            or hosts, hb=hosts, sf=hosts))]
+        if removed_at is not None:
+            if t < removed_at + config.timing.tick * 2:
+                pending.append(HeartbeatReceived(t, report(2, 10**6, boot=1,
+                                                           phase=Phase.FENCED)))
+            else:
+                reborn = replace(report(2, seq, boot=2, phase=Phase.JOINING,
+                                        liveset=frozenset(), hb=frozenset({0, 1, 2}),
+                                        sf=frozenset({0, 1, 2})), joining=True)
+                pending.append(HeartbeatReceived(t, reborn))
+        pending.append(Tick(t))
+        while pending:
+            for o in core.handle(pending.pop(0)):
+                if isinstance(o, LivesetCommitted) and o.removed == {2}:
+                    removed_at = t
+                if isinstance(o, WriteSlot):
+                    slots = {0: o.report, 1: report(1, seq, hb=hosts, sf=hosts)}
+                    if removed_at is not None and t >= removed_at + config.timing.tick * 2:
+                        slots[2] = replace(report(2, seq, boot=2, phase=Phase.JOINING,
+                                                  liveset=frozenset()), joining=True)
+                    pending += [SlotWritten(t, True), SlotsRead(t, slots)]
+        if removed_at is not None and 2 in core.hbdomain & core.sfdomain:
+            counted = True
+    assert removed_at is not None, "host 2 was never removed"
+    assert counted, (f"boot 2 of host 2 never counted: domains {sorted(core.hbdomain)}"
+                     f"/{sorted(core.sfdomain)}, pinned {core.peers[2].pinned_boot}")

@@ -264,8 +264,13 @@ class HostCore:
             self._remember(peer, content)
 
     def _counts_for(self, peer: Peer, report: Report) -> bool:
-        """Whether a report proves liveness: of the pinned boot, pinned at first sight."""
-        if peer.pinned_boot is None:
+        """Whether a report proves liveness: of the pinned boot, pinned at first sight.
+
+        A member's pin holds (its replacement incarnation is not the member);
+        a non-member's moves up to a newer boot, so that a dead boot's late
+        last words never stop the host's next boot from joining."""
+        member = self.liveset is not None and report.sender in self.liveset
+        if peer.pinned_boot is None or (not member and report.boot > peer.pinned_boot):
             peer.pinned_boot = report.boot
         return report.boot == peer.pinned_boot
 
