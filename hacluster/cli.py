@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--rate", type=_positive_float, default=4.0,
                        help="faults per minute (mean; the pool settles between faults)")
     chaos.add_argument("--seed", type=int, default=1)
-    chaos.add_argument("--dir", default=".hacluster-chaos", help="run directory")
+    chaos.add_argument("--dir", default=".hacluster-chaos",
+                       help="run directory (a finished run there is replaced)")
     chaos.add_argument("--keep", action="store_true", help="leave the pool up afterwards")
     chaos.add_argument("--check", metavar="DIR",
                        help="only judge the finished run in DIR again")

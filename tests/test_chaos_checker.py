@@ -189,3 +189,18 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     assert failed.returncode == 1 and "VIOLATION recovery" in failed.stdout
     missing = chaos_check(tmp_path / "nothing")
     assert missing.returncode == 2 and "cannot check" in missing.stderr
+
+
+@pytest.mark.parametrize("words, message", [
+    (["--hosts", "1"], "two hosts or more"),
+    (["--unsafe-fence-window", "-1"], "--unsafe-fence-window must be"),
+    (["--backend", "local"], "invalid choice"),
+    (["--rate", "0"], "must be positive"),
+])
+def test_bad_chaos_input_is_refused_and_changes_nothing(tmp_path: Path, words: list[str],
+                                                         message: str) -> None:
+    directory = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "hacluster", "chaos", "--dir", str(directory),
+                           *words], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+    assert not directory.exists()

@@ -68,7 +68,7 @@ class Verdict:
         return not self.violations
 
     def at(self, t: float) -> str:
-        return f"t+{t - self.begin:.1f}s"
+        return offset(t, self.begin)
 
     def report(self) -> str:
         p = self.params
@@ -98,6 +98,11 @@ class Verdict:
         lines += [f"VIOLATION {v}" for v in self.violations]
         lines.append(f"verdict: {len(self.violations)} violation(s)")
         return "\n".join(lines)
+
+
+def offset(t: float, begin: float) -> str:
+    """A wall-clock time as seconds into the run, as reports print it."""
+    return f"t+{t - begin:.1f}s"
 
 
 def _windows(journal: list[dict[str, Any]], end: float) -> list[FaultOutcome]:
@@ -139,7 +144,7 @@ def check(directory: Path) -> Verdict:
     violations: list[str] = []
 
     def at(t: float) -> str:
-        return f"t+{t - begin:.1f}s"
+        return offset(t, begin)
 
     for vm, instances in sorted(vm_runs.items()):
         for a, b in double_runs(instances):

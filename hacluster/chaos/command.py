@@ -72,6 +72,8 @@ def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: i
         raise LabError("a chaos run needs two hosts or more")
     if not duration > 0 or not rate > 0:
         raise LabError("--duration and --rate must be positive")
+    if unsafe_fence_window is not None and not unsafe_fence_window >= 0:
+        raise LabError("--unsafe-fence-window must be a number of seconds >= 0")
     if (directory / JOURNAL).exists():
         if (directory / LAB / "lab.json").exists():
             raise LabError(f"a chaos run is still up in {directory}: "
