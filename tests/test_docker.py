@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from hacluster.chaos.checker import check
 from hacluster.lab.compose import generate
 from hacluster.lab.docker import DockerLab, free_prefix
 from hacluster.lab.local import LabError
@@ -307,3 +308,21 @@ def test_docker_lab_kill_restart_disconnect_rejoin(lab: DockerLab) -> None:
     wait_for(lambda: not lab.running(victim), 5 * T, f"host {victim} killed by its watchdog")
     lab.restart(victim)
     wait_for(lambda: _whole(lab, 3), 10 * T, f"host {victim} to rejoin after its watchdog")
+
+
+# ---------------------------------------------------------------- chaos
+
+
+def test_seeded_docker_chaos_has_no_violation(images: None, tmp_path: Path) -> None:
+    """A short seeded chaos run on the docker backend (freeze, pause, kill,
+    disconnect, restart of containers) ends with no violation."""
+    directory = tmp_path / "chaos"
+    seed = int(os.environ.get("HACLUSTER_CHAOS_SEED", "7"))
+    done = subprocess.run(
+        [sys.executable, "-m", "hacluster", "chaos", "--backend", "docker", "--duration", "60",
+         "--rate", "8", "--seed", str(seed), "--timeout", str(T), "--dir", str(directory)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"seed {seed}:\n{done.stdout}\n{done.stderr}"
+    assert "verdict: 0 violation(s)" in done.stdout
+    assert len(check(directory).faults) >= 2, done.stdout  # the run did inject faults
+    assert (directory / "timeline.png").read_bytes()[:4] == b"\x89PNG"
