@@ -1,8 +1,10 @@
-"""Shared fixtures: builders of reports and cores for unit tests of the core."""
+"""Shared fixtures and helpers: builders of reports and cores, waiting, chaos runs."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,3 +53,20 @@ def load_tool(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def assert_clean_chaos_run(directory: Path, backend: str, duration: float, rate: float,
+                           timeout: float, least_faults: int) -> None:
+    """``hacluster chaos`` with the seed of ``HACLUSTER_CHAOS_SEED`` (default 7) ends
+    with no violation, having injected ``least_faults`` or more, and draws its timeline."""
+    from hacluster.chaos.checker import check
+
+    seed = int(os.environ.get("HACLUSTER_CHAOS_SEED", "7"))
+    done = subprocess.run(
+        [sys.executable, "-m", "hacluster", "chaos", "--backend", backend, "--duration",
+         str(duration), "--rate", str(rate), "--seed", str(seed), "--timeout", str(timeout),
+         "--dir", str(directory)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"seed {seed}:\n{done.stdout}\n{done.stderr}"
+    assert "verdict: 0 violation(s)" in done.stdout
+    assert len(check(directory).faults) >= least_faults, done.stdout  # faults were injected
+    assert (directory / "timeline.png").read_bytes()[:4] == b"\x89PNG"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,26 +21,19 @@ from hacluster.chaos.command import run_chaos
 from hacluster.chaos.schedule import Fault
 from hacluster.core.timing import Timing
 
+from .conftest import assert_clean_chaos_run
+
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
                        reason="needs root, iproute2 and nftables"),
 ]
 T = 3.0
-SEED = int(os.environ.get("HACLUSTER_CHAOS_SEED", "7"))
 
 
 def test_seeded_chaos_smoke_has_no_violation(tmp_path: Path) -> None:
-    directory = tmp_path / "chaos"
-    done = subprocess.run(
-        [sys.executable, "-m", "hacluster", "chaos", "--backend", "netns", "--duration", "120",
-         "--rate", "6", "--seed", str(SEED), "--timeout", str(T), "--dir", str(directory)],
-        capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"seed {SEED}:\n{done.stdout}\n{done.stderr}"
-    assert "verdict: 0 violation(s)" in done.stdout
-    verdict = check(directory)
-    assert len(verdict.faults) >= 3, done.stdout  # the run did inject faults
-    assert (directory / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert_clean_chaos_run(tmp_path / "chaos", "netns", duration=120, rate=6, timeout=T,
+                           least_faults=3)
 
 
 def paused_member(directory: Path, unsafe_fence_window: float | None) -> int:

@@ -29,13 +29,12 @@ from typing import Any
 
 import pytest
 
-from hacluster.chaos.checker import check
 from hacluster.lab.compose import generate
 from hacluster.lab.docker import DockerLab, free_prefix
 from hacluster.lab.local import LabError
 from hacluster.lab.poll import wait_until
 
-from .conftest import wait_for
+from .conftest import assert_clean_chaos_run, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 3.0
@@ -316,13 +315,5 @@ def test_docker_lab_kill_restart_disconnect_rejoin(lab: DockerLab) -> None:
 def test_seeded_docker_chaos_has_no_violation(images: None, tmp_path: Path) -> None:
     """A short seeded chaos run on the docker backend (freeze, pause, kill,
     disconnect, restart of containers) ends with no violation."""
-    directory = tmp_path / "chaos"
-    seed = int(os.environ.get("HACLUSTER_CHAOS_SEED", "7"))
-    done = subprocess.run(
-        [sys.executable, "-m", "hacluster", "chaos", "--backend", "docker", "--duration", "60",
-         "--rate", "8", "--seed", str(seed), "--timeout", str(T), "--dir", str(directory)],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"seed {seed}:\n{done.stdout}\n{done.stderr}"
-    assert "verdict: 0 violation(s)" in done.stdout
-    assert len(check(directory).faults) >= 2, done.stdout  # the run did inject faults
-    assert (directory / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert_clean_chaos_run(tmp_path / "chaos", "docker", duration=60, rate=8, timeout=T,
+                           least_faults=2)
