@@ -60,6 +60,7 @@ class Report:
     lock_request: bool = False
     lock_grant: int | None = None
     join_acks: HostSet = EMPTY
+    fault_episode: int = 0  # fault handlers this boot has entered
     hb_age_ms: tuple[int, ...] = field(default=(), compare=False)
     sf_age_ms: tuple[int, ...] = field(default=(), compare=False)
 

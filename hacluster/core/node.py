@@ -103,6 +103,7 @@ class Peer:
     report: Report | None = None  # freshest report from either channel
     report_at: float = NEVER
     slot_report: Report | None = None  # latest report read from its slot
+    fenced_boot: int | None = None  # the boot of its latest "I fenced" report
 
     def last_seen(self) -> float:
         return max(self.last_net, self.slot_changed)
@@ -142,12 +143,15 @@ class HostCore:
     _io_pending: int = field(init=False, default=0)
     _fault_start: float = field(init=False, default=NEVER)
     _last_decision: float = field(init=False, default=NEVER)
+    _episodes: int = field(init=False, default=0)
+    _episodes_decided: dict[int, int] = field(init=False, default_factory=dict)
     _views_key: object = field(init=False, default=None)
     _views_changed: float = field(init=False, default=NEVER)
     _proposal: HostSet | None = field(init=False, default=None)
     _join_acks: HostSet = field(init=False, default=EMPTY)
     _grant: int | None = field(init=False, default=None)
     _acked_by: HostSet = field(init=False, default=EMPTY)
+    _removed: set[int] = field(init=False, default_factory=set)
     _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
     _out: list[Output] = field(init=False, default_factory=list)
 
@@ -219,6 +223,9 @@ class HostCore:
         return self.peers[report.sender]
 
     def _remember(self, peer: Peer, report: Report) -> None:
+        if report.phase is Phase.FENCED:
+            # last words outlive the reports of a later boot: they prove this boot dead
+            peer.fenced_boot = report.boot
         if peer.report is None or report.stamp > peer.report.stamp:
             peer.report = report
             peer.report_at = self.now
@@ -393,10 +400,14 @@ class HostCore:
 
     # ------------------------------------------------------------ fault handler
     def _peer_in_fault(self) -> int | None:
+        """A member handling a fault over my liveset that I have not decided on:
+        a fault episode of its that I had seen when I last decided was the round
+        I took part in (joining it again would chase it round after round)."""
         for p, report in self._fresh_members():
             if (
                 report.phase.in_fault
                 and report.liveset == self.liveset
+                and report.fault_episode > self._episodes_decided.get(p, -1)
                 and self.peers[p].report_at > self._last_decision + self._settle()
             ):
                 return p
@@ -452,6 +463,7 @@ class HostCore:
             self._set_phase(Phase.NORMAL, "statefile back: leaving survival-rule-2 mode")
 
     def _enter_fault(self, why: str) -> None:
+        self._episodes += 1
         self._fault_start = self.now
         self._proposal = None
         self._views_key = None
@@ -514,6 +526,11 @@ class HostCore:
                 self.me, self.liveset, self.config.hosts, views
             )
         self._last_decision = self.now
+        self._episodes_decided = {
+            p: report.fault_episode for p, peer in enumerate(self.peers)
+            if (report := peer.report) is not None and report.boot == peer.pinned_boot
+            and report.phase.in_fault
+        }
         if not decision.survive:
             self._fence(decision.rule)
             return
@@ -559,10 +576,7 @@ class HostCore:
         blocked = []
         for x in sorted(self.liveset - self._proposal):
             peer = self.peers[x]
-            report = peer.report
-            if report is not None and report.boot == peer.pinned_boot and (
-                report.phase is Phase.FENCED
-            ):
+            if peer.fenced_boot is not None and peer.fenced_boot == peer.pinned_boot:
                 continue
             if self.now < self._last_sighting(x) + wait:
                 blocked.append(x)
@@ -596,6 +610,7 @@ class HostCore:
         self._proposal = None
         for x in removed:
             self.peers[x] = Peer()
+        self._removed = (self._removed | removed) - added
         self._out.append(LivesetCommitted(liveset, removed, added, excluded))
 
     # ------------------------------------------------------------ membership
@@ -658,12 +673,36 @@ class HostCore:
             )
             if acked:
                 ready.add(j)
+        ready |= self._admitted_elsewhere(need, grants)
         if ready:
             added = frozenset(ready)
             for j in added:
                 self._pin_current_boot(j)
                 self._count_as_fresh(j)
             self._commit(self.liveset | added, EMPTY, added)
+
+    def _admitted_elsewhere(self, need: HostSet, grants: dict[int, int | None]) -> HostSet:
+        """Armed hosts a member admitted while I still waited for an ack: members
+        admit on the acks of their own livesets, which differ while several hosts
+        join at once, and an armed host no longer announces a join. I catch up
+        with a host a member lists, that lists me, that I hear on every channel
+        I need, and that votes for my lock holder (what an ack asks)."""
+        assert self.liveset is not None
+        listed: set[int] = set()
+        for _, report in self._fresh_members():
+            listed |= report.liveset
+        found = set()
+        for j in (listed & need) - self.liveset:
+            r = self.peers[j].report
+            if (
+                r is not None
+                and r.phase is Phase.NORMAL
+                and self.me in r.liveset
+                and self.now - self.peers[j].report_at < min(self.timing.T1, self.timing.T2)
+                and grants.get(j) == self._grant
+            ):
+                found.add(j)
+        return frozenset(found)
 
     def _pin_current_boot(self, p: int) -> None:
         """Only the incarnation of ``p`` I know now counts as the member."""
@@ -794,10 +833,14 @@ class HostCore:
         self._out.append(SendHeartbeat(self._report(), self._others()))
 
     def _ages(self, attr: str) -> tuple[int, ...]:
+        """Sightings I vouch for: none of a host I removed until I admit it again
+        (what I see of it meanwhile is a later boot, which members still holding
+        the removed boot must not take for it)."""
         ages = []
-        for peer in self.peers:
+        for index, peer in enumerate(self.peers):
             seen: float = getattr(peer, attr)
-            ages.append(-1 if seen == NEVER else int((self.now - seen) * 1000))
+            gone = seen == NEVER or index in self._removed
+            ages.append(-1 if gone else int((self.now - seen) * 1000))
         return tuple(ages)
 
     def _report(self) -> Report:
@@ -820,6 +863,7 @@ class HostCore:
             lock_request=self._requesting(),
             lock_grant=self._grant,
             join_acks=self._join_acks,
+            fault_episode=self._episodes,
             hb_age_ms=self._ages("last_net"),
             sf_age_ms=self._ages("slot_changed"),
         )

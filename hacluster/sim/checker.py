@@ -18,7 +18,15 @@ Properties, checked at the instant each event happens:
              + d_1 + ... + d_(G-1)                     each group's delay before the next
 
    (the last group's delay holds nothing back).
-5. **outcome** (named scenarios): the survivors and fenced hosts are the ones
+5. **settle**: once the faults are over (the last one healed) and dead hosts
+   are restarted, the pool settles: every host NORMAL with the whole pool as
+   its liveset, one master, every protected VM running. The bound adds to the
+   restart bound a fenced host's reboot delay and T for joiners to be admitted::
+
+       settle = reboot_after + restart_bound + T
+
+   No state of the pool may wait forever on a host that is alive again.
+6. **outcome** (named scenarios): the survivors and fenced hosts are the ones
    the spec predicts.
 
 A violation records the property, the time and a readable explanation; the
@@ -53,6 +61,12 @@ def restart_bound(timing: Timing, group_delays: Sequence[float] = (),
     """
     base = timing.T + timing.fence_window + 4 * max(timing.t1, timing.t2)
     return base + len(group_delays) * (boot + timing.t1) + sum(group_delays[:-1])
+
+
+def settle_bound(timing: Timing, reboot_after: float, group_delays: Sequence[float] = (),
+                 boot: float = 0.0) -> float:
+    """Faults over to a settled pool (the formula is in the module docstring)."""
+    return reboot_after + restart_bound(timing, group_delays, boot) + timing.T
 
 
 def order_group_delays(pool: Pool) -> list[float]:
@@ -100,6 +114,11 @@ class Checker:
         if down:
             self.violate(time, "restart-bound", f"after {fault}, protected VMs {down} not "
                          "running again within the bound")
+
+    def settle_due(self, time: float, after: str, problems: Sequence[str]) -> None:
+        if problems:
+            self.violate(time, "settle", f"the pool did not settle after {after}: "
+                         + "; ".join(problems))
 
     def outcome(self, time: float, what: str, expected: object, actual: object) -> None:
         if expected != actual:

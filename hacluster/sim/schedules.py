@@ -13,13 +13,19 @@ Rules:
   faults of a seed stay what they were), an episode may also see a VM stop by
   itself: a crash or a shutdown from inside its guest.
 * A lone crash within tolerance also arms the restart-bound check.
+* From a third stream, an episode may restart every dead host right after the
+  heal (as a chaos runner or an operator does) and may inject one more fault
+  (a pause, a partition, an isolation or a storage fault) overlapping those
+  restarts.
+* Every episode ends with the settle check: once its last fault is over, the
+  pool must settle within the bound derived from T, before the next episode.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hacluster.core.node import Mode
@@ -40,6 +46,7 @@ class Fault:
     inject: Action
     heal: Action
     crash_of: int | None = None
+    lasts: float = 0.0  # how long it acts after injection whatever the heal (pauses, flaps)
 
 
 @dataclass
@@ -82,11 +89,16 @@ HOST_FAULTS = ["crash", "pause", "isolate", "partition", "one-way", "flap", "shu
 STORAGE_FAULTS = ["storage-error", "storage-read-error", "storage-write-error", "storage-hang",
                   "storage-slow", "statefile-lost", "corrupt"]
 VM_EXIT_CHANCE = 0.3  # of an episode also seeing a VM stop by itself
+RESTART_AT_HEAL_CHANCE = 0.5  # of an episode restarting its dead hosts right after the heal
+OVERLAP_CHANCE = 0.4  # of an episode seeing one more fault overlap those restarts
+OVERLAP_FAULTS = ["pause", "partition", "isolate", "storage-error", "storage-hang"]
 
 
-def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
-    """One fault drawn from the menu the mode allows."""
-    kinds = [*HOST_FAULTS, *(STORAGE_FAULTS if mode is Mode.STATEFILE else [])]
+def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float,
+                 menu: Sequence[str] | None = None) -> Fault:
+    """One fault drawn from ``menu`` (default: every fault), as far as the mode allows."""
+    allowed = [*HOST_FAULTS, *(STORAGE_FAULTS if mode is Mode.STATEFILE else [])]
+    kinds = [k for k in (allowed if menu is None else menu) if k in allowed]
     kind = rng.choice(kinds)
     h = rng.randrange(hosts)
     other = rng.choice([x for x in range(hosts) if x != h])
@@ -94,7 +106,8 @@ def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
         return Fault(f"crash {h}", lambda s: s.crash(h), lambda s: s.reboot(h), crash_of=h)
     if kind == "pause":
         seconds = rng.uniform(0.2, 3.0) * T
-        return Fault(f"pause {h} {seconds:.2f}s", lambda s: s.pause(h, seconds), _nothing)
+        return Fault(f"pause {h} {seconds:.2f}s", lambda s: s.pause(h, seconds), _nothing,
+                     lasts=seconds)
     if kind == "isolate":
         return Fault(f"isolate {h}", lambda s: s.isolate(h), lambda s: s.heal_network())
     if kind == "partition":
@@ -112,7 +125,8 @@ def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float) -> Fault:
                 s.at(s.t + 2 * k * period, lambda: s.cut_link(h, other))
                 s.at(s.t + (2 * k + 1) * period, s.heal_network)
 
-        return Fault(f"flap {h}-{other} every {period:.2f}s", flap, lambda s: s.heal_network())
+        return Fault(f"flap {h}-{other} every {period:.2f}s", flap, lambda s: s.heal_network(),
+                     lasts=7 * period)
     if kind == "vm-exit":
         return random_vm_exit(rng)
     if kind == "shutdown":
@@ -162,6 +176,7 @@ def run_schedule(
     names = [f"network loss={conditions.loss} dup={conditions.duplicate} "
              f"jitter={conditions.jitter:.3f}s skew<={config.skew}"]
     vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
+    after_rng = random.Random(f"after-heal:{hosts}:{mode.value}:{seed}")
     start = 2 * T
     for _ in range(episodes):
         faults = [random_fault(rng, hosts, mode, T)]
@@ -171,23 +186,48 @@ def run_schedule(
         duration = rng.uniform(0.5, 3.0) * T
         for fault in faults:
             names.append(f"{fault.name} at {at:.1f}s for {duration:.1f}s")
-            sim.at(at, lambda f=fault: f.inject(sim))  # type: ignore[misc]
-            sim.at(at + duration, lambda f=fault: f.heal(sim))  # type: ignore[misc]
+            _play(sim, fault, at, duration)
+        episode, overlapped = names[-1], False
+        over = at + max(duration, *(f.lasts for f in faults))
+        if after_rng.random() < RESTART_AT_HEAL_CHANCE:
+            restart_at = over + after_rng.uniform(0, 0.3) * T
+            names.append(f"restart dead hosts at {restart_at:.1f}s")
+            sim.at(restart_at, lambda: _restart_dead(sim))
+            if after_rng.random() < OVERLAP_CHANCE:
+                extra = random_fault(after_rng, hosts, mode, T, OVERLAP_FAULTS)
+                extra_at = restart_at + after_rng.uniform(-0.2, 0.5) * T
+                extra_for = after_rng.uniform(0.3, 1.5) * T
+                names.append(f"{extra.name} at {extra_at:.1f}s for {extra_for:.1f}s")
+                _play(sim, extra, extra_at, extra_for)
+                over = max(over, extra_at + max(extra_for, extra.lasts))
+                overlapped = True
         if vm_rng.random() < VM_EXIT_CHANCE:
             exit_at = at + vm_rng.uniform(0, duration + 2 * T)
             vm_exit = random_vm_exit(vm_rng)
             names.append(f"{vm_exit.name} at {exit_at:.1f}s")
             sim.at(exit_at, lambda f=vm_exit: f.inject(sim))  # type: ignore[misc]
-        lone = faults[0].crash_of if len(faults) == 1 else None
+        lone = faults[0].crash_of if len(faults) == 1 and not overlapped else None
         if lone is not None:
-            sim.at(at, lambda n=names[-1], h=lone: _expect_restart(sim, n, h))  # type: ignore[misc]
-        start = at + duration + 5 * T
+            sim.at(at, lambda n=episode, h=lone: _expect_restart(sim, n, h))  # type: ignore[misc]
+        start = max(at + duration + 5 * T, sim.expect_settled(episode, start=over))
     sim.run_until(start)
     result = ScheduleResult(hosts, mode, seed, names, simulated=sim.t)
     if sim.checker.violations:
         result.violations = [v.line() for v in sim.checker.violations]
         result.trace = sim.trace.lines()
     return result
+
+
+def _play(sim: Simulation, fault: Fault, at: float, duration: float) -> None:
+    sim.at(at, lambda: fault.inject(sim))
+    sim.at(at + duration, lambda: fault.heal(sim))
+
+
+def _restart_dead(sim: Simulation) -> None:
+    """Restart every host that is down (crashed, fenced or shut down)."""
+    for host in sim.hosts:
+        if not host.alive:
+            sim.reboot(host.index)
 
 
 def _expect_restart(sim: Simulation, fault: str, crashed: int) -> None:

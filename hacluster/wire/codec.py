@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hacluster.core.messages import HostSet, Phase, Report
 
 MAGIC = b"HAC1"
-VERSION = 1
+VERSION = 2
 NONCE = 12
 TAG = 16
 HEADER = len(MAGIC) + 1 + NONCE
@@ -66,6 +66,7 @@ def report_to_fields(report: Report, hosts: int) -> list[Any]:
         report.rule2, report.joining, report.excluded, report.statefile_corrupted,
         report.lock_request, -1 if report.lock_grant is None else report.lock_grant,
         _bitmap(report.join_acks, hosts), list(report.hb_age_ms), list(report.sf_age_ms),
+        report.fault_episode,
     ]
 
 
@@ -89,10 +90,10 @@ def _ages(value: Any, hosts: int, field: str) -> tuple[int, ...]:
 
 def report_from_fields(fields: Any, hosts: int) -> Report:
     """Strictly rebuild a report; raise :class:`DecodeError` on any deviation."""
-    if not isinstance(fields, list) or len(fields) != 19:
+    if not isinstance(fields, list) or len(fields) != 20:
         raise DecodeError("not a report record")
     (generation, sender, boot, seq, phase, liveset, hb, sf, access, proposal, rule2, joining,
-     excluded, corrupted, request, grant, acks, hb_ages, sf_ages) = fields
+     excluded, corrupted, request, grant, acks, hb_ages, sf_ages, episode) = fields
     if _int(phase, "phase", 0, max(Phase)) not in {p.value for p in Phase}:
         raise DecodeError("phase: unknown")
     grant_value = _int(grant, "lock_grant", -1, hosts - 1)
@@ -116,6 +117,7 @@ def report_from_fields(fields: Any, hosts: int) -> Report:
         join_acks=_hosts(acks, hosts, "join_acks"),
         hb_age_ms=_ages(hb_ages, hosts, "hb_age_ms"),
         sf_age_ms=_ages(sf_ages, hosts, "sf_age_ms"),
+        fault_episode=_int(episode, "fault_episode", 0, 2**64 - 1),
     )
 
 
