@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,11 @@ class Verdict:
     def ok(self) -> bool:
         return not self.violations
 
+    @property
+    def recoveries(self) -> list[float]:
+        """The recovery times of the faults that stopped protected VMs, in fault order."""
+        return [f.recovery for f in self.faults if f.recovery is not None]
+
     def at(self, t: float) -> str:
         return offset(t, self.begin)
 
@@ -87,17 +93,22 @@ class Verdict:
             lines.append(f"{f.n:>3}  {self.at(f.injected):>8}  {f.what:<{what}}  "
                          f"{','.join(map(str, f.fenced)) or '-':<7} "
                          f"{','.join(f.affected) or '-':<{vms}}  {recovery:>8}")
-        times = [f.recovery for f in self.faults if f.recovery is not None]
+        times = self.recoveries
         lines.append("")
         if times:
             lines.append(f"recovery over {len(times)} faults that stopped protected VMs: "
-                         f"median {statistics.median(times):.2f}s, max {max(times):.2f}s")
+                         f"{median_max(times)}")
         starts = sum(len(r) for r in self.runs.values())
         lines.append(f"checked {starts} guest runs of {len(self.runs)} VMs on their disks, "
                      f"{len(self.events)} node events")
         lines += [f"VIOLATION {v}" for v in self.violations]
         lines.append(f"verdict: {len(self.violations)} violation(s)")
         return "\n".join(lines)
+
+
+def median_max(times: Sequence[float]) -> str:
+    """Recovery times as reports print them (``times`` must not be empty)."""
+    return f"median {statistics.median(times):.2f}s, max {max(times):.2f}s"
 
 
 def offset(t: float, begin: float) -> str:

@@ -36,6 +36,13 @@ def settle_limit(timeout: float) -> float:
     return 12 * timeout + 30
 
 
+def replay(backend: str, hosts: int, timeout: float, duration: float, rate: float,
+           seed: int) -> str:
+    """The command that runs the same faults again (the seed fixes the schedule)."""
+    return (f"hacluster chaos --backend {backend} --hosts {hosts} --timeout {timeout} "
+            f"--duration {duration:g} --rate {rate:g} --seed {seed}")
+
+
 def _timeline_available() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -80,9 +87,8 @@ def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: i
                            f"'hacluster lab --dir {directory / LAB} down' first")
         shutil.rmtree(directory)
     print(f"chaos: backend {backend}, {hosts} hosts, T={timeout}s, {duration:.0f}s, "
-          f"{rate}/min, seed {seed} (replay: hacluster chaos --backend {backend} --hosts "
-          f"{hosts} --timeout {timeout} --duration {duration:g} --rate {rate:g} "
-          f"--seed {seed})", flush=True)
+          f"{rate}/min, seed {seed} (replay: "
+          f"{replay(backend, hosts, timeout, duration, rate, seed)})", flush=True)
     lab = open_lab(directory / LAB, backend)
     journal = Journal(directory / JOURNAL)
     journal.write("begin", backend=backend, hosts=hosts, timeout=timeout, seed=seed,
