@@ -326,12 +326,22 @@ class HostCore:
                 report = peer.report
                 # one-way links: a peer whose report lacks me is not in my hbdomain
                 # (no report yet, or a joiner's, cannot have heard me: grace)
-                if report is None or report.joining or self.me in report.hbdomain:
+                if report is None or report.joining or self._hears_me(report):
                     hb.add(index)
             if self.now - peer.slot_changed < t.T2:
                 sf.add(index)
         self.hbdomain = frozenset(hb)
         self.sfdomain = frozenset(sf)
+
+    def _hears_me(self, report: Report) -> bool:
+        """Whether a peer's report shows it accepted a heartbeat of mine within T1.
+
+        Its own sighting age of me says so, not its hbdomain alone: two hosts
+        that both dropped each other would otherwise never take each other back
+        (each waits for the other's hbdomain to list it first)."""
+        ages = report.hb_age_ms
+        heard = self.me < len(ages) and 0 <= ages[self.me] < self.timing.T1 * 1000
+        return heard or self.me in report.hbdomain
 
     @property
     def statefile_access(self) -> bool:
@@ -673,7 +683,7 @@ class HostCore:
             )
             if acked:
                 ready.add(j)
-        ready |= self._admitted_elsewhere(need, grants)
+        ready |= self._admitted_elsewhere(need)
         if ready:
             added = frozenset(ready)
             for j in added:
@@ -681,12 +691,14 @@ class HostCore:
                 self._count_as_fresh(j)
             self._commit(self.liveset | added, EMPTY, added)
 
-    def _admitted_elsewhere(self, need: HostSet, grants: dict[int, int | None]) -> HostSet:
+    def _admitted_elsewhere(self, need: HostSet) -> HostSet:
         """Armed hosts a member admitted while I still waited for an ack: members
         admit on the acks of their own livesets, which differ while several hosts
         join at once, and an armed host no longer announces a join. I catch up
-        with a host a member lists, that lists me, that I hear on every channel
-        I need, and that votes for my lock holder (what an ack asks)."""
+        with an armed host a member lists and that I hear on every channel I
+        need (two hosts admitted apart catch up with each other). Its lock vote does not matter here, unlike for an ack: the
+        members that admitted it already count its vote, and a larger liveset
+        only makes the lock harder to hold."""
         assert self.liveset is not None
         listed: set[int] = set()
         for _, report in self._fresh_members():
@@ -697,9 +709,7 @@ class HostCore:
             if (
                 r is not None
                 and r.phase is Phase.NORMAL
-                and self.me in r.liveset
                 and self.now - self.peers[j].report_at < min(self.timing.T1, self.timing.T2)
-                and grants.get(j) == self._grant
             ):
                 found.add(j)
         return frozenset(found)
