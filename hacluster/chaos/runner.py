@@ -89,7 +89,9 @@ class Runner:
         now = time.time()
         down = [vm for vm in self.protected
                 if not vm_running(self.lab.root / VM_SR / f"{vm}.disk", now)]
-        return f"hosts: {hosts}; protected VMs not running: {down or 'none'}"
+        waits = "".join(f"; host {r['host']} waits: {'; '.join(r['waiting'])}"
+                        for r in rows if r.get("waiting"))
+        return f"hosts: {hosts}; protected VMs not running: {down or 'none'}{waits}"
 
     def master(self) -> int:
         rows = self.lab.status()

@@ -140,11 +140,29 @@ class Suspect:
 
 
 @dataclass(frozen=True)
+class Wait:
+    """One thing a host's progress waits on, for people: ``on`` the host waited
+    on (``None``: no host in particular), ``reason`` a stable key, ``text`` the
+    explanation with the figures of the moment."""
+
+    on: int | None
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What the host waits on changed (which hosts or which evidence); empty: nothing."""
+
+    waits: tuple[Wait, ...]
+
+
+@dataclass(frozen=True)
 class Wakeup:
     at: float
 
 
 Output = (
     SendHeartbeat | WriteSlot | ReadSlots | PetWatchdog | Fence | Disarmed | LivesetCommitted
-    | MasterGained | MasterLost | PhaseChanged | Suspect | Wakeup
+    | MasterGained | MasterLost | PhaseChanged | Suspect | Waiting | Wakeup
 )

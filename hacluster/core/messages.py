@@ -38,6 +38,11 @@ class Phase(IntEnum):
     def in_fault(self) -> bool:
         return self in (Phase.STABILIZING, Phase.AGREEING, Phase.PROPOSED)
 
+    @property
+    def armed(self) -> bool:
+        """A member running the liveness protocol (not joining, fenced or gone)."""
+        return self in (Phase.NORMAL, Phase.STABILIZING, Phase.AGREEING, Phase.PROPOSED)
+
 
 @dataclass(frozen=True)
 class Report:

@@ -64,6 +64,8 @@ from hacluster.core.events import (
     SlotsRead,
     SlotWritten,
     Suspect,
+    Wait,
+    Waiting,
     Wakeup,
     Watchdog,
     WriteSlot,
@@ -152,6 +154,7 @@ class HostCore:
     _grant: int | None = field(init=False, default=None)
     _acked_by: HostSet = field(init=False, default=EMPTY)
     _removed: set[int] = field(init=False, default_factory=set)
+    _waits_key: tuple[tuple[int | None, str], ...] = field(init=False, default=())
     _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
     _out: list[Output] = field(init=False, default_factory=list)
 
@@ -176,7 +179,7 @@ class HostCore:
 
     @property
     def armed(self) -> bool:
-        return self.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
+        return self.phase.armed
 
     @property
     def master_hint(self) -> int | None:
@@ -307,6 +310,7 @@ class HostCore:
         if self.phase is Phase.FENCED:
             return
         self._update_lock()
+        self._publish_waits()
         if now >= self._next_beat:
             self._next_beat = now + self.timing.t1
             self._pet()
@@ -578,36 +582,48 @@ class HostCore:
                 agreed = agreed & proposal
         return agreed
 
-    def _commit_blocked_by(self) -> list[int]:
-        """Removed hosts not yet provably fenced."""
+    def _commit_waits(self) -> list[Wait]:
+        """Removed hosts not yet provably fenced, each with the evidence awaited."""
         assert self.liveset is not None and self._proposal is not None
         t = self.timing
-        wait = min(t.T1, t.T2) + t.fence_window
-        blocked = []
+        window = min(t.T1, t.T2) + t.fence_window
+        waits = []
         for x in sorted(self.liveset - self._proposal):
-            peer = self.peers[x]
-            if peer.fenced_boot is not None and peer.fenced_boot == peer.pinned_boot:
+            if self._proved_fenced(x):
                 continue
-            if self.now < self._last_sighting(x) + wait:
-                blocked.append(x)
-        if blocked or self.now >= self._last_decision + t.fence_request_reach:
-            return blocked
-        return sorted(self.liveset - self._proposal)
+            seen, by = self._last_sighting(x)
+            if self.now < seen + window:
+                who = "me" if by is None else f"host {by}"
+                waits.append(Wait(x, "sighting", (
+                    f"commit waits for host {x}: last seen by {who} "
+                    f"{self.now - seen:.1f}s ago, needs {window:.1f}s unseen "
+                    f"or its own fence report")))
+        reach = self._last_decision + t.fence_request_reach
+        if waits or self.now >= reach:
+            return waits
+        return [Wait(x, "reach", f"commit waits {reach - self.now:.1f}s more for the fence "
+                     f"request to reach host {x}") for x in sorted(self.liveset - self._proposal)]
 
-    def _last_sighting(self, x: int) -> float:
-        """When ``x`` was last seen alive by me or, per their reports, by the
-        members of my proposal (who may have heard it after I lost it)."""
+    def _proved_fenced(self, x: int) -> bool:
+        """Whether the member incarnation of ``x`` reported itself fenced: last
+        words of another boot prove nothing of this one."""
+        peer = self.peers[x]
+        return peer.fenced_boot is not None and peer.fenced_boot == peer.pinned_boot
+
+    def _last_sighting(self, x: int) -> tuple[float, int | None]:
+        """When ``x`` was last seen alive by me (``None``) or, per their reports,
+        by a member of my proposal (who may have heard it after I lost it)."""
         assert self._proposal is not None
-        latest = self.peers[x].last_seen()
+        latest, by = self.peers[x].last_seen(), None
         for p, report in self._fresh_members(self._proposal):
             received = self.peers[p].report_at
             for ages in (report.hb_age_ms, report.sf_age_ms):
-                if x < len(ages) and ages[x] >= 0:
-                    latest = max(latest, received - ages[x] / 1000)
-        return latest
+                if x < len(ages) and ages[x] >= 0 and received - ages[x] / 1000 > latest:
+                    latest, by = received - ages[x] / 1000, p
+        return latest, by
 
     def _try_commit(self) -> None:
-        if self._commit_blocked_by():
+        if self._commit_waits():
             return
         assert self.liveset is not None and self._proposal is not None
         removed = self.liveset - self._proposal
@@ -665,7 +681,10 @@ class HostCore:
     def _admit_joiners(self) -> None:
         assert self.liveset is not None
         if self.phase is not Phase.NORMAL or self.rule2:
-            self._join_acks = EMPTY
+            # keep acking hosts I admitted that have not armed yet: armed, they
+            # take part in the fault or obey its fence request; unarmed, they
+            # would be waited for forever, alive but never fenced
+            self._join_acks = self._joiners() & self.liveset
             return
         need = self.hbdomain & self.sfdomain if self.statefile_mode else self.hbdomain
         grants, _ = self._published_locks()
@@ -696,9 +715,10 @@ class HostCore:
         admit on the acks of their own livesets, which differ while several hosts
         join at once, and an armed host no longer announces a join. I catch up
         with an armed host a member lists and that I hear on every channel I
-        need (two hosts admitted apart catch up with each other). Its lock vote does not matter here, unlike for an ack: the
-        members that admitted it already count its vote, and a larger liveset
-        only makes the lock harder to hold."""
+        need (two hosts admitted apart catch up with each other). Its lock vote
+        does not matter here, unlike for an ack: the members that admitted it
+        already count its vote, and a larger liveset only makes the lock harder
+        to hold."""
         assert self.liveset is not None
         listed: set[int] = set()
         for _, report in self._fresh_members():
@@ -824,6 +844,87 @@ class HostCore:
 
     def _requesting(self) -> bool:
         return self.armed and not self.rule2
+
+    # ------------------------------------------------------------ waiting
+    def waits(self) -> list[Wait]:
+        """What my progress waits on: my commit while PROPOSED, my admission
+        while JOINING, the admission of joiners while NORMAL."""
+        if self.phase is Phase.PROPOSED:
+            return self._commit_waits()
+        if self.phase is Phase.JOINING:
+            return self._join_waits()
+        if self.phase is Phase.NORMAL and not self.rule2:
+            return self._admission_waits()
+        return []
+
+    def _publish_waits(self) -> None:
+        """Say what I wait on once per change of the hosts or evidence awaited."""
+        waits = self.waits()
+        key = tuple((w.on, w.reason) for w in waits)
+        if key != self._waits_key:
+            self._waits_key = key
+            self._out.append(Waiting(tuple(waits)))
+
+    def _join_waits(self) -> list[Wait]:
+        """Which armed host I hear has not acknowledged me, and why (from its report)."""
+        window = min(self.timing.T1, self.timing.T2)
+        members = {p for p, peer in enumerate(self.peers)
+                   if p != self.me and peer.report is not None and peer.report.phase.armed
+                   and self.now - peer.report_at < window}
+        if not members:
+            text = "join waits for an armed host: none heard"
+            if self.statefile_mode:
+                text += " (a pool with no armed host is armed by pool-ha-enable)"
+            return [Wait(None, "members", text)]
+        waits = []
+        for m in sorted(members):
+            report = self.peers[m].report
+            assert report is not None
+            if self.me in report.join_acks:
+                waits.append(Wait(m, "acked", f"host {m} acked me: it waits for the acks "
+                                  "of its other members before listing me"))
+            elif not (self.me in report.liveset and m in self._acked_by):
+                waits.append(Wait(m, "no-ack", f"no ack from host {m}: "
+                                  + self._why_no_ack(report)))
+        return waits
+
+    def _why_no_ack(self, report: Report) -> str:
+        """Why the member whose latest report is ``report`` does not ack me."""
+        if report.phase is not Phase.NORMAL or report.rule2:
+            state = "survival-rule-2 mode" if report.rule2 else report.phase.name
+            return f"it is in {state} (members ack joiners in NORMAL)"
+        if self.me not in report.hbdomain:
+            return "it does not hear my heartbeats"
+        if self.statefile_mode and self.me not in report.sfdomain:
+            return "it does not see my slot change"
+        if report.lock_grant != self._grant:
+            return (f"it votes host {report.lock_grant} for master, I vote host "
+                    f"{self._grant}")
+        return "none in its latest report yet"
+
+    def _admission_waits(self) -> list[Wait]:
+        """Joiners I hear that are not admitted yet, and whose ack they wait for."""
+        assert self.liveset is not None
+        waits = []
+        for j in sorted(self._joiners() - self.liveset):
+            if j not in self._join_acks:
+                waits.append(Wait(j, "my-ack", f"not acking host {j}: "
+                                  + self._why_not_acking(j)))
+                continue
+            missing = [p for p in sorted(self.liveset - {self.me})
+                       if (r := self._fresh_member_report(p)) is None or j not in r.join_acks]
+            if missing:
+                waits.append(Wait(j, "acks", f"admitting host {j} waits for the acks of "
+                                  f"hosts {missing}"))
+        return waits
+
+    def _why_not_acking(self, j: int) -> str:
+        if j not in self.hbdomain:
+            return "I do not hear its heartbeats"
+        if self.statefile_mode and j not in self.sfdomain:
+            return "I do not see its slot change"
+        grants, _ = self._published_locks()
+        return f"it votes host {grants.get(j)} for master, I vote host {self._grant}"
 
     # ------------------------------------------------------------ publishing
     def _others(self) -> HostSet:

@@ -29,6 +29,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{row['host']:>4}  {row['phase']:<11} {master:<6} "
                      f"{row.get('liveset', '')!s:<20} {dropped:>7}  "
                      f"{' '.join(row.get('vms', []))}")
+    lines += [f"host {row['host']} waits: {text}"
+              for row in rows for text in row.get("waiting", [])]
     plans = [row["pool"] for row in rows if "pool" in row]
     for pool in plans:
         plan = pool["plan"]

@@ -67,6 +67,7 @@ from hacluster.core.events import (
     SlotWritten,
     Suspect,
     Tick,
+    Waiting,
     Wakeup,
     WriteSlot,
 )
@@ -415,6 +416,8 @@ class Node:
             self._watch_rule2()
         elif isinstance(out, Suspect):
             self.log.write("suspect", peer=out.host, channel=out.channel)
+        elif isinstance(out, Waiting):
+            self.log.write("waiting", waits=[w.text for w in out.waits])
         elif isinstance(out, Wakeup):
             if self._timer is not None:
                 self._timer.cancel()
@@ -510,6 +513,7 @@ class Node:
             "hbdomain": sorted(core.hbdomain),
             "sfdomain": sorted(core.sfdomain),
             "rule2": core.rule2,
+            "waiting": [w.text for w in core.waits()],
             "last_beat_age": {
                 str(i): round(t - p.last_net, 3) for i, p in enumerate(core.peers)
                 if i != self.config.index and p.last_net != float("-inf")

@@ -58,6 +58,7 @@ from hacluster.core.events import (
     SlotWritten,
     Suspect,
     Tick,
+    Waiting,
     Wakeup,
     Watchdog,
     WriteSlot,
@@ -278,6 +279,9 @@ class Simulation:
                 self.log(host.index, "PHASE", f"{out.old.name} -> {out.new.name}: {out.why}")
             elif isinstance(out, Suspect):
                 self.log(host.index, "SUSPECT", f"host {out.host} missing on {out.channel}")
+            elif isinstance(out, Waiting):
+                self.log(host.index, "WAIT", "; ".join(w.text for w in out.waits)
+                         or "no longer waiting")
             elif isinstance(out, Wakeup):
                 self._wake(host, out.at)
         if core is not None and core.is_master and host.core is core:
@@ -667,8 +671,9 @@ class Simulation:
                 problems.append(f"host {host.index} {host.state}")
             elif core.phase is not Phase.NORMAL or core.rule2 or core.liveset != everyone:
                 mode = " (rule 2)" if core.rule2 else ""
+                waits = "".join(f" ({w.text})" for w in core.waits())
                 problems.append(f"host {host.index} {core.phase.name}{mode} with liveset "
-                                f"{sorted(core.liveset or ())}")
+                                f"{sorted(core.liveset or ())}{waits}")
         masters = sorted(self.masters())
         if len(masters) != 1:
             problems.append(f"masters {masters}")

@@ -4,7 +4,8 @@ Rules: every scenario starts from a healthy armed pool, injects its faults at
 times given in units of T after a warm-up, runs for ``duration`` T, then checks
 the survivors, the fenced hosts and the master count, and, where the scenario
 removes hosts, that the removal is committed (and VMs run again) within the
-bound derived from T. All checks go through the run's checker, so a failed
+bound derived from T; a scenario whose fenced hosts come back must end settled
+(the checker's settle property). All checks go through the run's checker, so a failed
 expectation is reported as a violation with the trace.
 """
 
@@ -36,6 +37,7 @@ class Scenario:
     restart: bool = True  # VMs of removed hosts must run again within the bound
     reboot_after: float | None = None
     cold_start: bool = False
+    settles: bool = False  # the pool must end settled: every host back, one master
 
 
 @dataclass
@@ -106,6 +108,21 @@ def _split_from_boot(*groups: tuple[int, ...]) -> Callable[[Simulation, Schedule
     return inject
 
 
+def _restart_right_after_heal(sim: Simulation, at: Schedule) -> None:
+    """Partition 1,2,3 | 0,4: hosts 0 and 4 fence. Host 1 reads their last words
+    from the SR and commits at once; hosts 2 and 3 cannot read the SR then (the
+    partition drops the last words sent on the network). The network heals and
+    0 and 4 restart right away, so 2 and 3 hear only the new boots, and host 1,
+    having removed 0 and 4, sees the new boots alive."""
+    at(0, lambda: sim.partition([(1, 2, 3), (0, 4)]))
+    for h in (2, 3):
+        at(1.15, lambda h=h: sim.storage_fault(h, IOFault.READ_ERROR))  # type: ignore[misc]
+        at(2.05, lambda h=h: sim.storage_fault(h, IOFault.OK))  # type: ignore[misc]
+    at(1.9, sim.heal_network)
+    for h in (0, 4):
+        at(1.95, lambda h=h: sim.reboot(h))  # type: ignore[misc]
+
+
 def _rejoin(sim: Simulation, at: Schedule) -> None:
     at(0, lambda: sim.isolate(2))
     at(2.0, sim.heal_network)
@@ -145,7 +162,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              3, _flapping, survivors=_hosts(0, 1), fenced=_hosts(2), duration=8.0),
     Scenario("rejoin-after-fence", "an isolated host fences, reboots and rejoins when healed",
              3, _rejoin, survivors=_hosts(0, 1, 2), fenced=_hosts(), duration=8.0,
-             reboot_after=5.0),
+             reboot_after=5.0, settles=True),
+    Scenario("partition-restart-after-heal",
+             "5 hosts split 3|2, the 2 fence and restart right after the heal; the "
+             "survivors saw their last words at different times: all settle, none waits",
+             5, _restart_right_after_heal, survivors=_hosts(0, 1, 2, 3, 4), fenced=_hosts(),
+             restart=False, duration=8.0, settles=True),
     Scenario("clustered-3-2", "clustered mode, 5 hosts split 2|3: the majority survives", 5,
              _partition((0, 1), (2, 3, 4)), survivors=_hosts(2, 3, 4), fenced=_hosts(0, 1),
              mode=Mode.CLUSTERED),
@@ -197,6 +219,8 @@ def run_scenario(
     check.outcome(end, "survivors", sorted(scenario.survivors), sorted(sim.survivors()))
     check.outcome(end, "fenced hosts", sorted(scenario.fenced), sorted(sim.fenced()))
     check.outcome(end, "masters", scenario.masters, len(sim.masters()))
+    if scenario.settles:
+        check.settle_due(end, scenario.name, sim.unsettled())
     commits = [e.time for e in sim.trace.of_kind("COMMIT")
                if e.time >= fault_at and "removed" in e.text]
     bound = restart_bound(sim.timing)
