@@ -32,7 +32,8 @@ Rules (the design is explained in docs/design.md):
   itself instead of proposing.
 * **Cold start** (clustered mode): with no armed host anywhere, joining hosts
   form the pool once at least ``n/2 + 1`` of them all report hearing exactly
-  the same set; statefile-mode pools are armed by the HA enable instead.
+  the same set for two beats; statefile-mode pools are armed by the HA
+  enable instead.
 * **Clean shutdown** publishes ``excluded``; members drop such a host without
   a fence window, and it counts as absent for survival rule 2.
 * Only reports of this pool's generation and of a member's pinned boot count.
@@ -155,6 +156,8 @@ class HostCore:
     _acked_by: HostSet = field(init=False, default=EMPTY)
     _removed: set[int] = field(init=False, default_factory=set)
     _waits_key: tuple[tuple[int | None, str], ...] = field(init=False, default=())
+    _cold_side: HostSet | None = field(init=False, default=None)
+    _cold_since: float = field(init=False, default=NEVER)
     _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
     _out: list[Output] = field(init=False, default_factory=list)
 
@@ -765,7 +768,19 @@ class HostCore:
 
     def _try_cold_start(self) -> None:
         """Clustered mode, no pool yet: form one once a cold-start quorum of
-        joining hosts all report hearing exactly the same set, mine included."""
+        joining hosts all report hearing exactly the same set, mine included,
+        for two beats (what a paused joiner finds queued on waking is stale:
+        the pool may have formed without it meanwhile)."""
+        side = self._cold_start_side()
+        if side is None or side != self._cold_side:
+            self._cold_side, self._cold_since = side, self.now
+            return
+        if self.now - self._cold_since >= self._settle():
+            self._arm(side)
+            self._out.append(LivesetCommitted(side, EMPTY, side))
+
+    def _cold_start_side(self) -> HostSet | None:
+        """The set a cold start would form now, if the rule holds."""
         window = min(self.timing.T1, self.timing.T2)
         fresh = {
             p: r
@@ -775,14 +790,14 @@ class HostCore:
         }
         if any(r.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
                for r in fresh.values()):
-            return  # a pool exists: join it instead
+            return None  # a pool exists: join it instead
         side = self.hbdomain
         if len(side) < survival.cold_start_quorum(self.config.hosts):
-            return
+            return None
         if all(p in fresh and fresh[p].joining and fresh[p].hbdomain == side
                for p in side - {self.me}):
-            self._arm(side)
-            self._out.append(LivesetCommitted(side, EMPTY, side))
+            return side
+        return None
 
     def _shutdown(self) -> None:
         if self.is_master:
@@ -950,9 +965,12 @@ class HostCore:
         ages = []
         for index, peer in enumerate(self.peers):
             seen: float = getattr(peer, attr)
-            gone = seen == NEVER or index in self._removed
-            ages.append(-1 if gone else int((self.now - seen) * 1000))
+            vouched = seen != NEVER and self._vouches_for(index)
+            ages.append(int((self.now - seen) * 1000) if vouched else -1)
         return tuple(ages)
+
+    def _vouches_for(self, index: int) -> bool:
+        return index not in self._removed
 
     def _report(self) -> Report:
         self._seq += 1

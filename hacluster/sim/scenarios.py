@@ -123,6 +123,15 @@ def _restart_right_after_heal(sim: Simulation, at: Schedule) -> None:
         at(1.95, lambda h=h: sim.reboot(h))  # type: ignore[misc]
 
 
+def _pause_after_rejoin(sim: Simulation, at: Schedule) -> None:
+    """Host 2 is cut off and fences (its last words stay in its slot), restarts,
+    rejoins, then its daemon stops for 3T with its VMs running."""
+    at(0, lambda: sim.isolate(2))
+    at(2.0, sim.heal_network)
+    at(2.5, lambda: sim.reboot(2))
+    at(5.0, lambda: sim.pause(2, 3 * sim.timing.T))
+
+
 def _rejoin(sim: Simulation, at: Schedule) -> None:
     at(0, lambda: sim.isolate(2))
     at(2.0, sim.heal_network)
@@ -163,6 +172,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("rejoin-after-fence", "an isolated host fences, reboots and rejoins when healed",
              3, _rejoin, survivors=_hosts(0, 1, 2), fenced=_hosts(), duration=8.0,
              reboot_after=5.0, settles=True),
+    Scenario("pause-after-rejoin",
+             "host 2 fences, rejoins, then stops for 3T: the survivors wait out its "
+             "watchdog, its first boot's last words prove nothing of its second",
+             3, _pause_after_rejoin, survivors=_hosts(0, 1), fenced=_hosts(2),
+             restart=False, duration=10.0),
     Scenario("partition-restart-after-heal",
              "5 hosts split 3|2, the 2 fence and restart right after the heal; the "
              "survivors saw their last words at different times: all settle, none waits",
