@@ -17,6 +17,7 @@ from hacluster.core.events import (
     SlotsRead,
     SlotWritten,
     Tick,
+    Waiting,
     Wakeup,
     WriteSlot,
 )
@@ -188,3 +189,38 @@ def test_a_removed_hosts_late_last_words_do_not_block_its_next_boot(
     assert removed_at is not None, "host 2 was never removed"
     assert counted, (f"boot 2 of host 2 never counted: domains {sorted(core.hbdomain)}"
                      f"/{sorted(core.sfdomain)}, pinned {core.peers[2].pinned_boot}")
+
+
+def test_a_lone_joiner_says_once_that_it_waits_for_an_armed_host(config: CoreConfig) -> None:
+    core = HostCore(config, 1, boot=2, now=50.0)
+    said = [o for o in core.handle(Tick(50.0)) if isinstance(o, Waiting)]
+    assert len(said) == 1 and [w.on for w in said[0].waits] == [None]
+    assert "none heard" in said[0].waits[0].text
+    assert not [o for o in core.handle(Tick(50.5)) if isinstance(o, Waiting)]  # no change
+
+
+def test_a_joiner_names_the_member_that_does_not_ack_it_and_why(config: CoreConfig) -> None:
+    core = HostCore(config, 1, boot=2, now=50.0)
+    core.handle(HeartbeatReceived(50.1, report(0, 5, liveset=frozenset({0, 2}),
+                                               hb=frozenset({0, 2}))))
+    (wait,) = [w for w in core.waits() if w.on == 0]
+    assert wait.reason == "no-ack" and "does not hear my heartbeats" in wait.text
+    core.handle(HeartbeatReceived(50.2, report(0, 6, phase=Phase.PROPOSED,
+                                               liveset=frozenset({0, 2}),
+                                               proposal=frozenset({0}))))
+    (wait,) = [w for w in core.waits() if w.on == 0]
+    assert "PROPOSED" in wait.text
+
+
+def test_a_fenced_boots_last_words_outlive_its_next_boots_reports(config: CoreConfig) -> None:
+    """Host 2's boot 1 (the member) fences; boot 2 then announces a join. The
+    freshest report is boot 2's, but boot 1's last words still count for it."""
+    core = armed_core(config, me=0)
+    core.handle(HeartbeatReceived(100.0, report(2, 3)))
+    core.handle(HeartbeatReceived(100.1, report(2, 4, phase=Phase.FENCED)))
+    reborn = replace(report(2, 1, boot=2, phase=Phase.JOINING, liveset=frozenset()),
+                     joining=True)
+    core.handle(HeartbeatReceived(100.2, reborn))
+    peer = core.peers[2]
+    assert peer.report is not None and peer.report.boot == 2
+    assert peer.pinned_boot == 1 and peer.fenced_boot == 1

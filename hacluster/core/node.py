@@ -687,7 +687,7 @@ class HostCore:
             # keep acking hosts I admitted that have not armed yet: armed, they
             # take part in the fault or obey its fence request; unarmed, they
             # would be waited for forever, alive but never fenced
-            self._join_acks = self._joiners() & self.liveset
+            self._join_acks = self._admitted_unarmed()
             return
         need = self.hbdomain & self.sfdomain if self.statefile_mode else self.hbdomain
         grants, _ = self._published_locks()
@@ -712,6 +712,11 @@ class HostCore:
                 self._pin_current_boot(j)
                 self._count_as_fresh(j)
             self._commit(self.liveset | added, EMPTY, added)
+
+    def _admitted_unarmed(self) -> HostSet:
+        """Hosts I admitted (this boot of theirs) that still announce a join."""
+        assert self.liveset is not None
+        return self._joiners() & self.liveset
 
     def _admitted_elsewhere(self, need: HostSet) -> HostSet:
         """Armed hosts a member admitted while I still waited for an ack: members
