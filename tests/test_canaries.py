@@ -14,7 +14,7 @@ import pytest
 
 from hacluster.core import survival
 from hacluster.core.messages import HostSet
-from hacluster.core.node import Mode
+from hacluster.core.node import HostCore, Mode
 from hacluster.core.timing import Timing
 from hacluster.sim.cluster import SimConfig, Simulation
 from hacluster.sim.scenarios import SCENARIOS, run_scenario
@@ -103,3 +103,71 @@ def test_canaries_leave_the_core_intact_afterwards() -> None:
     result = run_scenario(SCENARIOS["two-host-split"], trace=Trace())
     assert result.ok
     assert Mode.STATEFILE.value == "statefile"
+
+
+# ----------------------------------------------------------- liveness (issue #17)
+def test_an_earlier_boots_last_words_taken_for_the_current_one_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The unsafe shortcut for a removed host that came back: any last words of
+    it prove it fenced. Its second boot, stopped with its VMs running, is then
+    removed before its watchdog fires."""
+    monkeypatch.setattr(HostCore, "_proved_fenced",
+                        lambda self, x: self.peers[x].fenced_boot is not None)
+    result = run_scenario(SCENARIOS["pause-after-rejoin"], trace=Trace())
+    assert "fence-before-commit" in props(result.violations)
+
+
+def test_vouching_for_a_removed_hosts_next_boot_leaves_survivors_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #17 as it was: a survivor that removed hosts 0 and 4 reports fresh
+    sightings of their new boots, and the survivors that missed the last words
+    wait for the old boots to be unseen for ever."""
+    monkeypatch.setattr(HostCore, "_vouches_for", lambda self, index: True)
+    result = run_scenario(SCENARIOS["partition-restart-after-heal"], trace=Trace())
+    assert "settle" in props(result.violations)
+
+
+def _chase_every_round(self: HostCore) -> int | None:
+    """``_peer_in_fault`` without the episode check."""
+    for p, report in self._fresh_members():
+        if (report.phase.in_fault and report.liveset == self.liveset
+                and self.peers[p].report_at > self._last_decision + self._settle()):
+            return p
+    return None
+
+
+def _form_pool_at_once(self: HostCore) -> None:
+    """A cold start that does not wait two beats."""
+    side = self._cold_start_side()
+    if side is not None:
+        self._form_pool(side)
+
+
+LIVENESS_RULES_UNDONE: dict[str, tuple[str, object, tuple[int, Mode, int]]] = {
+    # rule: (method replaced, replacement, a schedule it leaves unsettled)
+    "catch up with hosts admitted elsewhere": (
+        "_admitted_elsewhere", lambda self, need: frozenset(), (5, Mode.STATEFILE, 53)),
+    "keep acking admitted hosts that have not armed": (
+        "_admitted_unarmed", lambda self: frozenset(), (5, Mode.CLUSTERED, 2281)),
+    "a peer hears me by its sighting age of me": (
+        "_hears_me", lambda self, report: self.me in report.hbdomain, (7, Mode.CLUSTERED, 4363)),
+    "do not chase a decided round": (
+        "_peer_in_fault", _chase_every_round, (5, Mode.STATEFILE, 91)),
+    "vouch only for hosts not removed": (
+        "_vouches_for", lambda self, index: True, (5, Mode.CLUSTERED, 44)),
+    "a cold start holds for two beats": (
+        "_try_cold_start", _form_pool_at_once, (5, Mode.CLUSTERED, 171)),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(LIVENESS_RULES_UNDONE))
+def test_each_liveness_rule_undone_is_caught_by_the_settle_check(
+    rule: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    method, replacement, (hosts, mode, seed) = LIVENESS_RULES_UNDONE[rule]
+    assert run_schedule(hosts, seed, mode).ok, "control run with the core intact"
+    monkeypatch.setattr(HostCore, method, replacement)
+    result = run_schedule(hosts, seed, mode)
+    assert "settle" in props(result.violations), result.report()

@@ -781,8 +781,11 @@ class HostCore:
             self._cold_side, self._cold_since = side, self.now
             return
         if self.now - self._cold_since >= self._settle():
-            self._arm(side)
-            self._out.append(LivesetCommitted(side, EMPTY, side))
+            self._form_pool(side)
+
+    def _form_pool(self, side: HostSet) -> None:
+        self._arm(side)
+        self._out.append(LivesetCommitted(side, EMPTY, side))
 
     def _cold_start_side(self) -> HostSet | None:
         """The set a cold start would form now, if the rule holds."""
