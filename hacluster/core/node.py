@@ -730,7 +730,8 @@ class HostCore:
         assert self.liveset is not None
         listed: set[int] = set()
         for _, report in self._fresh_members():
-            listed |= report.liveset
+            if report.liveset != self.liveset:  # the common case: nothing to catch up
+                listed |= report.liveset
         found = set()
         for j in (listed & need) - self.liveset:
             r = self.peers[j].report
