@@ -3,13 +3,14 @@
 Rules (the design is explained in docs/design.md):
 
 * **Domains.** A liveset member is in my hbdomain while I accepted a heartbeat
-  of its pinned boot within T1 and its latest report lists me (one-way links
-  count as broken). It is in my sfdomain while its slot's ``(boot, seq)``
+  of its pinned boot within T1 and its latest report shows it heard me within
+  T1 (one-way links count as broken). It is in my sfdomain while its slot's ``(boot, seq)``
   changed within T2 on my clock. I am in my own sfdomain while my own slot keeps
   changing when I read it back: that is my statefile access.
 * **Fault handler.** When a liveset member leaves a domain I need (both in
   statefile mode, the network otherwise), or a fresh report of a member shows
-  it handling a fault over my liveset, I stop petting my watchdogs and:
+  it handling a fault over my liveset (an episode newer than the one I saw
+  when I last decided), I stop petting my watchdogs and:
   STABILIZING until every peer is fresh or timed out (survival rule 1 may decide
   here); AGREEING while views are exchanged, until every reachable member agrees
   and views settle, at most ``agree`` after the fault began; then decide
@@ -17,16 +18,23 @@ Rules (the design is explained in docs/design.md):
   the proposal (the fence request), resumes petting and commits
   ``liveset & proposal`` once every removed host has been invisible on both
   channels, to me and to every member of the proposal (by the ages in their
-  reports), for ``min(T1, T2) + fence_window``, or has reported itself fenced,
-  and the fence request has had ``fence_request_reach`` to arrive.
+  reports), for ``min(T1, T2) + fence_window``, or its pinned boot reported
+  itself fenced (last words outlive a later boot's reports), and the fence
+  request has had ``fence_request_reach`` to arrive.
+* **Sightings vouched for.** My reports give sighting ages only of hosts I
+  have not removed (until I admit them again): what I see of a removed host
+  is a later boot, which members still holding the removed one must not take
+  for it.
 * **Stalls.** An armed core that was not run for ``stall_limit`` fences
   itself on waking, before looking at anything that queued meanwhile.
 * **Fence requests.** A member whose latest report proposes a liveset without
   me, over a liveset with me, makes me fence at once.
 * **Joining.** A host outside the liveset pets its watchdogs from its first
   step (before its first report) and announces itself. Members ack it
-  once it is in their domains and no longer in their liveset; when every
-  member acks, members add it and it adopts their liveset.
+  once it is in their domains and no longer in their liveset (in a fault
+  handler, only if they admitted it and it has not armed yet); when every
+  member acks, members add it and it adopts their liveset. A member also
+  admits an armed host another member lists and that it hears (catch-up).
 * **Quorum of the proposal** (clustered mode): a winner whose proposal,
   once intersected with the other winners', is no longer quorate fences
   itself instead of proposing.
@@ -36,6 +44,9 @@ Rules (the design is explained in docs/design.md):
   enable instead.
 * **Clean shutdown** publishes ``excluded``; members drop such a host without
   a fence window, and it counts as absent for survival rule 2.
+* **Waiting.** :meth:`HostCore.waits` says what my progress waits on (a
+  PROPOSED commit, a join, an admission), with :class:`Waiting` output once
+  per change of the hosts or evidence waited for.
 * Only reports of this pool's generation and of a member's pinned boot count.
 """
 
