@@ -11,7 +11,11 @@ Rules:
   slot's ``(boot, seq)`` changing, observed on the reader's own clock.
 * ``generation`` is the id of the HA enablement; a report of another
   generation is dropped by the receiver and never takes part in a decision.
-* Ages are in milliseconds of the writer's own clock (for operators only).
+* Ages are in milliseconds of the writer's own clock, of the boot it pins for
+  each host, and only of hosts it has not removed (``-1``: none): receivers
+  read from them when a host last saw them and whether it hears them.
+* ``fault_episode`` counts the fault handlers the writer entered this boot,
+  so that a receiver can tell a new fault from the round it already decided.
 """
 
 from __future__ import annotations
