@@ -159,9 +159,10 @@ def random_vm_exit(rng: random.Random) -> Fault:
 
 def run_schedule(
     hosts: int, seed: int, mode: Mode = Mode.STATEFILE, timeout: float = 5.0,
-    episodes: int = 2,
+    episodes: int = 2, simulation: type[Simulation] = Simulation,
 ) -> ScheduleResult:
-    """Run one random schedule under the checker."""
+    """Run one random schedule under the checker (``simulation``: a subclass
+    that observes more, for benchmarks)."""
     rng = random.Random(f"schedule:{hosts}:{mode.value}:{seed}")
     T = timeout
     conditions = NetworkConditions(
@@ -172,7 +173,7 @@ def run_schedule(
     config = SimConfig(hosts=hosts, seed=rng.getrandbits(32), timeout=T, mode=mode,
                        skew=rng.choice([0.0, 0.002, 0.005]), network=conditions,
                        reboot_after=2 * T)
-    sim = Simulation(config, trace=Trace(keep=TRACE_KEEP))
+    sim = simulation(config, trace=Trace(keep=TRACE_KEEP))
     names = [f"network loss={conditions.loss} dup={conditions.duplicate} "
              f"jitter={conditions.jitter:.3f}s skew<={config.skew}"]
     vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
