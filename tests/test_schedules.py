@@ -1,8 +1,9 @@
 """Hypothesis-driven random fault schedules under the checker.
 
 CI runs HACLUSTER_SCHEDULES schedules in all (default 2,016) spread over pool
-sizes 3-9 and both modes; a failure prints the schedule's seed, its faults and
-the trace that led to the violation.
+sizes 3-9 and both modes, under every property of the checker, the settle
+check after every episode included; a failure prints the schedule's seed,
+its faults and the trace that led to the violation.
 """
 
 from __future__ import annotations
