@@ -19,7 +19,7 @@ lint: $(BIN)/hacluster
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q -n auto
+	$(BIN)/pytest -q -n auto --durations=15
 
 bench: $(BIN)/hacluster
 	$(BIN)/python tools/bench_sim.py

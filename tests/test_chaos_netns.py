@@ -29,6 +29,10 @@ pytestmark = [
                        reason="needs root, iproute2 and nftables"),
 ]
 T = 3.0
+#: the planted pair runs at a longer timeout: a zero window then restarts the
+#: paused host's VM seconds before its watchdog fires (about 1 s at T = 3,
+#: which a loaded machine can swallow), so the double run shows every time
+PLANTED_T = 10.0
 
 
 def test_seeded_chaos_smoke_has_no_violation(tmp_path: Path) -> None:
@@ -38,9 +42,10 @@ def test_seeded_chaos_smoke_has_no_violation(tmp_path: Path) -> None:
 
 def paused_member(directory: Path, unsafe_fence_window: float | None) -> int:
     """Pause host 1's daemon (it runs vm-web1) past its watchdog."""
-    timing = Timing.derive(T)
+    timing = Timing.derive(PLANTED_T)
     hold = max(timing.Wh, timing.Ws) + 2.0
-    return run_chaos("netns", 3, T, duration=40.0, seed=0, rate=1.0, directory=directory,
+    return run_chaos("netns", 3, PLANTED_T, duration=hold + 20.0, seed=0, rate=1.0,
+                     directory=directory,
                      unsafe_fence_window=unsafe_fence_window,
                      faults=[Fault("pause", 1, hold, gap=2.0)])
 
