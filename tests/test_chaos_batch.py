@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import load_tool
-from .test_chaos_checker import Run, steady_pool
+from .test_chaos_checker import Run, double_run, steady_pool
 
 chaos_batch = load_tool("chaos_batch")
 
@@ -44,14 +44,9 @@ def failover(root: Path, recovery: float) -> None:
     run.finish()
 
 
-def double_run(root: Path) -> None:
+def planted_double_run(root: Path) -> None:
     """The planted violation: vm-web1 restarted at t+9.5 while still running on host 1."""
-    run = Run(root)
-    steady_pool(run, except_vm="vm-web1")
-    run.guest("vm-web1", 1, 0.5, 11.0)
-    run.fault(1, 5.0, "pause", [1], 6.0)
-    run.guest("vm-web1", 2, 9.5, 30.0)
-    run.finish()
+    double_run(Run(root)).finish()
 
 
 @pytest.mark.parametrize("text, seeds", [
@@ -121,7 +116,7 @@ def test_the_batch_summarises_its_seeds_and_fails_on_a_planted_violation(
     prepared = tmp_path / "prepared"
     failover(prepared / "seed-1", recovery=6.0)
     failover(prepared / "seed-2", recovery=8.0)
-    double_run(prepared / "seed-3")  # recovery 4.5 s, and a double run
+    planted_double_run(prepared / "seed-3")  # recovery 4.5 s, and a double run
     monkeypatch.setattr(chaos_batch, "chaos_command", stand_in(prepared, {3: 1}))
     batch, table = tmp_path / "batch", tmp_path / "results.md"
     words = ["--seeds", "1-2", "--seeds", "3", "--jobs", "2", "--duration", "300", "--rate",

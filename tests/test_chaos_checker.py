@@ -86,6 +86,16 @@ def steady_pool(run: Run, except_vm: str = "") -> None:
     run.event(0, 0.4, "master", gained=True)
 
 
+def double_run(run: Run) -> Run:
+    """A planted double run: vm-web1 goes on running on paused host 1 until
+    t+11 while a survivor restarted it at t+9.5."""
+    steady_pool(run, except_vm="vm-web1")
+    run.guest("vm-web1", 1, 0.5, 11.0)
+    run.fault(1, 5.0, "pause", [1], 6.0)
+    run.guest("vm-web1", 2, 9.5, 30.0)
+    return run
+
+
 def test_a_clean_failover_has_no_violation_and_its_recovery_is_measured(
         tmp_path: Path) -> None:
     run = Run(tmp_path)
@@ -103,11 +113,7 @@ def test_a_clean_failover_has_no_violation_and_its_recovery_is_measured(
 
 
 def test_a_vm_on_two_hosts_at_once_is_a_violation(tmp_path: Path) -> None:
-    run = Run(tmp_path)
-    steady_pool(run, except_vm="vm-web1")
-    run.guest("vm-web1", 1, 0.5, 11.0)  # still running on the paused host...
-    run.fault(1, 5.0, "pause", [1], 6.0)
-    run.guest("vm-web1", 2, 9.5, 30.0)  # ...while a survivor restarted it
+    run = double_run(Run(tmp_path))
     run.event(1, 11.0, "watchdog", text="watchdog fired")
     verdict = check(run.finish())
     [violation] = verdict.violations
@@ -153,12 +159,7 @@ def test_a_vm_that_never_ran_is_a_violation(tmp_path: Path) -> None:
 
 
 def test_the_timeline_is_a_png(tmp_path: Path) -> None:
-    run = Run(tmp_path)
-    steady_pool(run, except_vm="vm-web1")
-    run.guest("vm-web1", 1, 0.5, 11.0)
-    run.fault(1, 5.0, "pause", [1], 6.0)
-    run.guest("vm-web1", 2, 9.5, 30.0)
-    png = draw(check(run.finish()), tmp_path / "timeline.png")
+    png = draw(check(double_run(Run(tmp_path)).finish()), tmp_path / "timeline.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
 
