@@ -388,13 +388,17 @@ class HostCore:
             self._out.append(PhaseChanged(self.phase, new, why))
             self.phase = new
 
+    def _fresh_report(self, p: int) -> Report | None:
+        """Latest report of ``p``, of any boot, if received within min(T1, T2)."""
+        peer = self.peers[p]
+        if peer.report is None or self.now - peer.report_at >= min(self.timing.T1, self.timing.T2):
+            return None
+        return peer.report
+
     def _fresh_member_report(self, p: int) -> Report | None:
         """Latest report of liveset member ``p`` from its pinned boot, if recent."""
-        peer = self.peers[p]
-        report = peer.report
-        if report is None or report.boot != peer.pinned_boot:
-            return None
-        if self.now - peer.report_at >= min(self.timing.T1, self.timing.T2):
+        report = self._fresh_report(p)
+        if report is None or report.boot != self.peers[p].pinned_boot:
             return None
         return report
 
@@ -682,11 +686,10 @@ class HostCore:
         assert self.liveset is not None
         found = set()
         for index, peer in enumerate(self.peers):
-            r = peer.report
+            r = self._fresh_report(index)
             if (
                 r is not None
                 and r.joining
-                and self.now - peer.report_at < min(self.timing.T1, self.timing.T2)
                 and (index not in self.liveset or r.boot == peer.pinned_boot)
             ):
                 found.add(index)
@@ -743,16 +746,9 @@ class HostCore:
         for _, report in self._fresh_members():
             if report.liveset != self.liveset:  # the common case: nothing to catch up
                 listed |= report.liveset
-        found = set()
-        for j in (listed & need) - self.liveset:
-            r = self.peers[j].report
-            if (
-                r is not None
-                and r.phase is Phase.NORMAL
-                and self.now - self.peers[j].report_at < min(self.timing.T1, self.timing.T2)
-            ):
-                found.add(j)
-        return frozenset(found)
+        return frozenset(j for j in (listed & need) - self.liveset
+                         if (r := self._fresh_report(j)) is not None
+                         and r.phase is Phase.NORMAL)
 
     def _pin_current_boot(self, p: int) -> None:
         """Only the incarnation of ``p`` I know now counts as the member."""
@@ -765,14 +761,9 @@ class HostCore:
         A member acks only a joiner outside its liveset, so a listing that
         follows an ack admits this boot, never the incarnation that fenced.
         """
-        for index, peer in enumerate(self.peers):
-            r = peer.report
-            if (
-                index == self.me
-                or r is None
-                or r.phase not in (Phase.NORMAL, Phase.PROPOSED)
-                or self.now - peer.report_at >= min(self.timing.T1, self.timing.T2)
-            ):
+        for index in range(self.config.hosts):
+            r = self._fresh_report(index)
+            if index == self.me or r is None or r.phase not in (Phase.NORMAL, Phase.PROPOSED):
                 continue
             if self.me in r.join_acks:
                 self._acked_by |= {index}
@@ -801,13 +792,8 @@ class HostCore:
 
     def _cold_start_side(self) -> HostSet | None:
         """The set a cold start would form now, if the rule holds."""
-        window = min(self.timing.T1, self.timing.T2)
-        fresh = {
-            p: r
-            for p, peer in enumerate(self.peers)
-            if p != self.me and (r := peer.report) is not None
-            and self.now - peer.report_at < window
-        }
+        fresh = {p: r for p in range(self.config.hosts)
+                 if p != self.me and (r := self._fresh_report(p)) is not None}
         if any(r.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
                for r in fresh.values()):
             return None  # a pool exists: join it instead
@@ -902,10 +888,9 @@ class HostCore:
 
     def _join_waits(self) -> list[Wait]:
         """Which armed host I hear has not acknowledged me, and why (from its report)."""
-        window = min(self.timing.T1, self.timing.T2)
-        members = {p for p, peer in enumerate(self.peers)
-                   if p != self.me and peer.report is not None and peer.report.phase.armed
-                   and self.now - peer.report_at < window}
+        members = {p for p in range(self.config.hosts)
+                   if p != self.me and (r := self._fresh_report(p)) is not None
+                   and r.phase.armed}
         if not members:
             text = "join waits for an armed host: none heard"
             if self.statefile_mode:
