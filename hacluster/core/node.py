@@ -45,8 +45,8 @@ Rules (the design is explained in docs/design.md):
 * **Clean shutdown** publishes ``excluded``; members drop such a host without
   a fence window, and it counts as absent for survival rule 2.
 * **Waiting.** :meth:`HostCore.waits` says what my progress waits on (a
-  PROPOSED commit, a join, an admission), with :class:`Waiting` output once
-  per change of the hosts or evidence waited for.
+  PROPOSED commit, a join, an admission); every beat, a change of the hosts
+  or evidence waited for is output as :class:`Waiting`.
 * Only reports of this pool's generation and of a member's pinned boot count.
 """
 
@@ -324,9 +324,9 @@ class HostCore:
         if self.phase is Phase.FENCED:
             return
         self._update_lock()
-        self._publish_waits()
         if now >= self._next_beat:
             self._next_beat = now + self.timing.t1
+            self._publish_waits()  # once a beat, not once a packet: it is for people
             self._pet()
             self._publish_heartbeat()
         if self.statefile_mode and now >= self._next_io and self._io_pending == 0:
