@@ -191,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.timeout)
     if args.command in ("plan", "diagnostic-vm-status"):
         return _planning(parser, args)
-    if args.command in ("node", "status", "sr-format", "lab", "chaos"):
+    if args.command == "chaos":
+        from hacluster.chaos import command
+
+        return command.run_command(parser, args)
+    if args.command in ("node", "status", "sr-format", "lab"):
         from hacluster.lab.commands import run_command
 
         return run_command(parser, args)

@@ -82,13 +82,13 @@ def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
 
 
 def test_lab_status_prints_what_each_host_waits_for() -> None:
-    from hacluster.lab.commands import _table
+    from hacluster.lab.render import status_table
 
     rows = [{"host": 0, "phase": "PROPOSED", "liveset": [0, 1, 2], "vms": [],
              "waiting": ["commit waits for host 2: last seen by me 1.0s ago, needs 5.8s "
                          "unseen or its own fence report"]},
             {"host": 1, "phase": "NORMAL", "liveset": [0, 1, 2], "vms": [], "waiting": []}]
-    lines = _table(rows).splitlines()
+    lines = status_table(rows).splitlines()
     assert [line for line in lines if "waits" in line] == [
         "host 0 waits: commit waits for host 2: last seen by me 1.0s ago, needs 5.8s unseen "
         "or its own fence report"]

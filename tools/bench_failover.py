@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hacluster.core.timing import Timing
-from hacluster.lab.commands import open_lab
 from hacluster.lab.local import LocalLab
+from hacluster.lab.open import open_lab
 from hacluster.lab.poll import wait_until
 
 

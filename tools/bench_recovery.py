@@ -32,8 +32,8 @@ from bench_failover import reference_bound  # tools/ is on the path of its scrip
 from hacluster.chaos.journal import Journal
 from hacluster.chaos.runner import Runner, vm_running
 from hacluster.core.timing import Timing
-from hacluster.lab.commands import open_lab
 from hacluster.lab.local import LocalLab, read_events
+from hacluster.lab.open import open_lab
 from hacluster.lab.workloads import START_DELAY, VM_SR, runs
 
 POLLING = 20.0  # the reference polls the liveset this often before restarting

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from collections.abc import Iterable
@@ -26,9 +27,26 @@ from hacluster.chaos.journal import JOURNAL, Journal
 from hacluster.chaos.runner import Runner
 from hacluster.chaos.schedule import KINDS, Fault, schedule
 from hacluster.lab.local import LabError
+from hacluster.lab.open import open_lab, reporting_bad_input
 
 REPORT = "report.txt"
 TIMELINE = "timeline.png"
+
+
+def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``hacluster chaos``: a run, or ``--check DIR`` to judge a finished one again."""
+    return reporting_bad_input(parser, lambda: _chaos(args))
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    if args.check is not None:
+        try:
+            return judge(Path(args.check))[1]
+        except (ValueError, FileNotFoundError) as error:
+            raise LabError(f"cannot check {args.check}: {error}") from None
+    return run_chaos(args.backend, args.hosts, args.timeout, args.duration, args.seed,
+                     args.rate, Path(args.dir), keep=args.keep,
+                     unsafe_fence_window=args.unsafe_fence_window)
 
 
 def settle_limit(timeout: float) -> float:
@@ -71,8 +89,6 @@ def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: i
               unsafe_fence_window: float | None = None,
               faults: Iterable[Fault] | None = None) -> int:
     """Run chaos in ``directory`` and judge it; ``faults`` replaces the seeded schedule."""
-    from hacluster.lab.commands import open_lab
-
     if backend not in KINDS:
         raise LabError(f"unknown backend {backend!r}; chaos runs on {', '.join(KINDS)}")
     if hosts < 2:

@@ -1,4 +1,5 @@
-"""Command handlers for ``node``, ``status``, ``sr-format`` and ``lab``.
+"""Command handlers for ``node``, ``status``, ``sr-format`` and ``lab`` (``chaos`` is
+:mod:`hacluster.chaos.command`, above the lab).
 
 Rules: bad input is reported as a one-line error with what to do, exit 2, and
 changes nothing; the daemon's exit status is passed through (0 after a clean
@@ -17,56 +18,31 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.lab.local import LabError, LocalLab
-from hacluster.node.config import ConfigError, load, read_key
-from hacluster.storage.sr import SRError, format_sr
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'host':>4}  {'phase':<11} {'master':<6} {'liveset':<20} {'dropped':>7}  vms"]
-    for row in rows:
-        dropped = sum(row.get("dropped", {}).values())
-        master = "yes" if row.get("master") else ""
-        lines.append(f"{row['host']:>4}  {row['phase']:<11} {master:<6} "
-                     f"{row.get('liveset', '')!s:<20} {dropped:>7}  "
-                     f"{' '.join(row.get('vms', []))}")
-    lines += [f"host {row['host']} waits: {text}"
-              for row in rows for text in row.get("waiting", [])]
-    plans = [row["pool"] for row in rows if "pool" in row]
-    for pool in plans:
-        plan = pool["plan"]
-        if plan:
-            lines.append(f"plan: max host failures to tolerate {plan['max_failures']} "
-                         f"({'exact' if plan['exact'] else 'bound'}), configured "
-                         f"{plan['configured']}"
-                         + (", OVERCOMMITTED" if plan["overcommitted"] else ""))
-        if pool["halted"]:
-            lines.append(f"halted: {' '.join(pool['halted'])}")
-        lines += [f"alert: {a['name']}: {a['body']}" for a in pool["alerts"]]
-    return "\n".join(lines)
+from hacluster.lab.open import open_lab, reporting_bad_input
+from hacluster.lab.render import status_table
+from hacluster.node.config import load, read_key
+from hacluster.storage.sr import format_sr
 
 
 def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    try:
-        if args.command == "node":
-            return _node(args)
-        if args.command == "status":
-            from hacluster.node.daemon import query_status
+    return reporting_bad_input(parser, lambda: _command(args))
 
-            print(json.dumps(query_status(Path(args.socket)), indent=2))
-            return 0
-        if args.command == "sr-format":
-            key = read_key(Path(args.key_file))
-            header = format_sr(args.path, args.hosts, key, random.SystemRandom().getrandbits(63))
-            print(f"formatted {args.path}: {header.hosts} host slots, generation "
-                  f"{header.generation:x}")
-            return 0
-        if args.command == "chaos":
-            return _chaos(args)
-        return _lab(args)
-    except (ConfigError, SRError, LabError) as error:
-        parser.exit(2, f"hacluster: {error}\n")
-    except OSError as error:
-        parser.exit(2, f"hacluster: {error}\n")
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "node":
+        return _node(args)
+    if args.command == "status":
+        from hacluster.node.daemon import query_status
+
+        print(json.dumps(query_status(Path(args.socket)), indent=2))
+        return 0
+    if args.command == "sr-format":
+        key = read_key(Path(args.key_file))
+        header = format_sr(args.path, args.hosts, key, random.SystemRandom().getrandbits(63))
+        print(f"formatted {args.path}: {header.hosts} host slots, generation "
+              f"{header.generation:x}")
+        return 0
+    return _lab(args)
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -87,35 +63,6 @@ def _node(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
-def open_lab(root: Path, backend: str | None = None) -> LocalLab:
-    """The lab in ``root``, with the backend it was brought up with."""
-    if backend is None:
-        meta = root / "lab.json"
-        backend = json.loads(meta.read_text()).get("backend", "local") if meta.exists() else "local"
-    if backend == "netns":
-        from hacluster.lab.netns import NetnsLab
-
-        return NetnsLab(root)
-    if backend == "docker":
-        from hacluster.lab.docker import DockerLab
-
-        return DockerLab(root)
-    return LocalLab(root)
-
-
-def _chaos(args: argparse.Namespace) -> int:
-    from hacluster.chaos.command import judge, run_chaos
-
-    if args.check is not None:
-        try:
-            return judge(Path(args.check))[1]
-        except (ValueError, FileNotFoundError) as error:
-            raise LabError(f"cannot check {args.check}: {error}") from None
-    return run_chaos(args.backend, args.hosts, args.timeout, args.duration, args.seed,
-                     args.rate, Path(args.dir), keep=args.keep,
-                     unsafe_fence_window=args.unsafe_fence_window)
-
-
 def _hosts(text: str) -> list[int]:
     try:
         return [int(h) for h in text.split(",")]
@@ -134,7 +81,7 @@ def _lab(args: argparse.Namespace) -> int:
               + f"hactl --config {args.dir}/hactl.toml "
               + ("pool-ha-enable)" if args.ha_off else "status)"))
     elif verb == "status":
-        print(_table(lab.status()))
+        print(status_table(lab.status()))
     elif verb == "events":
         for record in lab.events():
             print(json.dumps(record))

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hacluster.lab.commands import _table
 from hacluster.lab.local import LocalLab
 from hacluster.lab.poll import wait_until
+from hacluster.lab.render import status_table
 from hacluster.lab.workloads import runs
 from hacluster.vm.records import Instance
 
@@ -82,10 +82,10 @@ def _masters(lab: LocalLab) -> list[int]:
 def _story(lab: LocalLab, timeout: float, hosts: int) -> int:
     start = time.time()
     if not _wait("a master", lambda: len(_masters(lab)) == 1, 10 * timeout):
-        print(_table(lab.status()))
+        print(status_table(lab.status()))
         return 1
     print("\nThe pool is healthy:\n")
-    print(_table(lab.status()))
+    print(status_table(lab.status()))
     master = _masters(lab)[0]
     print(f"\nKilling host {master}, the master (SIGKILL to its whole process group) ...")
     killed_at = time.time()
@@ -106,7 +106,7 @@ def _story(lab: LocalLab, timeout: float, hosts: int) -> int:
         if record["event"] in SHOWN:
             print(_describe(record, start))
     print("\nAfter the failover:\n")
-    print(_table(lab.status()))
+    print(status_table(lab.status()))
     print("\nWhat the guests wrote on their disks (seconds from the kill):\n")
     for vm, instances in runs(lab.root).items():
         spans = ", ".join(f"{i.host} {i.first - killed_at:+.1f}..{i.last - killed_at:+.1f}"
