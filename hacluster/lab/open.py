@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hacluster.lab.local import LabError, LocalLab
-from hacluster.node.config import ConfigError
+from hacluster.model.address import ConfigError
 from hacluster.storage.sr import SRError
 
 

@@ -40,8 +40,8 @@ from typing import Any
 from hacluster.mgmt import api, render
 from hacluster.mgmt.tls import CertFiles, TLSError, client_context
 from hacluster.mgmt.verbs import VERBS, Call, UsageError, Verb, lookup, parse
+from hacluster.model.address import Address, ConfigError
 from hacluster.model.tomlfile import read_toml
-from hacluster.node.config import Address, ConfigError
 
 OK, FAILED, USAGE = 0, 1, 2
 CONFIG_ENV = "HACTL_CONFIG"

@@ -16,7 +16,6 @@ API: ``mgmt_port`` with ``tls_cert``, ``tls_key``, ``ca`` (the pool CA) and
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,33 +24,11 @@ from hacluster.core.node import Mode
 from hacluster.core.pool import PoolError
 from hacluster.core.timing import Timing, TimingError
 from hacluster.model import poolfile
+from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import PoolFile
 from hacluster.model.tomlfile import read_toml
 
-
-class ConfigError(ValueError):
-    """A node configuration that cannot be used, with the reason."""
-
-
-@dataclass(frozen=True)
-class Address:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> Address:
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{where}: expected host:port, got {text!r}")
-        host = host.strip("[]")
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ConfigError(f"{where}: {host!r} is not an IPv4 or IPv6 address") from None
-        return cls(host, int(port))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+__all__ = ["MGMT_FIELDS", "Address", "ConfigError", "Management", "NodeConfig", "load", "read_key"]
 
 
 @dataclass(frozen=True)
