@@ -38,7 +38,6 @@ import ipaddress
 import os
 import re
 import ssl
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from hacluster.storage.files import write_atomically
 
 CA_DAYS = 3650
 CERT_DAYS = 825
@@ -241,19 +242,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 def _write_replacing(path: Path, data: bytes, mode: int) -> None:
     """Write ``path`` atomically: a reader sees the old file or the new one, never half."""
     try:
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        write_atomically(path, data, mode)
     except OSError as error:
         raise TLSError(f"{path}: cannot write in {path.parent}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            os.fchmod(stream.fileno(), mode)
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _read(path: Path, what: str) -> bytes:

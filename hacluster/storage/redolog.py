@@ -46,12 +46,10 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -60,6 +58,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from hacluster.storage.files import write_atomically
 from hacluster.storage.sr import (
     BLOCK,
     DEFAULT_METADATA,
@@ -320,24 +319,7 @@ class RedoLog:
 
 def save_backup(path: Path, generation: int, payload: bytes, key: bytes) -> None:
     """Replace the local backup at ``path`` atomically with the state at ``generation``."""
-    record = encode_record("snapshot", generation, payload, key)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(record)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomically(path, encode_record("snapshot", generation, payload, key))
 
 
 def load_backup(path: Path, key: bytes) -> tuple[int, bytes] | None:
