@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/hacluster: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ lint: $(BIN)/hacluster
 
 test: lint
 	$(BIN)/pytest -q -n auto --durations=15
+
+# The inner loop: no lint, no real pools of node daemons (see README, Development).
+test-fast: $(BIN)/hacluster
+	$(BIN)/pytest -q -n auto -m "not slow and not netns and not docker"
 
 bench: $(BIN)/hacluster
 	$(BIN)/python tools/bench_sim.py

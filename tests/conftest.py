@@ -1,9 +1,16 @@
-"""Shared fixtures and helpers: builders of reports and cores, waiting, chaos runs."""
+"""Shared fixtures and helpers: builders of reports and cores, waiting, chaos runs.
+
+Markers (pyproject.toml): ``slow`` for real pools of node daemons (any
+backend), ``netns`` for tests that need root, iproute2 and nftables (skipped
+here, with the reason, without them), ``docker`` for the Docker engine.
+``make test-fast`` leaves all three out.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +25,18 @@ from hacluster.core.timing import Timing
 from hacluster.lab.poll import wait_until
 
 GENERATION = 77
+#: why the ``netns`` tests cannot run on this machine, or None
+NETNS_MISSING = (None if os.geteuid() == 0 and shutil.which("nft") and shutil.which("ip")
+                 else "needs root, iproute2 and nftables")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``netns`` skip, saying why, where namespaces cannot be had."""
+    if NETNS_MISSING is None:
+        return
+    for item in items:
+        if item.get_closest_marker("netns") is not None:
+            item.add_marker(pytest.mark.skip(reason=NETNS_MISSING))
 
 
 @pytest.fixture

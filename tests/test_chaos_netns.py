@@ -10,8 +10,6 @@ guests' disks; the same pause with the safe window must pass.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,11 +21,7 @@ from hacluster.core.timing import Timing
 
 from .conftest import assert_clean_chaos_run
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
-                       reason="needs root, iproute2 and nftables"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without root
 T = 3.0
 #: the planted pair runs at a longer timeout: a zero window restarts the
 #: paused host's VM 2*t1 before its watchdog fires, less the detection and

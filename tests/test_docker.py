@@ -180,6 +180,8 @@ def _live(run: dict[str, Any]) -> bool:
     return run["ended"] is None and time.time() - run["last"] < 1.5
 
 
+@pytest.mark.slow
+@pytest.mark.docker
 def test_compose_pool_fails_over_when_the_master_is_killed(images: None) -> None:
     pool = Compose(f"hatest{os.getpid()}", free_prefix("172.28"))
     try:
@@ -242,6 +244,8 @@ def test_compose_pool_fails_over_when_the_master_is_killed(images: None) -> None
         pool("down", "-v", "--timeout", "1", timeout=120, check=False)
 
 
+@pytest.mark.slow
+@pytest.mark.docker
 def test_compose_file_for_five_hosts_is_valid(images: None, tmp_path: Path) -> None:
     file = tmp_path / "docker-compose.5.yml"
     done = _run(sys.executable, "-m", "hacluster", "compose", "file", "--hosts", "5")
@@ -277,6 +281,8 @@ def lab(images: None, tmp_path: Path) -> Iterator[DockerLab]:
     assert not left
 
 
+@pytest.mark.slow
+@pytest.mark.docker
 def test_docker_lab_kill_restart_disconnect_rejoin(lab: DockerLab) -> None:
     old = _master(lab)
     assert old is not None and _whole(lab, 3)
@@ -312,6 +318,8 @@ def test_docker_lab_kill_restart_disconnect_rejoin(lab: DockerLab) -> None:
 # ---------------------------------------------------------------- chaos
 
 
+@pytest.mark.slow
+@pytest.mark.docker
 def test_seeded_docker_chaos_has_no_violation(images: None, tmp_path: Path) -> None:
     """A short seeded chaos run on the docker backend (freeze, pause, kill,
     disconnect, restart of containers) ends with no violation."""

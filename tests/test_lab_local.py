@@ -21,6 +21,7 @@ from hacluster.wire.codec import Sealer, new_pool_key
 
 from .conftest import wait_for
 
+pytestmark = pytest.mark.slow  # real pools of node daemons
 T = 3.0
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,11 +12,7 @@ from hacluster.node.config import load
 
 from .conftest import wait_for
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
-                       reason="needs root, iproute2 and nftables"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without root
 T = 3.0
 
 

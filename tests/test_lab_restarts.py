@@ -5,7 +5,6 @@ What ran where is read from the guests' own disk records, not from the daemons."
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,8 @@ from hacluster.vm.records import Instance, double_runs
 from .conftest import wait_for
 
 T = 3.0
-NETNS = pytest.param("netns", marks=[
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
-                       reason="needs root, iproute2 and nftables")])
+pytestmark = pytest.mark.slow  # real pools of node daemons
+NETNS = pytest.param("netns", marks=pytest.mark.netns)  # skipped without root (conftest)
 
 
 def start_lab(root: Path, backend: str, pool: Path | None = None) -> LocalLab:

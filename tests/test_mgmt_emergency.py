@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +21,7 @@ from hacluster.lab.netns import NetnsLab
 from .conftest import wait_for
 from .test_mgmt_lab import T, hactl, master, ok
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
-                       reason="needs root, iproute2 and nftables"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without root
 
 
 @pytest.fixture

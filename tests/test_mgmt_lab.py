@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -30,10 +29,8 @@ from hacluster.mgmt.tls import client_context
 from .conftest import wait_for
 
 T = 3.0
-NETNS = pytest.param("netns", marks=[
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
-                       reason="needs root, iproute2 and nftables")])
+pytestmark = pytest.mark.slow  # real pools of node daemons
+NETNS = pytest.param("netns", marks=pytest.mark.netns)  # skipped without root (conftest)
 
 
 @pytest.fixture(params=["local", NETNS])
