@@ -62,11 +62,9 @@ def _engine() -> str | None:
     with open("/tmp/dockerd.log", "ab") as log:
         subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if _run("docker", "info", timeout=30, check=False).returncode == 0:
-            return None
-        time.sleep(0.5)
+    if wait_until(lambda: _run("docker", "info", timeout=30, check=False).returncode == 0, 60,
+                  poll=0.5) is not None:
+        return None
     return "dockerd did not answer within 60 s (see /tmp/dockerd.log)"
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from hacluster.chaos.journal import Journal
 from hacluster.chaos.schedule import MASTER, Fault
+from hacluster.lab.poll import wait_until
 from hacluster.lab.workloads import VM_SR
 from hacluster.model import poolfile
 from hacluster.vm.records import ENDINGS, last_record
@@ -107,13 +108,11 @@ class Runner:
 
     def settle(self, limit: float) -> float | None:
         """Start dead hosts until the pool settles; the seconds it took, or None."""
-        start = time.monotonic()
-        while time.monotonic() - start < limit:
+        def restarted_and_settled() -> bool:
             self.restart_dead()
-            if self.settled():
-                return time.monotonic() - start
-            time.sleep(POLL)
-        return None
+            return self.settled()
+
+        return wait_until(restarted_and_settled, limit, POLL)
 
     def inject(self, fault: Fault, target: int) -> None:
         """Inject ``fault`` on ``target``, hold it, heal it."""

@@ -28,11 +28,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from hacluster.lab.local import LabError, LocalLab
+from hacluster.lab.poll import wait_until
 
 TABLE = "hacluster"
 
@@ -135,12 +135,10 @@ class NetnsLab(LocalLab):
                 start_new_session=True)
         data["faultfs"][str(index)] = process.pid
         self.save(data)
-        deadline = time.monotonic() + 10
-        while not (mount / "control").exists():
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise LabError(f"the storage fault layer of host {index} did not start "
-                               f"(see {self.host_dir(index) / 'faultfs.out'}; is fuse3 installed?)")
-            time.sleep(0.05)
+        wait_until(lambda: (mount / "control").exists() or process.poll() is not None, 10)
+        if not (mount / "control").exists():
+            raise LabError(f"the storage fault layer of host {index} did not start "
+                           f"(see {self.host_dir(index) / 'faultfs.out'}; is fuse3 installed?)")
 
     def storage(self, index: int, mode: str) -> None:
         """Put host ``index``'s storage into ``mode``: ok, error, hang or slow."""
