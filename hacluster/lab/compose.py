@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 
 from hacluster.core.timing import Timing
-from hacluster.lab.docker import DEFAULT_IMAGE, IMAGE_ENV, DockerLab, enable_ha
+from hacluster.lab.docker import DEFAULT_IMAGE, IMAGE_ENV, DockerLab, enable_ha, host_ip
 from hacluster.lab.local import LabError
 
 DEFAULT_NET = "172.29.0"
@@ -91,7 +91,7 @@ def generate(hosts: int, timeout: float = 3.0) -> str:
             "    volumes: [pool:/pool]",
             "    networks:",
             "      pool:",
-            f"        ipv4_address: {NET}.{index + 2}",
+            f"        ipv4_address: {host_ip(NET, index)}",
             "    depends_on:",
             "      provision:",
             "        condition: service_completed_successfully",

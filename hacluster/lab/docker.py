@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hacluster.lab.local import LabError, LocalLab
+from hacluster.lab.local import BridgedLab, LabError
 from hacluster.lab.netns import daemon_pid
 from hacluster.lab.poll import wait_until
 
@@ -50,6 +50,11 @@ IMAGE_ENV = "HACLUSTER_IMAGE"
 DEFAULT_IMAGE = "hacluster:latest"
 PREFIX = "172.30"
 ALREADY_ENABLED = "already enabled"
+
+
+def host_ip(net: str, index: int) -> str:
+    """Host ``index``'s address on the /24 ``net`` (``.1`` is the engine's gateway)."""
+    return f"{net}.{index + 2}"
 
 
 def docker(*words: str, check: bool = True, timeout: float = 120) -> str:
@@ -120,14 +125,10 @@ def enable_ha(config: Path, timeout: float, wait: float, log: bool = False) -> s
         time.sleep(1)
 
 
-class DockerLab(LocalLab):
+class DockerLab(BridgedLab):
     backend = "docker"
 
     # ------------------------------------------------------------ naming
-    @property
-    def lab_id(self) -> int:
-        return int(self.load().get("lab_id", 0))
-
     @property
     def net(self) -> str:
         """The first three octets of the lab's /24, e.g. ``172.30.7``."""
@@ -140,13 +141,8 @@ class DockerLab(LocalLab):
     def container(self, index: int) -> str:
         return f"hacluster{self.lab_id}-h{index}"
 
-    def ip(self, index: int) -> str:
-        return f"{self.net}.{index + 2}"
-
-    def address(self, index: int, base_port: int, network: int = 0) -> str:
-        if network != 0:
-            raise LabError("the docker backend has one heartbeat network")
-        return f"{self.ip(index)}:{base_port}"
+    def ip(self, index: int, network: int = 0) -> str:
+        return host_ip(self.net, index)
 
     # ------------------------------------------------------------ set up
     def prepare(self, hosts: int) -> None:

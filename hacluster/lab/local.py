@@ -38,6 +38,7 @@ from typing import Any
 from hacluster.core.pool import PoolError
 from hacluster.lab.workloads import VM_SR, write_pool
 from hacluster.mgmt.tls import CertFiles, create_pool_ca, issue_certificate
+from hacluster.model.address import Address
 from hacluster.node.daemon import query_status
 from hacluster.storage.sr import BLOCK, PoolState, format_sr
 from hacluster.wire.codec import new_pool_key
@@ -73,13 +74,24 @@ class LocalLab:
     backend = "local"
 
     # ------------------------------------------------------------ backend hooks
-    def address(self, index: int, base_port: int, network: int = 0) -> str:
-        """Host ``index`` on heartbeat network ``network``: 127.0.0.x, then [::1]."""
-        if network == 0:
-            return f"127.0.0.{index + 1}:{base_port + index}"
-        if network == 1:
-            return f"[::1]:{base_port + 500 + index}"
-        raise LabError("the local backend has two heartbeat networks: IPv4 and IPv6 loopback")
+    #: heartbeat networks a host can have: IPv4, then IPv6 loopback
+    networks = 2
+
+    def ip(self, index: int, network: int = 0) -> str:
+        """Host ``index``'s IP on heartbeat network ``network``: 127.0.0.(i+1), then ::1."""
+        return f"127.0.0.{index + 1}" if network == 0 else "::1"
+
+    def port(self, index: int, base_port: int, network: int) -> int:
+        """Its heartbeat port: one per host (they share ::1), 500 up on IPv6."""
+        return base_port + 500 * network + index
+
+    def address(self, index: int, base_port: int, network: int = 0) -> Address:
+        """Host ``index`` on heartbeat network ``network``."""
+        if not 0 <= network < self.networks:
+            plural = "s" if self.networks > 1 else ""
+            raise LabError(f"the {self.backend} backend gives a host at most {self.networks} "
+                           f"heartbeat network{plural}, not {network + 1}")
+        return Address(self.ip(index, network), self.port(index, base_port, network))
 
     def prepare(self, hosts: int) -> None:
         """Create what the hosts need besides their files (nothing, locally)."""
@@ -146,18 +158,17 @@ class LocalLab:
                      for i in range(hosts)]
         mgmt_port = base_port + 2000
         ca = CertFiles(self.root / "tls" / "ca.pem", self.root / "tls" / "ca.key")
-        servers = [f"{a[0].rpartition(':')[0]}:{mgmt_port}" for a in addresses]
+        servers = [str(Address(a[0].host, mgmt_port)) for a in addresses]
         (self.root / "hactl.toml").write_text(
             f"servers = {json.dumps(servers)}\n"
             'ca = "tls/ca.pem"\nsecret_file = "pool.secret"\n')
         for index in range(hosts):
             directory = self.host_dir(index)
             directory.mkdir(exist_ok=True)
-            issue_certificate(ca, directory, "host",
-                              [a.rpartition(":")[0].strip("[]") for a in addresses[index]])
+            issue_certificate(ca, directory, "host", [a.host for a in addresses[index]])
             (directory / "node.toml").write_text(
                 f"index = {index}\n"
-                f"hosts = {json.dumps(addresses)}\n"
+                f"hosts = {json.dumps([[str(a) for a in row] for row in addresses])}\n"
                 f'sr = "{self.sr_path(index)}"\n'
                 f'key_file = "../pool.key"\n'
                 f"timeout = {timeout}\n"
@@ -262,6 +273,21 @@ class LocalLab:
         """Every host's event log, merged in time order."""
         self.load()
         yield from read_events(self.root)
+
+
+class BridgedLab(LocalLab):
+    """A backend whose hosts each have their own IP on the lab's bridge (netns, docker):
+    one heartbeat network, every host on the same port, and a lab id (which names
+    the bridge, the hosts and the /24) chosen at ``up`` and kept in ``lab.json``."""
+
+    networks = 1
+
+    @property
+    def lab_id(self) -> int:
+        return int(self.load().get("lab_id", 0))
+
+    def port(self, index: int, base_port: int, network: int) -> int:
+        return base_port
 
 
 def read_events(root: Path) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hacluster.lab.local import LabError, LocalLab
+from hacluster.lab.local import BridgedLab, LabError
 from hacluster.lab.poll import wait_until
 
 TABLE = "hacluster"
@@ -56,12 +56,8 @@ def daemon_pid(root: int, index: int) -> int:
     raise LabError(f"host {index} has no running daemon")
 
 
-class NetnsLab(LocalLab):
+class NetnsLab(BridgedLab):
     backend = "netns"
-
-    @property
-    def lab_id(self) -> int:
-        return int(self.load().get("lab_id", 0))
 
     def ns(self, index: int) -> str:
         return f"ha{self.lab_id}-h{index}"
@@ -69,13 +65,13 @@ class NetnsLab(LocalLab):
     def bridge(self) -> str:
         return f"ha{self.lab_id}br"
 
-    def ip(self, index: int) -> str:
-        return f"10.77.{self.lab_id}.{index + 1}"
+    @property
+    def net(self) -> str:
+        """The first three octets of the lab's /24, e.g. ``10.77.7``."""
+        return f"10.77.{self.lab_id}"
 
-    def address(self, index: int, base_port: int, network: int = 0) -> str:
-        if network != 0:
-            raise LabError("the netns backend has one heartbeat network so far")
-        return f"{self.ip(index)}:{base_port}"
+    def ip(self, index: int, network: int = 0) -> str:
+        return f"{self.net}.{index + 1}"
 
     def sr_path(self, index: int) -> str:
         return "sr.d/sr"  # this host's fault layer over the shared loop device
@@ -100,7 +96,7 @@ class NetnsLab(LocalLab):
         sh("ip", "link", "set", bridge, "up")
         self._forward(bridge, "-I")
         # the operator's side: hactl in the root namespace reaches every host
-        sh("ip", "addr", "add", f"10.77.{self.lab_id}.254/24", "dev", bridge)
+        sh("ip", "addr", "add", f"{self.net}.254/24", "dev", bridge)
         for index in range(hosts):
             ns, outside = self.ns(index), f"{self.ns(index)}v"
             sh("ip", "netns", "add", ns)
