@@ -28,8 +28,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from hacluster.core.node import HostCore
 from hacluster.core.pool import Pool, PoolError
 from hacluster.core.pooldb import HASettings, PoolDB
 from hacluster.core.restarts import Moved, Reconfigure, VMExited
@@ -40,12 +41,13 @@ from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
 from hacluster.model.pooldata import seed
+from hacluster.node.config import NodeConfig
+from hacluster.node.eventlog import EventLog
 from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
+from hacluster.node.sr_thread import Storage
+from hacluster.node.tasks import Supervisor
 from hacluster.storage.redolog import RecordCorrupt, load_backup, save_backup
 from hacluster.wire import rpc
-
-if TYPE_CHECKING:
-    from hacluster.node.daemon import Node
 
 ASK_TIMEOUT = 5.0
 BACKUP_TIMEOUT = 1.0  # reading other hosts' backups must not delay a new master much
@@ -54,11 +56,31 @@ ALERT_PRIORITY = {"ha_pool_overcommitted": 3, "ha_host_failed": 2,
                   "ha_survival_rule_2": 1}
 
 
+class NodeHandle(Protocol):
+    """What the plane uses of its node (:class:`hacluster.node.daemon.Node`)."""
+
+    config: NodeConfig
+    log: EventLog
+    storage: Storage
+    tasks: Supervisor
+    core: HostCore | None
+    duties: MasterDuties | None
+
+    def now(self) -> float: ...
+    def live_hosts(self) -> frozenset[str] | None: ...
+    async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    async def arm(self, generation: int, timeout: float | None, armed: bool,
+                  start: dict[str, list[str]]) -> None: ...
+    def disarm(self, leaving: bool) -> None: ...
+    def leave(self) -> None: ...
+    def start_duties(self) -> None: ...
+
+
 class Plane:
     AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup",
                            "db-get", "pending-alerts"})
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeHandle) -> None:
         assert node.config.mgmt is not None and node.config.pool is not None
         self.node = node
         self.config = node.config
@@ -238,7 +260,7 @@ class Plane:
                             "nothing was moved")
         started = await self._ask(target, {"op": "start", "vm": vm, "command": command})
         duties = self.node.duties
-        now = self.node.loop.time()
+        now = self.node.now()
         if isinstance(started, str):
             if duties is not None:  # stopped and not started: HA treats it as a crash
                 duties.feed(VMExited(now, vm, source, internal_shutdown=False))
@@ -253,7 +275,7 @@ class Plane:
 
     # ------------------------------------------------------------ master role
     def master_gained(self) -> None:
-        asyncio.get_running_loop().create_task(self._take_office())
+        self.node.tasks.spawn(self._take_office(), "take office")
 
     async def _take_office(self) -> None:
         try:
@@ -263,7 +285,7 @@ class Plane:
             return
         core = self.node.core
         if core is not None and core.is_master:
-            self.node._start_duties()
+            self.node.start_duties()
         await self._collect_pending()
 
     def master_lost(self) -> None:
@@ -277,7 +299,7 @@ class Plane:
     def duties(self, interval: float) -> MasterDuties:
         assert self.database is not None
         return MasterDuties(self.database, self.agents, self.guests, interval,
-                            self.node.log.write, self._live_uuids, self.node.loop.time,
+                            self.node.log.write, self._live_uuids, self.node.now,
                             self.alert)
 
     def _live_uuids(self) -> frozenset[str]:
@@ -289,9 +311,9 @@ class Plane:
         self.known_master = self._index_of(db.master)
         duties = self.node.duties
         if duties is not None:
-            duties.feed(Reconfigure(self.node.loop.time(), db.pool))
+            duties.feed(Reconfigure(self.node.now(), db.pool))
         if self._push is None or self._push.done():
-            self._push = asyncio.get_running_loop().create_task(self._push_backups())
+            self._push = self.node.tasks.spawn(self._push_backups(), "push backups")
 
     async def _push_backups(self) -> None:
         await asyncio.sleep(0)  # coalesce a burst of changes
@@ -311,7 +333,7 @@ class Plane:
     def alert(self, name: str, obj: str, body: str) -> None:
         """An alert of the master: stored as a pool message, then mailed."""
         message = self._message(name, obj, body)
-        asyncio.get_running_loop().create_task(self._store(message, mail_it=True))
+        self.node.tasks.spawn(self._store(message, mail_it=True), f"store alert {name}")
 
     def local_alert(self, name: str, obj: str, body: str) -> None:
         """An alert of this host, raised when there may be no master (survival rule 2;
@@ -321,7 +343,7 @@ class Plane:
         self.node.log.write("alert", name=name, obj=obj, body=body, stored="when a master "
                             "is back")
         self.pending.append(message)
-        asyncio.get_running_loop().create_task(self._mail(message))
+        self.node.tasks.spawn(self._mail(message), f"mail alert {name}")
 
     @staticmethod
     def _message(name: str, obj: str, body: str) -> dict[str, Any]:

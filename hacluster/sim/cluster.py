@@ -16,79 +16,50 @@ Rules:
   its running VMs on their hosts (none on a cold start, when the hosts boot from
   power-off); by default every host has room for every VM and runs
   ``vms_per_host`` protected order-0 VMs.
-* The master (whoever the cores say holds the lock) runs the real restart
-  executor (:mod:`hacluster.core.restarts`). A host that gains the lock builds
-  it from the shared pool database: the last pool state the previous master
-  left, with running VMs as the hosts actually run them; hosts missing from
-  its liveset whose VMs that state shows running are reported failed. The
-  master reports every host its committed liveset removes as failed, and
-  passes its liveset every ``t1``.
-* The "sim" VM driver only counts memory: a start succeeds after
-  ``boot_time`` on an armed, unpaused host with the memory free, and fails
-  (at once, or when the host dies while booting) otherwise. A VM counts as
-  running on its host from the moment its boot begins.
+* Each host's core outputs are carried out by the one interpreter
+  (:func:`hacluster.core.effects.carry_out`) bound to the fake network,
+  volume, watchdogs and clock here; the master runs the core's duties
+  (:mod:`hacluster.sim.master`), the same code as the daemon's master.
 * A VM may stop by itself (:meth:`Simulation.vm_exit`): a crash, or a shutdown
-  from inside its guest; the master is told.
+  from inside its guest; its host's agent reports it to the master's next pass.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+from hacluster.core.effects import carry_out
 from hacluster.core.events import (
-    Disarmed,
-    Fence,
     HeartbeatReceived,
-    Input,
     LivesetCommitted,
-    MasterGained,
-    MasterLost,
-    Output,
-    PetWatchdog,
     PhaseChanged,
     ReadSlots,
-    SendHeartbeat,
     Shutdown,
     SlotsRead,
     SlotWritten,
-    Suspect,
     Tick,
-    Waiting,
-    Wakeup,
+    Wait,
     Watchdog,
     WriteSlot,
 )
 from hacluster.core.messages import HostSet, Phase, Report
 from hacluster.core.node import CoreConfig, HostCore, Mode
 from hacluster.core.pool import VM, Host, Pool, Power, Priority
-from hacluster.core.restarts import (
-    Alert,
-    ForceHalt,
-    HostsFailed,
-    HostsLeft,
-    Pass,
-    PauseRestarts,
-    RestartAction,
-    RestartConfig,
-    Restarter,
-    RestartInput,
-    StartFinished,
-    StartVM,
-    VMExited,
-)
+from hacluster.core.restarts import Alert, RestartConfig
 from hacluster.core.timing import Timing
 from hacluster.sim.checker import Checker, order_group_delays, restart_bound, settle_bound
+from hacluster.sim.clock import EventQueue, HostClock
+from hacluster.sim.hosts import MakeInput, SimHost, VMEvent
+from hacluster.sim.master import SimMaster
 from hacluster.sim.network import NetworkConditions, SimNetwork
 from hacluster.sim.storage import IOFault, SimStorage
 from hacluster.sim.trace import Trace
 
-MakeInput = Callable[[float], Input]
-MakeRestartInput = Callable[[float], RestartInput]
+__all__ = ["VM_MEMORY", "SimConfig", "SimHost", "Simulation", "VMEvent", "default_pool"]
 
 VM_MEMORY = 1024  # MiB, each VM of the default pool
 
@@ -134,39 +105,6 @@ class SimConfig:
         return RestartConfig(retry_interval=self.resolved_timing().T / 2)
 
 
-@dataclass(frozen=True)
-class VMEvent:
-    """One step of a VM's life, for timelines: ``what`` is starting, running,
-    failed (to start), stopped (died on its host) or halted (forced, in the pool)."""
-
-    time: float
-    vm: str
-    host: int
-    what: str
-    by: int | None = None  # the master that asked, for starts
-
-
-@dataclass
-class SimHost:
-    index: int
-    rate: float
-    offset: float
-    core: HostCore | None = None
-    boot: int = 0
-    state: str = "up"  # up, crashed, fenced, excluded
-    paused_until: float = 0.0
-    queue: list[MakeInput] = field(default_factory=list)
-    wake_at: float | None = None  # true time of the pending tick
-    watchdog: dict[Watchdog, float] = field(default_factory=dict)
-    io_queue: list[WriteSlot | ReadSlots] = field(default_factory=list)
-    io_busy: bool = False
-    vms: set[str] = field(default_factory=set)
-
-    @property
-    def alive(self) -> bool:
-        return self.core is not None
-
-
 class Simulation:
     def __init__(self, config: SimConfig, trace: Trace | None = None) -> None:
         self.config = config
@@ -179,32 +117,21 @@ class Simulation:
         )
         self.network = SimNetwork(self.rng, config.network)
         self.storage = SimStorage(config.hosts)
-        self.t = 0.0
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = 0
+        self.clock = EventQueue()
         self.hosts = [
-            SimHost(i, rate=1 + self.rng.uniform(-config.skew, config.skew),
-                    offset=self.rng.uniform(100, 10_000))
+            SimHost(i, HostClock(rate=1 + self.rng.uniform(-config.skew, config.skew),
+                                 offset=self.rng.uniform(100, 10_000)))
             for i in range(config.hosts)
         ]
-        self.pool_db = config.resolved_pool()  # the shared pool database
+        pool = config.resolved_pool()  # the shared pool database
         if config.cold_start:  # the hosts boot from power-off: nothing runs yet
-            self.pool_db = self.pool_db.with_vms(
-                replace(vm, power=Power.HALTED, resident=None) for vm in self.pool_db.vms)
-        self.vms = [vm.uuid for vm in self.pool_db.vms]
-        self._index = {h.uuid: i for i, h in enumerate(self.pool_db.hosts)}
-        self._memory = {vm.uuid: vm.memory for vm in self.pool_db.vms}
-        self.vm_log: list[VMEvent] = []
-        self.alerts: list[tuple[float, int, Alert]] = []  # (time, raised by, alert)
-        self.restarter: Restarter | None = None
-        self._restarter_host: SimHost | None = None
-        self._restarter_boot = 0
-        self._inbox: list[MakeRestartInput] = []
-        self._in_duties = False
-        self._restarts_paused_until = -math.inf
-        self._next_pass = 0.0
-        self._pass_due = True
-        for vm in self.pool_db.vms:
+            pool = pool.with_vms(
+                replace(vm, power=Power.HALTED, resident=None) for vm in pool.vms)
+        self.vms = [vm.uuid for vm in pool.vms]
+        self._index = {h.uuid: i for i, h in enumerate(pool.hosts)}
+        self.master = SimMaster(self.clock, self.hosts, pool, config.resolved_restart(),
+                                self.timing.t1, config.boot_time, self.checker, self.trace)
+        for vm in pool.vms:
             if vm.resident is not None:
                 self.hosts[self._index[vm.resident]].vms.add(vm.uuid)
                 self.checker.vm_started(0.0, vm.uuid, self._index[vm.resident])
@@ -216,29 +143,38 @@ class Simulation:
             self._deliver(host, Tick)
 
     # ------------------------------------------------------------ time
-    def local(self, host: SimHost, t: float | None = None) -> float:
-        return host.offset + host.rate * (self.t if t is None else t)
+    @property
+    def t(self) -> float:
+        return self.clock.t
 
-    def true_time(self, host: SimHost, local: float) -> float:
-        """The first true time at which ``host``'s clock reads ``local`` or later."""
-        t = (local - host.offset) / host.rate
-        while self.local(host, t) < local:  # floating-point rounding
-            t = math.nextafter(t, math.inf)
-        return t
+    def local(self, host: SimHost, t: float | None = None) -> float:
+        return host.clock.local(self.t if t is None else t)
 
     def at(self, t: float, action: Callable[[], None]) -> None:
-        self._seq += 1
-        heapq.heappush(self._queue, (max(t, self.t), self._seq, action))
+        self.clock.at(t, action)
 
     def run_until(self, end: float) -> None:
-        while self._queue and self._queue[0][0] <= end:
-            t, _, action = heapq.heappop(self._queue)
-            self.t = t
-            action()
-        self.t = max(self.t, end)
+        self.clock.run_until(end)
 
     def log(self, host: int | None, kind: str, text: str) -> None:
         self.trace.record(self.t, host, kind, text)
+
+    # ------------------------------------------------------------ the master's view
+    @property
+    def pool_db(self) -> Pool:
+        """The shared pool database, as the master left it."""
+        return self.master.pool_db
+
+    @property
+    def vm_log(self) -> list[VMEvent]:
+        return self.master.vm_log
+
+    @property
+    def alerts(self) -> list[tuple[float, int, Alert]]:
+        return self.master.alerts
+
+    def free_memory(self, index: int) -> int:
+        return self.master.free_memory(index)
 
     # ------------------------------------------------------------ delivery
     def _deliver(self, host: SimHost, make: MakeInput) -> None:
@@ -247,45 +183,10 @@ class Simulation:
         if host.paused_until > self.t:
             host.queue.append(make)
             return
-        outputs = host.core.handle(make(self.local(host)))
-        self._apply(host, outputs)
-
-    def _apply(self, host: SimHost, outputs: list[Output]) -> None:
         core = host.core
-        for out in outputs:
-            if isinstance(out, SendHeartbeat):
-                self._send(host.index, out.report, out.to)
-            elif isinstance(out, WriteSlot | ReadSlots):
-                host.io_queue.append(out)
-                self._start_io(host)
-            elif isinstance(out, PetWatchdog):
-                self._pet(host, out)
-            elif isinstance(out, Fence):
-                self._fence(host, out.reason, by_core=True)
-            elif isinstance(out, Disarmed):
-                host.watchdog.clear()
-            elif isinstance(out, LivesetCommitted):
-                self._committed(host, out)
-            elif isinstance(out, MasterGained):
-                others = {h.index for h in self.hosts
-                          if h is not host and h.core is not None and h.core.is_master}
-                self.log(host.index, "MASTER", "gained the master lock")
-                self._pass_due = True
-                self.checker.master_gained(self.t, host.index, others)
-            elif isinstance(out, MasterLost):
-                self.log(host.index, "MASTER", f"lost the master lock: {out.reason}")
-                self._drop_restarter(host)
-            elif isinstance(out, PhaseChanged):
-                self.log(host.index, "PHASE", f"{out.old.name} -> {out.new.name}: {out.why}")
-            elif isinstance(out, Suspect):
-                self.log(host.index, "SUSPECT", f"host {out.host} missing on {out.channel}")
-            elif isinstance(out, Waiting):
-                self.log(host.index, "WAIT", "; ".join(w.text for w in out.waits)
-                         or "no longer waiting")
-            elif isinstance(out, Wakeup):
-                self._wake(host, out.at)
-        if core is not None and core.is_master and host.core is core:
-            self._master_duties(host)
+        carry_out(core.handle(make(self.local(host))), _HostEffects(self, host))
+        if core.is_master and host.core is core:
+            self.master.step(host)
 
     def _send(self, src: int, report: Report, to: Iterable[int]) -> None:
         if self.trace.beats:
@@ -301,7 +202,7 @@ class Simulation:
         """Deliver a Tick by ``at``; a tick already due no later than that will do."""
         if at == float("inf"):
             return
-        due = max(self.true_time(host, at), self.t)
+        due = max(host.clock.true_time(at), self.t)
         if host.wake_at is not None and self.t <= host.wake_at <= due:
             return
         host.wake_at = due
@@ -320,7 +221,7 @@ class Simulation:
             return
         op = host.io_queue.pop(0)
         host.io_busy = True
-        deadline = self.timing.io_deadline / host.rate
+        deadline = self.timing.io_deadline / host.clock.rate
         duration, ok = self.storage.duration(host.index, deadline, isinstance(op, WriteSlot))
         boot = host.boot
 
@@ -340,17 +241,17 @@ class Simulation:
         self.at(self.t + duration, complete)
 
     # ------------------------------------------------------------ fencing
-    def _pet(self, host: SimHost, pet: PetWatchdog) -> None:
-        expiry = self.t + pet.timeout / host.rate
-        host.watchdog[pet.which] = expiry
+    def _pet(self, host: SimHost, which: Watchdog, timeout: float) -> None:
+        expiry = self.t + timeout / host.clock.rate
+        host.watchdog[which] = expiry
         boot = host.boot
 
         def check() -> None:
-            due = host.watchdog.get(pet.which)
+            due = host.watchdog.get(which)
             if host.boot == boot and host.core is not None and due is not None and (
                 self.t >= due
             ):
-                self._fence(host, f"{pet.which.value} watchdog expired", by_core=False)
+                self._fence(host, f"{which.value} watchdog expired", by_core=False)
 
         self.at(expiry, check)
 
@@ -371,7 +272,7 @@ class Simulation:
             return None
         self.log(host.index, kind, text)
         self._stop_vms(host)
-        self._drop_restarter(host)
+        self.master.resign(host)
         host.core = None
         host.state = state
         host.watchdog.clear()
@@ -400,144 +301,8 @@ class Simulation:
             x for x in out.removed
             if self.hosts[x].vms or ((c := self.hosts[x].core) is not None and c.armed)
         }
-        self._pass_due = True
         self.checker.committed(self.t, host.index, set(out.removed), undead)
-        if out.removed - out.excluded and self._restarter_host is host:
-            failed = self._uuids(out.removed - out.excluded)
-            self._tell_master(lambda now: HostsFailed(now, failed))
-        if out.excluded and self._restarter_host is host:
-            left = self._uuids(out.excluded)
-            self._tell_master(lambda now: HostsLeft(now, left))
-
-    # ------------------------------------------------------------ master duties
-    def _uuids(self, indices: HostSet) -> frozenset[str]:
-        return frozenset(self.pool_db.hosts[i].uuid for i in indices)
-
-    def _master_duties(self, master: SimHost) -> None:
-        """Run the master's restart executor: its pending inputs, then a pass every t1."""
-        if self._in_duties:
-            return
-        self._in_duties = True
-        try:
-            if self._restarter_host is not master or self._restarter_boot != master.boot:
-                self._take_over(master)
-            while self._inbox:
-                make = self._inbox.pop(0)
-                self._execute(master, make(self.local(master)))
-            if self._pass_due or self.t >= self._next_pass:
-                self._pass_due = False
-                self._next_pass = self.t + self.timing.t1
-                core = master.core
-                assert core is not None and core.liveset is not None
-                self._execute(master, Pass(self.local(master), self._uuids(core.liveset)))
-        finally:
-            self._in_duties = False
-
-    def _take_over(self, master: SimHost) -> None:
-        """A new master's executor, from the pool database as the hosts actually run it."""
-        core = master.core
-        assert core is not None and core.liveset is not None
-        liveset = core.liveset
-        running = {vm: h.index for h in self.hosts if h.index in liveset for vm in h.vms}
-        as_run: list[VM] = []
-        for vm in self.pool_db.vms:
-            if vm.uuid in running:
-                host = self.pool_db.hosts[running[vm.uuid]].uuid
-                as_run.append(replace(vm, power=Power.RUNNING, resident=host))
-            elif vm.resident is None or self._index[vm.resident] in liveset:
-                as_run.append(replace(vm, power=Power.HALTED, resident=None))
-            else:
-                as_run.append(vm)  # shown running on a host the liveset lost
-        pool = self.pool_db.with_vms(as_run)
-        self.restarter = Restarter(pool, self.config.resolved_restart(),
-                                   live=self._uuids(liveset))
-        self._restarter_host = master
-        self._restarter_boot = master.boot
-        self._inbox.clear()
-        self.pool_db = pool
-        self.log(master.index, "RESTART", "restart executor taken over from the pool database")
-        lost = frozenset(vm.resident for vm in pool.vms if vm.resident is not None
-                         and self._index[vm.resident] not in liveset)
-        if self._restarts_paused_until > self.t:
-            until = self.local(master, self._restarts_paused_until)
-            self._inbox.append(lambda now: PauseRestarts(now, until))
-        if lost:
-            self._inbox.append(lambda now: HostsFailed(now, lost))
-        self._pass_due = True
-
-    def _drop_restarter(self, host: SimHost) -> None:
-        if self._restarter_host is host:
-            self.restarter = None
-            self._restarter_host = None
-            self._inbox.clear()
-
-    def _tell_master(self, make: MakeRestartInput) -> None:
-        """Queue an input for the master's executor; run it now if the master is awake."""
-        master = self._restarter_host
-        if master is None:
-            return
-        self._inbox.append(make)
-        core = master.core
-        if core is not None and core.is_master and master.paused_until <= self.t:
-            self._master_duties(master)
-
-    def _execute(self, master: SimHost, event: RestartInput) -> None:
-        assert self.restarter is not None
-        actions = self.restarter.handle(event)
-        self.pool_db = self.restarter.pool
-        for action in actions:
-            self._act(master, action)
-
-    def _act(self, master: SimHost, action: RestartAction) -> None:
-        if isinstance(action, StartVM):
-            self._start_vm(master, action)
-        elif isinstance(action, ForceHalt):
-            index = self._index[action.host]
-            self.log(master.index, "VM", f"{action.vm} of host {index} forced halted")
-            self.vm_log.append(VMEvent(self.t, action.vm, index, "halted", master.index))
-        elif isinstance(action, Alert):
-            self.alerts.append((self.t, master.index, action))
-            self.log(master.index, "ALERT", f"{action.name} {action.obj}: {action.body}")
-
-    def free_memory(self, index: int) -> int:
-        """What the sim VM driver has left on host ``index``."""
-        host = self.pool_db.hosts[index]
-        used = sum(self._memory[vm] for vm in self.hosts[index].vms)
-        return host.memory_total - host.memory_overhead - used
-
-    def _start_vm(self, master: SimHost, start: StartVM) -> None:
-        index = self._index[start.host]
-        target = self.hosts[index]
-        vm = start.vm
-        self.log(master.index, "VM", f"{vm} starting on host {index}")
-        self.vm_log.append(VMEvent(self.t, vm, index, "starting", master.index))
-        restarter = self.restarter
-
-        def answer(ok: bool, error: str = "") -> None:
-            what = "running" if ok else "failed"
-            self.log(index, "VM", f"{vm} {what} on host {index}" + (f": {error}" if error else ""))
-            self.vm_log.append(VMEvent(self.t, vm, index, what))
-            if self.restarter is restarter:
-                self._tell_master(lambda now: StartFinished(now, vm, start.host, ok, error))
-
-        if target.core is None or not target.core.armed:
-            answer(False, "host not armed")
-        elif target.paused_until > self.t:
-            answer(False, "host not responding")
-        elif self.free_memory(index) < self._memory[vm]:
-            answer(False, f"not enough memory ({self.free_memory(index)} MiB free)")
-        else:
-            target.vms.add(vm)
-            self.checker.vm_started(self.t, vm, index)
-            boot = target.boot
-
-            def booted() -> None:
-                if target.boot == boot and vm in target.vms:
-                    answer(True)
-                else:
-                    answer(False, "stopped while booting")
-
-            self.at(self.t + self.config.boot_time, booted)
+        self.master.committed(host, out)
 
     # ------------------------------------------------------------ faults
     def crash(self, index: int) -> None:
@@ -550,13 +315,7 @@ class Simulation:
         if host.core is not None:
             return
         self.log(index, "FAULT", "reboot: rejoining")
-        host.boot += 1
-        host.wake_at = None
-        host.state = "up"
-        host.io_queue.clear()
-        host.io_busy = False
-        host.paused_until = 0.0
-        host.queue.clear()
+        host.new_boot()
         host.core = HostCore(self.core_config, index, host.boot, self.local(host))
         self._deliver(host, Tick)
 
@@ -569,17 +328,12 @@ class Simulation:
         self.log(host.index, "FAULT", f"{vm} {how}")
         host.vms.discard(vm)
         self._vm_stopped(vm, host)
-        where = self.pool_db.hosts[host.index].uuid
-        self._tell_master(lambda now: VMExited(now, vm, where, internal_shutdown))
+        host.record_exit(vm, "internal-shutdown" if internal_shutdown else "crash")
 
     def pause_restarts(self, seconds: float) -> None:
         """``ha_prevent_restarts_for``: the master starts nothing for ``seconds``."""
         self.log(None, "OPERATOR", f"restarts paused for {seconds:.2f}s")
-        self._restarts_paused_until = self.t + seconds
-        master = self._restarter_host
-        if master is not None:
-            until = self.local(master, self._restarts_paused_until)
-            self._tell_master(lambda now: PauseRestarts(now, until))
+        self.master.pause_restarts(seconds)
 
     def pause(self, index: int, seconds: float) -> None:
         host = self.hosts[index]
@@ -710,3 +464,55 @@ class Simulation:
         """Check at ``start + bound`` that every protected VM runs again."""
         due = (self.t if start is None else start) + self.restart_bound()
         self.at(due, lambda: self.checker.restart_due(self.t, fault, self.vms_down()))
+
+
+@dataclass
+class _HostEffects:
+    """One host's core outputs, carried out on the simulated world."""
+
+    sim: Simulation
+    host: SimHost
+
+    def send_heartbeat(self, report: Report, to: HostSet) -> None:
+        self.sim._send(self.host.index, report, to)
+
+    def request_io(self, request: WriteSlot | ReadSlots) -> None:
+        self.host.io_queue.append(request)
+        self.sim._start_io(self.host)
+
+    def pet_watchdog(self, which: Watchdog, timeout: float) -> None:
+        self.sim._pet(self.host, which, timeout)
+
+    def fence(self, reason: str) -> None:
+        self.sim._fence(self.host, reason, by_core=True)
+
+    def disarmed(self, reason: str) -> None:
+        self.host.watchdog.clear()
+
+    def liveset_committed(self, commit: LivesetCommitted) -> None:
+        self.sim._committed(self.host, commit)
+
+    def master_gained(self) -> None:
+        others = {h.index for h in self.sim.hosts
+                  if h is not self.host and h.core is not None and h.core.is_master}
+        self.sim.log(self.host.index, "MASTER", "gained the master lock")
+        self.sim.master.pass_due = True
+        self.sim.checker.master_gained(self.sim.t, self.host.index, others)
+
+    def master_lost(self, reason: str) -> None:
+        self.sim.log(self.host.index, "MASTER", f"lost the master lock: {reason}")
+        self.sim.master.resign(self.host)
+
+    def phase_changed(self, change: PhaseChanged) -> None:
+        self.sim.log(self.host.index, "PHASE",
+                     f"{change.old.name} -> {change.new.name}: {change.why}")
+
+    def suspect(self, host: int, channel: str) -> None:
+        self.sim.log(self.host.index, "SUSPECT", f"host {host} missing on {channel}")
+
+    def waiting(self, waits: tuple[Wait, ...]) -> None:
+        self.sim.log(self.host.index, "WAIT", "; ".join(w.text for w in waits)
+                     or "no longer waiting")
+
+    def wake_at(self, at: float) -> None:
+        self.sim._wake(self.host, at)
