@@ -8,11 +8,21 @@ intact passes, so the violation comes from the mutation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 
 import pytest
 
 from hacluster.core import survival
+from hacluster.core.duties import (
+    Duties,
+    DutyAction,
+    DutyInput,
+    HostList,
+    Outcome,
+    StartAnswered,
+    Surveyed,
+)
 from hacluster.core.messages import HostSet
 from hacluster.core.node import HostCore, Mode
 from hacluster.core.timing import Timing
@@ -20,6 +30,7 @@ from hacluster.sim.cluster import SimConfig, Simulation
 from hacluster.sim.scenarios import SCENARIOS, run_scenario
 from hacluster.sim.schedules import run_schedule
 from hacluster.sim.storage import IOFault
+from hacluster.sim.timelines import TIMELINES, run_timeline
 from hacluster.sim.trace import Trace
 
 
@@ -171,3 +182,55 @@ def test_each_liveness_rule_undone_is_caught_by_the_settle_check(
     monkeypatch.setattr(HostCore, method, replacement)
     result = run_schedule(hosts, seed, mode)
     assert "settle" in props(result.violations), result.report()
+
+
+# ----------------------------------------------------------- the master's duties (issue #11)
+def _unsure_counts_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unsure start taken for a failed one: the master starts the VM elsewhere."""
+    handle = Duties.handle
+
+    def hasty(self: Duties, event: DutyInput) -> list[DutyAction]:
+        if isinstance(event, StartAnswered) and event.outcome is Outcome.UNSURE:
+            event = replace(event, outcome=Outcome.FAILED)
+        return handle(self, event)
+
+    monkeypatch.setattr(Duties, "handle", hasty)
+
+
+def _silence_counts_as_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that did not answer the take-over's survey taken for one that runs nothing."""
+    take_over = Duties._take_over
+
+    def hasty(self: Duties, event: Surveyed) -> None:
+        answers = {h: a if a is not None else HostList(frozenset())
+                   for h, a in event.answers.items()}
+        take_over(self, replace(event, answers=answers))
+
+    monkeypatch.setattr(Duties, "_take_over", hasty)
+
+
+@pytest.mark.parametrize(("timeline", "undo"), [
+    ("start-to-paused-host", _unsure_counts_as_failed),
+    ("takeover-with-silent-host", _silence_counts_as_empty),
+])
+def test_each_duty_rule_undone_is_caught_by_its_timeline(
+    timeline: str, undo: Callable[[pytest.MonkeyPatch], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert not run_timeline(TIMELINES[timeline]).sim.checker.violations, "control run"
+    undo(monkeypatch)
+    result = run_timeline(TIMELINES[timeline])
+    assert "single-run" in props([v.line() for v in result.sim.checker.violations]), \
+        result.explain()
+
+
+@pytest.mark.parametrize(("mode", "seed"), [(Mode.STATEFILE, 37), (Mode.CLUSTERED, 41)])
+def test_random_schedules_catch_a_take_over_that_ignores_silent_hosts(
+    mode: Mode, seed: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The schedules now drive the master's duties: undoing one of its rules
+    makes a random schedule start VMs twice."""
+    assert run_schedule(5, seed, mode).ok, "control run with the duties intact"
+    _silence_counts_as_empty(monkeypatch)
+    result = run_schedule(5, seed, mode)
+    assert "single-run" in props(result.violations), result.report()

@@ -153,3 +153,28 @@ def test_canary_master_that_restarts_nothing_breaks_the_restart_bound(
     monkeypatch.setattr(Restarter, "_restart", lambda self, now, out: None)
     result = run_timeline(TIMELINES["master-crash"], seed=1, timeout=3.0)
     assert {v.prop for v in result.sim.checker.violations} == {"restart-bound"}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("timeout", TIMEOUTS)
+def test_a_start_whose_answer_is_lost_waits_for_the_host(seed: int, timeout: float) -> None:
+    result = run("start-to-paused-host", seed, timeout)
+    unsure = {e.vm for e in result.events("unsure")}
+    assert unsure == {"vm-4", "vm-5"}, result.explain()
+    # host 1 served the starts as it resumed; nobody started them anywhere else
+    assert {(e.vm, e.host) for e in result.events("starting")} == {("vm-4", 1), ("vm-5", 1)}
+    assert {(e.vm, e.host) for e in result.events("running")} == {("vm-4", 1), ("vm-5", 1)}
+    assert not result.sim.vms_down()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("timeout", TIMEOUTS)
+def test_a_host_silent_at_the_take_over_keeps_its_vms(seed: int, timeout: float) -> None:
+    result = run("takeover-with-silent-host", seed, timeout)
+    removed = [e for e in result.sim.trace.of_kind("COMMIT")
+               if "removed [1]" in e.text or "removed [2]" in e.text]
+    assert removed, result.explain()  # the pool removed one end of the cut link
+    # host 2's VMs moved only once one end of the link was gone
+    moved = [e for e in result.events("starting") if e.vm in ("vm-4", "vm-5")]
+    assert all(e.time >= removed[0].time for e in moved), result.explain()
+    assert not result.sim.vms_down(), result.explain()

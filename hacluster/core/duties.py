@@ -20,7 +20,8 @@ Rules (spec sections 7 and 9):
 * A host whose answer numbers its exits below the cursor restarted its
   agent: its cursor starts again from 0.
 * After the take-over each pass feeds, in order: the exits the hosts report
-  (a VM stopped by the operator is not an exit), the hosts that failed since
+  (a VM stopped by the operator is not an exit; the exit of a VM the pool
+  database does not know is only reported), the hosts that failed since
   the last pass, the unsure starts whose host left the liveset, then
   :class:`~hacluster.core.restarts.Pass` with the liveset.
 * A start whose outcome is unknown (``StartAnswered`` with ``Outcome.UNSURE``:
@@ -263,7 +264,14 @@ class Duties:
                 if record.kind == "stopped":
                     continue
                 self._out.append(ExitSeen(record.vm, host, record.kind, record.returncode))
-                self._feed(VMExited(now, record.vm, host, record.kind == "internal-shutdown"))
+                if self._protects(record.vm):
+                    self._feed(VMExited(now, record.vm, host,
+                                        record.kind == "internal-shutdown"))
+
+    def _protects(self, vm: str) -> bool:
+        """Whether ``vm`` is in the pool: a host may run VMs the database does not know."""
+        assert self.restarter is not None
+        return any(known.uuid == vm for known in self.restarter.pool.vms)
 
     def _feed(self, event: RestartInput) -> None:
         if self.restarter is not None:

@@ -130,7 +130,8 @@ class Simulation:
         self.vms = [vm.uuid for vm in pool.vms]
         self._index = {h.uuid: i for i, h in enumerate(pool.hosts)}
         self.master = SimMaster(self.clock, self.hosts, pool, config.resolved_restart(),
-                                self.timing.t1, config.boot_time, self.checker, self.trace)
+                                self.timing.t1, config.boot_time, self.checker, self.trace,
+                                self.network.reachable)
         for vm in pool.vms:
             if vm.resident is not None:
                 self.hosts[self._index[vm.resident]].vms.add(vm.uuid)
@@ -349,6 +350,9 @@ class Simulation:
             for make in queued:
                 self._deliver(host, make)
             self._deliver(host, Tick)
+            requests, host.requests = host.requests, []
+            for request in requests:
+                request()
 
         self.at(self.t + seconds, resume)
 

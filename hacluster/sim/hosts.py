@@ -7,6 +7,8 @@ Rules:
   Timers and I/O of an older boot are void.
 * A paused daemon receives nothing until it resumes (inputs queue, as in a
   socket buffer); its VMs, its in-flight I/O and its watchdogs keep running.
+* Requests to its agent that arrive while its daemon is paused wait in its
+  socket and are served when it resumes, after the core's queued inputs.
 * Its agent numbers the VM exits of each boot from 1 and answers a survey
   with what it runs and the exits after the asker's cursor, unless its
   daemon is paused or down.
@@ -53,6 +55,7 @@ class SimHost:
     io_busy: bool = False
     vms: set[str] = field(default_factory=set)
     exits: list[ExitRecord] = field(default_factory=list)  # this boot's, numbered from 1
+    requests: list[Callable[[], None]] = field(default_factory=list)  # waiting in its socket
 
     @property
     def alive(self) -> bool:
@@ -68,6 +71,7 @@ class SimHost:
         self.paused_until = 0.0
         self.queue.clear()
         self.exits.clear()
+        self.requests.clear()
 
     def record_exit(self, vm: str, kind: str) -> None:
         self.exits.append(ExitRecord(len(self.exits) + 1, vm, kind))

@@ -10,14 +10,15 @@ Rules:
   liveset commit, a gained lock or a start's answer. It surveys every host of
   the master's liveset: a host whose daemon is up answers at once with the
   VMs it runs and the exits it recorded since the master's cursor (numbered
-  per boot, as the daemon's VM driver numbers them); a paused or dead host
-  does not answer.
+  per boot, as the daemon's VM driver numbers them); a paused or dead host,
+  or one the network cuts off from the master, does not answer.
 * The "sim" VM driver only counts memory: a start succeeds after
   ``boot_time`` on an armed, unpaused host with the memory free, and fails
   (at once, or when the host dies while booting) otherwise. A start sent to a
-  paused host is lost in its socket and its outcome unknown (``UNSURE``), as
-  an RPC that timed out. A VM counts as running on its host from the moment
-  its boot begins.
+  paused host times out (``UNSURE``) and waits in its socket: the host
+  serves it when it resumes, if it is still armed and has the memory. A start
+  to a host cut off from the master is ``UNSURE`` and never arrives. A VM
+  counts as running on its host from the moment its boot begins.
 * The pool database is the master's view after every step of the duties.
 """
 
@@ -54,8 +55,10 @@ class SimMaster:
 
     def __init__(self, queue: EventQueue, hosts: list[SimHost], pool: Pool,
                  restart: RestartConfig, interval: float, boot_time: float,
-                 checker: Checker, trace: Trace) -> None:
+                 checker: Checker, trace: Trace,
+                 reachable: Callable[[int, int], bool] = lambda a, b: True) -> None:
         self.queue = queue
+        self.reachable = reachable
         self.hosts = hosts
         self.pool_db = pool  # the shared pool database
         self.restart = restart
@@ -115,8 +118,11 @@ class SimMaster:
         core = master.core
         assert core is not None and core.liveset is not None and self.duties is not None
         t = self.queue.t
-        answers = {self.pool_db.hosts[i].uuid: self.hosts[i].answer_survey(
-            self.duties.cursor(self.pool_db.hosts[i].uuid), t) for i in sorted(core.liveset)}
+        answers = {}
+        for i in sorted(core.liveset):
+            uuid = self.pool_db.hosts[i].uuid
+            answers[uuid] = (self.hosts[i].answer_survey(self.duties.cursor(uuid), t)
+                             if self.reachable(master.index, i) else None)
         return Surveyed(master.clock.local(t), self.uuids(core.liveset), answers, self.pool_db)
 
     def _handle(self, event: DutyInput) -> None:
@@ -184,10 +190,13 @@ class SimMaster:
                 self.tell(lambda now: StartAnswered(now, vm, host_uuid, outcome, error))
                 self.pass_due = True
 
-        if target.core is None or not target.core.armed:
+        if not self.reachable(master.index, index):
+            answer(Outcome.UNSURE, "host unreachable")
+        elif target.core is None or not target.core.armed:
             answer(Outcome.FAILED, "host not armed")
         elif target.paused_until > t:
             answer(Outcome.UNSURE, "host not responding")
+            target.requests.append(partial(self._late_start, target, target.boot, vm))
         elif self.free_memory(index) < self._memory[vm]:
             answer(Outcome.FAILED, f"not enough memory ({self.free_memory(index)} MiB free)")
         else:
@@ -202,6 +211,17 @@ class SimMaster:
                     answer(Outcome.FAILED, "stopped while booting")
 
             self.queue.at(t + self.boot_time, booted)
+
+    def _late_start(self, target: SimHost, boot: int, vm: str) -> None:
+        """A start that waited in a paused host's socket, served as it resumes."""
+        if target.boot != boot or target.core is None or not target.core.armed or (
+                vm in target.vms or self.free_memory(target.index) < self._memory[vm]):
+            return
+        target.vms.add(vm)
+        self.checker.vm_started(self.queue.t, vm, target.index)
+        self.log(target.index, "VM", f"{vm} running on host {target.index}: its start "
+                 "waited in the socket while the daemon was paused")
+        self.vm_log.append(VMEvent(self.queue.t, vm, target.index, "running"))
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Rules: every packet is judged on its own; a directed link ``(src, dst)`` that
 is cut drops everything; otherwise a packet is dropped with ``loss``, else
 delivered once (twice with ``duplicate``) after ``delay`` plus uniform
-``jitter``, so jitter larger than the send interval reorders packets.
+``jitter``, so jitter larger than the send interval reorders packets. A
+connection (the agents' RPC) works while neither direction is cut.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class SimNetwork:
             return []
         copies = 2 if c.duplicate and self.rng.random() < c.duplicate else 1
         return [c.delay + self.rng.random() * c.jitter for _ in range(copies)]
+
+    def reachable(self, a: int, b: int) -> bool:
+        """Whether a connection (RPC over TCP) between ``a`` and ``b`` works:
+        neither direction cut (loss is retransmitted away)."""
+        return (a, b) not in self.cut and (b, a) not in self.cut
 
     def partition(self, groups: Iterable[Iterable[int]]) -> None:
         """Cut every link between hosts of different groups, both ways."""

@@ -99,6 +99,37 @@ def _paused_crash(sim: Simulation, at: Schedule) -> None:
     at(0, lambda: sim.crash(2))
 
 
+def _commit_offset(sim: Simulation) -> float:
+    """When the survivors commit a crash at offset 0, in units of T: the crashed
+    host unseen for T plus the fence window (give or take a beat)."""
+    return 1.0 + sim.timing.fence_window / sim.timing.T
+
+
+def _start_to_paused_host(sim: Simulation, at: Schedule) -> None:
+    """Host 2 crashes; host 1, where its VMs fit best, is paused from just before
+    the commit (the master's starts wait in its socket) for less than its stall
+    limit, so it stays a member."""
+    at(0, lambda: sim.crash(2))
+    at(_commit_offset(sim) - 0.2, lambda: sim.pause(1, 0.4 * sim.timing.T))
+
+
+def _takeover_with_silent_host(sim: Simulation, at: Schedule) -> None:
+    """The master (host 0) crashes; just before the survivors commit, the link
+    between host 1 (the next master) and host 2 is cut: host 2 cannot answer
+    the new master's first survey."""
+    at(0, lambda: sim.crash(0))
+    at(_commit_offset(sim) - 0.1, lambda: sim.cut_link(1, 2))
+
+
+def _tight_pool() -> Pool:
+    """Host 0 full, host 1 with room for two more VMs (the tightest fit), host 3 roomy."""
+    pool = default_pool(4, 2)
+    h = pool.hosts
+    return replace(pool, hosts=(replace(h[0], memory_total=2048),
+                                replace(h[1], memory_total=4096), h[2],
+                                replace(h[3], memory_total=16384)))
+
+
 TIMELINES: dict[str, Timeline] = {t.name: t for t in [
     Timeline("ordered-restart",
              "host 2 runs dhcp (order 0, start-delay 2 s), sql (order 1), a best-effort "
@@ -132,4 +163,12 @@ TIMELINES: dict[str, Timeline] = {t.name: t for t in [
     Timeline("master-crash",
              "the master crashes; the new master restarts its VMs",
              default_pool(3, 2), _crash(0), restart=True),
+    Timeline("start-to-paused-host",
+             "host 2 crashes; its VMs are started on host 1 while host 1's daemon is "
+             "paused: the outcome is unknown until host 1 answers, and nothing starts twice",
+             _tight_pool(), _start_to_paused_host),
+    Timeline("takeover-with-silent-host",
+             "the master crashes; host 2 cannot answer the new master as it takes over: "
+             "its VMs stay where they are until the pool removes one end of the cut link",
+             default_pool(4, 2), _takeover_with_silent_host, duration=8.0),
 ]}
