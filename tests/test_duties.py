@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +71,7 @@ def runs(*vms: str, exits: tuple[ExitRecord, ...] = (), last: int = 0) -> HostLi
     return HostList(frozenset(vms), exits, last)
 
 
-def survey(now: float, answers: dict[str, HostList | None], db: Pool,
+def survey(now: float, answers: Mapping[str, HostList | None], db: Pool,
            live: frozenset[str] = ALL) -> Surveyed:
     return Surveyed(now, live, answers, db)
 
@@ -235,7 +236,7 @@ def test_every_core_output_type_has_an_effect() -> None:
     outputs = one_of_each_output()
     assert {type(o) for o in outputs} == set(typing.get_args(Output))
     recorder = Recorder()
-    carry_out(outputs, recorder)  # type: ignore[arg-type]
+    carry_out(outputs, recorder)
     assert [name for name, _ in recorder.calls] == [
         "send_heartbeat", "request_io", "request_io", "pet_watchdog", "fence", "disarmed",
         "liveset_committed", "master_gained", "master_lost", "phase_changed", "suspect",
@@ -250,7 +251,7 @@ def test_every_duty_action_type_has_an_effect() -> None:
                                  PlanChanged(plan)]
     assert {type(a) for a in actions} == set(typing.get_args(DutyAction))
     recorder = Recorder()
-    carry_out_duties(actions, recorder)  # type: ignore[arg-type]
+    carry_out_duties(actions, recorder)
     assert [name for name, _ in recorder.calls] == [
         "start_vm", "force_halted", "alert", "took_over", "exit_seen", "plan_changed"]
     assert recorder.calls[-1] == ("plan_changed", (plan,))
@@ -258,7 +259,7 @@ def test_every_duty_action_type_has_an_effect() -> None:
 
 def test_an_unknown_output_is_refused() -> None:
     with pytest.raises(AssertionError):
-        carry_out([object()], Recorder())  # type: ignore[list-item, arg-type]
+        carry_out([object()], Recorder())  # type: ignore[list-item]
 
 
 def test_the_exit_of_a_vm_the_database_does_not_know_is_only_reported() -> None:
