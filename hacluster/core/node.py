@@ -57,7 +57,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from hacluster.core import masterlock, survival
+from hacluster.core import masterlock, phases, survival
 from hacluster.core.events import (
     Disarmed,
     Fence,
@@ -83,6 +83,7 @@ from hacluster.core.events import (
     WriteSlot,
 )
 from hacluster.core.messages import EMPTY, HostSet, Phase, Report
+from hacluster.core.phases import Trigger
 from hacluster.core.timing import Timing
 
 NEVER = -math.inf
@@ -178,7 +179,7 @@ class HostCore:
         self.peers = [Peer() for _ in range(self.config.hosts)]
         self.peers[self.me].pinned_boot = self.boot
         if self.liveset is not None:
-            self._arm(self.liveset)
+            self._arm(self.liveset, Trigger.HA_ENABLE)
         self._next_beat = self.now
         self._next_io = self.now
 
@@ -200,15 +201,30 @@ class HostCore:
         """The host this node grants the master lock to: the master, once settled."""
         return self._grant
 
+    @property
+    def proposal(self) -> HostSet | None:
+        """The liveset I propose while PROPOSED (my fence request), else None."""
+        return self._proposal
+
     def handle(self, event: Input) -> list[Output]:
-        """Consume one input; return the outputs, ending with a :class:`Wakeup`."""
+        """Consume one input; return the outputs, ending with a :class:`Wakeup`.
+
+        Raises :class:`hacluster.core.phases.IllegalTransition` or
+        :class:`~hacluster.core.phases.InvariantViolation` if the core broke
+        its own state machine (:mod:`hacluster.core.phases`)."""
+        out = self._handle(event)
+        phases.check_invariants(self)
+        return out
+
+    def _handle(self, event: Input) -> list[Output]:
         if self.phase in (Phase.FENCED, Phase.EXCLUDED):
             return [Wakeup(math.inf)]
         stalled = event.now - self.now
         self.now = max(self.now, event.now)
         self._out = []
         if self.armed and stalled > self.timing.stall_limit:
-            self._fence(f"daemon stalled for {stalled:.2f}s: peers may have removed me")
+            self._fence(f"daemon stalled for {stalled:.2f}s: peers may have removed me",
+                        Trigger.STALL)
             return [*self._out, Wakeup(math.inf)]
         interesting = True
         if isinstance(event, HeartbeatReceived):
@@ -383,7 +399,10 @@ class HostCore:
             self._out.append(Suspect(host, channel))
         self._suspected = current
 
-    def _set_phase(self, new: Phase, why: str) -> None:
+    def _set_phase(self, new: Phase, trigger: Trigger, why: str) -> None:
+        """The one way to change phase: ``trigger`` must allow the edge
+        (:data:`hacluster.core.phases.TRANSITIONS`), or this raises."""
+        phases.check_transition(self.phase, new, trigger, why)
         if new is not self.phase:
             self._out.append(PhaseChanged(self.phase, new, why))
             self.phase = new
@@ -403,8 +422,8 @@ class HostCore:
         return report
 
     # ------------------------------------------------------------ fencing
-    def _fence(self, reason: str) -> None:
-        self._set_phase(Phase.FENCED, reason)
+    def _fence(self, reason: str, trigger: Trigger) -> None:
+        self._set_phase(Phase.FENCED, trigger, reason)
         if self.is_master:
             self.is_master = False
             self._out.append(MasterLost("fenced"))
@@ -427,7 +446,7 @@ class HostCore:
     def _obey_fence_requests(self) -> None:
         for p, proposal, report in self._proposals():
             if self.me not in proposal and self.me in report.liveset:
-                self._fence(f"fence request from host {p}")
+                self._fence(f"fence request from host {p}", Trigger.FENCE_REQUEST)
                 return
 
     # ------------------------------------------------------------ fault handler
@@ -456,14 +475,15 @@ class HostCore:
                 self._run_rule2(missing)
                 return
             if missing:
-                self._enter_fault(f"hosts {sorted(missing)} missing")
+                self._enter_fault(f"hosts {sorted(missing)} missing", Trigger.MEMBER_MISSING)
             elif (p := self._peer_in_fault()) is not None:
-                self._enter_fault(f"host {p} is handling a fault")
+                self._enter_fault(f"host {p} is handling a fault", Trigger.PEER_IN_FAULT)
             return
         if self.phase is Phase.PROPOSED:
             assert self._proposal is not None
             if self._proposal & missing:
-                self._enter_fault(f"hosts {sorted(self._proposal & missing)} missing in proposal")
+                self._enter_fault(f"hosts {sorted(self._proposal & missing)} missing in proposal",
+                                  Trigger.PROPOSAL_MEMBER_MISSING)
             else:
                 self._try_commit()
             return
@@ -478,9 +498,10 @@ class HostCore:
                 ):
                     self._decide()
                     return
-                self._set_phase(Phase.AGREEING, "view stable")
+                self._set_phase(Phase.AGREEING, Trigger.VIEW_STABLE, "view stable")
             elif self.now >= deadline:
-                self._set_phase(Phase.AGREEING, "view did not stabilise in time")
+                self._set_phase(Phase.AGREEING, Trigger.AGREE_DEADLINE,
+                                "view did not stabilise in time")
             else:
                 return
         if self.phase is Phase.AGREEING and (self._agreed() or self.now >= deadline):
@@ -489,17 +510,19 @@ class HostCore:
     def _run_rule2(self, missing: HostSet) -> None:
         assert self.liveset is not None
         if missing:
-            self._fence(f"hosts {sorted(missing)} failed in survival-rule-2 mode")
+            self._fence(f"hosts {sorted(missing)} failed in survival-rule-2 mode",
+                        Trigger.RULE2_FAILURE)
         elif self.liveset <= self.sfdomain:
             self.rule2 = False
-            self._set_phase(Phase.NORMAL, "statefile back: leaving survival-rule-2 mode")
+            self._set_phase(Phase.NORMAL, Trigger.RULE2_LEAVE,
+                            "statefile back: leaving survival-rule-2 mode")
 
-    def _enter_fault(self, why: str) -> None:
+    def _enter_fault(self, why: str, trigger: Trigger) -> None:
         self._episodes += 1
         self._fault_start = self.now
         self._proposal = None
         self._views_key = None
-        self._set_phase(Phase.STABILIZING, why)
+        self._set_phase(Phase.STABILIZING, trigger, why)
 
     def _peers_agreeing(self) -> bool:
         """Whether a member is exchanging views about my liveset: join it, don't shortcut."""
@@ -564,7 +587,7 @@ class HostCore:
             and report.phase.in_fault
         }
         if not decision.survive:
-            self._fence(decision.rule)
+            self._fence(decision.rule, Trigger.LOST)
             return
         if decision.rule2:
             # rule 2 keeps exactly the hosts I hear: the whole liveset, since its
@@ -573,10 +596,12 @@ class HostCore:
             if decision.liveset != self.liveset:
                 removed = self.liveset - decision.liveset
                 self._commit(decision.liveset & self.liveset, removed, EMPTY)
-            self._set_phase(Phase.NORMAL, "survival rule 2: the whole pool lost the statefile")
+            self._set_phase(Phase.NORMAL, Trigger.RULE2_ENTER,
+                            "survival rule 2: the whole pool lost the statefile")
             return
         if decision.liveset >= self.liveset:
-            self._set_phase(Phase.NORMAL, f"{decision.rule}: nobody to remove")
+            self._set_phase(Phase.NORMAL, Trigger.NOBODY_TO_REMOVE,
+                            f"{decision.rule}: nobody to remove")
             return
         proposal = decision.liveset & self.liveset & self._peer_proposals()
         if not self.statefile_mode and not survival.quorate(proposal, self.liveset,
@@ -585,10 +610,11 @@ class HostCore:
             # quorum: such a side must not hold the pool (it would let the fenced
             # rest form another one)
             self._fence(f"no quorum after merging proposals: {sorted(proposal)} of "
-                        f"{self.config.hosts} hosts")
+                        f"{self.config.hosts} hosts", Trigger.NO_QUORUM)
             return
         self._proposal = proposal
-        self._set_phase(Phase.PROPOSED, f"{decision.rule}: propose {sorted(self._proposal)}")
+        self._set_phase(Phase.PROPOSED, Trigger.PROPOSE,
+                        f"{decision.rule}: propose {sorted(self._proposal)}")
         self._try_commit()
 
     def _peer_proposals(self) -> HostSet:
@@ -646,7 +672,7 @@ class HostCore:
         assert self.liveset is not None and self._proposal is not None
         removed = self.liveset - self._proposal
         self._commit(self._proposal, removed, EMPTY)
-        self._set_phase(Phase.NORMAL, f"committed liveset {sorted(self.liveset)}")
+        self._set_phase(Phase.NORMAL, Trigger.COMMIT, f"committed liveset {sorted(self.liveset)}")
 
     def _commit(self, liveset: HostSet, removed: HostSet, added: HostSet,
                 excluded: HostSet = EMPTY) -> None:
@@ -658,12 +684,12 @@ class HostCore:
         self._out.append(LivesetCommitted(liveset, removed, added, excluded))
 
     # ------------------------------------------------------------ membership
-    def _arm(self, liveset: HostSet) -> None:
+    def _arm(self, liveset: HostSet, trigger: Trigger) -> None:
         """Become a member with ``liveset``; every member starts fresh."""
         self.liveset = frozenset(liveset)
         for p in self.liveset:
             self._count_as_fresh(p)
-        self._set_phase(Phase.NORMAL, f"armed with liveset {sorted(self.liveset)}")
+        self._set_phase(Phase.NORMAL, trigger, f"armed with liveset {sorted(self.liveset)}")
 
     def _count_as_fresh(self, p: int) -> None:
         """A new member starts seen now, on the channels this mode uses."""
@@ -770,7 +796,7 @@ class HostCore:
             if self.me in r.liveset and index in self._acked_by:
                 for p in r.liveset - {self.me}:
                     self._pin_current_boot(p)
-                self._arm(r.liveset)
+                self._arm(r.liveset, Trigger.JOIN)
                 self._out.append(LivesetCommitted(r.liveset, EMPTY, frozenset({self.me})))
                 return
 
@@ -787,7 +813,7 @@ class HostCore:
             self._form_pool(side)
 
     def _form_pool(self, side: HostSet) -> None:
-        self._arm(side)
+        self._arm(side, Trigger.COLD_START)
         self._out.append(LivesetCommitted(side, EMPTY, side))
 
     def _cold_start_side(self) -> HostSet | None:
@@ -809,7 +835,7 @@ class HostCore:
         if self.is_master:
             self.is_master = False
             self._out.append(MasterLost("clean shutdown"))
-        self._set_phase(Phase.EXCLUDED, "clean shutdown")
+        self._set_phase(Phase.EXCLUDED, Trigger.SHUTDOWN, "clean shutdown")
         report = self._report()
         self._out.append(SendHeartbeat(report, self._others()))
         if self.statefile_mode:
