@@ -171,6 +171,29 @@ RestartAction = ForceHalt | StartVM | Alert
 
 
 @dataclass
+class _VMRestart:
+    """What the executor knows of one VM beyond the pool view."""
+
+    starting_on: str | None = None  # the host it is being started on
+    barred: dict[str, float] = field(default_factory=dict)  # host -> not retried before
+    tries: int = 0  # bounded VMs: tries spent
+    next_try: float = -math.inf  # bounded VMs: not tried again before
+    wanted: bool = False  # best-effort: to bring back
+    held: bool = False  # protected, shut down by its guest: stays halted
+    last_host: str | None = None
+    alerted: bool = False  # its restart failure was raised
+
+    def forget_tries(self) -> None:
+        self.tries, self.next_try = 0, -math.inf
+
+    def started(self) -> None:
+        """It runs (started, or moved by the operator): no retry bookkeeping left."""
+        self.barred.clear()
+        self.forget_tries()
+        self.wanted = False
+
+
+@dataclass
 class _Batch:
     """The starts in flight of one order group."""
 
@@ -187,16 +210,9 @@ class Restarter:
         self._pool = pool
         everyone = frozenset(h.uuid for h in pool.hosts)
         self._live = everyone if live is None else frozenset(live) & everyone
-        self._starting: dict[str, str] = {}  # vm -> host it is being started on
+        self._vms: dict[str, _VMRestart] = {}
         self._batches: dict[int, _Batch] = {}  # order -> its starts in flight
         self._gates: list[tuple[int, float]] = []  # (order, until): later orders wait
-        self._barred: dict[str, dict[str, float]] = {}  # vm -> host -> retry not before
-        self._tries: dict[str, int] = {}  # bounded VMs: tries spent
-        self._next_try: dict[str, float] = {}  # bounded VMs: not tried again before
-        self._wanted: set[str] = set()  # best-effort VMs to bring back
-        self._held: set[str] = set()  # protected VMs their guest shut down, to stay halted
-        self._last_host: dict[str, str] = {}
-        self._alerted: set[str] = set()  # protected VMs whose restart failure was raised
         self._beyond_tolerance = False
         self._paused_until = -math.inf
 
@@ -212,7 +228,10 @@ class Restarter:
     @property
     def starting(self) -> dict[str, str]:
         """VMs being started, each with its host."""
-        return dict(self._starting)
+        return {vm: r.starting_on for vm, r in self._vms.items() if r.starting_on is not None}
+
+    def _of(self, vm: str) -> _VMRestart:
+        return self._vms.setdefault(vm, _VMRestart())
 
     def handle(self, event: RestartInput) -> list[RestartAction]:
         """Consume one input; return what the adapter must do and raise."""
@@ -245,9 +264,9 @@ class Restarter:
         if vm.priority.protected:
             raise PoolError(f"VM {vm.name} is protected by HA: remove its protection first "
                             "(vm-param-set ha-restart-priority=\"\")")
-        if vm_uuid in self._starting:
+        if self._of(vm_uuid).starting_on is not None:
             raise PoolError(f"VM {vm.name} is being started by HA; try again when it runs")
-        self._wanted.discard(vm_uuid)
+        self._of(vm_uuid).wanted = False
         if vm.running:
             self._set_halted([vm])
 
@@ -255,8 +274,8 @@ class Restarter:
     def _on_pass(self, event: Pass) -> None:
         live = event.live & frozenset(h.uuid for h in self._pool.hosts)
         if live - self._live:  # the liveset grew: bounded VMs get their tries back
-            self._tries.clear()
-            self._next_try.clear()
+            for state in self._vms.values():
+                state.forget_tries()
         self._live = live
 
     def _reconfigure(self, config: Pool) -> None:
@@ -268,10 +287,9 @@ class Restarter:
     def _moved(self, event: Moved) -> None:
         vm = self._pool.vm(event.vm)
         self._pool = self._pool.with_vm(replace(vm, power=Power.RUNNING, resident=event.host))
-        self._last_host[event.vm] = event.host
-        for table in (self._barred, self._tries, self._next_try):
-            table.pop(event.vm, None)
-        self._wanted.discard(event.vm)
+        state = self._of(event.vm)
+        state.last_host = event.host
+        state.started()
 
     def _on_hosts_failed(self, event: HostsFailed, out: list[RestartAction]) -> None:
         for host_uuid in sorted(event.hosts):
@@ -292,9 +310,10 @@ class Restarter:
             self._set_halted(victims)
 
     def _on_start_finished(self, event: StartFinished, out: list[RestartAction]) -> None:
-        if self._starting.get(event.vm) != event.host:
+        state = self._of(event.vm)
+        if state.starting_on != event.host:
             return  # not a start of ours
-        del self._starting[event.vm]
+        state.starting_on = None
         vm = self._pool.vm(event.vm)
         ok = event.ok and event.host in self._live
         # the group it was started in (its order may have been changed since)
@@ -310,16 +329,14 @@ class Restarter:
         if ok:
             self._pool = self._pool.with_vm(replace(vm, power=Power.RUNNING,
                                                     resident=event.host))
-            for table in (self._barred, self._tries, self._next_try):
-                table.pop(event.vm, None)
-            self._alerted.discard(event.vm)
-            self._wanted.discard(event.vm)
+            state.started()
+            state.alerted = False
             return
         retry = event.now + self.config.retry_interval
-        self._barred.setdefault(event.vm, {})[event.host] = retry
+        state.barred[event.host] = retry
         if self._bounded(vm):
-            self._next_try[event.vm] = retry
-            if self._tries.get(event.vm, 0) >= self.config.best_effort_attempts:
+            state.next_try = retry
+            if state.tries >= self.config.best_effort_attempts:
                 self._give_up(vm, out)
 
     def _on_vm_exited(self, event: VMExited) -> None:
@@ -327,10 +344,11 @@ class Restarter:
         if vm.resident != event.host:
             return  # not where we think it runs: stale
         if event.internal_shutdown:
+            state = self._of(vm.uuid)
             if vm.priority.protected and not self._pool.reboot_vm_on_internal_shutdown:
-                self._held.add(vm.uuid)
-            self._wanted.discard(vm.uuid)
-            self._last_host[vm.uuid] = event.host
+                state.held = True
+            state.wanted = False
+            state.last_host = event.host
         else:
             self._lost(vm, event.host)
         self._set_halted([vm])
@@ -338,11 +356,11 @@ class Restarter:
     # ------------------------------------------------------------ state
     def _lost(self, vm: VM, host: str) -> None:
         """``vm`` died with its host or crashed: a new restart episode begins."""
-        self._last_host[vm.uuid] = host
+        state = self._of(vm.uuid)
+        state.last_host = host
         if vm.priority is Priority.BEST_EFFORT:
-            self._wanted.add(vm.uuid)
-            self._tries.pop(vm.uuid, None)
-            self._next_try.pop(vm.uuid, None)
+            state.wanted = True
+            state.forget_tries()
 
     def _set_halted(self, vms: Iterable[VM]) -> None:
         self._pool = self._pool.with_vms(replace(vm, power=Power.HALTED, resident=None)
@@ -365,17 +383,17 @@ class Restarter:
 
     def _due(self, vm: VM, now: float) -> bool:
         """Should ``vm`` be started now, if there is room?"""
-        if vm.running or vm.uuid in self._starting:
+        state = self._vms.get(vm.uuid, _IDLE)
+        if vm.running or state.starting_on is not None:
             return False
         if vm.priority.protected:
-            if vm.uuid in self._held:
+            if state.held:
                 return False
-        elif vm.priority is not Priority.BEST_EFFORT or vm.uuid not in self._wanted:
+        elif vm.priority is not Priority.BEST_EFFORT or not state.wanted:
             return False
         if not self._bounded(vm):
             return True
-        return (self._tries.get(vm.uuid, 0) < self.config.best_effort_attempts
-                and self._next_try.get(vm.uuid, -math.inf) <= now)
+        return state.tries < self.config.best_effort_attempts and state.next_try <= now
 
     def _give_up(self, vm: VM, out: list[RestartAction]) -> None:
         out.append(Alert("ha_vm_restart_abandoned", vm.uuid,
@@ -398,11 +416,12 @@ class Restarter:
         if not due:
             return
         room = dict(Problem.from_pool(self._pool, self._live).bins_for(()))
-        for vm_uuid, host in self._starting.items():
+        starting = self.starting
+        for vm_uuid, host in starting.items():
             if host in room:
                 room[host] -= self._pool.vm(vm_uuid).memory
         protected = [vm for vm in due if vm.priority.protected]
-        waiting = any(self._pool.vm(v).priority.protected for v in self._starting)
+        waiting = any(self._pool.vm(v).priority.protected for v in starting)
         for order in sorted({vm.order for vm in protected}):
             if not self._gate_open(order, now):
                 waiting = True
@@ -427,7 +446,7 @@ class Restarter:
         agile: list[VM] = []
         for vm in group:
             if agility(self._pool, vm):
-                home = self._last_host.get(vm.uuid)
+                home = self._of(vm.uuid).last_host
                 targets[vm.uuid] = self._take(vm, [home] if home else [], room, now)
             else:
                 agile.append(vm)
@@ -448,10 +467,11 @@ class Restarter:
             host = targets[vm.uuid]
             if host is not None:
                 out.append(StartVM(vm.uuid, host))
-                self._starting[vm.uuid] = host
+                state = self._of(vm.uuid)
+                state.starting_on = host
                 started.append(vm.uuid)
                 if self._bounded(vm):
-                    self._tries[vm.uuid] = self._tries.get(vm.uuid, 0) + 1
+                    state.tries += 1
             elif self._waits_for_retry(vm, room, now):
                 stuck = True
             else:
@@ -461,7 +481,7 @@ class Restarter:
     def _take(self, vm: VM, choices: list[str], room: dict[str, int],
               now: float) -> str | None:
         """The first of ``choices`` that is live, has room and did not just fail ``vm``."""
-        barred = self._barred.get(vm.uuid, {})
+        barred = self._of(vm.uuid).barred
         for host in choices:
             if room.get(host, -1) >= vm.memory and barred.get(host, -math.inf) <= now:
                 room[host] -= vm.memory
@@ -470,26 +490,30 @@ class Restarter:
 
     def _waits_for_retry(self, vm: VM, room: dict[str, int], now: float) -> bool:
         """Would ``vm`` fit on a host that failed it recently (so it waits, not alerts)?"""
-        barred = self._barred.get(vm.uuid, {})
+        barred = self._of(vm.uuid).barred
         return any(until > now and room.get(host, -1) >= vm.memory
                    for host, until in barred.items())
 
     def _no_room(self, vm: VM, now: float, out: list[RestartAction]) -> None:
         reasons = agility(self._pool, vm)
         if reasons:
-            home = self._last_host.get(vm.uuid)
+            home = self._of(vm.uuid).last_host
             where = (f"its host {self._pool.host(home).name} is down or full" if home
                      else "it has no known host")
             why = (f"it is not agile ({'; '.join(map(str, reasons))}) and {where}")
         else:
             why = f"no live host has {vm.memory} MiB free"
+        state = self._of(vm.uuid)
         if self._bounded(vm):
-            self._tries[vm.uuid] = self._tries.get(vm.uuid, 0) + 1
-            self._next_try[vm.uuid] = now + self.config.retry_interval
-            if self._tries[vm.uuid] >= self.config.best_effort_attempts:
+            state.tries += 1
+            state.next_try = now + self.config.retry_interval
+            if state.tries >= self.config.best_effort_attempts:
                 self._give_up(vm, out)
-        if vm.priority.protected and vm.uuid not in self._alerted:
-            self._alerted.add(vm.uuid)
+        if vm.priority.protected and not state.alerted:
+            state.alerted = True
             out.append(Alert("ha_protected_vm_restart_failed", vm.uuid,
                              f"protected VM {vm.name} cannot be restarted: {why}; "
                              "retried when capacity returns"))
+
+
+_IDLE = _VMRestart()  # what the executor knows of a VM it never handled (never mutated)
