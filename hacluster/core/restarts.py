@@ -53,9 +53,43 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import assert_never
 
 from hacluster.core.planner import Item, Problem, place
 from hacluster.core.pool import VM, Pool, PoolError, Power, Priority, agility
+from hacluster.core.restart_events import (
+    Alert,
+    ForceHalt,
+    HostsFailed,
+    HostsLeft,
+    Moved,
+    Pass,
+    PauseRestarts,
+    Reconfigure,
+    RestartAction,
+    RestartInput,
+    StartFinished,
+    StartVM,
+    VMExited,
+)
+
+__all__ = [
+    "Alert",
+    "ForceHalt",
+    "HostsFailed",
+    "HostsLeft",
+    "Moved",
+    "Pass",
+    "PauseRestarts",
+    "Reconfigure",
+    "RestartAction",
+    "RestartConfig",
+    "RestartInput",
+    "Restarter",
+    "StartFinished",
+    "StartVM",
+    "VMExited",
+]
 
 
 @dataclass(frozen=True)
@@ -69,105 +103,6 @@ class RestartConfig:
         if self.best_effort_attempts < 1:
             raise ValueError("best_effort_attempts must be at least 1, "
                              f"got {self.best_effort_attempts}")
-
-
-# ----------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class Pass:
-    """The periodic master pass, with the committed liveset (host uuids)."""
-
-    now: float
-    live: frozenset[str]
-
-
-@dataclass(frozen=True)
-class HostsFailed:
-    """The committed liveset removed these hosts: they have fenced."""
-
-    now: float
-    hosts: frozenset[str]
-
-
-@dataclass(frozen=True)
-class HostsLeft:
-    """These hosts left the liveset cleanly (shut down, excluded): not a failure.
-    Their VMs are stopped; protected ones are restarted as any halted one."""
-
-    now: float
-    hosts: frozenset[str]
-
-
-@dataclass(frozen=True)
-class StartFinished:
-    now: float
-    vm: str
-    host: str
-    ok: bool
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class VMExited:
-    """A running VM stopped by itself: shut down from inside (``internal_shutdown``) or crashed."""
-
-    now: float
-    vm: str
-    host: str
-    internal_shutdown: bool
-
-
-@dataclass(frozen=True)
-class PauseRestarts:
-    """``ha_prevent_restarts_for``: start nothing before ``until`` (master clock)."""
-
-    now: float
-    until: float
-
-
-@dataclass(frozen=True)
-class Reconfigure:
-    """The pool database changed: its configuration (priorities, orders, delays,
-    enabled hosts, tolerance) replaces the view's; the power state and resident
-    host of every VM stay as the executor knows them."""
-
-    now: float
-    pool: Pool
-
-
-@dataclass(frozen=True)
-class Moved:
-    """The operator moved a running VM (``host-evacuate``): it now runs on ``host``."""
-
-    now: float
-    vm: str
-    host: str
-
-
-RestartInput = (Pass | HostsFailed | HostsLeft | StartFinished | VMExited | PauseRestarts
-                | Reconfigure | Moved)
-
-
-# ---------------------------------------------------------------- outputs
-@dataclass(frozen=True)
-class ForceHalt:
-    vm: str
-    host: str
-
-
-@dataclass(frozen=True)
-class StartVM:
-    vm: str
-    host: str
-
-
-@dataclass(frozen=True)
-class Alert:
-    name: str
-    obj: str  # uuid of the host, VM or pool concerned
-    body: str
-
-
-RestartAction = ForceHalt | StartVM | Alert
 
 
 @dataclass
@@ -236,24 +171,27 @@ class Restarter:
     def handle(self, event: RestartInput) -> list[RestartAction]:
         """Consume one input; return what the adapter must do and raise."""
         out: list[RestartAction] = []
-        if isinstance(event, Pass):
-            self._on_pass(event)
-        elif isinstance(event, HostsFailed):
-            self._on_hosts_failed(event, out)
-        elif isinstance(event, HostsLeft):
-            for host_uuid in event.hosts:
-                self._live = self._live - {host_uuid}
-                self._set_halted(self._pool.resident_on(host_uuid))
-        elif isinstance(event, StartFinished):
-            self._on_start_finished(event, out)
-        elif isinstance(event, VMExited):
-            self._on_vm_exited(event)
-        elif isinstance(event, PauseRestarts):
-            self._paused_until = event.until
-        elif isinstance(event, Reconfigure):
-            self._reconfigure(event.pool)
-        elif isinstance(event, Moved):
-            self._moved(event)
+        match event:
+            case Pass():
+                self._on_pass(event)
+            case HostsFailed():
+                self._on_hosts_failed(event, out)
+            case HostsLeft(hosts=hosts):
+                for host_uuid in hosts:
+                    self._live = self._live - {host_uuid}
+                    self._set_halted(self._pool.resident_on(host_uuid))
+            case StartFinished():
+                self._on_start_finished(event, out)
+            case VMExited():
+                self._on_vm_exited(event)
+            case PauseRestarts(until=until):
+                self._paused_until = until
+            case Reconfigure(pool=pool):
+                self._reconfigure(pool)
+            case Moved():
+                self._moved(event)
+            case _:
+                assert_never(event)
         self._check_tolerance(out)
         self._restart(event.now, out)
         return out
