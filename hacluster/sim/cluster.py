@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from hacluster.core.effects import carry_out
@@ -38,7 +38,6 @@ from hacluster.core.events import (
     LivesetCommitted,
     PhaseChanged,
     ReadSlots,
-    Shutdown,
     SlotsRead,
     SlotWritten,
     Tick,
@@ -48,64 +47,21 @@ from hacluster.core.events import (
 )
 from hacluster.core.messages import HostSet, Phase, Report
 from hacluster.core.node import CoreConfig, HostCore, Mode
-from hacluster.core.pool import VM, Host, Pool, Power, Priority
-from hacluster.core.restarts import Alert, RestartConfig
-from hacluster.core.timing import Timing
+from hacluster.core.pool import Pool, Power
+from hacluster.core.restarts import Alert
 from hacluster.sim.checker import Checker, order_group_delays, restart_bound, settle_bound
 from hacluster.sim.clock import EventQueue, HostClock
+from hacluster.sim.config import VM_MEMORY, SimConfig, default_pool
+from hacluster.sim.faults import FaultInjection
 from hacluster.sim.hosts import MakeInput, SimHost, VMEvent
 from hacluster.sim.master import SimMaster
-from hacluster.sim.network import NetworkConditions, SimNetwork
-from hacluster.sim.storage import IOFault, SimStorage
+from hacluster.sim.network import SimNetwork
+from hacluster.sim.storage import SimStorage
 from hacluster.sim.trace import Trace
 
 __all__ = ["VM_MEMORY", "SimConfig", "SimHost", "Simulation", "VMEvent", "default_pool"]
 
-VM_MEMORY = 1024  # MiB, each VM of the default pool
-
-
-def default_pool(hosts: int, vms_per_host: int) -> Pool:
-    """Hosts that can each run every VM; ``vms_per_host`` protected order-0 VMs on each."""
-    memory = max(1, hosts * vms_per_host) * VM_MEMORY
-    members = tuple(Host(f"host-{i}", f"h{i}", memory) for i in range(hosts))
-    vms = tuple(VM(f"vm-{k}", f"vm-{k}", VM_MEMORY, Priority.RESTART, power=Power.RUNNING,
-                   resident=members[k // vms_per_host].uuid)
-                for k in range(hosts * vms_per_host))
-    return Pool(members, vms, host_failures_to_tolerate=max(0, hosts - 1))
-
-
-@dataclass
-class SimConfig:
-    hosts: int
-    seed: int
-    timeout: float = 5.0
-    mode: Mode = Mode.STATEFILE
-    vms_per_host: int = 2
-    skew: float = 0.005
-    network: NetworkConditions = field(default_factory=NetworkConditions)
-    reboot_after: float | None = None
-    timing: Timing | None = None
-    cold_start: bool = False  # hosts start joining, with no liveset (clustered mode)
-    pool: Pool | None = None  # default: default_pool(hosts, vms_per_host)
-    boot_time: float = 0.3  # seconds a VM start takes
-    restart: RestartConfig | None = None  # default: retries every T/2
-
-    def resolved_timing(self) -> Timing:
-        return self.timing if self.timing is not None else Timing.derive(self.timeout)
-
-    def resolved_pool(self) -> Pool:
-        pool = self.pool if self.pool is not None else default_pool(self.hosts, self.vms_per_host)
-        if len(pool.hosts) != self.hosts:
-            raise ValueError(f"the pool has {len(pool.hosts)} hosts, the simulation {self.hosts}")
-        return pool
-
-    def resolved_restart(self) -> RestartConfig:
-        if self.restart is not None:
-            return self.restart
-        return RestartConfig(retry_interval=self.resolved_timing().T / 2)
-
-
-class Simulation:
+class Simulation(FaultInjection):
     def __init__(self, config: SimConfig, trace: Trace | None = None) -> None:
         self.config = config
         self.timing = config.resolved_timing()
@@ -304,103 +260,6 @@ class Simulation:
         }
         self.checker.committed(self.t, host.index, set(out.removed), undead)
         self.master.committed(host, out)
-
-    # ------------------------------------------------------------ faults
-    def crash(self, index: int) -> None:
-        host = self.hosts[index]
-        if self._take_down(host, "crashed", "FAULT", "crash") is not None:
-            host.boot += 1  # in-flight I/O and timers of the old boot are void
-
-    def reboot(self, index: int) -> None:
-        host = self.hosts[index]
-        if host.core is not None:
-            return
-        self.log(index, "FAULT", "reboot: rejoining")
-        host.new_boot()
-        host.core = HostCore(self.core_config, index, host.boot, self.local(host))
-        self._deliver(host, Tick)
-
-    def vm_exit(self, vm: str, internal_shutdown: bool = False) -> None:
-        """``vm`` stops by itself: shut down from inside its guest, or crashed."""
-        host = next((h for h in self.hosts if vm in h.vms), None)
-        if host is None:
-            return
-        how = "shut down from inside its guest" if internal_shutdown else "crashed"
-        self.log(host.index, "FAULT", f"{vm} {how}")
-        host.vms.discard(vm)
-        self._vm_stopped(vm, host)
-        host.record_exit(vm, "internal-shutdown" if internal_shutdown else "crash")
-
-    def pause_restarts(self, seconds: float) -> None:
-        """``ha_prevent_restarts_for``: the master starts nothing for ``seconds``."""
-        self.log(None, "OPERATOR", f"restarts paused for {seconds:.2f}s")
-        self.master.pause_restarts(seconds)
-
-    def pause(self, index: int, seconds: float) -> None:
-        host = self.hosts[index]
-        self.log(index, "FAULT", f"daemon paused for {seconds:.2f}s")
-        host.paused_until = self.t + seconds
-        boot = host.boot
-
-        def resume() -> None:
-            if host.boot != boot or host.core is None:
-                return
-            self.log(index, "FAULT", "daemon resumed")
-            queued, host.queue = host.queue, []
-            for make in queued:
-                self._deliver(host, make)
-            self._deliver(host, Tick)
-            requests, host.requests = host.requests, []
-            for request in requests:
-                request()
-
-        self.at(self.t + seconds, resume)
-
-    def shutdown(self, index: int) -> None:
-        host = self.hosts[index]
-        if host.core is not None:
-            self._deliver(host, Shutdown)  # announce "excluded" while still up
-            self._take_down(host, "excluded", "FAULT", "clean shutdown")
-
-    def partition(self, groups: Iterable[Iterable[int]]) -> None:
-        groups = [sorted(g) for g in groups]
-        self.log(None, "FAULT", f"partition {' | '.join(','.join(map(str, g)) for g in groups)}")
-        self.network.partition(groups)
-
-    def isolate(self, index: int) -> None:
-        self.log(index, "FAULT", "network isolated")
-        self.network.isolate(index, self.config.hosts)
-
-    def drop_from(self, src: int, dst: int) -> None:
-        self.log(None, "FAULT", f"one-way link: host {src} -> host {dst} dropped")
-        self.network.drop_from(src, dst)
-
-    def cut_link(self, a: int, b: int) -> None:
-        self.log(None, "FAULT", f"link between host {a} and host {b} cut")
-        self.network.drop_from(a, b)
-        self.network.drop_from(b, a)
-
-    def heal_network(self) -> None:
-        self.log(None, "FAULT", "network healed")
-        self.network.heal()
-
-    def storage_fault(self, index: int, fault: IOFault) -> None:
-        self.log(index, "FAULT", f"storage {fault.value}")
-        if fault is IOFault.OK:
-            self.storage.faults.pop(index, None)
-        else:
-            self.storage.faults[index] = fault
-
-    def storage_fault_all(self, fault: IOFault) -> None:
-        for index in range(self.config.hosts):
-            self.storage_fault(index, fault)
-
-    def corrupt_slot(self, index: int, corrupted: bool = True) -> None:
-        self.log(index, "FAULT", "slot corrupted" if corrupted else "slot corruption cleared")
-        if corrupted:
-            self.storage.corrupted.add(index)
-        else:
-            self.storage.corrupted.discard(index)
 
     # ------------------------------------------------------------ observations
     def survivors(self) -> frozenset[int]:
