@@ -1,0 +1,284 @@
+"""The management verbs (:class:`Service`) end to end on a real pool database.
+
+The service is driven through its :class:`~hacluster.mgmt.service.Control`
+protocol, here :class:`FakeControl`: the pool database is real (on an SR
+file), the hosts' agents, the heartbeat SR's header and the moves of VMs are
+scripted and recorded. A refused verb must leave the database, the SR and
+the hosts as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hacluster.core.pool import Pool, PoolError
+from hacluster.mgmt.database import Database
+from hacluster.mgmt.service import Service, pool_uuid
+from hacluster.mgmt.verbs import Call
+
+from ..fakes import KEY, PLACEMENT, UUIDS, open_database, start
+
+pytestmark = pytest.mark.looptime
+
+
+class FakeControl:
+    """What the verbs need from the daemon, with every host scripted."""
+
+    index = 0
+
+    def __init__(self, database: Database) -> None:
+        self.database: Database | None = database
+        self.master = database
+        self.live: frozenset[str] | None = None  # HA off
+        self.is_armed = False
+        self.answers: dict[str, dict[str, dict[str, Any] | str]] = {}  # host -> op -> answer
+        self.asked: list[tuple[str, list[str]]] = []
+        self.sr: list[tuple[int, bool, int]] = []  # (generation, active, database generation)
+        self.moves: list[tuple[str, str, str]] = []
+        self.did: list[str] = []
+
+    def live_hosts(self) -> frozenset[str] | None:
+        return self.live
+
+    def armed(self) -> bool:
+        return self.is_armed
+
+    async def ask_all(self, request: dict[str, Any],
+                      hosts: list[str]) -> dict[str, dict[str, Any] | str]:
+        self.asked.append((request["op"], hosts))
+        return {h: self.answers.get(h, {}).get(request["op"], {"ok": True}) for h in hosts}
+
+    async def write_generation(self, generation: int, active: bool) -> None:
+        self.sr.append((generation, active, self.master.db.generation))
+
+    async def become_master(self) -> Database:
+        self.database = self.master
+        return self.master
+
+    def reset_master(self, address: str) -> str:
+        self.did.append(f"reset-master {address}")
+        return f"following {address}"
+
+    async def emergency_disarm(self) -> None:
+        self.did.append("emergency-disarm")
+
+    async def move(self, vm: str, source: str, target: str) -> None:
+        self.moves.append((vm, source, target))
+
+    def current_pool(self) -> Pool:
+        return self.master.db.pool
+
+    def address(self, host_uuid: str) -> str:
+        return f"10.9.0.{UUIDS.index(host_uuid) + 1}"
+
+    def ops(self) -> list[str]:
+        return [op for op, _ in self.asked]
+
+
+@pytest.fixture
+async def control(tmp_path: Path) -> AsyncIterator[FakeControl]:
+    database = await open_database(tmp_path)
+    try:
+        yield FakeControl(database)
+    finally:
+        database.close()
+
+
+async def call(control: FakeControl, verb: str, *flags: str,
+               **params: str) -> list[dict[str, Any]]:
+    """Every answer of ``verb``; the last is the result."""
+    service = Service(control)
+    return [out async for out in service.answer(Call(verb, dict(params), flags))]
+
+
+async def refused(control: FakeControl, verb: str, match: str, *flags: str,
+                  **params: str) -> list[dict[str, Any]]:
+    """Run a verb that must be refused; the answers it gave before the refusal.
+
+    Asserts that nothing changed: not the database (nor its SR record), nothing
+    written to the heartbeat SR, no VM moved."""
+    before = (control.master.db, sr_bytes(control), list(control.sr), list(control.moves))
+    service = Service(control)
+    progress: list[dict[str, Any]] = []
+    with pytest.raises(PoolError, match=match):
+        async for out in service.answer(Call(verb, dict(params), flags)):
+            progress.append(out)
+    assert (control.master.db, sr_bytes(control), control.sr, control.moves) == before
+    return progress
+
+
+def sr_bytes(control: FakeControl) -> tuple[bytes, bytes]:
+    """The SR file (its redo log) and the master's local backup, as they are on disk."""
+    return Path(control.master.device.path).read_bytes(), control.master.backup.read_bytes()
+
+
+def result(answers: list[dict[str, Any]]) -> Any:
+    assert answers[-1]["ok"] is True
+    return answers[-1]["result"]
+
+
+# ------------------------------------------------------------ reading
+async def test_status_shows_the_pool_hosts_and_vms(control: FakeControl) -> None:
+    status = result(await call(control, "status"))
+    assert status["pool"]["uuid"] == pool_uuid(start()) and status["pool"]["master"] == UUIDS[0]
+    assert status["pool"]["tolerance"] == {"max": 2, "exact": True, "configured": 1,
+                                           "overcommitted": False}
+    assert [(h["uuid"], h["address"], h["live"], h["master"]) for h in status["hosts"]] == [
+        (UUIDS[0], "10.9.0.1", True, True), (UUIDS[1], "10.9.0.2", True, False),
+        (UUIDS[2], "10.9.0.3", True, False)]
+    assert {vm["uuid"]: vm["host"] for vm in status["vms"]} == PLACEMENT
+    control.live = frozenset(UUIDS[:2])
+    status = result(await call(control, "status"))
+    assert [h["live"] for h in status["hosts"]] == [True, True, False]
+
+
+async def test_a_host_that_is_not_master_answers_no_verb(control: FakeControl) -> None:
+    control.database = None
+    await refused(control, "status", "holds no pool database")
+    await refused(control, "vm-param-set", "holds no pool database", uuid="vm-sql", order="2")
+
+
+# ------------------------------------------------------------ changing
+async def test_a_change_is_durable_before_it_is_acknowledged(control: FakeControl,
+                                                             tmp_path: Path) -> None:
+    assert result(await call(control, "vm-param-set", uuid="vm-sql", order="3")) is None
+    assert control.master.db.pool.vm("vm-sql").order == 3
+    assert result(await call(control, "vm-param-get", uuid="vm-sql", **{
+        "param-name": "order"})) == 3
+    again = await Database.open(Path(control.master.device.path), tmp_path / "other.backup", KEY,
+                                start())  # another host, from the SR's redo log
+    assert again.db.pool.vm("vm-sql").order == 3 and again.db.generation == 2
+    again.close()
+
+
+@pytest.mark.parametrize(("verb", "params", "match"), [
+    ("vm-param-set", {"uuid": "vm-sql", "order": "-1"}, "whole number"),
+    ("vm-param-set", {"uuid": "vm-nope", "order": "1"}, "no VM with uuid vm-nope"),
+    ("vm-param-set", {"uuid": "vm-sql", "memory": "1"}, "cannot be set"),
+    ("pool-param-set", {"uuid": "pool-other", "name-label": "x"}, "no pool with uuid"),
+    ("host-disable", {"uuid": "host-9"}, "no host"),
+    ("pool-ha-disable", {}, "HA is not enabled"),
+    ("message-list", {"since": "yesterday"}, "since must be a message number"),
+    ("pool-param-get", {"param-name": "colour"}, "pool has no parameter 'colour'"),
+])
+async def test_a_refused_verb_changes_nothing(control: FakeControl, verb: str,
+                                              params: dict[str, str], match: str) -> None:
+    assert await refused(control, verb, match, **params) == []
+    assert control.asked == []
+
+
+async def test_host_shutdown_is_refused_while_it_runs_a_protected_vm(
+        control: FakeControl) -> None:
+    await refused(control, "host-shutdown", r"runs protected VM\(s\) web1", uuid=UUIDS[1])
+    assert control.asked == []  # the host was not asked to shut down
+    await call(control, "vm-param-set", uuid="vm-web1", **{"ha-restart-priority": ""})
+    assert "shutting down cleanly" in result(await call(control, "host-shutdown",
+                                                        uuid=UUIDS[1]))
+    assert control.asked == [("shutdown", [UUIDS[1]])]
+
+
+# ------------------------------------------------------------ HA enable and disable
+async def test_ha_enable_is_refused_unless_every_host_answers(control: FakeControl) -> None:
+    control.answers[UUIDS[2]] = {"ping": f"{UUIDS[2]}: connection refused"}
+    progress = await refused(control, "pool-ha-enable", "not answering: host2",
+                             **{"ha-config:timeout": "30"})
+    assert progress == [{"progress": "checking that all 3 hosts are live"}]
+    assert control.ops() == ["ping"]  # and no host was armed
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"ha-config:timeout": "2"}, "at least 3.0 s"),  # checked after the ping, before the SR
+    ({"ha-config:timeout": "soon"}, "must be seconds"),
+    ({"ha-config:colour": "red"}, "unknown HA setting"),
+    ({"heartbeat-sr-uuid": "local-sr"}, "not a shared SR"),
+])
+async def test_ha_enable_with_bad_settings_writes_nothing(control: FakeControl,
+                                                          params: dict[str, str],
+                                                          match: str) -> None:
+    await refused(control, "pool-ha-enable", match, **params)
+    assert "ha-arm" not in control.ops()
+
+
+async def test_ha_enable_writes_the_sr_then_records_then_arms_every_host(
+        control: FakeControl) -> None:
+    control.answers[UUIDS[1]] = {"ha-arm": "the heartbeat SR holds generation 8, not 9"}
+    answers = await call(control, "pool-ha-enable", **{"ha-config:timeout": "30"})
+    db = control.master.db
+    assert db.ha.enabled and db.ha.timeout == 30.0 and db.ha.heartbeat_sr == "heartbeat-sr"
+    generation = db.ha.sr_generation
+    assert control.sr == [(generation, True, 1)]  # written before the database records it
+    assert db.generation == 2
+    assert control.ops() == ["ping", "ha-arm"]
+    assert [a.get("progress") for a in answers[:-1]] == [
+        "checking that all 3 hosts are live", "writing a new generation to the heartbeat SR",
+        "arming every host", "host0: armed",
+        "host1: the heartbeat SR holds generation 8, not 9", "host2: armed"]
+    assert result(answers) == f"HA enabled: generation {generation}, timeout 30 s"
+    await refused(control, "pool-ha-enable", "already enabled")
+
+    answers = await call(control, "pool-ha-disable")
+    assert not control.master.db.ha.enabled
+    assert control.sr[1:] == [(generation, False, 3)]  # recorded, then the SR marked invalid
+    assert control.ops()[-1] == "ha-disarm"
+    assert result(answers) == "HA disabled; VMs keep running"
+
+
+async def test_a_change_that_breaks_the_plan_is_refused_while_ha_is_on(
+        control: FakeControl) -> None:
+    await call(control, "pool-ha-enable", **{"ha-config:timeout": "30"})
+    await call(control, "pool-param-set", **{"ha-host-failures-to-tolerate": "2"})
+    await refused(control, "host-disable", "would break the failover plan", uuid=UUIDS[1])
+
+
+
+# ------------------------------------------------------------ evacuation
+async def test_evacuate_moves_every_vm_protected_first_and_disables_the_host(
+        control: FakeControl) -> None:
+    answers = await call(control, "host-evacuate", uuid=UUIDS[0])
+    assert [vm for vm, _, _ in control.moves] == ["vm-dhcp", "vm-sql", "vm-batch",
+                                                  "vm-scratch"]
+    assert all(source == UUIDS[0] and target != UUIDS[0] for _, source, target
+               in control.moves)
+    assert not control.master.db.pool.host(UUIDS[0]).enabled
+    assert answers[0] == {"progress": "host0 disabled; moving 4 VM(s)"}
+    assert "evacuated: 4 VM(s) moved" in result(answers)
+
+
+async def test_evacuate_without_room_elsewhere_is_refused(control: FakeControl) -> None:
+    control.live = frozenset(UUIDS[:1])  # the other hosts are down
+    await refused(control, "host-evacuate", "no room on the other live enabled hosts",
+                  uuid=UUIDS[0])
+    assert control.master.db.pool.host(UUIDS[0]).enabled
+
+
+# ------------------------------------------------------------ emergency (local)
+async def test_emergency_verbs_are_refused_while_ha_is_armed_here(
+        control: FakeControl) -> None:
+    control.is_armed = True
+    await refused(control, "pool-emergency-reset-master", "refused while HA is armed",
+                  **{"master-address": "10.9.0.2"})
+    await refused(control, "pool-emergency-transition-to-master", "refused while HA is armed")
+    await refused(control, "host-emergency-ha-disable", "needs --force")
+    assert control.did == []
+    assert result(await call(control, "host-emergency-ha-disable", "--force")).startswith(
+        "HA disarmed on this host")
+    assert control.did == ["emergency-disarm"]
+
+
+async def test_transition_to_master_takes_the_database_and_turns_ha_off(
+        control: FakeControl) -> None:
+    await call(control, "pool-ha-enable", **{"ha-config:timeout": "30"})
+    generation = control.master.db.ha.sr_generation
+    control.database = None  # a host with HA off, not the master
+    await refused(control, "pool-emergency-transition-to-master", "is not this host",
+                  uuid=UUIDS[1])
+    assert "now the master (HA off)" in result(
+        await call(control, "pool-emergency-transition-to-master"))
+    assert not control.master.db.ha.enabled and control.master.db.master == UUIDS[0]
+    assert control.sr[-1] == (generation, False, control.master.db.generation)
+    assert result(await call(control, "pool-emergency-reset-master",
+                             **{"master-address": "10.9.0.2"})) == "following 10.9.0.2"
