@@ -4,7 +4,10 @@ Rules (spec section 7):
 
 * A change is acknowledged (``commit`` returns) only after it is in the redo
   log on the heartbeat SR's metadata region *and* in this host's local
-  backup; a refused change raises :class:`PoolError` and writes nothing.
+  backup; a refused change raises :class:`PoolError` and writes nothing. A
+  change in the redo log whose local backup then fails is in force (held and
+  told to the listeners, as a new master would load it) but not
+  acknowledged: ``commit`` raises the backup's OSError.
 * Changes are committed one at a time, in order; the redo log gets the
   change itself (a delta), rolling over to a fresh snapshot when its half is
   full, so a change is written once whatever the database's size.
@@ -140,15 +143,22 @@ class Database:
         async with self.lock:
             new = apply(self.db, change, live)
             payload = snapshot_bytes(new)
-            await self._run(lambda: self._write(new, dict(change), payload))
-            self.db, self.snapshot = new, payload
+            backup_error = await self._run(lambda: self._write(new, dict(change), payload))
+            self.db, self.snapshot = new, payload  # in the redo log: in force from now on
         for listener in self.listeners:
             listener(new)
+        if backup_error is not None:
+            raise backup_error  # in force, but not acknowledged: the local backup failed
         return new
 
-    def _write(self, new: PoolDB, change: dict[str, Any], payload: bytes) -> None:
+    def _write(self, new: PoolDB, change: dict[str, Any], payload: bytes) -> OSError | None:
+        """The change into the redo log, then the local backup, whose error is returned."""
         self.redo.append(new.generation, pack(change), lambda: payload)
-        save_backup(self.backup, new.generation, payload, self.key)
+        try:
+            save_backup(self.backup, new.generation, payload, self.key)
+        except OSError as error:
+            return error
+        return None
 
     async def _run(self, job: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self.io.submit(job))

@@ -310,13 +310,18 @@ async def test_a_change_reaches_the_masters_duties_as_reconfigure(pool: Pool) ->
 async def test_an_alert_the_database_cannot_store_is_logged_and_still_mailed(
         pool: Pool, tmp_path: Path) -> None:
     database = await master_of(pool)
-    database.backup = tmp_path / "gone" / "pooldb.backup"  # the local disk fails
+    backup, database.backup = database.backup, tmp_path / "gone" / "pooldb.backup"
     pool.planes[0].alert("ha_host_failed", UUIDS[1], "host host1 failed and has fenced")
     await pool.settle()
     [refused] = pool.nodes[0].records.events("alert")
     assert refused["name"] == "ha_host_failed" and refused["error"].startswith("not stored: ")
     assert pool.nodes[0].records.events("alert-mail") == [
         {"name": "ha_host_failed", "to": "not configured"}]
+    database.backup = backup  # the disk is back: the database takes the next alert
+    pool.planes[0].alert("ha_host_failed", UUIDS[2], "host host2 failed and has fenced")
+    await pool.settle()
+    assert database.db.messages[-1].obj == UUIDS[2]
+    assert pool.planes[1].known == database.db  # and pushes it
 
 
 async def test_the_master_that_loses_its_lock_closes_the_database(pool: Pool) -> None:
