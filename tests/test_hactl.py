@@ -82,6 +82,16 @@ class FakeHost:
         yield {"ok": True, "result": self.result}
 
 
+@dataclass
+class FailingHost(FakeHost):
+    """A master whose storage fails in the middle of a change."""
+
+    async def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(call)
+        yield {"progress": f"working on {call.verb}"}
+        raise OSError(5, "Input/output error")
+
+
 @contextlib.contextmanager
 def api_server(host: FakeHost, pool: Pool, secret: bytes = SECRET.encode()) -> Iterator[int]:
     """An API server on the loopback address, run by its own event loop in a thread."""
@@ -514,3 +524,13 @@ def test_every_verb_has_a_handler_on_the_server() -> None:
 
     missing = [v for v in VERBS if not hasattr(Service, "_" + v.replace("-", "_"))]
     assert not missing, f"verbs without a handler: {missing}"
+
+
+def test_a_storage_error_on_the_master_is_an_answer_not_a_dropped_connection(
+        hactl: Callable[..., Run], tmp_path: Path, pool: Pool) -> None:
+    with api_server(FailingHost(None), pool) as port:
+        run = hactl("--config", str(write_config(tmp_path, [f"{LOOPBACK}:{port}"])),
+                    "host-disable", "uuid=host-b")
+    assert (run.code, run.out) == (1, "")
+    assert "could not make the change durable ([Errno 5] Input/output error)" in run.err
+    assert "read it back before retrying" in run.err

@@ -163,6 +163,9 @@ class Server:
                 yield answer
         except (PoolError, UsageError, ApiError) as error:
             yield {"ok": False, "error": str(error)}
+        except OSError as error:  # the redo log or the local backup: storage failed
+            yield {"ok": False, "error": f"the master could not make the change durable "
+                   f"({error}); it may or may not be in force: read it back before retrying"}
 
     def _authentic(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
         secret = request.get("secret", b"")

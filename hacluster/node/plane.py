@@ -357,7 +357,10 @@ class Plane:
         try:
             await database.commit(message)
         except (PoolError, OSError) as error:
-            self.node.log.write("alert", error=f"not stored: {error}", name=message["name"])
+            # an OSError may come after the redo log took it (the local backup
+            # failed): stored, not acknowledged; a PoolError refused it
+            self.node.log.write("alert", error=f"not acknowledged as stored: {error}",
+                                name=message["name"])
         if mail_it:
             await self._mail(message)
 
