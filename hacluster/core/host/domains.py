@@ -1,0 +1,189 @@
+"""Peers and domains: which reports count, and whom a host hears and sees.
+
+Rules:
+
+* Only reports of this pool's generation count, from a sender inside the
+  pool (and, read from a slot, the slot's own host); of each peer's reports
+  the greatest ``(boot, seq)`` is kept, older or equal ones are stale.
+  Drops are counted in :class:`~hacluster.core.host.state.Counters`.
+* **Pinned boot.** A report proves liveness only if it is of the peer's
+  pinned boot, pinned at first sight. A member's pin holds (its replacement
+  incarnation is not the member); a non-member's moves up to a newer boot, so
+  that a dead boot's late last words never stop the host's next boot from
+  joining.
+* **Last words.** A peer's latest FENCED report is kept apart, by boot: it
+  outlives the reports of a later boot.
+* **Domains.** A liveset member is in my hbdomain while I accepted a
+  heartbeat of its pinned boot within T1 and its latest report shows it heard
+  me within T1 (one-way links count as broken). It is in my sfdomain while
+  its slot's ``(boot, seq)`` changed within T2 on my clock. I am in my own
+  sfdomain while my own slot keeps changing when I read it back: that is my
+  statefile access.
+* A peer's report is *fresh* if received within min(T1, T2); a member's
+  counts only if of its pinned boot.
+* A new heartbeat that changes a peer's phase, liveset, proposal, exclusion,
+  acks or hbdomain is evaluated at once; others wait for the next tick.
+* A member newly missing from a domain is announced once as a :class:`Suspect`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hacluster.core.events import SlotCorrupt, SlotsRead, Suspect
+from hacluster.core.host.state import HostState, Peer
+from hacluster.core.messages import HostSet, Phase, Report
+
+
+class Domains(HostState):
+    """Inputs, domains and fresh reports."""
+
+    def _accept(self, report: Report) -> Peer | None:
+        if report.generation != self.config.generation:
+            self.counters.wrong_generation += 1
+            return None
+        if not 0 <= report.sender < self.config.hosts:
+            self.counters.foreign_sender += 1
+            return None
+        return self.peers[report.sender]
+
+    def _remember(self, peer: Peer, report: Report) -> None:
+        if report.phase is Phase.FENCED:
+            # last words outlive the reports of a later boot: they prove this boot dead
+            peer.fenced_boot = report.boot
+        if peer.report is None or report.stamp > peer.report.stamp:
+            peer.report = report
+            peer.report_at = self.now
+
+    def _on_heartbeat(self, report: Report) -> bool:
+        peer = self._accept(report)
+        if peer is None or report.sender == self.me:
+            if peer is not None:
+                self.counters.foreign_sender += 1
+            return False
+        if report.stamp <= peer.net_stamp:
+            self.counters.stale += 1
+            return False
+        previous = peer.report
+        peer.net_stamp = report.stamp
+        if self._counts_for(peer, report):
+            peer.last_net = self.now
+        self._remember(peer, report)
+        return previous is None or _notable_change(previous, report)
+
+    def _on_slots(self, event: SlotsRead) -> None:
+        if event.slots is None:
+            self.counters.read_errors += 1
+            return
+        for index, content in event.slots.items():
+            if content is None:
+                continue
+            if isinstance(content, SlotCorrupt):
+                self.counters.corrupt_slots += 1
+                continue
+            peer = self._accept(content)
+            if peer is None:
+                continue
+            if content.sender != index:
+                self.counters.foreign_sender += 1
+                continue
+            if peer.slot_stamp is not None and content.stamp != peer.slot_stamp and (
+                self._counts_for(peer, content)
+            ):
+                peer.slot_changed = self.now
+            peer.slot_stamp = content.stamp
+            peer.slot_report = content
+            self._remember(peer, content)
+
+    def _counts_for(self, peer: Peer, report: Report) -> bool:
+        """Whether a report proves liveness: of the pinned boot, pinned at first sight.
+
+        A member's pin holds (its replacement incarnation is not the member);
+        a non-member's moves up to a newer boot, so that a dead boot's late
+        last words never stop the host's next boot from joining."""
+        member = self.liveset is not None and report.sender in self.liveset
+        if peer.pinned_boot is None or (not member and report.boot > peer.pinned_boot):
+            peer.pinned_boot = report.boot
+        return report.boot == peer.pinned_boot
+
+    def _compute_domains(self) -> None:
+        t = self.timing
+        hb = {self.me}
+        sf: set[int] = set()
+        for index, peer in enumerate(self.peers):
+            if index != self.me and self.now - peer.last_net < t.T1:
+                report = peer.report
+                # one-way links: a peer whose report lacks me is not in my hbdomain
+                # (no report yet, or a joiner's, cannot have heard me: grace)
+                if report is None or report.joining or self._hears_me(report):
+                    hb.add(index)
+            if self.now - peer.slot_changed < t.T2:
+                sf.add(index)
+        self.hbdomain = frozenset(hb)
+        self.sfdomain = frozenset(sf)
+
+    def _hears_me(self, report: Report) -> bool:
+        """Whether a peer's report shows it accepted a heartbeat of mine within T1.
+
+        Its own sighting age of me says so, not its hbdomain alone: two hosts
+        that both dropped each other would otherwise never take each other back
+        (each waits for the other's hbdomain to list it first)."""
+        ages = report.hb_age_ms
+        heard = self.me < len(ages) and 0 <= ages[self.me] < self.timing.T1 * 1000
+        return heard or self.me in report.hbdomain
+
+    @property
+    def statefile_access(self) -> bool:
+        return self.me in self.sfdomain
+
+    def _missing(self) -> HostSet:
+        """Liveset members absent from a domain this mode relies on."""
+        assert self.liveset is not None
+        need = self.hbdomain
+        if self.statefile_mode and not self.rule2:
+            need = need & self.sfdomain
+        return self.liveset - need
+
+    def _track_suspects(self) -> None:
+        if self.liveset is None:
+            return
+        current = {(p, "network") for p in self.liveset - self.hbdomain}
+        if self.statefile_mode:
+            current |= {(p, "statefile") for p in self.liveset - self.sfdomain}
+        for host, channel in sorted(current - self._suspected):
+            self._out.append(Suspect(host, channel))
+        self._suspected = current
+
+    def _fresh_report(self, p: int) -> Report | None:
+        """Latest report of ``p``, of any boot, if received within min(T1, T2)."""
+        peer = self.peers[p]
+        if peer.report is None or self.now - peer.report_at >= min(self.timing.T1, self.timing.T2):
+            return None
+        return peer.report
+
+    def _fresh_member_report(self, p: int) -> Report | None:
+        """Latest report of liveset member ``p`` from its pinned boot, if recent."""
+        report = self._fresh_report(p)
+        if report is None or report.boot != self.peers[p].pinned_boot:
+            return None
+        return report
+
+    def _fresh_members(self, among: HostSet | None = None) -> Iterator[tuple[int, Report]]:
+        """Liveset members (or ``among``), but me, with a fresh report of their pinned boot."""
+        assert self.liveset is not None
+        for p in sorted((self.liveset if among is None else among) - {self.me}):
+            report = self._fresh_member_report(p)
+            if report is not None:
+                yield p, report
+
+
+def _notable_change(old: Report, new: Report) -> bool:
+    """Whether a new report warrants evaluating now rather than at the next tick."""
+    return (
+        old.phase is not new.phase
+        or old.liveset != new.liveset
+        or old.proposal != new.proposal
+        or old.excluded != new.excluded
+        or old.join_acks != new.join_acks
+        or old.hbdomain != new.hbdomain
+    )

@@ -1,0 +1,206 @@
+"""Membership: arming, joining, admitting, cold start, clean shutdown, and
+every change of the liveset.
+
+Rules:
+
+* **Commits.** A committed liveset forgets its removed hosts (what comes
+  back of them is a later boot, met afresh) and stops vouching for them
+  until they are admitted again. Arming (HA enable, joining, cold start)
+  counts every member as seen now.
+* **Joining.** A host outside the liveset pets its watchdogs from its first
+  step and announces itself. Members ack it once it is in their domains, no
+  longer in their liveset and votes for their master (in a fault handler,
+  only if they admitted it and it has not armed yet); when every member acks,
+  members add it and it adopts their liveset, from a member that acked it
+  (so a listing admits this boot, never the incarnation that fenced). A
+  member also admits an armed host another member lists and that it hears
+  (catch-up).
+* **Cold start** (clustered mode): with no armed host anywhere, joining hosts
+  form the pool once at least ``n/2 + 1`` of them all report hearing exactly
+  the same set for two beats; statefile-mode pools are armed by the HA
+  enable instead.
+* **Clean shutdown** publishes ``excluded`` on both channels and disarms;
+  members drop such a host without a fence window, and it counts as absent
+  for survival rule 2.
+"""
+
+from __future__ import annotations
+
+from hacluster.core import survival
+from hacluster.core.events import Disarmed, LivesetCommitted, MasterLost, SendHeartbeat, WriteSlot
+from hacluster.core.host.lock import Lock
+from hacluster.core.host.reports import Reports
+from hacluster.core.host.state import Peer
+from hacluster.core.messages import EMPTY, HostSet, Phase
+from hacluster.core.phases import Trigger
+
+
+class Membership(Lock, Reports):
+    """The liveset: who is in, who joins, who leaves."""
+
+    def _commit(self, liveset: HostSet, removed: HostSet, added: HostSet,
+                excluded: HostSet = EMPTY) -> None:
+        self.liveset = liveset
+        self._proposal = None
+        for x in removed:
+            self.peers[x] = Peer()
+        self._removed = (self._removed | removed) - added
+        self._out.append(LivesetCommitted(liveset, removed, added, excluded))
+
+    def _arm(self, liveset: HostSet, trigger: Trigger) -> None:
+        """Become a member with ``liveset``; every member starts fresh."""
+        self.liveset = frozenset(liveset)
+        for p in self.liveset:
+            self._count_as_fresh(p)
+        self._set_phase(Phase.NORMAL, trigger, f"armed with liveset {sorted(self.liveset)}")
+
+    def _count_as_fresh(self, p: int) -> None:
+        """A new member starts seen now, on the channels this mode uses."""
+        self.peers[p].last_net = self.now
+        if self.statefile_mode:
+            self.peers[p].slot_changed = self.now
+
+    def _drop_excluded_members(self) -> None:
+        assert self.liveset is not None
+        gone = frozenset(p for p, report in self._fresh_members() if report.excluded)
+        if gone:
+            proposal = self._proposal
+            self._commit(self.liveset - gone, gone, EMPTY, excluded=gone)
+            if proposal is not None:
+                self._proposal = proposal - gone
+
+    def _joiners(self) -> HostSet:
+        """Hosts announcing a join: outside my liveset, or admitted (this same
+        boot) but not yet armed; never a member's incarnation that was replaced."""
+        assert self.liveset is not None
+        found = set()
+        for index, peer in enumerate(self.peers):
+            r = self._fresh_report(index)
+            if (
+                r is not None
+                and r.joining
+                and (index not in self.liveset or r.boot == peer.pinned_boot)
+            ):
+                found.add(index)
+        return frozenset(found)
+
+    def _admit_joiners(self) -> None:
+        assert self.liveset is not None
+        if self.phase is not Phase.NORMAL or self.rule2:
+            # keep acking hosts I admitted that have not armed yet: armed, they
+            # take part in the fault or obey its fence request; unarmed, they
+            # would be waited for forever, alive but never fenced
+            self._join_acks = self._admitted_unarmed()
+            return
+        need = self.hbdomain & self.sfdomain if self.statefile_mode else self.hbdomain
+        grants, _ = self._published_locks()
+        # a joiner must already vote for the lock holder I vote for, so that
+        # admitting it never takes the lock away from the sitting master
+        self._join_acks = frozenset(
+            j for j in self._joiners() & need if grants.get(j) == self._grant
+        )
+        ready = set()
+        for j in self._join_acks - self.liveset:
+            acked = all(
+                p == self.me
+                or ((r := self._fresh_member_report(p)) is not None and j in r.join_acks)
+                for p in self.liveset
+            )
+            if acked:
+                ready.add(j)
+        ready |= self._admitted_elsewhere(need)
+        if ready:
+            added = frozenset(ready)
+            for j in added:
+                self._pin_current_boot(j)
+                self._count_as_fresh(j)
+            self._commit(self.liveset | added, EMPTY, added)
+
+    def _admitted_unarmed(self) -> HostSet:
+        """Hosts I admitted (this boot of theirs) that still announce a join."""
+        assert self.liveset is not None
+        return self._joiners() & self.liveset
+
+    def _admitted_elsewhere(self, need: HostSet) -> HostSet:
+        """Armed hosts a member admitted while I still waited for an ack: members
+        admit on the acks of their own livesets, which differ while several hosts
+        join at once, and an armed host no longer announces a join. I catch up
+        with an armed host a member lists and that I hear on every channel I
+        need (two hosts admitted apart catch up with each other). Its lock vote
+        does not matter here, unlike for an ack: the members that admitted it
+        already count its vote, and a larger liveset only makes the lock harder
+        to hold."""
+        assert self.liveset is not None
+        listed: set[int] = set()
+        for _, report in self._fresh_members():
+            if report.liveset != self.liveset:  # the common case: nothing to catch up
+                listed |= report.liveset
+        return frozenset(j for j in (listed & need) - self.liveset
+                         if (r := self._fresh_report(j)) is not None
+                         and r.phase is Phase.NORMAL)
+
+    def _pin_current_boot(self, p: int) -> None:
+        """Only the incarnation of ``p`` I know now counts as the member."""
+        known = self.peers[p].report
+        self.peers[p].pinned_boot = known.boot if known is not None else None
+
+    def _try_join(self) -> None:
+        """Joining: adopt a member's liveset once it lists me after acking me.
+
+        A member acks only a joiner outside its liveset, so a listing that
+        follows an ack admits this boot, never the incarnation that fenced.
+        """
+        for index in range(self.config.hosts):
+            r = self._fresh_report(index)
+            if index == self.me or r is None or r.phase not in (Phase.NORMAL, Phase.PROPOSED):
+                continue
+            if self.me in r.join_acks:
+                self._acked_by |= {index}
+            if self.me in r.liveset and index in self._acked_by:
+                for p in r.liveset - {self.me}:
+                    self._pin_current_boot(p)
+                self._arm(r.liveset, Trigger.JOIN)
+                self._out.append(LivesetCommitted(r.liveset, EMPTY, frozenset({self.me})))
+                return
+
+    def _try_cold_start(self) -> None:
+        """Clustered mode, no pool yet: form one once a cold-start quorum of
+        joining hosts all report hearing exactly the same set, mine included,
+        for two beats (what a paused joiner finds queued on waking is stale:
+        the pool may have formed without it meanwhile)."""
+        side = self._cold_start_side()
+        if side is None or side != self._cold_side:
+            self._cold_side, self._cold_since = side, self.now
+            return
+        if self.now - self._cold_since >= self._settle():
+            self._form_pool(side)
+
+    def _form_pool(self, side: HostSet) -> None:
+        self._arm(side, Trigger.COLD_START)
+        self._out.append(LivesetCommitted(side, EMPTY, side))
+
+    def _cold_start_side(self) -> HostSet | None:
+        """The set a cold start would form now, if the rule holds."""
+        fresh = {p: r for p in range(self.config.hosts)
+                 if p != self.me and (r := self._fresh_report(p)) is not None}
+        if any(r.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
+               for r in fresh.values()):
+            return None  # a pool exists: join it instead
+        side = self.hbdomain
+        if len(side) < survival.cold_start_quorum(self.config.hosts):
+            return None
+        if all(p in fresh and fresh[p].joining and fresh[p].hbdomain == side
+               for p in side - {self.me}):
+            return side
+        return None
+
+    def _shutdown(self) -> None:
+        if self.is_master:
+            self.is_master = False
+            self._out.append(MasterLost("clean shutdown"))
+        self._set_phase(Phase.EXCLUDED, Trigger.SHUTDOWN, "clean shutdown")
+        report = self._report()
+        self._out.append(SendHeartbeat(report, self._others()))
+        if self.statefile_mode:
+            self._out.append(WriteSlot(report))
+        self._out.append(Disarmed("clean shutdown"))

@@ -1,0 +1,157 @@
+"""The state of one host's core, shared by every layer of ``HostCore``.
+
+Rules:
+
+* One :class:`HostState` holds everything a host knows. The layers of
+  :mod:`hacluster.core.host` are mixins over it, each adding the methods of
+  one concern, and :class:`hacluster.core.node.HostCore` composes them.
+* The phase changes only through :meth:`HostState._set_phase`, naming its
+  trigger; an edge :data:`hacluster.core.phases.TRANSITIONS` does not allow
+  raises.
+* The outputs of the input being handled collect in ``_out``, in order.
+* A host requests the master lock while armed and outside survival-rule-2 mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hacluster.core import phases
+from hacluster.core.events import Output, PhaseChanged
+from hacluster.core.messages import EMPTY, HostSet, Phase, Report
+from hacluster.core.phases import Trigger
+from hacluster.core.timing import Timing
+
+NEVER = -math.inf
+
+
+class Mode(Enum):
+    STATEFILE = "statefile"
+    CLUSTERED = "clustered"
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    timing: Timing
+    hosts: int
+    generation: int
+    mode: Mode = Mode.STATEFILE
+
+    def __post_init__(self) -> None:
+        if self.hosts < 1:
+            raise ValueError(f"a pool needs at least one host, got {self.hosts}")
+
+
+@dataclass
+class Peer:
+    """What one host knows of another."""
+
+    pinned_boot: int | None = None
+    last_net: float = NEVER  # when its latest heartbeat was accepted
+    net_stamp: tuple[int, int] = (-1, -1)
+    slot_stamp: tuple[int, int] | None = None
+    slot_changed: float = NEVER  # when its slot was last seen changing
+    report: Report | None = None  # freshest report from either channel
+    report_at: float = NEVER
+    slot_report: Report | None = None  # latest report read from its slot
+    fenced_boot: int | None = None  # the boot of its latest "I fenced" report
+
+    def last_seen(self) -> float:
+        return max(self.last_net, self.slot_changed)
+
+
+@dataclass
+class Counters:
+    """Dropped input, for status displays."""
+
+    wrong_generation: int = 0
+    stale: int = 0
+    foreign_sender: int = 0
+    corrupt_slots: int = 0
+    read_errors: int = 0
+    write_errors: int = 0
+
+
+@dataclass
+class HostState:
+    """What host ``me`` knows; the layers of ``HostCore`` read and change it."""
+
+    config: CoreConfig
+    me: int
+    boot: int
+    now: float
+    liveset: HostSet | None = None  # None: joining
+    phase: Phase = Phase.JOINING
+    rule2: bool = False
+    is_master: bool = False
+    counters: Counters = field(default_factory=Counters)
+    # domains
+    peers: list[Peer] = field(init=False)
+    hbdomain: HostSet = field(init=False, default=EMPTY)
+    sfdomain: HostSet = field(init=False, default=EMPTY)
+    _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
+    # evaluation and publishing
+    _seq: int = field(init=False, default=0)
+    _next_beat: float = field(init=False, default=NEVER)
+    _next_io: float = field(init=False, default=NEVER)
+    _io_pending: int = field(init=False, default=0)
+    _out: list[Output] = field(init=False, default_factory=list)
+    # fault handler
+    _fault_start: float = field(init=False, default=NEVER)
+    _last_decision: float = field(init=False, default=NEVER)
+    _episodes: int = field(init=False, default=0)
+    _episodes_decided: dict[int, int] = field(init=False, default_factory=dict)
+    _views_key: object = field(init=False, default=None)
+    _views_changed: float = field(init=False, default=NEVER)
+    _proposal: HostSet | None = field(init=False, default=None)
+    # membership
+    _join_acks: HostSet = field(init=False, default=EMPTY)
+    _acked_by: HostSet = field(init=False, default=EMPTY)
+    _removed: set[int] = field(init=False, default_factory=set)
+    _cold_side: HostSet | None = field(init=False, default=None)
+    _cold_since: float = field(init=False, default=NEVER)
+    # master lock
+    _grant: int | None = field(init=False, default=None)
+    # waiting
+    _waits_key: tuple[tuple[int | None, str], ...] = field(init=False, default=())
+
+    @property
+    def timing(self) -> Timing:
+        return self.config.timing
+
+    @property
+    def statefile_mode(self) -> bool:
+        return self.config.mode is Mode.STATEFILE
+
+    @property
+    def armed(self) -> bool:
+        return self.phase.armed
+
+    @property
+    def master_hint(self) -> int | None:
+        """The host this node grants the master lock to: the master, once settled."""
+        return self._grant
+
+    @property
+    def proposal(self) -> HostSet | None:
+        """The liveset I propose while PROPOSED (my fence request), else None."""
+        return self._proposal
+
+    def _set_phase(self, new: Phase, trigger: Trigger, why: str) -> None:
+        """The one way to change phase: ``trigger`` must allow the edge
+        (:data:`hacluster.core.phases.TRANSITIONS`), or this raises."""
+        phases.check_transition(self.phase, new, trigger, why)
+        if new is not self.phase:
+            self._out.append(PhaseChanged(self.phase, new, why))
+            self.phase = new
+
+    def _settle(self) -> float:
+        return 2 * max(self.timing.t1, self.timing.t2)
+
+    def _requesting(self) -> bool:
+        return self.armed and not self.rule2
+
+    def _others(self) -> HostSet:
+        return frozenset(range(self.config.hosts)) - {self.me}
