@@ -270,3 +270,26 @@ def test_the_exit_of_a_vm_the_database_does_not_know_is_only_reported() -> None:
     assert [a for a in out if isinstance(a, ExitSeen)] == [
         ExitSeen("operator-vm", "h0", "crash", -9)]
     assert starts(out) == {}
+
+
+def test_a_host_silent_at_the_take_over_is_taken_over_when_it_answers() -> None:
+    """Schedule 3/21 clustered: the master took over while host 1 was isolated; host
+    1 had rebooted (its VMs died with its last boot) and, once back, answered
+    running nothing. Its VMs, kept where the database put them, were never
+    restarted until it was taken over by the same rule as the others."""
+    d = duties()
+    out = d.handle(survey(1.0, {"h0": runs("a"), "h1": None, "h2": runs("c")}, DB))
+    assert starts(out) == {}  # silent: b stays on h1
+    out = d.handle(survey(2.0, {"h0": runs("a"), "h1": runs(exits=(ExitRecord(1, "x", "crash"),),
+                                                         last=1), "h2": runs("c")}, DB))
+    assert set(starts(out)) == {"b"}  # it answered without b: b crashed
+    assert not [a for a in out if isinstance(a, ExitSeen)]  # its earlier exits are history
+    assert d.cursor("h1") == 1
+
+
+def test_a_silent_host_that_answers_with_its_vms_keeps_them() -> None:
+    d = duties()
+    d.handle(survey(1.0, {"h0": runs("a"), "h1": None, "h2": runs("c")}, DB))
+    out = d.handle(survey(2.0, {"h0": runs("a"), "h1": runs("b"), "h2": runs("c")}, DB))
+    assert starts(out) == {}
+    assert d.pool is not None and d.pool.vm("b").resident == "h1"

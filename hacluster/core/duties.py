@@ -16,7 +16,9 @@ Rules (spec sections 7 and 9):
   VM the view places on a live host that answered without it has crashed; a
   VM on a host outside the liveset is on a failed host. A live host that does
   not answer keeps its VMs as they were: nothing it may run is started
-  elsewhere. Exits a host recorded before the take-over are history.
+  elsewhere. Exits a host recorded before the take-over are history. A host
+  silent at the take-over is taken over by the same rule when it first
+  answers (until then its VMs stay as they were).
 * A host whose answer numbers its exits below the cursor restarted its
   agent: its cursor starts again from 0.
 * After the take-over each pass feeds, in order: the exits the hosts report
@@ -166,6 +168,7 @@ class Duties:
     _cursor: dict[str, int] = field(init=False, default_factory=dict)
     _unsure: dict[str, str] = field(init=False, default_factory=dict)  # vm -> host
     _failed: set[str] = field(init=False, default_factory=set)
+    _silent: set[str] = field(init=False, default_factory=set)  # did not answer the take-over
     _paused_until: float = field(init=False, default=-math.inf)
     _plan_key: object = field(init=False, default=None)
     _out: list[DutyAction] = field(init=False, default_factory=list)
@@ -237,6 +240,7 @@ class Duties:
         for host, answer in answers.items():
             if answer:
                 self._cursor[host] = answer.last_seq
+        self._silent = {host for host in live if answers.get(host) is None}
         self.restarter = Restarter(pool, self.config)
         self._out.append(TookOver(live, len(observed)))
         if self._paused_until > now:
@@ -250,6 +254,9 @@ class Duties:
     def _observe(self, now: float, answers: Mapping[str, HostList | None]) -> None:
         for host, answer in sorted(answers.items()):
             if answer is None:
+                continue
+            if host in self._silent:
+                self._adopt(now, host, answer)
                 continue
             if answer.last_seq < self.cursor(host):
                 self._cursor[host] = 0  # a new agent (the host restarted): ask from its first
@@ -267,6 +274,22 @@ class Duties:
                 if self._protects(record.vm):
                     self._feed(VMExited(now, record.vm, host,
                                         record.kind == "internal-shutdown"))
+
+    def _adopt(self, now: float, host: str, answer: HostList) -> None:
+        """A host silent at the take-over answers at last: taken over by the same
+        rule. What it runs runs there; a VM the view still places on it that it
+        does not run (and is not being started there) has crashed; its earlier
+        exits are history."""
+        assert self.restarter is not None
+        self._silent.discard(host)
+        self._cursor[host] = answer.last_seq
+        starting = self.restarter.starting
+        for vm in self.restarter.pool.vms:
+            if vm.uuid in answer.running and not vm.running and vm.uuid not in starting:
+                self._feed(Moved(now, vm.uuid, host))
+            elif vm.resident == host and vm.uuid not in answer.running and (
+                    starting.get(vm.uuid) != host and self._unsure.get(vm.uuid) != host):
+                self._feed(VMExited(now, vm.uuid, host, internal_shutdown=False))
 
     def _protects(self, vm: str) -> bool:
         """Whether ``vm`` is in the pool: a host may run VMs the database does not know."""
