@@ -21,6 +21,8 @@ Rules:
 * ``SIGTERM`` is a clean shutdown: the host announces itself excluded first.
 * A Unix socket answers every connection with the node's status as JSON
   (:mod:`hacluster.node.status`).
+* A core that breaks its own rules (a phase change outside its table, a
+  violated invariant) is trusted no further: the node fences at once.
 * Every task runs under the node's :class:`~hacluster.node.tasks.Supervisor`;
   the storage worker and the master's duties are critical: if either ends
   unexpectedly while HA is armed, the node fences.
@@ -44,6 +46,7 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,7 @@ from hacluster.core.events import (
     HeartbeatReceived,
     Input,
     LivesetCommitted,
+    Output,
     PhaseChanged,
     ReadSlots,
     Shutdown,
@@ -64,6 +68,7 @@ from hacluster.core.events import (
 )
 from hacluster.core.messages import HostSet, Report
 from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.phases import IllegalTransition, InvariantViolation
 from hacluster.core.timing import Timing
 from hacluster.node.agent import Agent
 from hacluster.node.config import NodeConfig
@@ -79,7 +84,7 @@ from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
 from hacluster.wire.codec import DecodeError, Sealer
 
-__all__ = ["FENCED_EXIT", "Node", "next_boot", "query_status", "serve"]
+__all__ = ["FENCED_EXIT", "Node", "handle_or_fence", "next_boot", "query_status", "serve"]
 
 FENCED_EXIT = 75
 
@@ -299,7 +304,9 @@ class Node:
     def feed(self, event: Input) -> None:
         if self.exit_code.done() or self.core is None:
             return
-        carry_out(self.core.handle(event), self)
+        outputs = handle_or_fence(self.core, event, self.fence)
+        if outputs is not None:
+            carry_out(outputs, self)
 
     async def _storage_worker(self) -> None:
         while True:
@@ -433,6 +440,18 @@ class Node:
             },
             "dropped": {**core.counters.__dict__, "bad_packets": self.bad_packets},
         }
+
+
+def handle_or_fence(core: HostCore, event: Input,
+                    fence: Callable[[str], None]) -> list[Output] | None:
+    """The core's outputs for ``event``; if the core broke its own rules (an edge
+    outside its phase table, a violated invariant), nothing it says can be
+    trusted: fence at once (rather than wait for the watchdog) and return None."""
+    try:
+        return core.handle(event)
+    except (IllegalTransition, InvariantViolation) as error:
+        fence(f"the liveness core broke its own rules: {error}")
+        return None
 
 
 def next_boot(state_dir: Path) -> int:

@@ -314,7 +314,8 @@ async def test_an_alert_the_database_cannot_store_is_logged_and_still_mailed(
     pool.planes[0].alert("ha_host_failed", UUIDS[1], "host host1 failed and has fenced")
     await pool.settle()
     [refused] = pool.nodes[0].records.events("alert")
-    assert refused["name"] == "ha_host_failed" and refused["error"].startswith("not acknowledged as stored: ")
+    assert refused["name"] == "ha_host_failed"
+    assert refused["error"].startswith("not acknowledged as stored: ")
     assert pool.nodes[0].records.events("alert-mail") == [
         {"name": "ha_host_failed", "to": "not configured"}]
     database.backup = backup  # the disk is back: the database takes the next alert
