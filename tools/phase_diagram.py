@@ -1,7 +1,7 @@
 """Regenerate the state diagram of docs/design.md from the core's transition table.
 
 The block between the markers of ``hacluster.core.phases`` (the diagram, the
-trigger table and the invariants) is generated; ``tests/test_phases.py`` fails
+trigger table and the invariants) is generated; ``tests/core/test_phases.py`` fails
 when it drifts from the table. Prints the block, or with ``--write`` rewrites
 it in place in docs/design.md (or the file given).
 """

@@ -1,4 +1,4 @@
-"""A redo log writer process for the SIGKILL durability test (tests/test_redolog.py).
+"""A redo log writer process for the SIGKILL durability test (tests/storage/test_redolog.py).
 
 Rules:
 

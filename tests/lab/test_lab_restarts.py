@@ -20,7 +20,7 @@ from hacluster.node.config import load
 from hacluster.vm.guest import halt_file
 from hacluster.vm.records import Instance, double_runs
 
-from .conftest import wait_for
+from ..conftest import wait_for
 
 T = 3.0
 pytestmark = pytest.mark.slow  # real pools of node daemons

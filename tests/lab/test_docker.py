@@ -34,9 +34,9 @@ from hacluster.lab.docker import DockerLab, free_prefix
 from hacluster.lab.local import LabError
 from hacluster.lab.poll import wait_until
 
-from .conftest import assert_clean_chaos_run, wait_for
+from ..conftest import assert_clean_chaos_run, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T = 3.0
 LOCK = Path("/tmp/hacluster-docker-tests.lock")
 

@@ -32,10 +32,10 @@ from hacluster.storage.redolog import (
 )
 from hacluster.storage.sr import BLOCK, DEFAULT_METADATA, HEARTBEAT_REGION, BlockDevice, format_sr
 
-from .conftest import load_tool
+from ..conftest import load_tool
 
 writer = load_tool("redolog_writer")
-WRITER = Path(__file__).resolve().parents[1] / "tools" / "redolog_writer.py"
+WRITER = Path(__file__).resolve().parents[2] / "tools" / "redolog_writer.py"
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 START = 2 * BLOCK

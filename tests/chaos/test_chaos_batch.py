@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import load_tool
+from ..conftest import load_tool
 from .test_chaos_checker import Run, double_run, steady_pool
 
 chaos_batch = load_tool("chaos_batch")

@@ -19,7 +19,7 @@ from hacluster.chaos.command import run_chaos
 from hacluster.chaos.schedule import Fault
 from hacluster.core.timing import Timing
 
-from .conftest import assert_clean_chaos_run
+from ..conftest import assert_clean_chaos_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without root
 T = 3.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import load_tool
+from ..conftest import load_tool
 
 
 def test_tiny_benchmark_reports_positive_figures(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,7 @@ from hacluster.node.daemon import query_status
 from hacluster.storage.sr import BlockDevice, GlobalBlock
 from hacluster.wire.codec import Sealer, new_pool_key
 
-from .conftest import wait_for
+from ..conftest import wait_for
 
 pytestmark = pytest.mark.slow  # real pools of node daemons
 T = 3.0

@@ -18,7 +18,7 @@ import pytest
 
 from hacluster.lab.netns import NetnsLab
 
-from .conftest import wait_for
+from ..conftest import wait_for
 from .test_mgmt_lab import T, hactl, master, ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without root

@@ -10,7 +10,7 @@ import pytest
 from hacluster.lab.netns import NetnsLab
 from hacluster.node.config import load
 
-from .conftest import wait_for
+from ..conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without root
 T = 3.0
@@ -146,7 +146,7 @@ def test_fenced_host_rejoins_after_restart(pool: NetnsLab) -> None:
 def test_rule_2_is_mailed_at_once_and_stored_once_a_master_is_back(pool: NetnsLab) -> None:
     from aiosmtpd.controller import Controller
 
-    from .test_mail import Collector
+    from ..mgmt.test_mail import Collector
     from .test_mgmt_lab import hactl, ok
 
     collector = Collector()

@@ -26,7 +26,7 @@ from hacluster.lab.netns import NetnsLab
 from hacluster.mgmt import api, verbs
 from hacluster.mgmt.tls import client_context
 
-from .conftest import wait_for
+from ..conftest import wait_for
 
 T = 3.0
 pytestmark = pytest.mark.slow  # real pools of node daemons

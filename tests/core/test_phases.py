@@ -21,9 +21,9 @@ from hacluster.core.phases import (
     Trigger,
 )
 
-from .conftest import armed_core, report
+from ..conftest import armed_core, report
 
-DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
+DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 
 
 def test_design_doc_diagram_is_generated_from_the_table() -> None:

@@ -52,7 +52,7 @@ from hacluster.core.restarts import (
     StartVM,
 )
 
-from .conftest import report as make_report
+from ..conftest import report as make_report
 
 HOSTS = ("h0", "h1", "h2")
 ALL = frozenset(HOSTS)

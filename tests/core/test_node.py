@@ -24,7 +24,7 @@ from hacluster.core.events import (
 from hacluster.core.messages import Phase
 from hacluster.core.node import CoreConfig, HostCore
 
-from .conftest import armed_core, report
+from ..conftest import armed_core, report
 
 
 def kinds(outputs: Sequence[object]) -> list[str]:

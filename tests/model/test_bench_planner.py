@@ -10,7 +10,7 @@ from hacluster.core.planner import Problem
 from hacluster.core.tolerance import max_failures
 from hacluster.model.synthetic import random_pool
 
-from .conftest import load_tool
+from ..conftest import load_tool
 
 bench_planner = load_tool("bench_planner")
 
