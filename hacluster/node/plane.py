@@ -15,17 +15,13 @@ Rules:
   ``db-backup`` (a backup older than the one held is ignored), ``db-get``
   (a new master reads every answering host's backup along with the redo log)
   and ``pending-alerts``.
-* Alerts are stored as pool messages and, when the pool's other-config has
-  ``mail-destination`` and ``ssmtp-mailhub``, e-mailed; a mail failure is
-  logged, never fatal. A host's own alert raised without a master (entering
-  survival-rule-2 mode) is mailed at once and kept until the next master
-  collects it (agent op ``pending-alerts``) into the database.
+* Alerts are stored and mailed by :mod:`hacluster.node.alerts`; a new master
+  collects the alerts hosts raised without one (agent op ``pending-alerts``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, Protocol
@@ -34,13 +30,13 @@ from hacluster.core.node import HostCore
 from hacluster.core.pool import Pool, PoolError
 from hacluster.core.pooldb import HASettings, PoolDB
 from hacluster.core.restarts import Moved, Reconfigure, VMExited
-from hacluster.mgmt import mail
 from hacluster.mgmt.api import Server
 from hacluster.mgmt.database import Database, from_snapshot
 from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
 from hacluster.model.pooldata import seed
+from hacluster.node.alerts import Alerts
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
@@ -51,9 +47,6 @@ from hacluster.wire import rpc
 
 ASK_TIMEOUT = 5.0
 BACKUP_TIMEOUT = 1.0  # reading other hosts' backups must not delay a new master much
-ALERT_PRIORITY = {"ha_pool_overcommitted": 3, "ha_host_failed": 2,
-                  "ha_protected_vm_restart_failed": 2, "ha_failures_exceed_tolerance": 1,
-                  "ha_survival_rule_2": 1}
 
 
 class NodeHandle(Protocol):
@@ -100,7 +93,8 @@ class Plane:
         self._opening: asyncio.Task[Database] | None = None
         self._push: asyncio.Task[None] | None = None
         self.last_error = ""
-        self.pending: list[dict[str, Any]] = []  # alerts raised without a master
+        self.alerts = Alerts(node.log.write, node.tasks, lambda: self.database,
+                             lambda: self.known, self.ask_all)
 
     # ------------------------------------------------------------ start
     async def start(self) -> asyncio.Server:
@@ -286,7 +280,8 @@ class Plane:
         core = self.node.core
         if core is not None and core.is_master:
             self.node.start_duties()
-        await self._collect_pending()
+        hosts = sorted(self._live_uuids() or {h.uuid for h in self.seed.pool.hosts})
+        await self.alerts.collect(hosts)
 
     def master_lost(self) -> None:
         self._close_database()
@@ -331,60 +326,14 @@ class Plane:
 
     # ------------------------------------------------------------ alerts
     def alert(self, name: str, obj: str, body: str) -> None:
-        """An alert of the master: stored as a pool message, then mailed."""
-        message = self._message(name, obj, body)
-        self.node.tasks.spawn(self._store(message, mail_it=True), f"store alert {name}")
+        self.alerts.alert(name, obj, body)
 
     def local_alert(self, name: str, obj: str, body: str) -> None:
-        """An alert of this host, raised when there may be no master (survival rule 2;
-        a master is losing its lock and the SR): mailed at once, kept until the
-        next master collects it into the database."""
-        message = self._message(name, obj, body)
-        self.node.log.write("alert", name=name, obj=obj, body=body, stored="when a master "
-                            "is back")
-        self.pending.append(message)
-        self.node.tasks.spawn(self._mail(message), f"mail alert {name}")
+        self.alerts.local_alert(name, obj, body)
 
-    @staticmethod
-    def _message(name: str, obj: str, body: str) -> dict[str, Any]:
-        return {"op": "message", "name": name, "priority": ALERT_PRIORITY.get(name, 4),
-                "obj": obj, "body": body, "time": round(time.time(), 3)}
-
-    async def _store(self, message: dict[str, Any], mail_it: bool) -> None:
-        database = self.database
-        if database is None:
-            return
-        try:
-            await database.commit(message)
-        except (PoolError, OSError) as error:
-            # an OSError may come after the redo log took it (the local backup
-            # failed): stored, not acknowledged; a PoolError refused it
-            self.node.log.write("alert", error=f"not acknowledged as stored: {error}",
-                                name=message["name"])
-        if mail_it:
-            await self._mail(message)
-
-    async def _mail(self, message: dict[str, Any]) -> None:
-        db = self.database.db if self.database is not None else self.known
-        try:
-            config = mail.MailConfig.from_other_config(db.other_config)
-            self.node.log.write("alert-mail", name=message["name"],
-                                to=list(config.destination) if config else "not configured")
-            if config is not None:
-                await mail.send(config, mail.render(
-                    {**message, "object": message["obj"], "timestamp": message["time"]},
-                    db.name))
-        except (mail.MailError, OSError) as error:
-            self.node.log.write("alert-mail", error=str(error), name=message["name"])
-
-    async def _collect_pending(self) -> None:
-        """Store the alerts hosts raised while there was no master."""
-        hosts = sorted(self._live_uuids() or {h.uuid for h in self.seed.pool.hosts})
-        answers = await self.ask_all({"op": "pending-alerts"}, hosts)
-        for answer in answers.values():
-            if isinstance(answer, dict):
-                for message in answer.get("alerts", []):
-                    await self._store(dict(message), mail_it=False)  # mailed when raised
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return self.alerts.pending
 
     # ------------------------------------------------------------ agent operations
     async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -406,8 +355,7 @@ class Plane:
                 found = await asyncio.to_thread(load_backup, self.backup_path, self.config.key)
                 return {"ok": True, "payload": found[1] if found else b""}
             if op == "pending-alerts":
-                alerts, self.pending = self.pending, []
-                return {"ok": True, "alerts": alerts}
+                return {"ok": True, "alerts": self.alerts.hand_over()}
         except (PoolError, RuntimeError, ValueError, TypeError, KeyError) as error:
             return {"ok": False, "error": str(error)}
         return {"ok": False, "error": f"unknown op {op!r}"}

@@ -25,10 +25,11 @@ from hacluster.core.timing import Timing
 from hacluster.lab.workloads import default_pool
 from hacluster.mgmt.database import Database, from_snapshot, snapshot_bytes
 from hacluster.model.address import Address
+from hacluster.node.alerts import ALERT_PRIORITY
 from hacluster.node.config import Management, NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.master import MasterDuties
-from hacluster.node.plane import ALERT_PRIORITY, Plane
+from hacluster.node.plane import Plane
 from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.redolog import load_backup
