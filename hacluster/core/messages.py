@@ -45,7 +45,10 @@ class Phase(IntEnum):
     @property
     def armed(self) -> bool:
         """A member running the liveness protocol (not joining, fenced or gone)."""
-        return self in (Phase.NORMAL, Phase.STABILIZING, Phase.AGREEING, Phase.PROPOSED)
+        return self in _ARMED
+
+
+_ARMED = frozenset({Phase.NORMAL, Phase.STABILIZING, Phase.AGREEING, Phase.PROPOSED})
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ class HostCore(Waits):
     def __post_init__(self) -> None:
         if not 0 <= self.me < self.config.hosts:
             raise ValueError(f"host index {self.me} outside 0..{self.config.hosts - 1}")
+        self.timing = self.config.timing
+        self.statefile_mode = self.config.mode is Mode.STATEFILE
+        self._fresh_for = min(self.timing.T1, self.timing.T2)
         self.peers = [Peer() for _ in range(self.config.hosts)]
         self.peers[self.me].pinned_boot = self.boot
         if self.liveset is not None:

@@ -157,7 +157,7 @@ class Domains(HostState):
     def _fresh_report(self, p: int) -> Report | None:
         """Latest report of ``p``, of any boot, if received within min(T1, T2)."""
         peer = self.peers[p]
-        if peer.report is None or self.now - peer.report_at >= min(self.timing.T1, self.timing.T2):
+        if peer.report is None or self.now - peer.report_at >= self._fresh_for:
             return None
         return peer.report
 

@@ -87,6 +87,10 @@ class HostState:
     rule2: bool = False
     is_master: bool = False
     counters: Counters = field(default_factory=Counters)
+    # the configuration, read on every step: kept at hand (a CoreConfig is frozen)
+    timing: Timing = field(init=False)
+    statefile_mode: bool = field(init=False)
+    _fresh_for: float = field(init=False)  # min(T1, T2): how long a report stays fresh
     # domains
     peers: list[Peer] = field(init=False)
     hbdomain: HostSet = field(init=False, default=EMPTY)
@@ -116,14 +120,6 @@ class HostState:
     _grant: int | None = field(init=False, default=None)
     # waiting
     _waits_key: tuple[tuple[int | None, str], ...] = field(init=False, default=())
-
-    @property
-    def timing(self) -> Timing:
-        return self.config.timing
-
-    @property
-    def statefile_mode(self) -> bool:
-        return self.config.mode is Mode.STATEFILE
 
     @property
     def armed(self) -> bool:
