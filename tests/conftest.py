@@ -31,23 +31,12 @@ NETNS_MISSING = (None if os.geteuid() == 0 and shutil.which("nft") and shutil.wh
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long tests first, so that parallel workers finish together rather than one
-    running the largest random schedules alone at the end; tests marked
-    ``netns`` skip, saying why, where namespaces cannot be had."""
-    items.sort(key=_longest_first)  # stable, and the same in every xdist worker
+    """Tests marked ``netns`` skip, saying why, where namespaces cannot be had."""
     if NETNS_MISSING is None:
         return
     for item in items:
         if item.get_closest_marker("netns") is not None:
             item.add_marker(pytest.mark.skip(reason=NETNS_MISSING))
-
-
-def _longest_first(item: pytest.Item) -> tuple[int, int]:
-    callspec = getattr(item, "callspec", None)
-    hosts = callspec.params.get("hosts", 0) if callspec is not None else 0
-    if "test_random_schedules" in item.name:
-        return 0, -hosts  # the largest pools take longest
-    return (1 if item.get_closest_marker("slow") is not None else 2), 0
 
 
 @pytest.fixture
