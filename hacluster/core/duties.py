@@ -271,9 +271,7 @@ class Duties:
                 if record.kind == "stopped":
                     continue
                 self._out.append(ExitSeen(record.vm, host, record.kind, record.returncode))
-                if self._protects(record.vm):
-                    self._feed(VMExited(now, record.vm, host,
-                                        record.kind == "internal-shutdown"))
+                self._feed(VMExited(now, record.vm, host, record.kind == "internal-shutdown"))
 
     def _adopt(self, now: float, host: str, answer: HostList) -> None:
         """A host silent at the take-over answers at last: taken over by the same
@@ -290,11 +288,6 @@ class Duties:
             elif vm.resident == host and vm.uuid not in answer.running and (
                     starting.get(vm.uuid) != host and self._unsure.get(vm.uuid) != host):
                 self._feed(VMExited(now, vm.uuid, host, internal_shutdown=False))
-
-    def _protects(self, vm: str) -> bool:
-        """Whether ``vm`` is in the pool: a host may run VMs the database does not know."""
-        assert self.restarter is not None
-        return any(known.uuid == vm for known in self.restarter.pool.vms)
 
     def _feed(self, event: RestartInput) -> None:
         if self.restarter is not None:

@@ -42,6 +42,8 @@ Rules (spec section 9):
 * A protected VM that cannot be placed raises
   ``ha_protected_vm_restart_failed`` once per episode (until it runs again);
   it is retried on every input, so it starts when capacity returns.
+* A :class:`VMExited` of a VM the pool does not know (a host may run others),
+  or from a host the view does not place it on, is stale and ignored.
 * While restarts are paused (:class:`PauseRestarts`) nothing is started.
 * :class:`Reconfigure` takes the pool database's new configuration; a start
   in flight finishes in the order group it was started in. :class:`Moved`
@@ -278,7 +280,10 @@ class Restarter:
                 self._give_up(vm, out)
 
     def _on_vm_exited(self, event: VMExited) -> None:
-        vm = self._pool.vm(event.vm)
+        try:
+            vm = self._pool.vm(event.vm)
+        except PoolError:
+            return  # not a VM of the pool: a host may run others
         if vm.resident != event.host:
             return  # not where we think it runs: stale
         if event.internal_shutdown:

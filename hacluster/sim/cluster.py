@@ -92,6 +92,7 @@ class Simulation(FaultInjection):
             if vm.resident is not None:
                 self.hosts[self._index[vm.resident]].vms.add(vm.uuid)
                 self.checker.vm_started(0.0, vm.uuid, self._index[vm.resident])
+        self._effects = [_HostEffects(self, host) for host in self.hosts]
         everyone = frozenset(range(config.hosts))
         for host in self.hosts:
             host.boot = 1
@@ -141,7 +142,7 @@ class Simulation(FaultInjection):
             host.queue.append(make)
             return
         core = host.core
-        carry_out(core.handle(make(self.local(host))), _HostEffects(self, host))
+        carry_out(core.handle(make(self.local(host))), self._effects[host.index])
         if core.is_master and host.core is core:
             self.master.step(host)
 

@@ -310,6 +310,12 @@ def test_stale_exit_is_ignored() -> None:
     assert r.pool.vm("p").running
 
 
+def test_exit_of_a_vm_the_pool_does_not_know_is_ignored() -> None:
+    r = three_hosts(vm("p", on="h1"))
+    assert r.handle(VMExited(1.0, "operator-vm", "h1", internal_shutdown=False)) == []
+    assert r.pool.vm("p").running
+
+
 # ----------------------------------------------------------- capacity
 def test_unplaceable_protected_vm_alerts_once_and_starts_when_capacity_returns() -> None:
     r = three_hosts(vm("p", 4096, on="h2"), vm("x", 4096, on="h0"), vm("y", 4096, on="h1"))
