@@ -134,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--keep", action="store_true", help="leave the pool up afterwards")
     chaos.add_argument("--check", metavar="DIR",
                        help="only judge the finished run in DIR again")
-    chaos.add_argument("--unsafe-fence-window", type=float, metavar="SECONDS",
-                       help="TESTS ONLY: plant a fence window below what safety needs, so "
-                       "the checker can be seen to catch the split brain it causes")
+    chaos.add_argument("--unsafe-watchdog-delay", type=float, metavar="SECONDS",
+                       help="TESTS ONLY: plant a watchdog that fires this much later than the "
+                       "fence window assumes, so the checker can be seen to catch the "
+                       "split brain it causes")
 
     lab = sub.add_parser("lab", help="a pool of real node processes on this machine")
     lab.add_argument("--dir", default=".hacluster-lab", help="lab directory")

@@ -81,8 +81,8 @@ class Verdict:
         lines = [f"chaos run: backend {p.get('backend')}, {p.get('hosts')} hosts, "
                  f"T={p.get('timeout')}s, seed {p.get('seed')}, rate {p.get('rate')}/min, "
                  f"{self.end - self.begin:.0f}s, {len(self.faults)} faults"]
-        if p.get("unsafe_fence_window") is not None:
-            lines.append(f"UNSAFE fence window {p['unsafe_fence_window']}s (planted fault)")
+        if p.get("unsafe_watchdog_delay") is not None:
+            lines.append(f"UNSAFE watchdog {p['unsafe_watchdog_delay']}s late (planted fault)")
         lines.append("")
         what = max([len("fault"), *(len(f.what) for f in self.faults)])
         vms = max([len("affected VMs"), *(len(",".join(f.affected)) for f in self.faults)])

@@ -46,7 +46,7 @@ def _chaos(args: argparse.Namespace) -> int:
             raise LabError(f"cannot check {args.check}: {error}") from None
     return run_chaos(args.backend, args.hosts, args.timeout, args.duration, args.seed,
                      args.rate, Path(args.dir), keep=args.keep,
-                     unsafe_fence_window=args.unsafe_fence_window)
+                     unsafe_watchdog_delay=args.unsafe_watchdog_delay)
 
 
 def settle_limit(timeout: float) -> float:
@@ -86,7 +86,7 @@ def judge(directory: Path) -> tuple[Verdict, int]:
 
 def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: int,
               rate: float, directory: Path, keep: bool = False,
-              unsafe_fence_window: float | None = None,
+              unsafe_watchdog_delay: float | None = None,
               faults: Iterable[Fault] | None = None) -> int:
     """Run chaos in ``directory`` and judge it; ``faults`` replaces the seeded schedule."""
     if backend not in KINDS:
@@ -95,8 +95,8 @@ def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: i
         raise LabError("a chaos run needs two hosts or more")
     if not duration > 0 or not rate > 0:
         raise LabError("--duration and --rate must be positive")
-    if unsafe_fence_window is not None and not unsafe_fence_window >= 0:
-        raise LabError("--unsafe-fence-window must be a number of seconds >= 0")
+    if unsafe_watchdog_delay is not None and not 0 <= unsafe_watchdog_delay < 3600:
+        raise LabError("--unsafe-watchdog-delay must be a number of seconds in 0..3600")
     if (directory / JOURNAL).exists():
         if (directory / LAB / "lab.json").exists():
             raise LabError(f"a chaos run is still up in {directory}: "
@@ -108,9 +108,9 @@ def run_chaos(backend: str, hosts: int, timeout: float, duration: float, seed: i
     lab = open_lab(directory / LAB, backend)
     journal = Journal(directory / JOURNAL)
     journal.write("begin", backend=backend, hosts=hosts, timeout=timeout, seed=seed,
-                  rate=rate, duration=duration, unsafe_fence_window=unsafe_fence_window)
+                  rate=rate, duration=duration, unsafe_watchdog_delay=unsafe_watchdog_delay)
     # the guests do not lock their disks: the HA decisions alone must keep VMs single
-    lab.up(hosts, timeout, unsafe_fence_window=unsafe_fence_window, guest_lock=False)
+    lab.up(hosts, timeout, unsafe_watchdog_delay=unsafe_watchdog_delay, guest_lock=False)
     healthy = True
     try:
         runner = Runner(lab, hosts, journal, settle_limit(timeout))

@@ -109,11 +109,11 @@ class LocalLab:
     # ------------------------------------------------------------ lifecycle
     def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
            mode: str = "statefile", pool: Path | None = None, ha_off: bool = False,
-           unsafe_fence_window: float | None = None, guest_lock: bool = True) -> None:
+           unsafe_watchdog_delay: float | None = None, guest_lock: bool = True) -> None:
         self.provision(hosts, timeout, pool, ha_off)
         try:
             self.prepare(hosts)
-            self.configure(hosts, timeout, base_port, networks, mode, unsafe_fence_window,
+            self.configure(hosts, timeout, base_port, networks, mode, unsafe_watchdog_delay,
                            guest_lock)
             for index in range(hosts):
                 self.start(index, armed=not ha_off)
@@ -146,12 +146,12 @@ class LocalLab:
                    "backend": self.backend})
 
     def configure(self, hosts: int, timeout: float, base_port: int, networks: int = 1,
-                  mode: str = "statefile", unsafe_fence_window: float | None = None,
+                  mode: str = "statefile", unsafe_watchdog_delay: float | None = None,
                   guest_lock: bool = True) -> None:
         """Write every host's certificate and ``node.toml``, and the pool's ``hactl.toml``.
 
-        ``unsafe_fence_window`` (tests only) plants a fence window shorter than
-        safety needs, so that chaos checkers can be shown to catch split brain;
+        ``unsafe_watchdog_delay`` (tests only) plants a watchdog later than the
+        fence window assumes, so that chaos checkers can be shown to catch split brain;
         ``guest_lock=False`` stops the guests refusing a disk in use (chaos runs).
         """
         addresses = [[self.address(i, base_port, n) for n in range(networks)]
@@ -181,8 +181,8 @@ class LocalLab:
                 f"mgmt_port = {mgmt_port}\n"
                 'tls_cert = "host.pem"\ntls_key = "host.key"\nca = "../tls/ca.pem"\n'
                 'secret_file = "../pool.secret"\n'
-                + ("" if unsafe_fence_window is None
-                   else f"unsafe_fence_window = {unsafe_fence_window}\n")
+                + ("" if unsafe_watchdog_delay is None
+                   else f"unsafe_watchdog_delay = {unsafe_watchdog_delay}\n")
                 + ("" if guest_lock else "guest_lock = false\n")
             )
 

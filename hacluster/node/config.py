@@ -16,7 +16,7 @@ API: ``mgmt_port`` with ``tls_cert``, ``tls_key``, ``ca`` (the pool CA) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class NodeConfig:
     vm_dir: Path | None = None  # the shared VM SR: guests' disks
     mgmt: Management | None = None  # the management API, with ``pool``
     guest_lock: bool = True  # guests refuse a disk another live instance writes
+    unsafe_watchdog_delay: float = 0.0  # tests only: the watchdog fires this much late
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -128,27 +129,26 @@ def read_key(path: Path) -> bytes:
     return key
 
 
-def _unsafe_fence_window(table: dict[str, Any], timing: Timing, where: str) -> Timing:
-    """Tests only: ``unsafe_fence_window`` replaces the derived fence window unchecked.
+def _unsafe_watchdog_delay(table: dict[str, Any], where: str) -> float:
+    """Tests only: ``unsafe_watchdog_delay`` makes this host's watchdog fire that
+    many seconds after the moment the pool's fence window assumes.
 
-    A window below the safety inequality lets survivors restart VMs while a
-    frozen host still runs them: it exists so that a checker can be shown to
-    catch split brain, and the daemon says so loudly when it starts.
+    A late watchdog lets survivors restart VMs while a frozen host still runs
+    them: it exists so that a checker can be shown to catch split brain, and
+    the daemon says so loudly when it starts.
     """
-    if "unsafe_fence_window" not in table:
-        return timing
-    value = table["unsafe_fence_window"]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{where}: unsafe_fence_window must be a number of seconds >= 0, "
-                          f"got {value!r}")
-    return replace(timing, fence_window=float(value))
+    value = table.get("unsafe_watchdog_delay", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 3600:
+        raise ConfigError(f"{where}: unsafe_watchdog_delay must be a number of seconds "
+                          f"in 0..3600, got {value!r}")
+    return float(value)
 
 
 def load(path: str | Path) -> NodeConfig:
     where = str(path)
     table = read_toml(path, ConfigError)
     known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
-             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_fence_window", *MGMT_FIELDS}
+             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", *MGMT_FIELDS}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -168,7 +168,6 @@ def load(path: str | Path) -> NodeConfig:
         timing = Timing.derive(float(table.get("timeout", 60)))
     except (TimingError, TypeError, ValueError) as error:
         raise ConfigError(f"{where}: timeout: {error}") from None
-    timing = _unsafe_fence_window(table, timing, where)
     mode_name = table.get("mode", Mode.STATEFILE.value)
     if mode_name not in {m.value for m in Mode}:
         raise ConfigError(f"{where}: mode must be 'statefile' or 'clustered', got {mode_name!r}")
@@ -205,4 +204,5 @@ def load(path: str | Path) -> NodeConfig:
         vm_dir=vm_dir if pool is not None else None,
         mgmt=_management(table, base, where) if pool is not None else None,
         guest_lock=_need(table, "guest_lock", bool, where) if "guest_lock" in table else True,
+        unsafe_watchdog_delay=_unsafe_watchdog_delay(table, where),
     )

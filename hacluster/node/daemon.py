@@ -148,10 +148,9 @@ class Node:
                        direct_io=self.storage.device.direct, address=str(config.address))
         if not self.storage.device.direct:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
-        safe_window = config.timing.minimum_fence_window()
-        if config.timing.fence_window < safe_window:
-            text = (f"UNSAFE: fence window {config.timing.fence_window:.2f} s below the "
-                    f"{safe_window:.2f} s safety needs (unsafe_fence_window, tests only)")
+        if config.unsafe_watchdog_delay:
+            text = (f"UNSAFE: the watchdog fires {config.unsafe_watchdog_delay:.2f} s after "
+                    "the fence window assumes (unsafe_watchdog_delay, tests only)")
             self.log.write("warning", text=text)
             print(f"hacluster node: {text}", file=sys.stderr, flush=True)
         self.transports = []
@@ -326,7 +325,7 @@ class Node:
         self._io.put_nowait(request)
 
     def pet_watchdog(self, which: Watchdog, timeout: float) -> None:
-        self.watchdog.pet(which, timeout)
+        self.watchdog.pet(which, timeout + self.config.unsafe_watchdog_delay)
 
     def fence(self, reason: str) -> None:
         assert self.core is not None

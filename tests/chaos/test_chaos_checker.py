@@ -35,7 +35,7 @@ class Run:
         write_pool(self.lab, 3, None)
         self.journal: list[dict[str, object]] = [
             {"time": BEGIN, "event": "begin", "backend": "netns", "hosts": 3, "timeout": 3.0,
-             "seed": 7, "rate": 4.0, "duration": 30.0, "unsafe_fence_window": None}]
+             "seed": 7, "rate": 4.0, "duration": 30.0, "unsafe_watchdog_delay": None}]
         self.instances = 0
 
     def guest(self, vm: str, host: int, first: float, last: float) -> None:
@@ -194,7 +194,7 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("words, message", [
     (["--hosts", "1"], "two hosts or more"),
-    (["--unsafe-fence-window", "-1"], "--unsafe-fence-window must be"),
+    (["--unsafe-watchdog-delay", "-1"], "--unsafe-watchdog-delay must be"),
     (["--backend", "local"], "invalid choice"),
     (["--rate", "0"], "must be positive"),
 ])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,8 +53,10 @@ def test_good_config_loads(folder: Path) -> None:
         (("timeout = 5", "colour = 5"), "unknown field"),
         (("timeout = 5", 'mode = "quorum"'), "mode must be"),
         (("index = 1", "index = = 1"), "not valid TOML"),
-        (("timeout = 5", "timeout = 5\nunsafe_fence_window = -1"), "unsafe_fence_window"),
-        (("timeout = 5", 'timeout = 5\nunsafe_fence_window = "0"'), "unsafe_fence_window"),
+        (("timeout = 5", "timeout = 5\nunsafe_watchdog_delay = -1"), "unsafe_watchdog_delay"),
+        (("timeout = 5", 'timeout = 5\nunsafe_watchdog_delay = "0"'), "unsafe_watchdog_delay"),
+        (("timeout = 5", "timeout = 5\nunsafe_watchdog_delay = true"), "unsafe_watchdog_delay"),
+        (("timeout = 5", "timeout = 5\nunsafe_watchdog_delay = nan"), "unsafe_watchdog_delay"),
     ],
 )
 def test_bad_configs_are_named(folder: Path, change: tuple[str, str], message: str) -> None:
@@ -63,12 +64,12 @@ def test_bad_configs_are_named(folder: Path, change: tuple[str, str], message: s
         load(write(folder, GOOD.replace(*change)))
 
 
-def test_unsafe_fence_window_replaces_only_the_window(folder: Path) -> None:
-    safe = load(write(folder, GOOD)).timing
-    assert safe.fence_window >= safe.minimum_fence_window() > 0
-    unsafe = load(write(folder, GOOD + "unsafe_fence_window = 0\n")).timing
-    assert unsafe.fence_window == 0.0
-    assert unsafe == replace(safe, fence_window=0.0)
+def test_unsafe_watchdog_delay_leaves_the_pool_timing_alone(folder: Path) -> None:
+    safe = load(write(folder, GOOD))
+    assert safe.unsafe_watchdog_delay == 0.0
+    unsafe = load(write(folder, GOOD + "unsafe_watchdog_delay = 30\n"))
+    assert unsafe.unsafe_watchdog_delay == 30.0
+    assert unsafe.timing == safe.timing
 
 
 def test_two_heartbeat_networks(folder: Path) -> None:
