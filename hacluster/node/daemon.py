@@ -112,9 +112,9 @@ class Node:
         self.config = config
         self.armed_at_start = armed
         self.boot = boot
-        self.sealer = Sealer(config.key, len(config.hosts))
+        self.sealer = Sealer.for_heartbeats(config.key, len(config.hosts))
         self.log = EventLog(config.log, config.index)
-        self.storage = Storage(config, self.sealer)
+        self.storage = Storage(config, Sealer.for_slots(config.key, len(config.hosts)))
         self.loop = asyncio.get_running_loop()
         self.tasks = Supervisor(self.log.write, self._critical_exit)
         self.bad_packets = 0

@@ -10,9 +10,9 @@ Rules:
   other half.
 * A record is ``b"HARL" | version(1) | kind(1) | generation(u64) | payload
   length(u64) | nonce(16) | payload | tag(32)``, zero padded to whole blocks
-  (the padding is neither covered nor checked). The tag is HMAC-SHA256 with a
-  key derived from the pool key by HKDF-SHA256 (info ``b"hacluster redo log
-  v1"``), over the previous record's tag (nothing for a snapshot) and every
+  (the padding is neither covered nor checked). The tag is HMAC-SHA256 with
+  the pool key's derived key for the redo log (:mod:`hacluster.wire.keys`,
+  ``Purpose.REDO_LOG``), over the previous record's tag (nothing for a snapshot) and every
   byte before the tag. It catches torn writes and corruption, stops anyone who
   can write the LUN but lacks the pool key from forging the database, and
   chains each delta to the record before it: leftovers of an earlier use of a
@@ -52,11 +52,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hacluster.storage.files import write_atomically
 from hacluster.storage.sr import (
@@ -66,10 +62,10 @@ from hacluster.storage.sr import (
     HEARTBEAT_REGION,
     BlockDevice,
 )
+from hacluster.wire.keys import Purpose, derive_key
 
 MAGIC = b"HARL"
 VERSION = 1
-INFO = b"hacluster redo log v1"
 NONCE = 16
 TAG = 32
 HEAD = struct.Struct(">4sBBQQ16s")  # magic, version, kind, generation, payload length, nonce
@@ -140,14 +136,9 @@ def record_size(payload_length: int) -> int:
     return blocks * BLOCK
 
 
-@lru_cache(maxsize=8)
-def _record_key(pool_key: bytes) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO)
-    return hkdf.derive(pool_key)
-
-
 def _tag(pool_key: bytes, previous: bytes, body: bytes) -> bytes:
-    return hmac.new(_record_key(pool_key), previous + body, hashlib.sha256).digest()
+    record_key = derive_key(pool_key, Purpose.REDO_LOG)
+    return hmac.new(record_key, previous + body, hashlib.sha256).digest()
 
 
 def encode_record(kind: str, generation: int, payload: bytes, key: bytes, *,

@@ -9,13 +9,18 @@ Rules:
   buffer, with ``O_DIRECT`` where the medium accepts it (``direct`` says
   whether it did, so the daemon can log it).
 * A slot block is ``b"HASL" | length(2) | sealed report | crc32(4)``, zero
-  padded; the seal authenticates the writer with the pool key, the CRC catches
+  padded; the seal authenticates the writer with the pool key's slot key (a
+  :class:`~hacluster.wire.codec.Sealer` for ``Purpose.SLOT``: a heartbeat
+  packet copied into a slot does not open), the CRC catches
   torn writes cheaply. An all-zero block is a slot never written. Anything else
   (bad magic, length, checksum, non-zero padding, seal, or a writer other than
   the slot's host) is :class:`SlotCorrupt`: not seen, never a crash.
 * The global block ``b"HASR" | version | msgpack fields | hmac-sha256`` holds
   the generation, pool state, master and host count, authenticated with the
-  pool key.
+  pool key's SR header key (``Purpose.SR_HEADER``), never the raw pool key.
+* A pool has at most :func:`max_pool_hosts` hosts: the most whose worst-case
+  report (:func:`~hacluster.wire.codec.worst_case_report`) still fits a slot.
+  The node's configuration and :func:`format_sr` refuse larger pools with it.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cache
 from pathlib import Path
 
 import msgpack
 
 from hacluster.core.events import SlotContent, SlotCorrupt
 from hacluster.core.messages import Report
-from hacluster.wire.codec import DecodeError, Sealer
+from hacluster.wire.codec import DecodeError, Sealer, worst_case_sealed_size
+from hacluster.wire.keys import Purpose, derive_key
 
 BLOCK = 4096
 HEARTBEAT_REGION = 4 * 1024 * 1024
@@ -44,6 +51,7 @@ SLOT_MAGIC = b"HASL"
 GLOBAL_MAGIC = b"HASR"
 LAYOUT_VERSION = 1
 EMPTY_BLOCK = bytes(BLOCK)
+SLOT_FRAMING = len(SLOT_MAGIC) + 2 + 4  # magic, length, crc32 around the sealed report
 
 
 class PoolState(IntEnum):
@@ -68,7 +76,7 @@ class GlobalBlock:
         body: bytes = msgpack.packb([self.generation, int(self.state),
                                      -1 if self.master is None else self.master, self.hosts])
         head = GLOBAL_MAGIC + bytes([LAYOUT_VERSION]) + struct.pack(">H", len(body)) + body
-        block = head + hmac.new(key, head, hashlib.sha256).digest()
+        block = head + _header_mac(key, head)
         return block.ljust(BLOCK, b"\0")
 
     @classmethod
@@ -80,10 +88,14 @@ class GlobalBlock:
         (length,) = struct.unpack(">H", block[5:7])
         head = block[: 7 + length]
         mac = block[7 + length : 7 + length + 32]
-        if not hmac.compare_digest(mac, hmac.new(key, head, hashlib.sha256).digest()):
+        if not hmac.compare_digest(mac, _header_mac(key, head)):
             raise SRError("global block not authenticated by this pool key")
         generation, state, master, hosts = msgpack.unpackb(block[7 : 7 + length])
         return cls(generation, PoolState(state), None if master < 0 else master, hosts)
+
+
+def _header_mac(key: bytes, head: bytes) -> bytes:
+    return hmac.new(derive_key(key, Purpose.SR_HEADER), head, hashlib.sha256).digest()
 
 
 def slot_offset(index: int) -> int:
@@ -92,8 +104,27 @@ def slot_offset(index: int) -> int:
     return BLOCK * (1 + index)
 
 
+def _slot_sealer(sealer: Sealer) -> Sealer:
+    if sealer.purpose is not Purpose.SLOT:
+        raise ValueError(f"slots are sealed with a Purpose.SLOT sealer, not {sealer.purpose.name}")
+    return sealer
+
+
+@cache
+def max_pool_hosts() -> int:
+    """The most hosts a pool may have: its worst-case report still fits one slot."""
+    fits, too_many = 0, MAX_SR_HOSTS + 1  # worst_case_sealed_size grows with the pool
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        if SLOT_FRAMING + worst_case_sealed_size(middle) <= BLOCK:
+            fits = middle
+        else:
+            too_many = middle
+    return fits
+
+
 def encode_slot(sealer: Sealer, report: Report) -> bytes:
-    sealed = sealer.seal(report)
+    sealed = _slot_sealer(sealer).seal(report)
     body = SLOT_MAGIC + struct.pack(">H", len(sealed)) + sealed
     block = body + struct.pack(">I", zlib.crc32(body))
     if len(block) > BLOCK:
@@ -116,7 +147,7 @@ def decode_slot(sealer: Sealer, block: bytes, index: int) -> SlotContent:
     if block[end + 4 :].strip(b"\0"):
         return SlotCorrupt("garbage after the record")
     try:
-        report = sealer.open(block[6:end])
+        report = _slot_sealer(sealer).open(block[6:end])
     except DecodeError as error:
         return SlotCorrupt(str(error))
     if report.sender != index:
@@ -186,8 +217,9 @@ class BlockDevice:
 def format_sr(path: str | Path, hosts: int, key: bytes, generation: int,
               metadata: int = DEFAULT_METADATA, state: PoolState = PoolState.INIT) -> GlobalBlock:
     """Lay out a heartbeat SR: global block, empty slots, metadata region."""
-    if not 1 <= hosts <= MAX_SR_HOSTS:
-        raise SRError(f"an SR holds 1 to {MAX_SR_HOSTS} hosts, not {hosts}")
+    if not 1 <= hosts <= max_pool_hosts():
+        raise SRError(f"an SR holds 1 to {max_pool_hosts()} hosts (the most whose reports "
+                      f"fit a {BLOCK}-byte slot), not {hosts}")
     if metadata < 0 or metadata % BLOCK:
         raise SRError(f"metadata size must be a multiple of {BLOCK} bytes")
     target = Path(path)

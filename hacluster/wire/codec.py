@@ -4,7 +4,14 @@ Rules:
 
 * A sealed report is ``magic | version | nonce(12) | ciphertext+tag``; the
   header is authenticated as associated data, so nothing of a report is
-  trusted before the pool key has verified it.
+  trusted before the pool key has verified it. A :class:`Sealer` seals for
+  one purpose (heartbeat packets or SR slots) with that purpose's key derived
+  from the pool key (:mod:`hacluster.wire.keys`): a packet never opens as a
+  slot, nor a slot as a packet.
+* :func:`worst_case_report` is the report whose encoding is longest for a
+  pool size (every field at the largest value the decoder accepts);
+  :func:`worst_case_sealed_size` its sealed length, from which the SR derives
+  the largest pool a slot can hold.
 * The size is checked before anything is decoded: a packet longer than
   ``MAX_SEALED`` or shorter than a header and tag is rejected unread.
 * Decoding is strict: every field must be present with its type and range,
@@ -23,15 +30,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.core.messages import HostSet, Phase, Report
+from hacluster.wire.keys import Purpose, check_pool_key, derive_key
 
 MAGIC = b"HAC1"
-VERSION = 2
+VERSION = 3  # 3: sealed with a per-purpose derived key, not the pool key itself
 NONCE = 12
 TAG = 16
 HEADER = len(MAGIC) + 1 + NONCE
 MAX_HOSTS = 1024
 MAX_SEALED = 16_384
-KEY_BYTES = 32
+MAX_AGE_MS = 2**31
+MAX_COUNTER = 2**64 - 1
+SEALING_PURPOSES = (Purpose.HEARTBEAT, Purpose.SLOT)
 
 
 class DecodeError(ValueError):
@@ -85,7 +95,7 @@ def _bool(value: Any, field: str) -> bool:
 def _ages(value: Any, hosts: int, field: str) -> tuple[int, ...]:
     if not isinstance(value, list) or len(value) not in (0, hosts):
         raise DecodeError(f"{field}: not a list of {hosts} ages")
-    return tuple(_int(a, field, -1, 2**31) for a in value)
+    return tuple(_int(a, field, -1, MAX_AGE_MS) for a in value)
 
 
 def report_from_fields(fields: Any, hosts: int) -> Report:
@@ -98,10 +108,10 @@ def report_from_fields(fields: Any, hosts: int) -> Report:
         raise DecodeError("phase: unknown")
     grant_value = _int(grant, "lock_grant", -1, hosts - 1)
     return Report(
-        generation=_int(generation, "generation", 0, 2**64 - 1),
+        generation=_int(generation, "generation", 0, MAX_COUNTER),
         sender=_int(sender, "sender", 0, hosts - 1),
-        boot=_int(boot, "boot", 0, 2**64 - 1),
-        seq=_int(seq, "seq", 0, 2**64 - 1),
+        boot=_int(boot, "boot", 0, MAX_COUNTER),
+        seq=_int(seq, "seq", 0, MAX_COUNTER),
         phase=Phase(phase),
         liveset=_hosts(liveset, hosts, "liveset"),
         hbdomain=_hosts(hb, hosts, "hbdomain"),
@@ -117,20 +127,52 @@ def report_from_fields(fields: Any, hosts: int) -> Report:
         join_acks=_hosts(acks, hosts, "join_acks"),
         hb_age_ms=_ages(hb_ages, hosts, "hb_age_ms"),
         sf_age_ms=_ages(sf_ages, hosts, "sf_age_ms"),
-        fault_episode=_int(episode, "fault_episode", 0, 2**64 - 1),
+        fault_episode=_int(episode, "fault_episode", 0, MAX_COUNTER),
     )
 
 
-class Sealer:
-    """Seals and opens reports of a pool of ``hosts`` hosts with the pool key."""
+def worst_case_report(hosts: int) -> Report:
+    """The report of a ``hosts``-host pool whose encoding is the longest the decoder accepts."""
+    everyone = frozenset(range(hosts))
+    return Report(
+        generation=MAX_COUNTER, sender=hosts - 1, boot=MAX_COUNTER, seq=MAX_COUNTER,
+        phase=max(Phase), liveset=everyone, hbdomain=everyone, sfdomain=everyone,
+        statefile_access=True, proposal=everyone, rule2=True, joining=True, excluded=True,
+        statefile_corrupted=True, lock_request=True, lock_grant=hosts - 1, join_acks=everyone,
+        fault_episode=MAX_COUNTER, hb_age_ms=(MAX_AGE_MS,) * hosts,
+        sf_age_ms=(MAX_AGE_MS,) * hosts)
 
-    def __init__(self, key: bytes, hosts: int) -> None:
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"a pool key is {KEY_BYTES} bytes, got {len(key)}")
+
+def worst_case_sealed_size(hosts: int) -> int:
+    """Bytes of the sealed :func:`worst_case_report` of a ``hosts``-host pool."""
+    body = msgpack.packb(report_to_fields(worst_case_report(hosts), hosts), use_bin_type=True)
+    return HEADER + len(body) + TAG
+
+
+class Sealer:
+    """Seals and opens reports of a pool of ``hosts`` hosts for one ``purpose``
+    (:data:`SEALING_PURPOSES`), with that purpose's key derived from the pool key."""
+
+    def __init__(self, key: bytes, hosts: int, purpose: Purpose) -> None:
+        check_pool_key(key)
+        if purpose not in SEALING_PURPOSES:
+            raise ValueError(f"reports are sealed for {[p.name for p in SEALING_PURPOSES]}, "
+                             f"not {purpose.name}")
         if not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"a pool has 1 to {MAX_HOSTS} hosts, got {hosts}")
-        self._aead = ChaCha20Poly1305(key)
+        self._aead = ChaCha20Poly1305(derive_key(key, purpose))
         self.hosts = hosts
+        self.purpose = purpose
+
+    @classmethod
+    def for_heartbeats(cls, key: bytes, hosts: int) -> Sealer:
+        """The sealer of UDP heartbeat packets."""
+        return cls(key, hosts, Purpose.HEARTBEAT)
+
+    @classmethod
+    def for_slots(cls, key: bytes, hosts: int) -> Sealer:
+        """The sealer of reports in the heartbeat SR's slots."""
+        return cls(key, hosts, Purpose.SLOT)
 
     def seal(self, report: Report) -> bytes:
         header = MAGIC + bytes([VERSION]) + os.urandom(NONCE)

@@ -2,8 +2,8 @@
 
 Rules:
 
-* The RPC key is derived from the pool key with HKDF-SHA256 (info
-  ``b"hacluster rpc v1"``), so RPC frames can never be mistaken for reports.
+* The RPC key is the pool key's derived key for RPC (:mod:`hacluster.wire.keys`,
+  ``Purpose.RPC``), so RPC frames can never be mistaken for reports.
 * One request per connection. The server opens with a fresh 16-byte random
   challenge; the client sends one frame, the server answers one frame, and
   the connection closes. A frame is a 4-byte big-endian length, then a
@@ -31,12 +31,10 @@ from typing import Any
 
 import msgpack
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-INFO = b"hacluster rpc v1"
-KEY_BYTES = 32
+from hacluster.wire.keys import Purpose, derive_key
+
 CHALLENGE = 16
 NONCE = 12
 TAG = 16
@@ -74,10 +72,7 @@ class RpcStats:
 
 def rpc_aead(pool_key: bytes) -> ChaCha20Poly1305:
     """The cipher keyed for RPC, derived from (never equal to) the pool key."""
-    if len(pool_key) != KEY_BYTES:
-        raise ValueError(f"a pool key is {KEY_BYTES} bytes, got {len(pool_key)}")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=INFO)
-    return ChaCha20Poly1305(hkdf.derive(pool_key))
+    return ChaCha20Poly1305(derive_key(pool_key, Purpose.RPC))
 
 
 def seal_frame(aead: ChaCha20Poly1305, challenge: bytes, direction: bytes,

@@ -51,7 +51,7 @@ class FakeNode:
         self.config = config
         self.records = Records()
         self.log: EventLog = self.records
-        self.storage = Storage(config, Sealer(config.key, len(config.hosts)))
+        self.storage = Storage(config, Sealer.for_slots(config.key, len(config.hosts)))
         self.critical: list[str] = []
         self.tasks = Supervisor(self.records.write, self.critical.append)
         self.core: HostCore | None = None

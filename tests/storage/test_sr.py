@@ -24,7 +24,7 @@ from hacluster.storage.sr import (
 from hacluster.wire.codec import Sealer, new_pool_key
 
 KEY = new_pool_key()
-SEALER = Sealer(KEY, 8)
+SEALER = Sealer.for_slots(KEY, 8)
 
 
 def report(sender: int, seq: int) -> Report:
@@ -78,7 +78,7 @@ def test_garbage_slot_is_corrupt() -> None:
 
 
 def test_forged_writer_is_rejected() -> None:
-    forged = encode_slot(Sealer(new_pool_key(), 8), report(2, 1))
+    forged = encode_slot(Sealer.for_slots(new_pool_key(), 8), report(2, 1))
     found = decode_slot(SEALER, forged, 2)
     assert isinstance(found, SlotCorrupt) and "authentication" in found.reason
     misplaced = encode_slot(SEALER, report(3, 1))

@@ -13,7 +13,7 @@ from hacluster.wire.codec import MAX_SEALED, DecodeError, Sealer, new_pool_key
 
 HOSTS = 12
 KEY = new_pool_key()
-SEALER = Sealer(KEY, HOSTS)
+SEALER = Sealer.for_heartbeats(KEY, HOSTS)
 host_sets = st.frozensets(st.integers(0, HOSTS - 1))
 ages = st.lists(st.integers(-1, 10**6), min_size=HOSTS, max_size=HOSTS).map(tuple)
 
@@ -45,7 +45,7 @@ def test_round_trip(report: Report) -> None:
 @given(reports())
 def test_wrong_key_is_rejected(report: Report) -> None:
     with pytest.raises(DecodeError, match="authentication failed"):
-        Sealer(new_pool_key(), HOSTS).open(SEALER.seal(report))
+        Sealer.for_heartbeats(new_pool_key(), HOSTS).open(SEALER.seal(report))
 
 
 @settings(max_examples=300, derandomize=True, database=None)
@@ -97,6 +97,6 @@ def test_authenticated_but_malformed_bodies_are_rejected(fields: object) -> None
 
 def test_bad_keys_and_sizes_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
-        Sealer(b"short", 3)
+        Sealer.for_heartbeats(b"short", 3)
     with pytest.raises(ValueError, match="1 to"):
-        Sealer(KEY, 0)
+        Sealer.for_heartbeats(KEY, 0)
