@@ -17,6 +17,16 @@ Rules:
   overcommit or disable HA first. ``live`` (host uuids) is the liveset the
   plan is computed on.
 * At most :data:`KEEP_MESSAGES` messages are kept; older ones are dropped.
+* Any change may carry an ``audit`` map (who: the credential's id, role and
+  name; what: the verb, its parameters, already redacted, and flags; when:
+  wall-clock time given by the caller): it is recorded in the same
+  generation as the change, so a change is never in force without its record.
+  The ``audit`` op records one alone (a verb that changed something outside
+  the database). At most :data:`KEEP_AUDIT` records are kept, the newest.
+* The deny list holds credential ids the management API refuses; ids are
+  made and checked by :mod:`hacluster.mgmt.roles`, stored here as given
+  (at most :data:`MAX_DENIED`, never dropped: a full list refuses more).
+  Denying a denied id or allowing one not denied is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ from hacluster.core.pool import Pool, PoolError, Priority, check_protection
 from hacluster.core.recovery import overcommitted, tolerance
 
 KEEP_MESSAGES = 1000
+KEEP_AUDIT = 1000
+MAX_DENIED = 1000
+MAX_ID = 200  # characters of a credential id
 MIN_TIMEOUT = 3.0
 
 
@@ -52,6 +65,18 @@ class Message:
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    ref: int
+    time: float  # wall clock (seconds since the epoch), given by the caller
+    credential: str  # the credential's id
+    role: str
+    name: str
+    verb: str
+    params: tuple[tuple[str, str], ...]  # redacted by the caller
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PoolDB:
     generation: int
     pool: Pool
@@ -61,9 +86,14 @@ class PoolDB:
     ha: HASettings = HASettings()
     other_config: Mapping[str, str] = field(default_factory=dict)
     messages: tuple[Message, ...] = ()
+    audit: tuple[AuditRecord, ...] = ()
+    denied: frozenset[str] = frozenset()  # credential ids
 
     def messages_since(self, ref: int) -> tuple[Message, ...]:
         return tuple(m for m in self.messages if m.ref > ref)
+
+    def audit_since(self, ref: int) -> tuple[AuditRecord, ...]:
+        return tuple(r for r in self.audit if r.ref > ref)
 
 
 def apply(db: PoolDB, change: Mapping[str, Any], live: Iterable[str] | None = None,
@@ -79,6 +109,10 @@ def apply(db: PoolDB, change: Mapping[str, Any], live: Iterable[str] | None = No
     new = handler(db, change)
     if op in _PLANNED and not replay:
         _check_plan(db, new, live)
+    if "audit" in change:
+        new = _audited(new, change["audit"])
+    elif op == "audit":
+        raise PoolError("an audit change needs its audit record")
     return replace(new, generation=db.generation + 1)
 
 
@@ -178,9 +212,57 @@ def _message(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     return replace(db, messages=(*db.messages[-(KEEP_MESSAGES - 1):], message))
 
 
+def _audited(db: PoolDB, record: Any) -> PoolDB:
+    try:
+        params = record["params"]
+        flags = record["flags"]
+        if not isinstance(params, Mapping) or not isinstance(flags, list | tuple):
+            raise TypeError("params must be a map and flags a list")
+        text = {key: record[key] for key in ("credential", "role", "name", "verb")}
+        if not all(isinstance(value, str) for value in
+                   (*text.values(), *params.keys(), *params.values(), *flags)):
+            raise TypeError("who and what are text")
+        audit = AuditRecord(db.audit[-1].ref + 1 if db.audit else 1, float(record["time"]),
+                            text["credential"], text["role"], text["name"], text["verb"],
+                            tuple(sorted(params.items())), tuple(flags))
+    except (KeyError, TypeError, ValueError) as error:
+        raise PoolError(f"an audit record needs time, credential, role, name, verb, params "
+                        f"and flags ({error})") from None
+    return replace(db, audit=(*db.audit[-(KEEP_AUDIT - 1):], audit))
+
+
+def _audit(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    return db  # the record itself is added by apply, as for any change
+
+
+def _credential_id(change: Mapping[str, Any]) -> str:
+    credential = change.get("credential")
+    if not isinstance(credential, str) or not credential or len(credential) > MAX_ID:
+        raise PoolError(f"a credential id is 1 to {MAX_ID} characters, got {credential!r}")
+    return credential
+
+
+def _credential_deny(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    credential = _credential_id(change)
+    if credential in db.denied:
+        raise PoolError(f"{credential} is already denied")
+    if len(db.denied) >= MAX_DENIED:
+        raise PoolError(f"the deny list is full ({MAX_DENIED} credentials): allow ones "
+                        "that have expired first (credential-allow)")
+    return replace(db, denied=db.denied | {credential})
+
+
+def _credential_allow(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    credential = _credential_id(change)
+    if credential not in db.denied:
+        raise PoolError(f"{credential} is not on the deny list")
+    return replace(db, denied=db.denied - {credential})
+
+
 _OPS = {"pool-set": _pool_set, "vm-set": _vm_set, "host-enabled": _host_enabled,
         "ha-enable": _ha_enable, "ha-disable": _ha_disable, "master": _master,
-        "message": _message}
+        "message": _message, "audit": _audit, "credential-deny": _credential_deny,
+        "credential-allow": _credential_allow}
 _PLANNED = {"pool-set", "vm-set", "host-enabled"}
 
 

@@ -7,9 +7,14 @@ Rules:
   msgpack map ``{verb, params, flags, secret}``. The answer is zero or more
   ``{"progress": text}`` frames, then ``{"ok": true, "result": ...}`` or
   ``{"ok": false, "error": text}``.
-* Every call is authenticated before anything else: the pool secret
-  (compared in constant time) or a client certificate signed by the pool CA.
-  A call that is not gets a clear error and reaches no handler.
+* Every call is authenticated before anything else: the pool secret, a role
+  secret (compared in constant time) or a client certificate signed by the
+  pool CA (:mod:`hacluster.mgmt.roles`); a credential on the pool's deny list
+  is refused. Then the call's role is checked against the verb's. A call that
+  fails either gets a clear error and reaches no handler. The handler gets
+  the call with its caller's credential (for the audit); a relayed call names
+  that caller, so the master checks and records the caller, not the relaying
+  host.
 * The call's shape is checked with the verb table (:mod:`hacluster.mgmt.verbs`)
   on the server too. Local verbs are answered by the host reached; the others
   by the master: a host that is not master relays the call to the one it
@@ -25,16 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import msgpack
 
 from hacluster.core.pool import PoolError
-from hacluster.mgmt.tls import peer_is_pool_client
+from hacluster.mgmt.roles import Credential, CredentialError, authenticate, refusal
+from hacluster.mgmt.tls import peer_credential
 from hacluster.mgmt.verbs import Call, UsageError, check, lookup
 from hacluster.wire.rpc import (
     LENGTH,
@@ -67,6 +72,7 @@ class Host(Protocol):
     def is_master(self) -> bool: ...
     def master_endpoint(self) -> tuple[str, int] | None: ...
     def answer(self, call: Call) -> Answer: ...
+    def denied_credentials(self) -> frozenset[str]: ...  # the pool's deny list, as known here
 
 
 def frame(message: dict[str, Any]) -> bytes:
@@ -111,10 +117,11 @@ class Server:
             await close_quietly(writer)
 
     async def _answers(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Answer:
-        if not self._authentic(request, writer):
+        try:
+            credential = self._authentic(request, writer)
+        except CredentialError as error:
             self.refused += 1
-            yield {"ok": False, "error": "authentication failed: wrong or missing pool secret "
-                   "(check hactl's secret_file) and no pool client certificate"}
+            yield {"ok": False, "error": f"authentication failed: {error}"}
             return
         try:
             params = request.get("params", {})
@@ -125,6 +132,12 @@ class Server:
         except UsageError as error:
             yield {"ok": False, "error": str(error)}
             return
+        too_low = refusal(credential, call.verb, lookup(call.verb).role)
+        if too_low is not None:
+            self.refused += 1
+            yield {"ok": False, "error": too_low}
+            return
+        call = replace(call, caller=credential)
         local = lookup(call.verb).local
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MASTER_WAIT
@@ -167,14 +180,18 @@ class Server:
             yield {"ok": False, "error": f"the master could not make the change durable "
                    f"({error}); it may or may not be in force: read it back before retrying"}
 
-    def _authentic(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
-        secret = request.get("secret", b"")
-        if isinstance(secret, str):
-            secret = secret.encode()
-        if isinstance(secret, bytes) and secret and hmac.compare_digest(secret, self.secret):
-            return True
+    def _authentic(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Credential:
+        """Who calls, with which role; :class:`CredentialError` saying why if no one."""
         ssl_object = writer.get_extra_info("ssl_object")
-        return ssl_object is not None and peer_is_pool_client(ssl_object)
+        credential = authenticate(request.get("secret", b""), self.secret,
+                                  lambda: peer_credential(ssl_object), request.get("caller"))
+        if credential is None:
+            raise CredentialError("wrong or missing secret (check hactl's secret_file) and "
+                                  "no pool client certificate")
+        if credential.id in self.host.denied_credentials():
+            raise CredentialError(f"this credential ({credential.id}) is on the pool's deny "
+                                  "list")
+        return credential
 
 async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: bytes,
                    call: Call, relayed: bool = False,

@@ -19,6 +19,16 @@ Rules:
 * ``host-shutdown`` is refused while the host runs a protected VM (unprotect
   it first): a clean shutdown announces the host excluded, so it is never
   treated as a failure.
+* Every call of a verb above ``read-only`` that succeeds leaves an audit
+  record in the pool database (:mod:`hacluster.core.pooldb`): the caller's
+  credential id, role and name, the verb, its parameters with secrets
+  redacted (:func:`redacted`) and its flags, and the time. The record rides
+  on the call's first commit (same generation: never a change without its
+  record); a verb that committed nothing (it acted on hosts) records it alone
+  before its final answer, when this host holds the database. A refused call
+  records nothing. ``audit-list`` reads the records.
+* ``credential-deny`` / ``credential-allow`` change the deny list the API
+  server checks on every call (ids checked by :mod:`hacluster.mgmt.roles`).
 * Emergency verbs act on the host reached and are refused while HA is armed
   there: ``host-emergency-ha-disable --force`` disarms it at once (excluded,
   not fenced); ``pool-emergency-transition-to-master`` makes it the master
@@ -27,8 +37,11 @@ Rules:
 
 from __future__ import annotations
 
+import contextvars
 import random
-from collections.abc import AsyncIterator, Mapping
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from hacluster.core.planner import Item, place
@@ -43,10 +56,18 @@ from hacluster.core.pool import (
 from hacluster.core.pooldb import PoolDB
 from hacluster.core.recovery import memory_by_priority, overcommitted, tolerance
 from hacluster.mgmt.database import Database
-from hacluster.mgmt.verbs import Call
+from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
+from hacluster.mgmt.verbs import Call, lookup
 
 Answer = AsyncIterator[dict[str, Any]]
 PRIORITY = {"restart": 0, "best-effort": 1, "": 2}
+REDACTED = "(redacted)"
+SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
+# the audit record of the call being answered, until a commit carries it; each
+# connection is its own task, hence its own context
+_pending_audit: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "pending_audit", default=None)
 
 
 class Control(Protocol):
@@ -69,13 +90,38 @@ class Control(Protocol):
 
 
 class Service:
-    def __init__(self, control: Control) -> None:
+    def __init__(self, control: Control, clock: Callable[[], float] = time.time) -> None:
         self.control = control
+        self.clock = clock
 
     async def answer(self, call: Call) -> Answer:
         handler = getattr(self, "_" + call.verb.replace("-", "_"))
-        async for out in handler(call.params, call.flags):
-            yield out
+        if lookup(call.verb).role is Role.READ_ONLY:
+            async for out in handler(call.params, call.flags):
+                yield out
+            return
+        _pending_audit.set(self._audit_record(call))
+        try:
+            final: dict[str, Any] | None = None
+            async for out in handler(call.params, call.flags):
+                if "progress" in out:
+                    yield out
+                else:
+                    final = out
+            record = _pending_audit.get()
+            if record is not None and self.control.database is not None:
+                await self.control.database.commit({"op": "audit", "audit": record})
+        finally:
+            _pending_audit.set(None)
+        if final is not None:
+            yield final
+
+    def _audit_record(self, call: Call) -> dict[str, Any]:
+        caller = call.caller
+        return {"time": self.clock(), "credential": caller.id if caller else "-",
+                "role": caller.role.label if caller else "", "name": caller.name if caller
+                else "", "verb": call.verb, "params": redacted(call.params),
+                "flags": list(call.flags)}
 
     # ------------------------------------------------------------ helpers
     def _db(self) -> Database:
@@ -100,8 +146,13 @@ class Service:
         if "uuid" in params and params["uuid"] != pool_uuid(db):
             raise PoolError(f"no pool with uuid {params['uuid']}; this pool is {pool_uuid(db)}")
 
-    async def _commit(self, change: dict[str, Any]) -> PoolDB:
-        return await self._db().commit(change, self.control.live_hosts())
+    async def _commit(self, change: dict[str, Any], database: Database | None = None) -> PoolDB:
+        """Commit ``change``; the first commit of a call carries its audit record."""
+        record = _pending_audit.get()
+        db = await (database or self._db()).commit(
+            change if record is None else {**change, "audit": record}, self.control.live_hosts())
+        _pending_audit.set(None)
+        return db
 
     @staticmethod
     def _done(result: Any = None) -> dict[str, Any]:
@@ -198,17 +249,39 @@ class Service:
         yield self._done(diagnostic_vm_status(self._pool, self._vm_uuid(params)))
 
     async def _message_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
-        since = params.get("since", "0")
-        if not since.isdigit():
-            raise PoolError(f"since must be a message number, got {since!r}")
         messages = [{"ref": m.ref, "name": m.name, "priority": m.priority, "obj": m.obj,
                      "body": m.body, "time": m.time}
-                    for m in self._db().db.messages_since(int(since))
+                    for m in self._db().db.messages_since(_since(params, "message"))
                     if params.get("name", m.name) == m.name
                     and params.get("obj-uuid", m.obj) == m.obj]
         yield self._done(messages)
 
+    async def _audit_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        records = [{"ref": r.ref, "time": r.time, "credential": r.credential, "role": r.role,
+                    "name": r.name, "verb": r.verb, "params": dict(r.params),
+                    "flags": list(r.flags)}
+                   for r in self._db().db.audit_since(_since(params, "audit record"))
+                   if params.get("credential", r.credential) == r.credential
+                   and params.get("verb", r.verb) == r.verb]
+        yield self._done(records)
+
+    async def _credential_deny_list(self, params: Mapping[str, str],
+                                    flags: tuple[str, ...]) -> Answer:
+        yield self._done(sorted(self._db().db.denied))
+
     # ------------------------------------------------------------ changing
+    async def _credential_deny(self, params: Mapping[str, str],
+                               flags: tuple[str, ...]) -> Answer:
+        credential = _credential_id(params)
+        await self._commit({"op": "credential-deny", "credential": credential})
+        yield self._done(f"{credential} is refused from now on")
+
+    async def _credential_allow(self, params: Mapping[str, str],
+                                flags: tuple[str, ...]) -> Answer:
+        credential = _credential_id(params)
+        await self._commit({"op": "credential-allow", "credential": credential})
+        yield self._done(f"{credential} is no longer denied")
+
     async def _pool_param_set(self, params: Mapping[str, str],
                               flags: tuple[str, ...]) -> Answer:
         self._check_pool_uuid(params)
@@ -350,9 +423,9 @@ class Service:
         if "uuid" in params and params["uuid"] != me.uuid:
             raise PoolError(f"uuid {params['uuid']} is not this host ({me.uuid})")
         if database.db.master != me.uuid:
-            await database.commit({"op": "master", "host": me.uuid})
+            await self._commit({"op": "master", "host": me.uuid}, database)
         if database.db.ha.enabled:
-            await database.commit({"op": "ha-disable"})
+            await self._commit({"op": "ha-disable"}, database)
             # hosts that restart find the SR invalid: they stay with HA off
             await self.control.write_generation(database.db.ha.sr_generation, active=False)
         yield self._done(f"{me.name} is now the master (HA off); re-enable HA with "
@@ -366,6 +439,27 @@ class Service:
 
 def pool_uuid(db: PoolDB) -> str:
     return "pool-" + (db.pool.hosts[0].uuid if db.pool.hosts else "empty")
+
+
+def redacted(params: Mapping[str, str]) -> dict[str, str]:
+    """``params`` for the audit: values of secret-looking keys, and values holding what
+    looks like a secret, replaced by :data:`REDACTED`."""
+    return {key: REDACTED if SECRET_KEY.search(key) or SECRET_VALUE.search(value) else value
+            for key, value in params.items()}
+
+
+def _since(params: Mapping[str, str], what: str) -> int:
+    since = params.get("since", "0")
+    if not (since.isascii() and since.isdigit()) or len(since) > 18:
+        raise PoolError(f"since must be a {what} number, got {since!r}")
+    return int(since)
+
+
+def _credential_id(params: Mapping[str, str]) -> str:
+    try:
+        return check_credential_id(params["credential"])
+    except CredentialError as error:
+        raise PoolError(str(error)) from None
 
 
 def _filtered(records: list[dict[str, Any]], params: Mapping[str, str]) -> list[dict[str, Any]]:

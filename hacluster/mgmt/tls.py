@@ -7,14 +7,16 @@ Rules:
   :func:`create_pool_ca` never overwrites an existing CA: a new CA would
   orphan every certificate the old one signed.
 * Every certificate is signed by the pool CA with a fresh P-256 key and a
-  random serial, valid :data:`CERT_DAYS` days by default but never beyond the
-  CA's own expiry. ``not_before`` is back-dated by :data:`CLOCK_SKEW` so a
+  random serial, valid :data:`CERT_DAYS` days by default (a client
+  certificate :data:`CLIENT_CERT_DAYS`, at most :data:`MAX_CLIENT_CERT_DAYS`)
+  but never beyond the CA's own expiry. ``not_before`` is back-dated by :data:`CLOCK_SKEW` so a
   host whose clock is a little behind still accepts a new certificate.
 * A server (host) certificate lists every IP address of the host, IPv4 and
   IPv6, as subjectAltName entries and carries only the serverAuth extended
   key usage; it must name at least one address, and only IP addresses (a
   client checks the address it connected to against them). A client
-  certificate carries only clientAuth and no addresses. Certificate and key
+  certificate carries only clientAuth, no addresses, and its role
+  (:mod:`hacluster.mgmt.roles`) as its subject's organizational unit. Certificate and key
   go to ``<name>.pem`` and ``<name>.key`` (0600), each replaced atomically;
   a name can never collide with the CA's files.
 * Both sides speak TLS 1.3 only (every peer is this program on OpenSSL 1.1.1
@@ -25,8 +27,11 @@ Rules:
 * A server given the CA asks for a client certificate but does not require
   one, so clients that authenticate with the pool secret still connect. A
   client certificate that is offered must verify (chain to the pool CA, with
-  clientAuth) or the handshake fails; :func:`peer_is_pool_client` tells the
-  request handler whether a verified pool client certificate was presented.
+  clientAuth) or the handshake fails; :func:`peer_credential` gives the
+  request handler the credential of a verified pool client certificate
+  (``cert:SERIAL`` with its role), and refuses, saying why, one without a
+  role, one valid longer than :data:`MAX_CLIENT_CERT_DAYS` (made before
+  lifetimes were short) or one expired.
 * Any unreadable, missing, corrupt or mismatched file raises :class:`TLSError`
   naming the file, what is wrong with it and what to do.
 """
@@ -47,10 +52,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hacluster.mgmt.roles import Credential, CredentialError, Role
 from hacluster.storage.files import write_atomically
 
 CA_DAYS = 3650
 CERT_DAYS = 825
+CLIENT_CERT_DAYS = 30
+MAX_CLIENT_CERT_DAYS = 90
 CLOCK_SKEW = datetime.timedelta(hours=1)
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
@@ -108,9 +116,16 @@ def create_pool_ca(directory: Path, pool_name: str, days: int = CA_DAYS) -> Cert
 
 def issue_certificate(ca: CertFiles, directory: Path, name: str,
                       addresses: Sequence[str] = (), client: bool = False,
-                      days: int = CERT_DAYS) -> CertFiles:
-    """Sign a server certificate for ``addresses`` (or a client one) and write it with its key."""
+                      days: int | None = None, role: Role | None = None) -> CertFiles:
+    """Sign a server certificate for ``addresses`` (or a client one of ``role``, read-only
+    by default) and write it with its key."""
+    days = (CLIENT_CERT_DAYS if client else CERT_DAYS) if days is None else days
     _check_days(days)
+    if client and days > MAX_CLIENT_CERT_DAYS:
+        raise TLSError(f"a client certificate lives at most {MAX_CLIENT_CERT_DAYS} days "
+                       f"(servers refuse longer ones), got {days}")
+    if not client and role is not None:
+        raise TLSError("a role belongs in a client certificate, not a host's")
     _check_file_name(name)
     ips = _parse_addresses(addresses, client)
     ca_cert, ca_key = _load_ca(ca)
@@ -119,8 +134,10 @@ def issue_certificate(ca: CertFiles, directory: Path, name: str,
     key = ec.generate_private_key(ec.SECP256R1())
     start = _now() - CLOCK_SKEW
     end = min(start + CLOCK_SKEW + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
+    role_unit = ([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME,
+                                     (role or Role.READ_ONLY).label)] if client else [])
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
+                         *role_unit, x509.NameAttribute(NameOID.COMMON_NAME, name)])
     builder = (_builder(subject, ca_cert.subject, key.public_key(), start, end)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(_key_usage(cert_sign=False), critical=True)
@@ -350,16 +367,55 @@ def _trust(context: ssl.SSLContext, ca_cert: Path) -> None:
         raise TLSError(f"{ca_cert}: TLS refused the pool CA: {error.reason or error}") from None
 
 
-def peer_is_pool_client(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bool:
-    """True when the peer presented a verified certificate of the pool CA made for clients."""
+def peer_client_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket
+                            ) -> x509.Certificate | None:
+    """The peer's verified certificate of the pool CA made for clients, if it presented one."""
     if not ssl_object.getpeercert():  # None or {}: no certificate, or one not verified
-        return False
+        return None
     der = ssl_object.getpeercert(binary_form=True)
     if der is None:
-        return False
+        return None
     try:
-        usage = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
-            x509.ExtendedKeyUsage).value
+        cert = x509.load_der_x509_certificate(der)
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except (ValueError, x509.ExtensionNotFound):
-        return False
-    return ExtendedKeyUsageOID.CLIENT_AUTH in usage
+        return None
+    return cert if ExtendedKeyUsageOID.CLIENT_AUTH in usage else None
+
+
+def peer_is_pool_client(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bool:
+    """True when the peer presented a verified certificate of the pool CA made for clients."""
+    return peer_client_certificate(ssl_object) is not None
+
+
+def peer_credential(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Credential | None:
+    """The credential of the peer's pool client certificate; None without one.
+
+    :class:`CredentialError` says why a verified one is still refused."""
+    cert = peer_client_certificate(ssl_object) if ssl_object is not None else None
+    return certificate_credential(cert) if cert is not None else None
+
+
+def certificate_credential(cert: x509.Certificate) -> Credential:
+    """``cert:SERIAL`` with the role in the certificate, or :class:`CredentialError`."""
+    ident = f"cert:{cert.serial_number:x}"
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else ""
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    if lifetime > datetime.timedelta(days=MAX_CLIENT_CERT_DAYS) + CLOCK_SKEW:
+        raise CredentialError(f"client certificate {name!r} ({ident}) is valid "
+                              f"{lifetime.days} days, more than the {MAX_CLIENT_CERT_DAYS} "
+                              "allowed: issue a new one")
+    if cert.not_valid_after_utc <= _now():
+        raise CredentialError(f"client certificate {name!r} ({ident}) expired on "
+                              f"{cert.not_valid_after_utc:%Y-%m-%d}: issue a new one")
+    units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    try:
+        role = Role.named(str(units[0].value)) if len(units) == 1 else None
+    except ValueError:
+        role = None
+    if role is None:
+        raise CredentialError(f"client certificate {name!r} ({ident}) names no role "
+                              "(read-only, operator or emergency) in its subject's OU: "
+                              "issue a new one")
+    return Credential(ident, role, name)

@@ -9,6 +9,11 @@ Rules:
   ``other-config:mail-destination=...``). A key may appear once.
 * Anything else is refused with :class:`UsageError` naming the verb, the
   offending word and what is accepted; nothing is sent and nothing changes.
+* Every verb names the least role that may run it (:mod:`hacluster.mgmt.roles`):
+  ``read-only`` for verbs that change nothing, ``operator`` for settings,
+  host and VM verbs, ``emergency`` for the emergency verbs and for taking a
+  credential off the deny list. The API server refuses a call whose
+  credential's role is lower before any handler runs.
 * ``local`` verbs act on the host that receives them (the emergency
   procedures work without a master); the others run on the master, and a
   host that is not master forwards them there.
@@ -19,6 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hacluster.mgmt.roles import Credential, Role
+
+READ, OPERATE, EMERGENCY = Role.READ_ONLY, Role.OPERATOR, Role.EMERGENCY
+
 
 class UsageError(ValueError):
     """A call that is not well formed, with what is accepted."""
@@ -28,6 +37,7 @@ class UsageError(ValueError):
 class Verb:
     name: str
     summary: str
+    role: Role  # the least role that may run it
     params: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
@@ -44,39 +54,50 @@ POOL_SETTABLE = ("name-label", "ha-host-failures-to-tolerate", "ha-allow-overcom
 VM_SETTABLE = ("name-label", "ha-restart-priority", "order", "start-delay")
 
 _TABLE = (
-    Verb("status", "the pool at a glance: hosts, liveset, master, plan, VMs, memory"),
-    Verb("pool-list", "the pool's record", ("params",)),
-    Verb("pool-param-get", "one pool parameter", ("uuid", "param-name", "param-key"),
+    Verb("status", "the pool at a glance: hosts, liveset, master, plan, VMs, memory", READ),
+    Verb("pool-list", "the pool's record", READ, ("params",)),
+    Verb("pool-param-get", "one pool parameter", READ, ("uuid", "param-name", "param-key"),
          ("param-name",)),
-    Verb("pool-param-set", "set pool parameters", ("uuid", *POOL_SETTABLE), changes=True),
-    Verb("pool-ha-enable", "arm HA on every host: all hosts must be live",
+    Verb("pool-param-set", "set pool parameters", OPERATE, ("uuid", *POOL_SETTABLE),
+         changes=True),
+    Verb("pool-ha-enable", "arm HA on every host: all hosts must be live", OPERATE,
          ("heartbeat-sr-uuid", "ha-config:"), changes=True),
-    Verb("pool-ha-disable", "disarm HA on every host (VMs keep running)", changes=True),
+    Verb("pool-ha-disable", "disarm HA on every host (VMs keep running)", OPERATE,
+         changes=True),
     Verb("pool-ha-compute-max-host-failures-to-tolerate",
-         "how many host failures the current VMs survive"),
-    Verb("host-list", "every host", ("params", "uuid", "name-label")),
-    Verb("host-param-get", "one host parameter", ("uuid", "param-name"),
+         "how many host failures the current VMs survive", READ),
+    Verb("host-list", "every host", READ, ("params", "uuid", "name-label")),
+    Verb("host-param-get", "one host parameter", READ, ("uuid", "param-name"),
          ("uuid", "param-name")),
     Verb("host-disable", "take a host out of placement (HA will not restart VMs on it)",
-         ("uuid",), ("uuid",), changes=True),
-    Verb("host-enable", "put a host back into placement", ("uuid",), ("uuid",), changes=True),
+         OPERATE, ("uuid",), ("uuid",), changes=True),
+    Verb("host-enable", "put a host back into placement", OPERATE, ("uuid",), ("uuid",),
+         changes=True),
     Verb("host-evacuate", "move every VM of a host to the others (it stays disabled)",
-         ("uuid",), ("uuid",), changes=True),
+         OPERATE, ("uuid",), ("uuid",), changes=True),
     Verb("host-shutdown", "clean shutdown: the host disarms, marks itself excluded and stops",
-         ("uuid",), ("uuid",), changes=True),
-    Verb("vm-list", "every VM", ("params", "uuid", "name-label", "ha-restart-priority",
-                                 "power-state", "resident-on")),
-    Verb("vm-param-get", "one VM parameter", ("uuid", "param-name"), ("uuid", "param-name")),
-    Verb("vm-param-set", "set VM parameters (removing protection keeps the order)",
+         OPERATE, ("uuid",), ("uuid",), changes=True),
+    Verb("vm-list", "every VM", READ, ("params", "uuid", "name-label", "ha-restart-priority",
+                                       "power-state", "resident-on")),
+    Verb("vm-param-get", "one VM parameter", READ, ("uuid", "param-name"),
+         ("uuid", "param-name")),
+    Verb("vm-param-set", "set VM parameters (removing protection keeps the order)", OPERATE,
          ("uuid", *VM_SETTABLE), ("uuid",), changes=True),
-    Verb("diagnostic-vm-status", "can this VM be restarted elsewhere, and if not why",
+    Verb("diagnostic-vm-status", "can this VM be restarted elsewhere, and if not why", READ,
          ("uuid",), ("uuid",)),
-    Verb("message-list", "the pool's alerts, oldest first", ("name", "obj-uuid", "since")),
+    Verb("message-list", "the pool's alerts, oldest first", READ, ("name", "obj-uuid", "since")),
+    Verb("audit-list", "who changed what and when, oldest first (the newest kept)", READ,
+         ("since", "credential", "verb")),
+    Verb("credential-deny-list", "the credentials the pool refuses", READ),
+    Verb("credential-deny", "refuse a credential (cert:SERIAL or secret:ROLE:NAME) from now on",
+         OPERATE, ("credential",), ("credential",), changes=True),
+    Verb("credential-allow", "take a credential off the deny list", EMERGENCY,
+         ("credential",), ("credential",), changes=True),
     Verb("host-emergency-ha-disable", "on this host: disarm HA, stop it, mark it excluded",
-         flags=("--force",), local=True),
-    Verb("pool-emergency-transition-to-master", "make this host the master (HA off)",
+         EMERGENCY, flags=("--force",), local=True),
+    Verb("pool-emergency-transition-to-master", "make this host the master (HA off)", EMERGENCY,
          ("uuid",), local=True),
-    Verb("pool-emergency-reset-master", "tell this host where the master is (HA off)",
+    Verb("pool-emergency-reset-master", "tell this host where the master is (HA off)", EMERGENCY,
          ("master-address",), ("master-address",), local=True),
 )
 VERBS: Mapping[str, Verb] = {verb.name: verb for verb in _TABLE}
@@ -87,9 +108,15 @@ class Call:
     verb: str
     params: dict[str, str] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
+    caller: Credential | None = field(default=None, compare=False)  # set by the API server
 
     def message(self) -> dict[str, object]:
-        return {"verb": self.verb, "params": dict(self.params), "flags": list(self.flags)}
+        """The request as sent; a relayed one names its caller."""
+        message: dict[str, object] = {"verb": self.verb, "params": dict(self.params),
+                                      "flags": list(self.flags)}
+        if self.caller is not None:
+            message["caller"] = self.caller.message()
+        return message
 
 
 def lookup(name: str) -> Verb:

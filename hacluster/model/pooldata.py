@@ -2,7 +2,8 @@
 
 Rules: :func:`from_data` reads exactly what :func:`to_data` writes, checking
 every field (the pool part with the pool file's checks), and refuses anything
-else with :class:`~hacluster.core.pool.PoolError`. A database seeded from a
+else with :class:`~hacluster.core.pool.PoolError`; a snapshot made before
+the audit and the deny list existed reads as having neither. A database seeded from a
 pool file starts at generation 1 with the first host as master.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from hacluster.core.pool import PoolError
-from hacluster.core.pooldb import HASettings, Message, PoolDB
+from hacluster.core.pooldb import AuditRecord, HASettings, Message, PoolDB
 from hacluster.model import poolfile
 from hacluster.model.poolfile import PoolFile
 
@@ -32,6 +33,9 @@ def to_data(db: PoolDB) -> dict[str, Any]:
         "ha": [db.ha.enabled, db.ha.timeout, db.ha.heartbeat_sr, db.ha.sr_generation],
         "other_config": dict(db.other_config),
         "messages": [[m.ref, m.name, m.priority, m.obj, m.body, m.time] for m in db.messages],
+        "audit": [[r.ref, r.time, r.credential, r.role, r.name, r.verb,
+                   [list(p) for p in r.params], list(r.flags)] for r in db.audit],
+        "denied": sorted(db.denied),
     }
 
 
@@ -46,7 +50,12 @@ def from_data(data: Any) -> PoolDB:
             HASettings(bool(enabled), float(timeout), str(sr), int(sr_generation)),
             {str(k): str(v) for k, v in data["other_config"].items()},
             tuple(Message(int(r), str(n), int(p), str(o), str(b), float(t))
-                  for r, n, p, o, b, t in data["messages"]))
+                  for r, n, p, o, b, t in data["messages"]),
+            tuple(AuditRecord(int(r), float(t), str(c), str(role), str(n), str(v),
+                              tuple((str(k), str(value)) for k, value in params),
+                              tuple(str(f) for f in flags))
+                  for r, t, c, role, n, v, params, flags in data.get("audit", [])),
+            frozenset(str(c) for c in data.get("denied", [])))
     except PoolError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:

@@ -155,6 +155,10 @@ class Plane:
     def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self.service.answer(call)
 
+    def denied_credentials(self) -> frozenset[str]:
+        """The deny list of the database held here, else of the newest copy pushed here."""
+        return (self.known if self.database is None else self.database.db).denied
+
     # ------------------------------------------------------------ service.Control
     def live_hosts(self) -> frozenset[str] | None:
         return self.node.live_hosts()

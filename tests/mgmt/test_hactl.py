@@ -76,6 +76,9 @@ class FakeHost:
     def master_endpoint(self) -> tuple[str, int] | None:
         return None
 
+    def denied_credentials(self) -> frozenset[str]:
+        return frozenset()
+
     async def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(call)
         yield {"progress": f"working on {call.verb}"}

@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from hacluster.mgmt.roles import Role
 from hacluster.mgmt.tls import (
     CertFiles,
     TLSError,
@@ -43,7 +44,7 @@ class Pool:
 def make_pool(directory: Path, name: str, addresses: tuple[str, ...] = (V4, V6)) -> Pool:
     ca = create_pool_ca(directory, name)
     host = issue_certificate(ca, directory, "host-1", addresses)
-    admin = issue_certificate(ca, directory, "admin", client=True)
+    admin = issue_certificate(ca, directory, "admin", client=True, role=Role.OPERATOR)
     return Pool(directory, ca, host, admin)
 
 
