@@ -6,6 +6,13 @@ Rules:
   pool (and, read from a slot, the slot's own host); of each peer's reports
   the greatest ``(boot, seq)`` is kept, older or equal ones are stale.
   Drops are counted in :class:`~hacluster.core.host.state.Counters`.
+* **Newer only, on both channels.** A heartbeat counts only if its
+  ``(boot, seq)`` is newer than every heartbeat accepted from that peer; a
+  slot only if its ``(boot, seq)`` is newer than the best ever read from that
+  slot. The best stamp of each channel never moves back; a slot read older
+  than it is a replay (someone wrote back an old, genuinely sealed image):
+  counted stale and ignored, so writing old images back in turn never makes a
+  dead host look alive. An unchanged slot is neither news nor stale.
 * **Pinned boot.** A report proves liveness only if it is of the peer's
   pinned boot, pinned at first sight. A member's pin holds (its replacement
   incarnation is not the member); a non-member's moves up to a newer boot, so
@@ -16,7 +23,7 @@ Rules:
 * **Domains.** A liveset member is in my hbdomain while I accepted a
   heartbeat of its pinned boot within T1 and its latest report shows it heard
   me within T1 (one-way links count as broken). It is in my sfdomain while
-  its slot's ``(boot, seq)`` changed within T2 on my clock. I am in my own
+  its slot's ``(boot, seq)`` grew within T2 on my clock. I am in my own
   sfdomain while my own slot keeps changing when I read it back: that is my
   statefile access.
 * A peer's report is *fresh* if received within min(T1, T2); a member's
@@ -87,7 +94,10 @@ class Domains(HostState):
             if content.sender != index:
                 self.counters.foreign_sender += 1
                 continue
-            if peer.slot_stamp is not None and content.stamp != peer.slot_stamp and (
+            if peer.slot_stamp is not None and content.stamp < peer.slot_stamp:
+                self.counters.stale += 1  # an old image written back: a replay
+                continue
+            if peer.slot_stamp is not None and content.stamp > peer.slot_stamp and (
                 self._counts_for(peer, content)
             ):
                 peer.slot_changed = self.now
