@@ -56,8 +56,10 @@ class NodeHandle(Protocol):
     log: EventLog
     storage: Storage
     tasks: Supervisor
-    core: HostCore | None
     duties: MasterDuties | None
+
+    @property
+    def core(self) -> HostCore | None: ...
 
     def now(self) -> float: ...
     def live_hosts(self) -> frozenset[str] | None: ...

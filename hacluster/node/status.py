@@ -1,7 +1,8 @@
 """The node's status socket: a Unix socket that answers every connection with JSON.
 
 Rules: the server writes the node's status (one JSON object and a newline)
-and closes; it reads nothing, so a client cannot make it wait. A client that
+and closes; it reads nothing, so a client cannot make it wait. The status is
+gathered by an async callable (the liveness part is asked of its own loop). A client that
 gets no JSON (the node died while accepting) raises ``ConnectionError``.
 """
 
@@ -11,14 +12,15 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 
-async def serve_status(path: Path, status: Callable[[], dict[str, Any]]) -> asyncio.Server:
+async def serve_status(path: Path,
+                       status: Callable[[], Awaitable[dict[str, Any]]]) -> asyncio.Server:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(json.dumps(status()).encode() + b"\n")
+        writer.write(json.dumps(await status()).encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()

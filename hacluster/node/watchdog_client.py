@@ -10,6 +10,10 @@ Rules:
   that stops petting even if its watchdog process were gone.
 * A watchdog process that is gone makes a pet a no-op here: systemd's and the
   peers' timeouts still hold.
+* A pet never blocks the liveness loop: the pipe to the watchdog process and
+  the systemd socket are non-blocking; a pet that does not fit (the watchdog
+  process is stopped and its pipe full) is dropped, which only brings its
+  firing closer, as a missed pet should.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class SystemdNotifier:
         self.socket: socket.socket | None = None
         if self.address:
             self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.socket.setblocking(False)
 
     def notify(self, message: bytes) -> None:
         if self.socket is not None:
@@ -52,6 +57,8 @@ class WatchdogClient:
             [sys.executable, "-m", "hacluster.node.watchdog", "--group", str(os.getpgrp()),
              *(["--log", str(log)] if log else [])],
             stdin=subprocess.PIPE, start_new_session=True)
+        assert self.process.stdin is not None
+        os.set_blocking(self.process.stdin.fileno(), False)
 
     def pet(self, which: Watchdog, timeout: float) -> None:
         self._send(f"pet {which.value} {timeout}")
@@ -65,6 +72,5 @@ class WatchdogClient:
 
     def _send(self, command: str) -> None:
         if self.process is not None and self.process.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.write(command.encode() + b"\n")
-                self.process.stdin.flush()
+            with contextlib.suppress(BrokenPipeError, BlockingIOError):
+                os.write(self.process.stdin.fileno(), command.encode() + b"\n")

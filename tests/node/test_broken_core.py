@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hacluster.core.events import Tick
 from hacluster.core.node import CoreConfig
-from hacluster.node.daemon import handle_or_fence
+from hacluster.node.liveness import handle_or_fence
 
 from ..conftest import armed_core
 

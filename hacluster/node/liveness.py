@@ -1,0 +1,361 @@
+"""The liveness path on a thread of its own: the core, heartbeats, slot I/O, watchdog pets.
+
+Rules:
+
+* Everything that keeps this host's deadlines runs on one event loop in one
+  thread, the *liveness loop*: the liveness core (:class:`HostCore`), the
+  heartbeat sockets, the storage worker (slot I/O through the SR thread) and
+  the watchdog pets. Nothing else ever runs there: the management API, the
+  host RPC, the master's duties, the database, mail and the status socket
+  live on the daemon's main loop, which can stall (a flood, a slow disk, a
+  slow peer) without this loop missing a beat. The event log it writes never
+  blocks it either (:mod:`hacluster.node.eventlog`).
+* Every input is stamped with this loop's monotonic clock (the same clock as
+  the main loop's) and every output is carried out in order by the one
+  interpreter (:func:`hacluster.core.effects.carry_out`).
+* The two loops meet only through thread-safe calls. The main side asks this
+  loop to arm, to shut HA down, to fence, and for a status snapshot; what the
+  core decides that concerns the rest of the node (a liveset commit, master
+  gained or lost, survival rule 2, HA disarmed, fenced) is posted to the main
+  loop (:class:`NodeSide`) and never waited for. The main side may read the
+  core's plain attributes (``armed``, ``is_master``, ``master_hint``,
+  ``liveset``); anything computed is asked of this loop.
+* A fence is carried out here, whatever the main loop is doing: the VMs are
+  killed, the last words sent and written (within the I/O deadline), the
+  watchdog disarmed, and then the main loop is told. If the process has not
+  ended :data:`EXIT_GRACE` seconds later (its main loop is stuck), it exits
+  from here with :data:`FENCED_EXIT`.
+* Heartbeats that fail to open (wrong key, truncated, oversized, garbage) are
+  dropped and counted before the core sees them. A core that breaks its own
+  rules (an edge outside its phase table, a violated invariant) is trusted no
+  further: the host fences at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+from hacluster.core.effects import carry_out
+from hacluster.core.events import (
+    HeartbeatReceived,
+    Input,
+    LivesetCommitted,
+    Output,
+    PhaseChanged,
+    ReadSlots,
+    Shutdown,
+    SlotsRead,
+    SlotWritten,
+    Tick,
+    Wait,
+    Watchdog,
+    WriteSlot,
+)
+from hacluster.core.messages import HostSet, Report
+from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.phases import IllegalTransition, InvariantViolation
+from hacluster.core.timing import Timing
+from hacluster.node.config import NodeConfig
+from hacluster.node.eventlog import EventLog
+from hacluster.node.sr_thread import Storage
+from hacluster.node.tasks import Supervisor
+from hacluster.node.watchdog_client import WatchdogClient
+from hacluster.wire.codec import DecodeError, Sealer
+
+FENCED_EXIT = 75
+EXIT_GRACE = 5.0  # a fenced process whose main loop does not end it exits after this
+T = TypeVar("T")
+
+
+class NodeSide(Protocol):
+    """What the liveness loop tells the rest of the node (called on the main loop)."""
+
+    def committed(self, commit: LivesetCommitted) -> None: ...
+    def master_gained(self) -> None: ...
+    def master_lost(self) -> None: ...
+    def entered_rule2(self) -> None: ...
+    def ha_disarmed(self) -> None: ...
+    def fenced(self) -> None: ...
+
+
+class Heartbeats(asyncio.DatagramProtocol):
+    def __init__(self, liveness: Liveness, network: int) -> None:
+        self.liveness = liveness
+        self.network = network
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        liveness = self.liveness
+        liveness.received[self.network] += 1
+        try:
+            report = liveness.sealer.open(data)
+        except DecodeError as error:
+            liveness.bad_packets += 1
+            liveness.last_bad_packet = str(error)
+            return
+        liveness.feed(HeartbeatReceived(liveness.now(), report))
+
+
+class Liveness:
+    """One host's liveness core and its I/O, run on a thread of their own."""
+
+    def __init__(self, config: NodeConfig, boot: int, log: EventLog, storage: Storage,
+                 watchdog: WatchdogClient, kill_vms: Callable[[], None]) -> None:
+        self.config = config
+        self.boot = boot
+        self.log = log
+        self.storage = storage
+        self.watchdog = watchdog
+        self.kill_vms = kill_vms
+        self.sealer = Sealer.for_heartbeats(config.key, len(config.hosts))
+        self.timing = config.timing
+        self.core: HostCore | None = None  # None while HA is off on this host
+        self.bad_packets = 0
+        self.received = [0] * len(config.addresses)
+        self.last_bad_packet = ""
+        self.stopped = False  # fenced: the core is trusted no further
+        self.in_rule2 = False
+        self.transports: list[asyncio.DatagramTransport] = []
+        self.loop = asyncio.new_event_loop()
+        self._main: asyncio.AbstractEventLoop | None = None
+        self._node: NodeSide | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._io: asyncio.Queue[WriteSlot | ReadSlots] | None = None
+        self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)
+        self._tasks = Supervisor(log.write, self._critical_exit)
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._done: asyncio.Event | None = None
+
+    # ------------------------------------------------------------ the thread
+    async def start(self, node: NodeSide) -> None:
+        """Bind the heartbeat sockets and run the loop; errors (a port in use) raise here."""
+        self._main = asyncio.get_running_loop()
+        self._node = node
+        self._thread.start()
+        await asyncio.wrap_future(self._started)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        finally:
+            for transport in self.transports:
+                transport.close()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        self._done = asyncio.Event()
+        self._io = asyncio.Queue()
+        try:
+            for network, address in enumerate(self.config.addresses):
+                transport, _ = await self.loop.create_datagram_endpoint(
+                    lambda n=network: Heartbeats(self, n),  # type: ignore[misc]
+                    local_addr=(address.host, address.port))
+                self.transports.append(transport)
+        except BaseException as error:
+            self._started.set_exception(error)
+            return
+        self._tasks.spawn(self._storage_worker(), "storage worker", critical=True)
+        self._started.set_result(None)
+        await self._done.wait()
+        self._tasks.cancel_all()
+
+    def stop(self) -> None:
+        """End the loop and its thread (the daemon is exiting)."""
+        if self._done is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._done.set)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+
+    async def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the liveness loop; await its result from the main loop."""
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    def post(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the liveness loop soon; never waits."""
+        self.loop.call_soon_threadsafe(callback)
+
+    def _tell(self, callback: Callable[[], None]) -> None:
+        """Post ``callback`` to the main loop; never waits (it may be busy)."""
+        assert self._main is not None
+        with contextlib.suppress(RuntimeError):  # the main loop already closed
+            self._main.call_soon_threadsafe(callback)
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # ------------------------------------------------------------ asked by the main loop
+    async def arm(self, generation: int, timing: Timing, armed: bool) -> None:
+        """Run the core: armed with the whole pool (HA enable), else joining."""
+        if self.core is not None:
+            raise RuntimeError(f"HA is already running on host {self.config.index}")
+        self.timing = timing
+        self.storage.deadline = timing.io_deadline
+        hosts = frozenset(range(len(self.config.hosts)))
+        self.core = HostCore(CoreConfig(timing, len(hosts), generation, self.config.mode),
+                             self.config.index, self.boot, self.now(),
+                             liveset=hosts if armed else None)
+        self.log.write("ha-on", generation=generation, armed=armed, timeout=timing.T)
+        self.feed(Tick(self.now()))
+
+    def shut_down(self) -> None:
+        """A clean stop of HA here (posted): announced excluded, never a failure."""
+        self.post(lambda: self.feed(Shutdown(self.now())))
+
+    def fence_if_armed(self, why: str) -> None:
+        """A part of the node it cannot run without ended (posted from the main loop)."""
+        self.post(lambda: self.fence(why) if self._armed() else None)
+
+    def _armed(self) -> bool:
+        return self.core is not None and self.core.armed and not self.stopped
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The liveness side of the node's status, taken on this loop."""
+        common = {"received_per_network": list(self.received), "timeout": self.timing.T,
+                  "last_bad_packet": self.last_bad_packet}
+        core = self.core
+        if core is None:
+            return {**common, "phase": "HA_OFF", "armed": False, "master": False,
+                    "liveset": [], "hbdomain": [], "sfdomain": [], "rule2": False,
+                    "last_beat_age": {}, "dropped": {"bad_packets": self.bad_packets}}
+        t = core.now
+        return {
+            **common,
+            "phase": core.phase.name,
+            "armed": core.armed,
+            "master": core.is_master,
+            "liveset": sorted(core.liveset or ()),
+            "hbdomain": sorted(core.hbdomain),
+            "sfdomain": sorted(core.sfdomain),
+            "rule2": core.rule2,
+            "waiting": [w.text for w in core.waits()],
+            "last_beat_age": {
+                str(i): round(t - p.last_net, 3) for i, p in enumerate(core.peers)
+                if i != self.config.index and p.last_net != float("-inf")
+            },
+            "dropped": {**core.counters.__dict__, "bad_packets": self.bad_packets},
+        }
+
+    # ------------------------------------------------------------ core driving
+    def feed(self, event: Input) -> None:
+        if self.stopped or self.core is None:
+            return
+        outputs = handle_or_fence(self.core, event, self.fence)
+        if outputs is not None:
+            carry_out(outputs, self)
+
+    async def _storage_worker(self) -> None:
+        assert self._io is not None
+        while True:
+            request = await self._io.get()
+            if isinstance(request, WriteSlot):
+                ok, error = await self.storage.write(request.report)
+                self.feed(SlotWritten(self.now(), ok, error))
+            else:
+                slots, error = await self.storage.read()
+                self.feed(SlotsRead(self.now(), slots, error))
+
+    def _critical_exit(self, why: str) -> None:
+        if self._armed():
+            self.fence(why)
+
+    # ------------------------------------------------------------ effects.Effects
+    def send_heartbeat(self, report: Report, to: HostSet) -> None:
+        self._broadcast(self.sealer.seal(report), to)
+
+    def request_io(self, request: WriteSlot | ReadSlots) -> None:
+        assert self._io is not None
+        self._io.put_nowait(request)
+
+    def pet_watchdog(self, which: Watchdog, timeout: float) -> None:
+        self.watchdog.pet(which, timeout + self.config.unsafe_watchdog_delay)
+
+    def fence(self, reason: str) -> None:
+        assert self.core is not None
+        if self.stopped:
+            return
+        self.stopped = True
+        self.log.write("fence", sync=True, reason=reason)
+        self.kill_vms()  # its VMs die before its last words say it fenced
+        last_words = self.core.fenced_report()
+        with contextlib.suppress(Exception):
+            others = frozenset(range(len(self.config.hosts))) - {self.config.index}
+            self._broadcast(self.sealer.seal(last_words), others)
+            self.storage.write_last_words(last_words)
+        self.watchdog.disarm()
+        node = self._node
+        assert node is not None
+        self._tell(node.fenced)
+        self.loop.call_later(EXIT_GRACE, os._exit, FENCED_EXIT)
+
+    def disarmed(self, reason: str) -> None:
+        self.watchdog.disarm()
+        self.log.write("disarmed", reason=reason)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.core = None  # HA off here; what becomes of the VMs is the node's call
+        assert self._node is not None
+        self._tell(self._node.ha_disarmed)
+
+    def liveset_committed(self, commit: LivesetCommitted) -> None:
+        self.log.write("commit", liveset=commit.liveset, removed=commit.removed,
+                       added=commit.added, left=commit.excluded)
+        node = self._node
+        assert node is not None
+        self._tell(lambda: node.committed(commit))
+
+    def master_gained(self) -> None:
+        self.log.write("master", gained=True)
+        assert self._node is not None
+        self._tell(self._node.master_gained)
+
+    def master_lost(self, reason: str) -> None:
+        self.log.write("master", gained=False, reason=reason)
+        assert self._node is not None
+        self._tell(self._node.master_lost)
+
+    def phase_changed(self, change: PhaseChanged) -> None:
+        self.log.write("phase", old=change.old.name, new=change.new.name, why=change.why)
+        rule2 = self.core is not None and self.core.rule2
+        if rule2 and not self.in_rule2:
+            assert self._node is not None
+            self._tell(self._node.entered_rule2)
+        self.in_rule2 = rule2
+
+    def suspect(self, host: int, channel: str) -> None:
+        self.log.write("suspect", peer=host, channel=channel)
+
+    def waiting(self, waits: tuple[Wait, ...]) -> None:
+        self.log.write("waiting", waits=[w.text for w in waits])
+
+    def wake_at(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if at != float("inf"):
+            self._timer = self.loop.call_at(at, lambda: self.feed(Tick(self.now())))
+
+    def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
+        """Send on every heartbeat network: the copies after the first are stale."""
+        for peer in peers:
+            for transport, address in zip(self.transports, self.config.hosts[peer], strict=True):
+                transport.sendto(packet, (address.host, address.port))
+
+
+def handle_or_fence(core: HostCore, event: Input,
+                    fence: Callable[[str], None]) -> list[Output] | None:
+    """The core's outputs for ``event``; if the core broke its own rules (an edge
+    outside its phase table, a violated invariant), nothing it says can be
+    trusted: fence at once (rather than wait for the watchdog) and return None."""
+    try:
+        return core.handle(event)
+    except (IllegalTransition, InvariantViolation) as error:
+        fence(f"the liveness core broke its own rules: {error}")
+        return None
