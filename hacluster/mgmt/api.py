@@ -3,10 +3,26 @@
 Rules:
 
 * Every host serves it on its management port, over TLS with its pool-CA
-  certificate. A connection carries one request: a 4-byte length, then a
-  msgpack map ``{verb, params, flags, secret}``. The answer is zero or more
+  certificate. A connection carries one call, in frames of a 4-byte length
+  and a msgpack map: the client sends its credentials ``{secret, caller}``
+  (at most :data:`PREAUTH_FRAME` bytes), the server answers
+  ``{"authenticated": true}`` (or the final refusal), the client sends its
+  request ``{verb, params, flags, relayed}`` (at most
+  :data:`~hacluster.wire.rpc.MAX_REQUEST` bytes). The answer is zero or more
   ``{"progress": text}`` frames, then ``{"ok": true, "result": ...}`` or
-  ``{"ok": false, "error": text}``.
+  ``{"ok": false, "error": text}``, each at most
+  :data:`~hacluster.wire.rpc.MAX_FRAME` bytes.
+* Nothing but a few KiB is read from a peer that has not proven itself. The
+  listener's :class:`~hacluster.wire.listener.ConnectionGate` caps connections
+  per listener and per peer address (over a cap a connection is aborted
+  before any TLS work); TLS starts only after admission, and the handshake
+  plus the credentials frame must complete within ``limits.preauth``; the
+  request frame then within ``limits.request``. A peer that fails any of
+  this is counted in :attr:`Server.refused` and reaches no handler.
+* No exception from a peer's input escapes the connection handler: an
+  answer that cannot be framed is replaced by an error saying so, and a
+  failure inside a call's handling is answered as an error and counted in
+  :attr:`Server.failed`.
 * Every call is authenticated before anything else: the pool secret, a role
   secret (compared in constant time) or a client certificate signed by the
   pool CA (:mod:`hacluster.mgmt.roles`); a credential on the pool's deny list
@@ -29,10 +45,9 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import msgpack
@@ -41,16 +56,17 @@ from hacluster.core.pool import PoolError
 from hacluster.mgmt.roles import Credential, CredentialError, authenticate, refusal
 from hacluster.mgmt.tls import peer_credential
 from hacluster.mgmt.verbs import Call, UsageError, check, lookup
+from hacluster.wire.listener import ConnectionGate, close_quietly, start_listener
 from hacluster.wire.rpc import (
     LENGTH,
     MAX_FRAME,
+    MAX_REQUEST,
     FrameError,
-    close_quietly,
     decode_message,
     read_frame,
 )
 
-REQUEST_DEADLINE = 10.0
+PREAUTH_FRAME = 4096  # a secret and a relayed caller's name fit in a few hundred bytes
 RELAY_TIMEOUT = 120.0
 MASTER_WAIT = 10.0  # a call arriving during an election waits this long for a master
 
@@ -75,15 +91,18 @@ class Host(Protocol):
     def denied_credentials(self) -> frozenset[str]: ...  # the pool's deny list, as known here
 
 
-def frame(message: dict[str, Any]) -> bytes:
+def frame(message: dict[str, Any], limit: int = MAX_FRAME) -> bytes:
+    """``message`` framed; ``ValueError`` if over ``limit`` bytes, ``TypeError`` (or
+    ``OverflowError``) if it does not pack."""
     body: bytes = msgpack.packb(message, use_bin_type=True)
-    if len(body) > MAX_FRAME:
-        raise ValueError(f"a message of {len(body)} bytes exceeds {MAX_FRAME}")
+    if len(body) > limit:
+        raise ValueError(f"a message of {len(body)} bytes exceeds {limit}")
     return LENGTH.pack(len(body)) + body
 
 
-async def read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
-    return decode_message(await read_frame(reader, minimum=1))
+async def read_message(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> dict[str, Any]:
+    """One frame of at most ``limit`` bytes, decoded; :class:`FrameError` otherwise."""
+    return decode_message(await read_frame(reader, minimum=1, maximum=limit), limit)
 
 
 @dataclass
@@ -92,37 +111,79 @@ class Server:
     secret: bytes
     context: ssl.SSLContext
     client_context: ssl.SSLContext  # for relaying to the master
-    refused: int = 0
+    refused: int = 0  # peers that did not prove themselves, or sent a bad request
+    failed: int = 0  # calls whose handling raised (answered as an error)
+    gate: ConnectionGate = field(default_factory=ConnectionGate)
 
     async def serve(self, address: str, port: int) -> asyncio.Server:
-        return await asyncio.start_server(self._connection, address, port, ssl=self.context)
+        return await start_listener(self.gate, self._connection, address, port,
+                                    buffer=PREAUTH_FRAME)
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        """One call: TLS and credentials, then the request, each within its deadline."""
         try:
-            try:
-                async with asyncio.timeout(REQUEST_DEADLINE):
-                    request = await read_message(reader)
-            except (FrameError, TimeoutError, ConnectionError) as error:
-                self.refused += 1
-                with contextlib.suppress(Exception):
-                    writer.write(frame({"ok": False, "error": f"bad request: {error}"}))
+            credential = await self._credential(reader, writer)
+            if credential is None:
                 return
-            async for answer in self._answers(request, writer):
-                writer.write(frame(answer))
-                await writer.drain()
+            try:
+                async with asyncio.timeout(self.gate.limits.request):
+                    request = await read_message(reader, MAX_REQUEST)
+            except (FrameError, TimeoutError) as error:
+                self.refused += 1
+                await self._send(writer, {"ok": False, "error": f"bad request: {error}"})
+                return
+            try:
+                async for answer in self._answers(request, credential):
+                    if not await self._send(writer, answer):
+                        return
+            except (ConnectionError, ssl.SSLError):
+                raise
+            except Exception as error:  # a failure inside the call: the client hears of it
+                self.failed += 1
+                await self._send(writer, {"ok": False, "error": f"the call failed on this host "
+                                          f"({type(error).__name__}: {error}); read the state "
+                                          "back before retrying"})
         except (ConnectionError, ssl.SSLError):
             pass  # the client went away
-        finally:
-            await close_quietly(writer)
 
-    async def _answers(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Answer:
+    async def _credential(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> Credential | None:
+        """The peer's credential, proven within ``limits.preauth`` from a frame of at most
+        :data:`PREAUTH_FRAME` bytes; None (answered if it can be, and counted) if not."""
+        deadline = self.gate.limits.preauth
         try:
-            credential = self._authentic(request, writer)
+            async with asyncio.timeout(deadline):
+                await writer.start_tls(self.context, ssl_handshake_timeout=deadline)
+                credentials = await read_message(reader, PREAUTH_FRAME)
+            credential = self._authentic(credentials, writer)
+        except (TimeoutError, ConnectionError, ssl.SSLError):
+            self.refused += 1  # no TLS or no credentials in time: nothing to answer
+            return None
+        except FrameError as error:
+            self.refused += 1
+            await self._send(writer, {"ok": False, "error": f"bad credentials: {error}"})
+            return None
         except CredentialError as error:
             self.refused += 1
-            yield {"ok": False, "error": f"authentication failed: {error}"}
-            return
+            await self._send(writer, {"ok": False, "error": f"authentication failed: {error}"})
+            return None
+        await self._send(writer, {"authenticated": True})
+        return credential
+
+    async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> bool:
+        """Write one frame; one that cannot be framed is replaced by a final error saying
+        so (and False: the call's answer ends there)."""
+        try:
+            data, whole = frame(message), True
+        except (TypeError, ValueError, OverflowError) as error:
+            data, whole = frame({"ok": False, "error": f"the answer cannot be sent: {error}"}), \
+                False
+        writer.write(data)
+        await writer.drain()
+        return whole
+
+    async def _answers(self, request: dict[str, Any], credential: Credential) -> Answer:
         try:
             params = request.get("params", {})
             flags = request.get("flags", [])
@@ -199,6 +260,14 @@ async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: b
     """Send ``call`` to one host; yield every answer frame up to the final one."""
     address, port = endpoint
     where = f"{address}:{port}"
+    request = {**call.message(), "relayed": relayed}
+    credentials: dict[str, object] = {"secret": secret}
+    if "caller" in request:  # a relayed call's caller is part of its credentials
+        credentials["caller"] = request.pop("caller")
+    try:
+        hello, ask = frame(credentials, PREAUTH_FRAME), frame(request, MAX_REQUEST)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ApiError(f"the call cannot be sent: {error}") from None
     try:
         async with asyncio.timeout(timeout):
             try:
@@ -208,7 +277,13 @@ async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: b
             except OSError as error:
                 raise Unreachable(f"{where}: {error.strerror or error}") from None
             try:
-                writer.write(frame({**call.message(), "secret": secret, "relayed": relayed}))
+                writer.write(hello)
+                await writer.drain()
+                welcome = await read_message(reader)
+                if "authenticated" not in welcome:
+                    yield welcome  # refused: the final answer
+                    return
+                writer.write(ask)
                 await writer.drain()
                 while True:
                     answer = await read_message(reader)

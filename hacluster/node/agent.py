@@ -12,6 +12,8 @@ Rules:
     (sim driver) -> ``{"ok": True, "pid": n}``;
   - ``{"op": "stop", "vm": uuid}`` -> ``{"ok": True, "kind", "returncode"}``.
 
+* It serves over :mod:`hacluster.wire.rpc`, bound to this host of this pool:
+  a request meant for another host (a proxy forwarding it) does not open here.
 * Everything is checked before anything is done: an unknown op, or a field
   missing or of the wrong type, is answered ``{"ok": False, "error": ...}``
   naming it, and changes nothing. So is a request the driver refuses.
@@ -60,9 +62,10 @@ class Agent:
         self.driver = driver
         self.stats = rpc.RpcStats()
 
-    async def serve(self, host: str, port: int, key: bytes) -> asyncio.Server:
-        """Listen for authenticated requests; bad ones are counted in :attr:`stats`."""
-        return await rpc.serve(host, port, key, self.handle, self.stats)
+    async def serve(self, host: str, port: int, key: bytes, target: bytes) -> asyncio.Server:
+        """Listen for authenticated requests meant for ``target`` (:func:`rpc.target`);
+        bad ones are counted in :attr:`stats`."""
+        return await rpc.serve(host, port, key, self.handle, self.stats, target=target)
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -117,9 +117,9 @@ class Node:
             await self.liveness.start(self)
             self.watchdog.start(config.log)
             if self.pool_file is not None:
-                servers.append(await rpc.serve(config.address.host, config.agent_port,
-                                               config.key, self.agent_request,
-                                               self.agent.stats))
+                servers.append(await rpc.serve(
+                    config.address.host, config.agent_port, config.key, self.agent_request,
+                    self.agent.stats, target=rpc.target(self.host_uuids(), config.index)))
             if self.plane is not None:
                 servers.append(await self.plane.start())
             servers.append(await serve_status(config.status_socket, self.status))

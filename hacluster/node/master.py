@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from hacluster.core.restarts import Alert, RestartConfig
 from hacluster.mgmt.database import Database
 from hacluster.node.tasks import Log, Supervisor
 from hacluster.wire import rpc
+from hacluster.wire.listener import CALLS_PER_PEER
 
 LIST_TIMEOUT = 2.0
 START_TIMEOUT = 15.0
@@ -76,14 +77,26 @@ def vm_command(db: PoolDB, guests: Guests, vm: str, host: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Agents:
-    """How to reach every host's agent: address per host uuid, the pool key."""
+    """How to reach every host's agent: address per host uuid (in HA order, as the pool
+    file lists the hosts: a request is bound to its target by :func:`rpc.target`), the
+    pool key. At most :data:`CALLS_PER_PEER` calls are in flight to one agent, under its
+    listener's cap per peer address; the others wait their turn (their timeout starts
+    when they are sent)."""
 
     addresses: dict[str, tuple[str, int]]
     key: bytes
+    _turns: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False,
+                                                 repr=False, compare=False)
+
+    def target(self, host: str) -> bytes:
+        return rpc.target(list(self.addresses), list(self.addresses).index(host))
 
     async def call(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         address, port = self.addresses[host]
-        return await rpc.call(address, port, self.key, request, timeout)
+        turn = self._turns.setdefault(host, asyncio.Semaphore(CALLS_PER_PEER))
+        async with turn:
+            return await rpc.call(address, port, self.key, request, timeout,
+                                  target=self.target(host))
 
 
 class MasterDuties:

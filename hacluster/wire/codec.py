@@ -17,7 +17,9 @@ Rules:
 * Decoding is strict: every field must be present with its type and range,
   host sets are bitmaps no wider than the pool, and unknown versions are
   rejected. Every rejection raises :class:`DecodeError` with a reason, which
-  the daemon counts as a drop; replay and generation checks are the core's.
+  the daemon counts as a drop; the body is decoded by
+  :func:`hacluster.wire.unpack.unpack` (every length bounded, no extension
+  types, nesting bounded); replay and generation checks are the core's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.core.messages import HostSet, Phase, Report
 from hacluster.wire.keys import Purpose, check_pool_key, derive_key
+from hacluster.wire.unpack import Malformed, unpack
 
 MAGIC = b"HAC1"
 VERSION = 3  # 3: sealed with a per-purpose derived key, not the pool key itself
@@ -195,8 +198,7 @@ class Sealer:
         except InvalidTag:
             raise DecodeError("authentication failed (wrong key or tampered)") from None
         try:
-            fields = msgpack.unpackb(body, raw=False, strict_map_key=True,
-                                     max_bin_len=MAX_SEALED, max_array_len=2 * MAX_HOSTS)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
+            fields = unpack(body, MAX_SEALED, items=2 * MAX_HOSTS)
+        except Malformed as error:
             raise DecodeError(f"malformed body: {error}") from None
         return report_from_fields(fields, self.hosts)

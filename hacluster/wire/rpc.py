@@ -8,25 +8,37 @@ Rules:
   challenge; the client sends one frame, the server answers one frame, and
   the connection closes. A frame is a 4-byte big-endian length, then a
   12-byte random nonce and the ChaCha20-Poly1305 ciphertext of a msgpack map.
-* The associated data is the challenge plus the direction (``request`` or
-  ``response``): a frame opens only on the connection it was made for and in
-  its own direction, so a captured request replayed on another connection, or
-  reflected back as a reply, fails to open.
-* The length is checked against :data:`MAX_FRAME` before the body is read.
-  A request that fails to open (wrong key, replay, garbage, oversized, too
-  slow) gets no answer, reaches no handler and is counted in :class:`RpcStats`.
-* A handler exception becomes ``{"ok": False, "error": message}``. A client
-  failure of any kind raises :class:`RpcError` saying what went wrong.
+* The associated data is the challenge, the direction (``request`` or
+  ``response``) and the target (:func:`target`: the pool, as the digest of
+  its hosts' uuids in HA order, and the host the request is for, by index and
+  uuid): a frame opens only on the connection it was made for, in its own
+  direction and at the host it was meant for, so a captured request replayed
+  on another connection, reflected back as a reply, or forwarded by a
+  key-less proxy to another host (or another pool's host) fails to open.
+* The length is checked before the body is read: a request is at most
+  :data:`MAX_REQUEST` bytes (it is read before it is authenticated, so 256
+  connections hold at most 16 MiB), an answer at most :data:`MAX_FRAME`.
+  Bodies are decoded by :func:`hacluster.wire.unpack.unpack` (bounded, strict).
+* The listener admits connections through a
+  :class:`~hacluster.wire.listener.ConnectionGate` (caps per listener and per
+  peer address; over them a connection is aborted at once); a client has
+  ``limits.preauth`` seconds from being accepted to send its request.
+* A request that fails to open (wrong key, wrong target, replay, garbage,
+  oversized, too slow) gets no answer, reaches no handler and is counted in
+  :class:`RpcStats`.
+* A handler exception, or an answer that cannot be sent (too large, not
+  packable), becomes ``{"ok": False, "error": message}``. A client failure of
+  any kind raises :class:`RpcError` saying what went wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import os
 import struct
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -34,15 +46,17 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.wire.keys import Purpose, derive_key
+from hacluster.wire.listener import ConnectionGate, close_quietly, start_listener
+from hacluster.wire.unpack import Malformed, unpack
 
 CHALLENGE = 16
 NONCE = 12
 TAG = 16
 LENGTH = struct.Struct(">I")
-MAX_FRAME = 1 << 20
+MAX_FRAME = 1 << 20  # an answer: a pool's status or an agent's list of exits
+MAX_REQUEST = 64 << 10  # a request: a verb's text parameters, a VM's command and environment
 REQUEST = b"request"
 RESPONSE = b"response"
-REQUEST_DEADLINE = 10.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -61,9 +75,13 @@ class ClosedBeforeFrame(FrameError):
 
 @dataclass
 class RpcStats:
+    """What one listener answered and refused; its ``gate`` holds its caps, deadlines
+    and the connections it turned away."""
+
     answered: int = 0
     bad_requests: int = 0
     last_bad_request: str = ""
+    gate: ConnectionGate = field(default_factory=ConnectionGate)
 
     def bad(self, reason: str) -> None:
         self.bad_requests += 1
@@ -75,18 +93,33 @@ def rpc_aead(pool_key: bytes) -> ChaCha20Poly1305:
     return ChaCha20Poly1305(derive_key(pool_key, Purpose.RPC))
 
 
+def target(host_uuids: Sequence[str], index: int) -> bytes:
+    """What a request for host ``index`` is bound to: the pool (a digest of its hosts'
+    uuids in HA order, as the daemon's pool file lists them) and that host."""
+    pool = hashlib.sha256(msgpack.packb(list(host_uuids), use_bin_type=True)).hexdigest()
+    return f"pool {pool} host {index} {host_uuids[index]}".encode()
+
+
+def _bound(direction: bytes) -> int:
+    return MAX_REQUEST if direction == REQUEST else MAX_FRAME
+
+
 def seal_frame(aead: ChaCha20Poly1305, challenge: bytes, direction: bytes,
-               message: dict[str, Any]) -> bytes:
-    """A length-prefixed frame carrying ``message`` for this connection and direction."""
+               message: dict[str, Any], *, target: bytes) -> bytes:
+    """A length-prefixed frame carrying ``message`` for this connection, direction and
+    target; ``ValueError`` if it exceeds its direction's bound, ``TypeError`` if
+    ``message`` does not pack."""
     nonce = os.urandom(NONCE)
     body = nonce + aead.encrypt(nonce, msgpack.packb(message, use_bin_type=True),
-                                challenge + direction)
-    if len(body) > MAX_FRAME:
-        raise ValueError(f"a {direction.decode()} of {len(body)} bytes exceeds {MAX_FRAME}")
+                                challenge + direction + target)
+    if len(body) > _bound(direction):
+        raise ValueError(f"a {direction.decode()} of {len(body)} bytes exceeds "
+                         f"{_bound(direction)}")
     return LENGTH.pack(len(body)) + body
 
 
-async def read_frame(reader: asyncio.StreamReader, minimum: int = NONCE + TAG) -> bytes:
+async def read_frame(reader: asyncio.StreamReader, minimum: int = NONCE + TAG,
+                     maximum: int = MAX_FRAME) -> bytes:
     """One frame's body; its announced length is checked before anything more is read."""
     try:
         prefix = await reader.readexactly(LENGTH.size)
@@ -95,8 +128,8 @@ async def read_frame(reader: asyncio.StreamReader, minimum: int = NONCE + TAG) -
             raise FrameError("connection closed in the middle of a frame") from None
         raise ClosedBeforeFrame("connection closed before a frame") from None
     (length,) = LENGTH.unpack(prefix)
-    if not minimum <= length <= MAX_FRAME:
-        raise FrameError(f"frame length {length} outside [{minimum}, {MAX_FRAME}]")
+    if not minimum <= length <= maximum:
+        raise FrameError(f"frame length {length} outside [{minimum}, {maximum}]")
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError:
@@ -104,76 +137,79 @@ async def read_frame(reader: asyncio.StreamReader, minimum: int = NONCE + TAG) -
 
 
 def open_frame(aead: ChaCha20Poly1305, challenge: bytes, direction: bytes,
-               body: bytes) -> dict[str, Any]:
-    """The message of a frame body, or :class:`FrameError` if it is not authentic and sane."""
+               body: bytes, *, target: bytes) -> dict[str, Any]:
+    """The message of a frame body, or :class:`FrameError` if it is not authentic (for
+    this connection, direction and target) and sane."""
+    if not NONCE + TAG <= len(body) <= _bound(direction):
+        raise FrameError(f"a {direction.decode()} of {len(body)} bytes is outside "
+                         f"[{NONCE + TAG}, {_bound(direction)}]")
     try:
-        plain = aead.decrypt(body[:NONCE], body[NONCE:], challenge + direction)
+        plain = aead.decrypt(body[:NONCE], body[NONCE:], challenge + direction + target)
     except InvalidTag:
-        raise FrameError("authentication failed (wrong key, replayed or tampered)") from None
-    return decode_message(plain)
+        raise FrameError("authentication failed (wrong key, wrong target host or pool, "
+                         "replayed or tampered)") from None
+    return decode_message(plain, _bound(direction))
 
 
-def decode_message(plain: bytes) -> dict[str, Any]:
-    """A msgpack map with string keys, or :class:`FrameError`."""
+def decode_message(plain: bytes, limit: int = MAX_FRAME) -> dict[str, Any]:
+    """A msgpack map with string keys, decoded within ``limit`` bytes, or :class:`FrameError`."""
     try:
-        message = msgpack.unpackb(plain, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
+        message = unpack(plain, limit)
+    except Malformed as error:
         raise FrameError(f"malformed body: {error}") from None
     if not isinstance(message, dict) or not all(isinstance(k, str) for k in message):
         raise FrameError("body is not a map with string keys")
     return message
 
 
-async def close_quietly(writer: asyncio.StreamWriter) -> None:
-    """Close a connection; a peer that already went away (or broke TLS) is no error."""
-    writer.close()
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.wait_closed()
+def _short(error: BaseException, limit: int = 1000) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 async def serve(host: str, port: int, key: bytes, handler: Handler,
-                stats: RpcStats | None = None,
-                request_deadline: float = REQUEST_DEADLINE) -> asyncio.Server:
-    """Answer authenticated requests with ``handler``; count the rest in ``stats``.
-
-    A client has ``request_deadline`` seconds from connecting to send its request.
+                stats: RpcStats | None = None, *, target: bytes) -> asyncio.Server:
+    """Answer authenticated requests for ``target`` with ``handler``; count the rest in
+    ``stats``, whose gate admits connections: a client has ``stats.gate.limits.preauth``
+    seconds from being accepted to send its request.
     """
     aead = rpc_aead(key)
     counts = stats if stats is not None else RpcStats()
+    deadline = counts.gate.limits.preauth
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             challenge = os.urandom(CHALLENGE)
             writer.write(challenge)
             try:
-                async with asyncio.timeout(request_deadline):
-                    request = open_frame(aead, challenge, REQUEST, await read_frame(reader))
+                async with asyncio.timeout(deadline):
+                    body = await read_frame(reader, maximum=MAX_REQUEST)
+                request = open_frame(aead, challenge, REQUEST, body, target=target)
             except FrameError as error:
                 counts.bad(str(error))
                 return
             except TimeoutError:
-                counts.bad(f"no complete request within {request_deadline} s")
+                counts.bad(f"no complete request within {deadline} s")
                 return
             try:
                 response = await handler(request)
-                reply = seal_frame(aead, challenge, RESPONSE, response)
-            except Exception as error:
+                reply = seal_frame(aead, challenge, RESPONSE, response, target=target)
+            except Exception as error:  # a handler's failure, or an answer that cannot go
                 reply = seal_frame(aead, challenge, RESPONSE,
-                                   {"ok": False, "error": str(error) or type(error).__name__})
+                                   {"ok": False, "error": _short(error)}, target=target)
             writer.write(reply)
             await writer.drain()
             counts.answered += 1
         except ConnectionError:
             pass  # the client went away; nothing to answer
-        finally:
-            await close_quietly(writer)
 
-    return await asyncio.start_server(answer, host, port)
+    return await start_listener(counts.gate, answer, host, port)
 
 
 async def call(host: str, port: int, key: bytes, request: dict[str, Any],
-               timeout: float) -> dict[str, Any]:
-    """Send ``request`` to ``host:port`` and return the answer, within ``timeout`` seconds."""
+               timeout: float, *, target: bytes) -> dict[str, Any]:
+    """Send ``request`` to ``target`` at ``host:port`` and return the answer, within
+    ``timeout`` seconds."""
     aead = rpc_aead(key)
     where = f"{host}:{port}"
     try:
@@ -182,7 +218,7 @@ async def call(host: str, port: int, key: bytes, request: dict[str, Any],
             try:
                 challenge = await reader.readexactly(CHALLENGE)
                 try:
-                    frame = seal_frame(aead, challenge, REQUEST, request)
+                    frame = seal_frame(aead, challenge, REQUEST, request, target=target)
                 except (TypeError, ValueError) as error:
                     raise RpcError(f"{where}: request cannot be sent: {error}") from None
                 writer.write(frame)
@@ -198,12 +234,13 @@ async def call(host: str, port: int, key: bytes, request: dict[str, Any],
         raise RpcError(f"{where}: closed before the challenge") from None
     except ClosedBeforeFrame:
         raise RpcError(f"{where}: closed without answering; the server drops requests it "
-                       "cannot authenticate: is the pool key right?") from None
+                       "cannot authenticate: is the pool key right, and is this the host "
+                       "of that address in the pool file?") from None
     except FrameError as error:
         raise RpcError(f"{where}: malformed reply: {error}") from None
     except OSError as error:
         raise RpcError(f"{where}: {error.strerror or error}") from None
     try:
-        return open_frame(aead, challenge, RESPONSE, body)
+        return open_frame(aead, challenge, RESPONSE, body, target=target)
     except FrameError as error:
         raise RpcError(f"{where}: reply rejected: {error}") from None

@@ -16,10 +16,11 @@ from hacluster.vm.driver import ExitKind, ProcessDriver, SimDriver
 from hacluster.vm.guest import crash_file, halt_file
 from hacluster.vm.records import read_records
 from hacluster.wire.codec import new_pool_key
-from hacluster.wire.rpc import call
+from hacluster.wire.rpc import call, target
 
 KEY = new_pool_key()
 HOST = "127.0.0.1"
+TARGET = target(["host-a", "host-b"], 0)
 
 
 class Remote:
@@ -31,7 +32,7 @@ class Remote:
         self.seen = 0
 
     async def __call__(self, **request: Any) -> dict[str, Any]:
-        return await call(HOST, self.port, KEY, request, timeout=10)
+        return await call(HOST, self.port, KEY, request, timeout=10, target=TARGET)
 
     async def new_exits(self) -> list[dict[str, Any]]:
         listed = await self(op="list", since=self.seen)
@@ -50,7 +51,7 @@ class Remote:
 
 
 async def remote_for(agent: Agent) -> AsyncIterator[Remote]:
-    server = await agent.serve(HOST, 0, KEY)
+    server = await agent.serve(HOST, 0, KEY, TARGET)
     yield Remote(agent, server.sockets[0].getsockname()[1])
     agent.driver.kill_all()
     deadline = time.monotonic() + 10
@@ -151,7 +152,8 @@ async def test_malformed_requests_change_nothing(remote: Remote, request_fields:
 
 async def test_unauthenticated_requests_are_counted_by_the_agent(remote: Remote) -> None:
     with pytest.raises(Exception, match="pool key"):
-        await call(HOST, remote.port, new_pool_key(), {"op": "list", "since": 0}, timeout=5)
+        await call(HOST, remote.port, new_pool_key(), {"op": "list", "since": 0}, timeout=5,
+                   target=TARGET)
     assert remote.agent.stats.bad_requests == 1
 
 

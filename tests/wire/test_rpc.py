@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.wire import rpc
 from hacluster.wire.codec import new_pool_key
+from hacluster.wire.listener import ConnectionGate, ListenerLimits
 from hacluster.wire.rpc import (
     CHALLENGE,
     MAX_FRAME,
@@ -29,6 +30,7 @@ from hacluster.wire.rpc import (
 
 KEY = new_pool_key()
 HOST = "127.0.0.1"
+TARGET = rpc.target(["host-a", "host-b"], 0)
 
 
 class Echo:
@@ -55,7 +57,8 @@ class Running:
 @pytest.fixture
 async def running() -> AsyncIterator[Running]:
     stats, handler = RpcStats(), Echo()
-    server = await serve(HOST, 0, KEY, handler, stats, request_deadline=2.0)
+    stats.gate = ConnectionGate(ListenerLimits(preauth=2.0))
+    server = await serve(HOST, 0, KEY, handler, stats, target=TARGET)
     yield Running(server, stats, handler)
     server.close()
     await server.wait_closed()
@@ -74,16 +77,17 @@ async def raw_exchange(port: int, send: bytes) -> tuple[bytes, bytes]:
 
 async def test_round_trip(running: Running) -> None:
     request = {"op": "list", "since": 3, "blob": b"\x00\xff", "nested": {"a": [1, 2.5, None]}}
-    assert await call(HOST, running.port, KEY, request, timeout=5) == {"ok": True,
-                                                                       "echo": request}
-    answer = await call(HOST, running.port, KEY, {"op": "fail"}, timeout=5)
+    assert await call(HOST, running.port, KEY, request, timeout=5, target=TARGET) == {
+        "ok": True, "echo": request}
+    answer = await call(HOST, running.port, KEY, {"op": "fail"}, timeout=5, target=TARGET)
     assert answer == {"ok": False, "error": "the handler broke"}
     assert (running.stats.answered, running.stats.bad_requests) == (2, 0)
 
 
 async def test_wrong_key_is_refused_and_counted(running: Running) -> None:
     with pytest.raises(RpcError, match=r"closed without answering.*pool key"):
-        await call(HOST, running.port, new_pool_key(), {"op": "stop", "vm": "x"}, timeout=5)
+        await call(HOST, running.port, new_pool_key(), {"op": "stop", "vm": "x"}, timeout=5,
+                   target=TARGET)
     assert running.handler.seen == []
     assert running.stats.bad_requests == 1
     assert "authentication failed" in running.stats.last_bad_request
@@ -92,7 +96,8 @@ async def test_wrong_key_is_refused_and_counted(running: Running) -> None:
 async def test_the_pool_key_itself_is_not_the_rpc_key(running: Running) -> None:
     reader, writer = await asyncio.open_connection(HOST, running.port)
     challenge = await reader.readexactly(CHALLENGE)
-    writer.write(seal_frame(ChaCha20Poly1305(KEY), challenge, REQUEST, {"op": "list"}))
+    writer.write(seal_frame(ChaCha20Poly1305(KEY), challenge, REQUEST, {"op": "list"},
+                            target=TARGET))
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
     assert running.handler.seen == [] and running.stats.bad_requests == 1
@@ -103,11 +108,11 @@ async def test_a_captured_request_replayed_on_a_new_connection_is_refused(
     aead = rpc_aead(KEY)
     reader, writer = await asyncio.open_connection(HOST, running.port)
     challenge = await reader.readexactly(CHALLENGE)
-    captured = seal_frame(aead, challenge, REQUEST, {"op": "stop", "vm": "x"})
+    captured = seal_frame(aead, challenge, REQUEST, {"op": "stop", "vm": "x"}, target=TARGET)
     writer.write(captured)
     body = await rpc.read_frame(reader)
     writer.close()
-    assert open_frame(aead, challenge, RESPONSE, body)["ok"] is True
+    assert open_frame(aead, challenge, RESPONSE, body, target=TARGET)["ok"] is True
     new_challenge, said = await raw_exchange(running.port, captured)
     assert new_challenge != challenge and said == b""
     assert len(running.handler.seen) == 1
@@ -118,9 +123,9 @@ async def test_a_captured_request_replayed_on_a_new_connection_is_refused(
 async def test_a_request_reflected_as_a_response_does_not_open() -> None:
     aead = rpc_aead(KEY)
     challenge = bytes(CHALLENGE)
-    frame = seal_frame(aead, challenge, REQUEST, {"ok": True})
+    frame = seal_frame(aead, challenge, REQUEST, {"ok": True}, target=TARGET)
     with pytest.raises(rpc.FrameError, match="authentication failed"):
-        open_frame(aead, challenge, RESPONSE, frame[4:])
+        open_frame(aead, challenge, RESPONSE, frame[4:], target=TARGET)
 
 
 async def test_oversized_length_prefix_is_refused_unread(running: Running) -> None:
@@ -154,7 +159,7 @@ async def test_a_sealed_non_map_is_refused(running: Running) -> None:
     reader, writer = await asyncio.open_connection(HOST, running.port)
     challenge = await reader.readexactly(CHALLENGE)
     nonce = bytes(12)
-    body = nonce + aead.encrypt(nonce, msgpack.packb([1, 2]), challenge + REQUEST)
+    body = nonce + aead.encrypt(nonce, msgpack.packb([1, 2]), challenge + REQUEST + TARGET)
     writer.write(len(body).to_bytes(4, "big") + body)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
@@ -177,7 +182,7 @@ async def test_client_timeout_against_a_server_that_never_answers() -> None:
     port = server.sockets[0].getsockname()[1]
     took = time.monotonic()
     with pytest.raises(RpcError, match=r"no answer within 0\.3 s"):
-        await call(HOST, port, KEY, {"op": "list"}, timeout=0.3)
+        await call(HOST, port, KEY, {"op": "list"}, timeout=0.3, target=TARGET)
     assert time.monotonic() - took < 2
     server.close()
 
@@ -190,7 +195,8 @@ async def test_malformed_and_forged_replies_are_rejected() -> None:
         writer.write(challenge)
         await rpc.read_frame(reader)
         nonce = bytes(12)
-        body = nonce + aead.encrypt(nonce, msgpack.packb("not a map"), challenge + RESPONSE)
+        body = nonce + aead.encrypt(nonce, msgpack.packb("not a map"),
+                                    challenge + RESPONSE + TARGET)
         writer.write(len(body).to_bytes(4, "big") + body)
         await writer.drain()
         writer.close()
@@ -199,7 +205,8 @@ async def test_malformed_and_forged_replies_are_rejected() -> None:
         challenge = b"c" * CHALLENGE
         writer.write(challenge)
         await rpc.read_frame(reader)
-        writer.write(seal_frame(rpc_aead(new_pool_key()), challenge, RESPONSE, {"ok": True}))
+        writer.write(seal_frame(rpc_aead(new_pool_key()), challenge, RESPONSE, {"ok": True},
+                                target=TARGET))
         await writer.drain()
         writer.close()
 
@@ -207,7 +214,8 @@ async def test_malformed_and_forged_replies_are_rejected() -> None:
                         (other_key, "reply rejected: authentication failed")):
         server = await asyncio.start_server(fake, HOST, 0)
         with pytest.raises(RpcError, match=error):
-            await call(HOST, server.sockets[0].getsockname()[1], KEY, {"op": "x"}, timeout=5)
+            await call(HOST, server.sockets[0].getsockname()[1], KEY, {"op": "x"}, timeout=5,
+                       target=TARGET)
         server.close()
 
 
@@ -217,8 +225,8 @@ async def test_connection_refused_and_unsendable_requests(running: Running) -> N
     probe.close()
     await probe.wait_closed()
     with pytest.raises(RpcError, match="connection refused"):
-        await call(HOST, free_port, KEY, {"op": "list"}, timeout=5)
+        await call(HOST, free_port, KEY, {"op": "list"}, timeout=5, target=TARGET)
     with pytest.raises(RpcError, match="cannot be sent"):
-        await call(HOST, running.port, KEY, {"blob": b"x" * MAX_FRAME}, timeout=5)
+        await call(HOST, running.port, KEY, {"blob": b"x" * MAX_FRAME}, timeout=5, target=TARGET)
     with pytest.raises(ValueError, match="32 bytes"):
-        await call(HOST, running.port, b"short", {"op": "list"}, timeout=5)
+        await call(HOST, running.port, b"short", {"op": "list"}, timeout=5, target=TARGET)
