@@ -267,7 +267,7 @@ def _path_field(table: dict[str, Any], name: str, path: Path) -> Path | None:
     value = table.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"{path}: field {name!r} must be a file path, e.g. "
                           f"{_example(name)}, got {value!r}")
     return path.parent / Path(value).expanduser()

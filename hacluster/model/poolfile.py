@@ -8,7 +8,9 @@ Rules:
   is the guest program).
 * Every field is checked before anything is used; an error names the file,
   the table and the field. Unknown fields are refused (a typo must not pass
-  silently as a default).
+  silently as a default). Types are checked by
+  :func:`~hacluster.model.tomlfile.checked`: no bool for a number, no NaN,
+  infinity or number beyond 2**53.
 * :func:`dump` writes what :func:`load` reads, so a lab can write the pool it
   starts and a test can read it back.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.core.pool import SR, VM, Host, Network, Pool, PoolError, Power, Priority
-from hacluster.model.tomlfile import read_toml
+from hacluster.model.tomlfile import checked, read_toml
 
 POOL_FIELDS = {"host_failures_to_tolerate", "allow_overcommit",
                "reboot_vm_on_internal_shutdown"}
@@ -55,14 +57,7 @@ class _Table:
             if default is None:
                 raise PoolError(f"{self.where}: missing field {name!r}")
             return default
-        value = self.data[name]
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise PoolError(f"{self.where}: field {name!r} must be {kind.__name__}, "
-                            f"got {value!r}")
-        return value
+        return checked(self.data[name], kind, f"{self.where}: field {name!r}", PoolError)
 
     def strings(self, name: str) -> tuple[str, ...]:
         value = self.get(name, list, [])

@@ -12,6 +12,15 @@ the default guests start on a disk another live instance writes, so chaos
 checkers see what the HA decisions alone do), and may serve the management
 API: ``mgmt_port`` with ``tls_cert``, ``tls_key``, ``ca`` (the pool CA) and
 ``secret_file`` (the pool secret operators' tools present), all or none.
+
+Limits: every value is type-checked by :func:`~hacluster.model.tomlfile.checked`
+(no bool for a number, no NaN, infinity or absurd size); ports are 1..65535 in
+ASCII digits; ``timeout`` is at most :data:`MAX_TIMEOUT` seconds; paths are
+non-empty without NUL; addresses are compared in their canonical spelling, so
+one address written twice is refused; a pool has at most
+:func:`~hacluster.storage.sr.max_pool_hosts` hosts (the most whose largest
+report fits a heartbeat SR slot), and a key file is read only up to
+:data:`MAX_KEY_FILE` bytes.
 """
 
 from __future__ import annotations
@@ -26,9 +35,14 @@ from hacluster.core.timing import Timing, TimingError
 from hacluster.model import poolfile
 from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import PoolFile
-from hacluster.model.tomlfile import read_toml
+from hacluster.model.tomlfile import brief, checked, in_range, read_toml
+from hacluster.storage.sr import BLOCK, max_pool_hosts
 
-__all__ = ["MGMT_FIELDS", "Address", "ConfigError", "Management", "NodeConfig", "load", "read_key"]
+__all__ = ["MAX_KEY_FILE", "MAX_TIMEOUT", "MGMT_FIELDS", "Address", "ConfigError", "Management",
+           "NodeConfig", "load", "read_key"]
+
+MAX_TIMEOUT = 3600.0  # seconds: an hour-long T means hours before a failed host's VMs restart
+MAX_KEY_FILE = 4096  # bytes read of a key or secret file: a key is 32 bytes, 64 hex digits
 
 
 @dataclass(frozen=True)
@@ -51,17 +65,12 @@ def _management(table: dict[str, Any], base: Path, where: str) -> Management | N
         missing = [name for name in MGMT_FIELDS if name not in table]
         raise ConfigError(f"{where}: the management API needs {list(MGMT_FIELDS)}; "
                           f"missing {missing}")
-    port = _need(table, "mgmt_port", int, where)
-    if not 0 < port < 65536:
-        raise ConfigError(f"{where}: mgmt_port must be 1..65535, got {port}")
-    secret_path = base / _need(table, "secret_file", str, where)
-    try:
-        secret = secret_path.read_bytes().strip()
-    except OSError as error:
-        raise ConfigError(f"{where}: secret_file {secret_path}: {error.strerror}") from None
+    port = _port(table, "mgmt_port", where)
+    secret_path = _path(table, "secret_file", base, where)
+    secret = _read_small(secret_path, f"{where}: secret_file {secret_path}").strip()
     if len(secret) < 16:
         raise ConfigError(f"{where}: secret_file {secret_path} must hold at least 16 bytes")
-    paths = [base / _need(table, name, str, where) for name in ("tls_cert", "tls_key", "ca")]
+    paths = [_path(table, name, base, where) for name in ("tls_cert", "tls_key", "ca")]
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"{where}: {path} does not exist (create the pool CA and "
@@ -98,10 +107,33 @@ class NodeConfig:
 def _need(table: dict[str, Any], name: str, kind: type, where: str) -> Any:
     if name not in table:
         raise ConfigError(f"{where}: missing field {name!r}")
-    value = table[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"{where}: field {name!r} must be a {kind.__name__}, got {value!r}")
-    return value
+    return checked(table[name], kind, f"{where}: field {name!r}", ConfigError)
+
+
+def _port(table: dict[str, Any], name: str, where: str) -> int:
+    port: int = in_range(_need(table, name, int, where), int, 1, 65535,
+                         f"{where}: field {name!r}", ConfigError)
+    return port
+
+
+def _path(table: dict[str, Any], name: str, base: Path, where: str) -> Path:
+    text: str = _need(table, name, str, where)
+    if not text or "\0" in text:
+        raise ConfigError(f"{where}: field {name!r} must be a file path (not empty, no NUL), "
+                          f"got {brief(text)}")
+    return base / text
+
+
+def _read_small(path: Path, what: str) -> bytes:
+    """The first :data:`MAX_KEY_FILE` bytes of a key or secret file; longer is refused."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_KEY_FILE + 1)
+    except OSError as error:
+        raise ConfigError(f"{what}: {error.strerror}") from None
+    if len(data) > MAX_KEY_FILE:
+        raise ConfigError(f"{what}: longer than {MAX_KEY_FILE} bytes: not a key or secret file")
+    return data
 
 
 def _host_addresses(entry: Any, where: str) -> tuple[Address, ...]:
@@ -113,10 +145,7 @@ def _host_addresses(entry: Any, where: str) -> tuple[Address, ...]:
 
 
 def read_key(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"pool key file {path}: {error.strerror}") from None
+    raw = _read_small(path, f"pool key file {path}")
     text = raw.strip()
     if len(raw) == 32:
         return raw
@@ -137,11 +166,9 @@ def _unsafe_watchdog_delay(table: dict[str, Any], where: str) -> float:
     them: it exists so that a checker can be shown to catch split brain, and
     the daemon says so loudly when it starts.
     """
-    value = table.get("unsafe_watchdog_delay", 0.0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 3600:
-        raise ConfigError(f"{where}: unsafe_watchdog_delay must be a number of seconds "
-                          f"in 0..3600, got {value!r}")
-    return float(value)
+    delay: float = in_range(table.get("unsafe_watchdog_delay", 0.0), float, 0, 3600,
+                            f"{where}: field 'unsafe_watchdog_delay' (seconds)", ConfigError)
+    return delay
 
 
 def load(path: str | Path) -> NodeConfig:
@@ -152,10 +179,14 @@ def load(path: str | Path) -> NodeConfig:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    hosts = tuple(_host_addresses(h, f"{where}: hosts[{i}]")
-                  for i, h in enumerate(_need(table, "hosts", list, where)))
-    if not hosts:
+    listed = _need(table, "hosts", list, where)
+    if not listed:
         raise ConfigError(f"{where}: 'hosts' lists no host")
+    if len(listed) > max_pool_hosts():
+        raise ConfigError(f"{where}: 'hosts' lists {len(listed)} hosts; a pool has at most "
+                          f"{max_pool_hosts()} (the most whose largest report fits a "
+                          f"{BLOCK}-byte heartbeat SR slot)")
+    hosts = tuple(_host_addresses(h, f"{where}: hosts[{i}]") for i, h in enumerate(listed))
     if len({len(h) for h in hosts}) != 1:
         raise ConfigError(f"{where}: every host needs an address on each heartbeat network")
     every = [a for h in hosts for a in h]
@@ -164,27 +195,28 @@ def load(path: str | Path) -> NodeConfig:
     index = _need(table, "index", int, where)
     if not 0 <= index < len(hosts):
         raise ConfigError(f"{where}: index {index} outside 0..{len(hosts) - 1}")
+    timeout = in_range(table.get("timeout", 60), float, 0, MAX_TIMEOUT,
+                       f"{where}: field 'timeout' (seconds)", ConfigError)
     try:
-        timing = Timing.derive(float(table.get("timeout", 60)))
-    except (TimingError, TypeError, ValueError) as error:
+        timing = Timing.derive(timeout)
+    except TimingError as error:
         raise ConfigError(f"{where}: timeout: {error}") from None
-    mode_name = table.get("mode", Mode.STATEFILE.value)
+    mode_name = checked(table.get("mode", Mode.STATEFILE.value), str, f"{where}: field 'mode'",
+                        ConfigError)
     if mode_name not in {m.value for m in Mode}:
         raise ConfigError(f"{where}: mode must be 'statefile' or 'clustered', got {mode_name!r}")
     base = Path(path).parent
-    log = table.get("log")
+    log = _path(table, "log", base, where) if "log" in table else None
     pool = table.get("pool")
     if pool is None and any(name in table for name in MGMT_FIELDS):
         raise ConfigError(f"{where}: the management API needs a 'pool' file")
     if pool is not None:
         if not isinstance(pool, str):
             raise ConfigError(f"{where}: field 'pool' must be a path string, got {pool!r}")
-        agent_port = _need(table, "agent_port", int, where)
-        if not 0 < agent_port < 65536:
-            raise ConfigError(f"{where}: agent_port must be 1..65535, got {agent_port}")
-        vm_dir = base / _need(table, "vm_dir", str, where)
+        agent_port = _port(table, "agent_port", where)
+        vm_dir = _path(table, "vm_dir", base, where)
         try:
-            pool_file = poolfile.load(base / pool)
+            pool_file = poolfile.load(_path(table, "pool", base, where))
         except PoolError as error:
             raise ConfigError(f"{where}: pool: {error}") from None
         if len(pool_file.pool.hosts) != len(hosts):
@@ -193,12 +225,12 @@ def load(path: str | Path) -> NodeConfig:
     return NodeConfig(
         index=index,
         hosts=hosts,
-        sr=base / _need(table, "sr", str, where),
-        key=read_key(base / _need(table, "key_file", str, where)),
+        sr=_path(table, "sr", base, where),
+        key=read_key(_path(table, "key_file", base, where)),
         timing=timing,
         mode=Mode(mode_name),
-        status_socket=base / _need(table, "status_socket", str, where),
-        log=base / log if isinstance(log, str) else None,
+        status_socket=_path(table, "status_socket", base, where),
+        log=log,
         pool=pool_file if pool is not None else None,
         agent_port=agent_port if pool is not None else 0,
         vm_dir=vm_dir if pool is not None else None,

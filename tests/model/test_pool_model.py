@@ -97,7 +97,7 @@ def test_pool_file_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "error"), [
     ("[[host]]\nuuid='a'\nname='a'\n", "missing field 'memory'"),
-    ("[[host]]\nuuid='a'\nname='a'\nmemory='big'\n", "'memory' must be int"),
+    ("[[host]]\nuuid='a'\nname='a'\nmemory='big'\n", "'memory' must be a whole number"),
     ("[[host]]\nuuid='a'\nname='a'\nmemory=1\nram=2\n", "unknown field(s) ['ram']"),
     ("[[host]]\nuuid='a'\nname='a'\nmemory=8\n[[vm]]\nuuid='v'\nname='v'\nmemory=1\n"
      "priority='always'\n", "priority must be restart"),

@@ -44,7 +44,7 @@ def test_good_config_loads(folder: Path) -> None:
     ("change", "message"),
     [
         (("index = 1", "index = 9"), "index 9 outside"),
-        (("index = 1", 'index = "one"'), "must be a int"),
+        (("index = 1", 'index = "one"'), "must be a whole number"),
         (('"[::1]:7001"', '"[::1]:99999"'), "expected host:port"),
         (('"[::1]:7001"', '"example.com:80"'), "not an IPv4 or IPv6"),
         (('"[::1]:7001"', '"127.0.0.1:7000"'), "twice"),
