@@ -12,18 +12,21 @@ import contextlib
 import datetime
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hacluster.mgmt import api
+from hacluster.mgmt.mail import MailConfig, MailError, render, send
 from hacluster.mgmt.roles import POOL_SECRET_ID, Credential, Role, role_secret
 from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import (
@@ -37,6 +40,7 @@ from hacluster.mgmt.tls import (
 from hacluster.mgmt.verbs import VERBS, Call, Verb
 
 from .fakes import UUIDS, open_database
+from .mgmt.test_mail import ALERT, Collector, free_port
 from .mgmt.test_service import FakeControl
 from .mgmt.test_tls import Pool, make_pool
 
@@ -399,3 +403,90 @@ async def test_secrets_never_appear_in_the_audit(pool: Pool, tmp_path: Path) -> 
                                   "other-config:note": "(redacted)", "name-label": "kept"}
     for stored in (POOL_SECRET, *(s.encode() for s in role_secrets)):
         assert stored not in snapshot  # nor anywhere in the database on disk
+
+
+# ---------------------------------------------------------------- mail
+
+
+@dataclass
+class Logins:
+    """An aiosmtpd authenticator: every login tried, with whether TLS was on, and one that
+    succeeds."""
+
+    user: str
+    password: str
+    tried: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                 auth_data: Any) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.tried.append((login, password, session.ssl is not None))
+        return AuthResult(success=(login, password) == (self.user, self.password),
+                          handled=False)
+
+
+@contextlib.contextmanager
+def mailhub(cert: CertFiles | None, logins: Logins) -> Iterator[tuple[Collector, int]]:
+    """A local SMTP server; with ``cert``, it offers STARTTLS and takes mail only after it."""
+    collector = Collector()
+    tls = server_context(cert) if cert is not None else None
+    controller = Controller(collector, hostname=LOOPBACK, port=free_port(), tls_context=tls,
+                            require_starttls=tls is not None, authenticator=logins,
+                            auth_require_tls=True)
+    controller.start()
+    try:
+        yield collector, controller.port
+    finally:
+        controller.stop()
+
+
+def mail_config(port: int, **settings: Any) -> MailConfig:
+    return MailConfig(("ops@example.com",), f"{LOOPBACK}:{port}", **settings)
+
+
+async def test_no_mail_to_a_mailhub_without_starttls(pool: Pool) -> None:
+    logins = Logins("alerts", "pw")
+    with mailhub(None, logins) as (collector, port), \
+            pytest.raises(MailError, match="does not offer STARTTLS: nothing sent"):
+        await send(mail_config(port, ca_file=str(pool.ca.cert)), render(ALERT, "p"))
+    assert collector.envelopes == [] and logins.tried == []
+
+
+async def test_mail_goes_over_starttls_with_a_login(pool: Pool, tmp_path: Path) -> None:
+    logins = Logins("alerts", "s3cret:pw")
+    (tmp_path / "mail.auth").write_text("alerts:s3cret:pw\n")
+    with mailhub(pool.host, logins) as (collector, port):
+        await send(mail_config(port, ca_file=str(pool.ca.cert),
+                               auth_file=str(tmp_path / "mail.auth")), render(ALERT, "p"))
+    assert logins.tried == [("alerts", "s3cret:pw", True)]  # only after STARTTLS
+    [(_, recipients, mail)] = collector.delivered()
+    assert recipients == ["ops@example.com"] and "ha_host_failed" in mail["Subject"]
+
+
+async def test_a_wrong_password_or_an_unknown_certificate_sends_nothing(
+        pool: Pool, tmp_path: Path) -> None:
+    (tmp_path / "mail.auth").write_text("alerts:wrong\n")
+    stranger = make_pool(tmp_path / "stranger", "stranger", (LOOPBACK,))
+    logins = Logins("alerts", "right")
+    with mailhub(pool.host, logins) as (collector, port):
+        with pytest.raises(MailError, match="refused the login: 535"):
+            await send(mail_config(port, ca_file=str(pool.ca.cert),
+                                   auth_file=str(tmp_path / "mail.auth")), render(ALERT, "p"))
+        with pytest.raises(MailError, match="TLS failed"):  # the system CAs do not know it
+            await send(mail_config(port, auth_file=str(tmp_path / "mail.auth")),
+                       render(ALERT, "p"))
+        with pytest.raises(MailError, match="TLS failed"):
+            await send(mail_config(port, ca_file=str(stranger.ca.cert)), render(ALERT, "p"))
+    assert collector.envelopes == []
+    assert logins.tried and set(logins.tried) == {("alerts", "wrong", True)}  # PLAIN, LOGIN
+
+
+def test_a_password_is_never_configured_without_tls() -> None:
+    with pytest.raises(MailError, match="never sent in clear"):
+        MailConfig.from_other_config({"mail-destination": "ops@example.com",
+                                      "ssmtp-mailhub": "mail", "mail-starttls": "off",
+                                      "mail-auth-file": "/etc/hacluster/mail.auth"})
+    with pytest.raises(MailError, match="mail-starttls is 'no'"):
+        MailConfig.from_other_config({"mail-destination": "ops@example.com",
+                                      "ssmtp-mailhub": "mail", "mail-starttls": "no"})

@@ -15,11 +15,19 @@ Rules:
   <object>``, the body lists pool, alert, priority, object and time (UTC, ISO
   8601), then the alert's own text. Line breaks in the name or object are
   flattened so they cannot break the subject.
-* Delivery is plain SMTP (no STARTTLS, no authentication, like XenServer's
-  default ssmtp setup), run with :mod:`smtplib` in a worker thread so the
-  event loop never blocks; the whole delivery is bounded by ``timeout``.
-  Any failure (refused connection, unknown host, a recipient the mailhub
-  rejects, a timeout) raises :class:`MailError` saying which mailhub and what.
+* Delivery uses STARTTLS unless ``mail-starttls`` is ``off``: a mailhub that
+  does not offer it, or whose certificate does not verify (against the
+  system's trusted CAs, or the PEM file ``mail-ca-file`` names) for the
+  mailhub's name or address, gets nothing. With ``mail-auth-file`` (a file
+  on the master holding one line ``user:password``, read at each delivery,
+  never stored in the pool database), the master logs in after STARTTLS;
+  a password is never sent without TLS, so ``mail-auth-file`` with
+  ``mail-starttls=off`` is refused at configuration.
+* Delivery runs with :mod:`smtplib` in a worker thread so the event loop
+  never blocks; the whole delivery is bounded by ``timeout``. Any failure
+  (refused connection, unknown host, no STARTTLS, TLS, a refused login, a
+  recipient the mailhub rejects, a timeout) raises :class:`MailError` saying
+  which mailhub and what.
 """
 
 from __future__ import annotations
@@ -32,14 +40,21 @@ import ipaddress
 import re
 import smtplib
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 DESTINATION_KEY = "mail-destination"
 MAILHUB_KEY = "ssmtp-mailhub"
 SENDER_KEY = "mail-sender"
+STARTTLS_KEY = "mail-starttls"
+AUTH_FILE_KEY = "mail-auth-file"
+CA_FILE_KEY = "mail-ca-file"
+STARTTLS_VALUES = {"required": True, "off": False}
+MAX_AUTH_FILE = 4096
 DEFAULT_SENDER = "hacluster@localhost"
 SMTP_PORT = 25
 SEND_TIMEOUT = 10.0
@@ -59,6 +74,9 @@ class MailConfig:
     destination: tuple[str, ...]
     mailhub: str
     sender: str = DEFAULT_SENDER
+    starttls: bool = True
+    auth_file: str = ""  # a file of ``user:password`` on the master
+    ca_file: str = ""  # PEM CAs the mailhub's certificate must chain to; "" = the system's
 
     def __post_init__(self) -> None:
         if isinstance(self.destination, str):
@@ -71,6 +89,12 @@ class MailConfig:
             check_address(address, DESTINATION_KEY)
         check_address(self.sender, SENDER_KEY)
         parse_mailhub(self.mailhub)
+        for key, path in ((AUTH_FILE_KEY, self.auth_file), (CA_FILE_KEY, self.ca_file)):
+            if path and (not path.startswith("/") or "\0" in path):
+                raise MailError(f"{key}: {path!r} is not an absolute file path")
+        if self.auth_file and not self.starttls:
+            raise MailError(f"{AUTH_FILE_KEY} is set but {STARTTLS_KEY} is off: a password is "
+                            f"never sent in clear; set {STARTTLS_KEY}=required")
 
     @classmethod
     def from_other_config(cls, other: Mapping[str, str]) -> MailConfig | None:
@@ -83,7 +107,12 @@ class MailConfig:
             raise MailError(f"{DESTINATION_KEY} is set ({destination!r}) but {MAILHUB_KEY} "
                             "is not: set it to the SMTP relay, host[:port]")
         sender = other.get(SENDER_KEY, "").strip() or DEFAULT_SENDER
-        return cls(split_addresses(destination), mailhub, sender)
+        starttls = other.get(STARTTLS_KEY, "").strip() or "required"
+        if starttls not in STARTTLS_VALUES:
+            raise MailError(f"{STARTTLS_KEY} is {starttls!r}; expected one of "
+                            f"{', '.join(STARTTLS_VALUES)}")
+        return cls(split_addresses(destination), mailhub, sender, STARTTLS_VALUES[starttls],
+                   other.get(AUTH_FILE_KEY, "").strip(), other.get(CA_FILE_KEY, "").strip())
 
     @property
     def host(self) -> str:
@@ -227,8 +256,17 @@ def _deliver(config: MailConfig, mail: EmailMessage, timeout: float) -> None:
         # Our own host name for HELO: the default, socket.getfqdn(), may wait on DNS.
         with smtplib.SMTP(config.host, config.port, timeout=timeout,
                           local_hostname=socket.gethostname()) as smtp:
+            _secure(smtp, config)
             refused = smtp.send_message(mail, from_addr=config.sender,
                                         to_addrs=list(config.destination))
+    except smtplib.SMTPAuthenticationError as error:
+        raise MailError(f"{where} refused the login: {error.smtp_code} "
+                        f"{_text(error.smtp_error)}; check {AUTH_FILE_KEY}") from None
+    except smtplib.SMTPNotSupportedError as error:
+        raise MailError(f"{where}: {error}") from None
+    except (ssl.SSLError, ssl.CertificateError) as error:
+        raise MailError(f"{where}: TLS failed ({error}); its certificate must verify for "
+                        f"{config.host} (set {CA_FILE_KEY} to the CA that signed it)") from None
     except smtplib.SMTPRecipientsRefused as error:
         raise MailError(f"{where} refused every recipient: "
                         f"{_refusals(error.recipients)}") from None
@@ -252,6 +290,38 @@ def _deliver(config: MailConfig, mail: EmailMessage, timeout: float) -> None:
     if refused:
         raise MailError(f"{where} refused some recipients (the others got the mail): "
                         f"{_refusals(refused)}")
+
+
+def _secure(smtp: smtplib.SMTP, config: MailConfig) -> None:
+    """STARTTLS (unless configured off), then the login of ``mail-auth-file`` if set."""
+    if not config.starttls:
+        return
+    smtp.ehlo()
+    if not smtp.has_extn("starttls"):
+        raise MailError(f"mailhub {config.mailhub} does not offer STARTTLS: nothing sent "
+                        f"(set {STARTTLS_KEY}=off only for a mailhub on a trusted network)")
+    context = ssl.create_default_context(cafile=config.ca_file or None)
+    smtp.starttls(context=context)
+    smtp.ehlo()
+    if config.auth_file:
+        user, password = _login(Path(config.auth_file))
+        smtp.login(user, password)
+
+
+def _login(path: Path) -> tuple[str, str]:
+    """``user`` and ``password`` from a file of one line ``user:password``."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_AUTH_FILE + 1)
+        text = data.decode().strip()
+    except OSError as error:
+        raise MailError(f"{AUTH_FILE_KEY} {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise MailError(f"{AUTH_FILE_KEY} {path}: not text") from None
+    user, sep, password = text.partition(":")
+    if len(data) > MAX_AUTH_FILE or not sep or not user or not password or "\n" in text:
+        raise MailError(f"{AUTH_FILE_KEY} {path}: expected one line user:password")
+    return user, password
 
 
 def _refusals(refused: Mapping[str, tuple[int, bytes]]) -> str:

@@ -155,7 +155,7 @@ def test_rule_2_is_mailed_at_once_and_stored_once_a_master_is_back(pool: NetnsLa
     smtp.start()
     try:
         ok(pool, "pool-param-set", "other-config:mail-destination=ops@example.org",
-           f"other-config:ssmtp-mailhub={bridge}:2525")
+           f"other-config:ssmtp-mailhub={bridge}:2525", "other-config:mail-starttls=off")
         for host in range(3):
             pool.storage(host, "error")
         wait_for(lambda: all(r.get("rule2") for r in pool.status()), 15 * T,

@@ -74,7 +74,8 @@ def smtp() -> Iterator[tuple[Collector, int]]:
 
 
 def config_for(port: int, *destination: str) -> MailConfig:
-    return MailConfig(destination or ("ops@example.com",), f"{HOST}:{port}")
+    """Plain SMTP to the local collector (STARTTLS: tests/test_hostile_roles.py)."""
+    return MailConfig(destination or ("ops@example.com",), f"{HOST}:{port}", starttls=False)
 
 
 # ---------------------------------------------------------------- delivery
@@ -102,7 +103,8 @@ async def test_every_destination_gets_it(smtp: tuple[Collector, int]) -> None:
     collector, port = smtp
     config = MailConfig.from_other_config({"mail-destination": "a@example.com, b@example.org",
                                            "ssmtp-mailhub": f"{HOST}:{port}",
-                                           "mail-sender": "pool@example.com"})
+                                           "mail-sender": "pool@example.com",
+                                           "mail-starttls": "off"})
     assert config is not None
     await send(config, render(ALERT, "pool-a"))
     [(sender, recipients, mail)] = collector.delivered()
