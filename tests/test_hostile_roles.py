@@ -277,7 +277,8 @@ async def test_credential_deny_takes_effect_on_the_next_call(pool: Pool,
             await emergency.call(endpoint, pool, Call("credential-deny", {"credential": ident}))
             error = await refusal(operator, endpoint, pool, Call("status"))
             assert "is on the pool's deny list" in error
-            assert await emergency.call(endpoint, pool, Call("credential-deny-list")) == [ident]
+            assert await emergency.call(endpoint, pool, Call("credential-deny-list")) == [
+                {"credential": ident}]
             error = await refusal(operator, endpoint, pool,
                                   Call("credential-allow", {"credential": ident}))
             assert "is on the pool's deny list" in error

@@ -5,6 +5,7 @@ Usage::
     hactl [--config FILE] [-s HOST:PORT ...] [--json] VERB [key=value ...] [--force]
     hactl help [VERB]
     hactl --completion bash
+    hactl role-secret ROLE NAME
 
 Rules:
 
@@ -21,6 +22,11 @@ Rules:
 * Every problem is one line on stderr, ``hactl: <what is wrong and what to
   do>``. Exit code 2: a usage or configuration error; 1: the pool refused
   the call or no host answered; 0: done.
+* ``hactl help`` shows the role each verb needs (read-only, operator,
+  emergency: :mod:`hacluster.mgmt.roles`). ``hactl role-secret ROLE NAME``
+  prints the role secret of NAME, made from the pool secret in
+  ``secret_file`` (so only the pool secret's holder can make one); it
+  connects to nothing.
 * Progress messages go to stderr as they arrive; the result goes to stdout,
   as text (:mod:`hacluster.mgmt.render`) or, with ``--json``, as JSON.
 """
@@ -38,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.mgmt import api, render
+from hacluster.mgmt.roles import Role, check_name, role_secret
 from hacluster.mgmt.tls import CertFiles, TLSError, client_context
 from hacluster.mgmt.verbs import VERBS, Call, UsageError, Verb, lookup, parse
 from hacluster.model.address import Address, ConfigError
@@ -56,13 +63,18 @@ NAME_COLUMN = 36
 USAGE_TEXT = """\
 usage: hactl [--config FILE] [-s HOST:PORT ...] [--json] VERB [key=value ...] [--force]
        hactl help [VERB]
-       hactl --completion bash"""
+       hactl --completion bash
+       hactl role-secret ROLE NAME     (a secret of ROLE for NAME, from the pool secret)"""
+ROLE_SECRET = "role-secret"
+ROLE_COLUMN = 10
 
 CONFIG_TEXT = f"""\
 configuration: --config FILE, else ${CONFIG_ENV}; a TOML file:
   servers = ["10.77.0.1:7100", "[fd00::2]:7100"]   # every host's management address
   ca = "ca.pem"                                     # the pool CA certificate
   secret_file = "pool.secret"                       # the pool secret, as text
+  # the pool secret is the emergency role; a role secret (hactl role-secret
+  # read-only alice > alice.secret) may stand in its place: least privilege
   # or, instead of (or with) the secret, a pool client certificate:
   # cert = "admin.pem"
   # key = "admin.key"
@@ -97,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return show(completion_script(options.completion))
         if options.words[:1] == ["help"]:
             return show(help_text(options.words[1:]))
+        if options.words[:1] == [ROLE_SECRET]:
+            return show(make_role_secret(options))
         call = parse(options.words)
         settings = load_settings(options)
     except (UsageError, ConfigError) as error:
@@ -189,9 +203,10 @@ def help_text(words: Sequence[str]) -> str:
 
 
 def overview() -> str:
-    verbs = [f"  {verb.name:<{NAME_COLUMN}} {verb.summary}" for verb in VERBS.values()]
-    return "\n".join([USAGE_TEXT, "", "verbs ('hactl help VERB' for its parameters):", *verbs,
-                      "", CONFIG_TEXT])
+    verbs = [f"  {verb.name:<{NAME_COLUMN}} {verb.role.label:<{ROLE_COLUMN}} {verb.summary}"
+             for verb in VERBS.values()]
+    return "\n".join([USAGE_TEXT, "", "verbs, the least role that may run each ('hactl help "
+                      "VERB' for its parameters):", *verbs, "", CONFIG_TEXT])
 
 
 def verb_help(verb: Verb) -> str:
@@ -203,7 +218,26 @@ def verb_help(verb: Verb) -> str:
     return "\n".join([f"hactl {verb.name}: {verb.summary}", "",
                       "parameters:", *(params or ["  none"]),
                       *(["flags:", *(f"  {flag}" for flag in verb.flags)] if verb.flags else []),
-                      f"runs on: {runs_on}"])
+                      f"runs on: {runs_on}",
+                      f"needs: a credential of role {verb.role.label} or higher"])
+
+
+def make_role_secret(options: Options) -> str:
+    """``hactl role-secret ROLE NAME``: the secret, from the configured pool secret."""
+    words = options.words[1:]
+    if len(words) != 2:
+        raise UsageError(f"{ROLE_SECRET} takes a role ({', '.join(r.label for r in Role)}) "
+                         "and a name, e.g. hactl role-secret read-only alice")
+    try:
+        role = Role.named(words[0])
+        name = check_name(words[1])
+    except ValueError as error:  # CredentialError too
+        raise UsageError(f"{ROLE_SECRET}: {error}") from None
+    path = _config_path(options)
+    secret_file = _path_field(read_toml(path, ConfigError), "secret_file", path)
+    if secret_file is None:
+        raise ConfigError(f"{path}: {ROLE_SECRET} needs 'secret_file' (the pool secret)")
+    return role_secret(read_secret(secret_file), role, name)
 
 
 def _key_text(key: str) -> str:

@@ -267,7 +267,7 @@ class Service:
 
     async def _credential_deny_list(self, params: Mapping[str, str],
                                     flags: tuple[str, ...]) -> Answer:
-        yield self._done(sorted(self._db().db.denied))
+        yield self._done([{"credential": ident} for ident in sorted(self._db().db.denied)])
 
     # ------------------------------------------------------------ changing
     async def _credential_deny(self, params: Mapping[str, str],

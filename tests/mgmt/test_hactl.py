@@ -537,3 +537,27 @@ def test_a_storage_error_on_the_master_is_an_answer_not_a_dropped_connection(
     assert (run.code, run.out) == (1, "")
     assert "could not make the change durable ([Errno 5] Input/output error)" in run.err
     assert "read it back before retrying" in run.err
+
+
+def test_role_secret_is_made_from_the_pool_secret_and_limits_the_caller(
+        hactl: Callable[..., Run], tmp_path: Path, pool: Pool) -> None:
+    config = write_config(tmp_path, [f"{LOOPBACK}:{closed_port()}"])
+    made = hactl("--config", str(config), "role-secret", "read-only", "alice")
+    assert made.code == 0 and made.out.startswith("read-only:alice:")
+    (tmp_path / "alice.secret").write_text(made.out)
+    host = FakeHost(VMS)
+    with api_server(host, pool) as port:
+        alice = write_config(tmp_path, [f"{LOOPBACK}:{port}"], secret_file="alice.secret")
+        assert hactl("--config", str(alice), "vm-list").code == 0
+        refused = hactl("--config", str(alice), "host-disable", "uuid=host-b")
+    assert refused.code == 1
+    assert "(secret:read-only:alice) is read-only; host-disable needs operator" in refused.err
+    assert [call.verb for call in host.calls] == ["vm-list"]
+    assert hactl("--config", str(config), "role-secret", "root", "alice").code == 2
+    assert hactl("--config", str(config), "role-secret", "operator", "a b").code == 2
+
+
+def test_help_shows_the_role_each_verb_needs(hactl: Callable[..., Run]) -> None:
+    assert "  status" in hactl("help").out and " read-only " in hactl("help").out
+    assert hactl("help", "host-emergency-ha-disable").out.rstrip().endswith(
+        "needs: a credential of role emergency or higher")
