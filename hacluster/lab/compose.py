@@ -11,6 +11,9 @@ Rules:
   configuration (LocalLab's, with the docker addressing); on a re-up it
   finds them and changes nothing (a different network prefix only rewrites
   the configuration; a different host count is refused: ``down -v`` first).
+  The pool CA's private key goes to a second volume, ``ca-key`` at
+  ``/pool-ca``, mounted in the ``provision`` service alone: no host
+  container can read it.
 * The network ``pool`` has the fixed subnet ``${HACLUSTER_NET}.0/24``
   (default ``172.29.0``); host ``i`` has the static address ``.(i+2)``; the
   one-shot services get dynamic addresses from ``.128/25``, so 126 hosts at
@@ -38,6 +41,7 @@ DEFAULT_NET = "172.29.0"
 NET = "${HACLUSTER_NET:-" + DEFAULT_NET + "}"
 IMAGE = "${" + IMAGE_ENV + ":-" + DEFAULT_IMAGE + "}"
 POOL = "/pool"
+CA_KEY_DIR = f"{POOL}-ca"  # DockerLab(POOL).ca_key_dir: mounted in provision alone
 HACTL = f"{POOL}/hactl.toml"
 MAX_HOSTS = 126
 BASE_PORT = 17000
@@ -76,7 +80,7 @@ def generate(hosts: int, timeout: float = 3.0) -> str:
         "    command: " + _flow(["hacluster", "compose", "provision", "--dir", POOL,
                                 "--hosts", str(hosts), "--timeout", t, "--net", NET]),
         "    network_mode: none",
-        "    volumes: [pool:/pool]",
+        f"    volumes: [pool:{POOL}, ca-key:{CA_KEY_DIR}]",
     ]
     for index in range(hosts):
         lines += [
@@ -119,6 +123,7 @@ def generate(hosts: int, timeout: float = 3.0) -> str:
         "",
         "volumes:",
         "  pool: {}",
+        "  ca-key: {}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,11 @@ Rules:
 * Every lab is a managed pool: a pool CA and a certificate per host
   (``tls/``), a pool secret, the management API on ``base_port + 2000`` and
   ``hactl.toml`` in the lab directory (``hactl --config DIR/hactl.toml ...``).
+* The pool key, the pool secret and every private key are created mode 0600
+  (:func:`~hacluster.storage.files.write_atomically`), never wider for a
+  moment. The pool CA's private key never enters the lab directory, which
+  containers mount: it is kept beside it, in :attr:`LocalLab.ca_key_dir`
+  (``DIR-ca``, mode 0700), and only ``tls/ca.pem`` is copied in.
 * Network faults need network namespaces: this backend refuses them clearly.
 * Every lab protects VMs (:mod:`hacluster.lab.workloads`): the pool file is
   written and checked first, and each node runs its VMs as guest programs.
@@ -37,9 +42,16 @@ from typing import Any
 
 from hacluster.core.pool import PoolError
 from hacluster.lab.workloads import VM_SR, write_pool
-from hacluster.mgmt.tls import CertFiles, create_pool_ca, issue_certificate
+from hacluster.mgmt.tls import (
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    CertFiles,
+    create_pool_ca,
+    issue_certificate,
+)
 from hacluster.model.address import Address
 from hacluster.node.daemon import query_status
+from hacluster.storage.files import write_atomically
 from hacluster.storage.sr import BLOCK, PoolState, format_sr
 from hacluster.wire.codec import new_pool_key
 
@@ -69,6 +81,18 @@ class LocalLab:
 
     def host_dir(self, index: int) -> Path:
         return self.root / f"host{index}"
+
+    @property
+    def ca_key_dir(self) -> Path:
+        """Where the pool CA (with its private key) is kept: beside the lab directory,
+        never in it, so no container that mounts the lab directory can read the key."""
+        root = self.root.resolve()
+        return root.parent / f"{root.name}-ca"
+
+    @property
+    def ca(self) -> CertFiles:
+        """The pool CA: its certificate in the lab directory, its key outside it."""
+        return CertFiles(self.root / "tls" / CA_CERT_FILE, self.ca_key_dir / CA_KEY_FILE)
 
     # ------------------------------------------------------------ lifecycle
     backend = "local"
@@ -134,14 +158,17 @@ class LocalLab:
         except PoolError as error:
             raise LabError(f"pool file: {error}") from None
         key = new_pool_key()
-        (self.root / "pool.key").write_text(key.hex() + "\n")
-        (self.root / "pool.key").chmod(0o600)
+        write_atomically(self.root / "pool.key", (key.hex() + "\n").encode(), 0o600)
         generation = random.SystemRandom().getrandbits(63)
         format_sr(self.root / "heartbeat.sr", hosts, key, generation, metadata=METADATA,
                   state=PoolState.INIT if ha_off else PoolState.ACTIVE)
-        (self.root / "pool.secret").write_text(secrets.token_hex(32) + "\n")
-        (self.root / "pool.secret").chmod(0o600)
-        create_pool_ca(self.root / "tls", "lab")
+        write_atomically(self.root / "pool.secret", (secrets.token_hex(32) + "\n").encode(),
+                         0o600)
+        self.ca_key_dir.mkdir(mode=0o700, exist_ok=True)
+        self.ca_key_dir.chmod(0o700)  # exactly, whatever the umask
+        private = create_pool_ca(self.ca_key_dir, "lab")
+        (self.root / "tls").mkdir(exist_ok=True)
+        write_atomically(self.ca.cert, private.cert.read_bytes(), 0o644)
         self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation,
                    "backend": self.backend})
 
@@ -157,7 +184,7 @@ class LocalLab:
         addresses = [[self.address(i, base_port, n) for n in range(networks)]
                      for i in range(hosts)]
         mgmt_port = base_port + 2000
-        ca = CertFiles(self.root / "tls" / "ca.pem", self.root / "tls" / "ca.key")
+        ca = self.ca
         servers = [str(Address(a[0].host, mgmt_port)) for a in addresses]
         (self.root / "hactl.toml").write_text(
             f"servers = {json.dumps(servers)}\n"
