@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hacluster.core.pool import PoolError, Priority
-from hacluster.core.pooldb import KEEP_MESSAGES, PoolDB, apply
+from hacluster.core.pooldb import KEEP_AUDIT, KEEP_MESSAGES, PoolDB, apply
 from hacluster.lab.workloads import default_pool
 from hacluster.model.pooldata import from_data, seed, to_data
 
@@ -138,3 +138,57 @@ def test_malformed_snapshots_are_refused(db: PoolDB, damage: Any) -> None:
     damage(data)
     with pytest.raises(PoolError):
         from_data(data)
+
+
+AUDIT = {"time": 1.5, "credential": "cert:1a", "role": "operator", "name": "carol",
+         "verb": "vm-param-set", "params": {"uuid": "vm-sql", "order": "2"}, "flags": []}
+
+
+def test_an_audit_record_rides_on_its_change_and_survives_a_snapshot(db: PoolDB) -> None:
+    new = apply(db, {"op": "vm-set", "vm": "vm-sql", "fields": {"order": "2"}, "audit": AUDIT})
+    assert new.generation == db.generation + 1 and new.pool.vm("vm-sql").order == 2
+    [record] = new.audit
+    assert (record.ref, record.credential, record.verb, record.params) == (
+        1, "cert:1a", "vm-param-set", (("order", "2"), ("uuid", "vm-sql")))
+    alone = apply(new, {"op": "audit", "audit": {**AUDIT, "verb": "host-shutdown"}})
+    assert [r.ref for r in alone.audit] == [1, 2] and alone.pool == new.pool
+    assert from_data(to_data(alone)) == alone
+
+
+@pytest.mark.parametrize("change", [
+    {"op": "audit"},
+    {"op": "audit", "audit": {**AUDIT, "params": ["x"]}},
+    {"op": "audit", "audit": {**AUDIT, "credential": 7}},
+    {"op": "vm-set", "vm": "vm-sql", "fields": {"order": "2"}, "audit": {"time": 1}},
+])
+def test_a_malformed_audit_record_refuses_the_change(db: PoolDB, change: Any) -> None:
+    before = to_data(db)
+    with pytest.raises(PoolError, match="audit"):
+        apply(db, change)
+    assert to_data(db) == before
+
+
+def test_only_the_newest_audit_records_are_kept(db: PoolDB) -> None:
+    for _ in range(KEEP_AUDIT + 5):
+        db = apply(db, {"op": "audit", "audit": AUDIT})
+    assert len(db.audit) == KEEP_AUDIT and db.audit[0].ref == 6
+    assert db.audit_since(KEEP_AUDIT + 3)[0].ref == KEEP_AUDIT + 4
+
+
+def test_the_deny_list(db: PoolDB) -> None:
+    denied = apply(db, {"op": "credential-deny", "credential": "cert:1a"})
+    assert denied.denied == {"cert:1a"}
+    with pytest.raises(PoolError, match="already denied"):
+        apply(denied, {"op": "credential-deny", "credential": "cert:1a"})
+    with pytest.raises(PoolError, match="not on the deny list"):
+        apply(denied, {"op": "credential-allow", "credential": "cert:2b"})
+    with pytest.raises(PoolError, match="credential id"):
+        apply(db, {"op": "credential-deny", "credential": ""})
+    assert from_data(to_data(denied)) == denied
+    assert apply(denied, {"op": "credential-allow", "credential": "cert:1a"}).denied == set()
+
+
+def test_a_snapshot_from_before_the_audit_reads_without_one(db: PoolDB) -> None:
+    data = to_data(db)
+    del data["audit"], data["denied"]
+    assert from_data(data) == db
