@@ -4,16 +4,20 @@ The attacker can write the heartbeat SR (the LUN is shared) but has no pool
 key: it can only zero blocks and write back old, genuine ones. Everything
 here runs on real SR files through the real sealing, redo-log and database
 code; the liveness cores are the real :class:`HostCore`, driven on a
-simulated clock (deterministic: no wall-clock assertions).
+simulated clock, and the management planes run in loop time (looptime):
+deterministic, no wall-clock assertions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from hacluster.core.events import (
     Fence,
@@ -30,10 +34,15 @@ from hacluster.core.events import (
     WriteSlot,
 )
 from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.pool import PoolError
 from hacluster.core.timing import Timing
+from hacluster.mgmt.database import Database, RolledBack
+from hacluster.node.plane import REOPEN_INTERVAL, ROLLBACK_ALERT
 from hacluster.sim.checker import restart_bound
+from hacluster.storage.redolog import HEAD, MAGIC, load_backup
 from hacluster.storage.sr import (
     BLOCK,
+    HEARTBEAT_REGION,
     BlockDevice,
     decode_slot,
     encode_slot,
@@ -41,6 +50,9 @@ from hacluster.storage.sr import (
     slot_offset,
 )
 from hacluster.wire.codec import Sealer, new_pool_key
+
+from . import fakes
+from .node.test_plane import Pool
 
 KEY = new_pool_key()
 GENERATION = 12
@@ -153,3 +165,210 @@ def test_replayed_old_slot_images_do_not_keep_a_crashed_host_alive(tmp_path: Pat
     finally:
         attacker.close()
         pool.close()
+
+
+# ------------------------------------------------------------ the redo log rolled back
+METADATA = BLOCK * 64  # fakes.make_sr: two halves of 32 blocks
+
+
+def vm_order(n: int) -> dict[str, object]:
+    return {"op": "vm-set", "vm": "vm-sql", "fields": {"order": str(n)}}
+
+
+async def committed_to(directory: Path, generation: int) -> Database:
+    """The master's database on a fresh SR, with changes acknowledged up to ``generation``."""
+    database = await fakes.open_database(directory)
+    while database.db.generation < generation:
+        await database.commit(vm_order(database.db.generation))
+    return database
+
+
+def records(sr: Path) -> dict[tuple[str, int], int]:
+    """Where each record of the redo log starts: (kind, generation) -> SR offset."""
+    found = {}
+    with sr.open("rb") as volume:
+        for offset in range(HEARTBEAT_REGION, HEARTBEAT_REGION + METADATA, BLOCK):
+            volume.seek(offset)
+            magic, _, kind, generation, _, _ = HEAD.unpack(volume.read(HEAD.size))
+            if magic == MAGIC:
+                found[({1: "snapshot", 2: "delta"}[kind], generation)] = offset
+    return found
+
+
+def metadata_region(sr: Path) -> bytes:
+    with sr.open("rb") as volume:
+        volume.seek(HEARTBEAT_REGION)
+        return volume.read(METADATA)
+
+
+def write_back(sr: Path, offset: int, data: bytes) -> None:
+    """The attacker's write: plain bytes onto the shared volume, no key."""
+    with sr.open("r+b") as volume:
+        volume.seek(offset)
+        volume.write(data)
+
+
+def zero_one_delta_block(sr: Path, acked: int) -> int:
+    write_back(sr, records(sr)[("delta", acked - 4)], bytes(BLOCK))
+    return acked - 5
+
+
+async def old_metadata_region_written_back(sr: Path, database: Database, acked: int) -> int:
+    old = metadata_region(sr)
+    while database.db.generation < acked:
+        await database.commit(vm_order(database.db.generation))
+    write_back(sr, HEARTBEAT_REGION, old)
+    return acked // 2
+
+
+def zero_the_active_halfs_first_block(sr: Path, acked: int) -> int:
+    """The log rolled over at generation 33 into half 1: its snapshot goes."""
+    assert ("snapshot", 33) in records(sr) and ("delta", 32) in records(sr)
+    write_back(sr, records(sr)[("snapshot", 33)], bytes(BLOCK))
+    return 32
+
+
+async def rolled_back(directory: Path, attack: str) -> tuple[Database, int, int]:
+    """The master acknowledged generation ``acked``; the attack leaves the log at ``older``."""
+    sr = directory / "heartbeat.sr"
+    if attack == "zeroed delta block":
+        database = await committed_to(directory, acked := 10)
+        older = zero_one_delta_block(sr, acked)
+    elif attack == "old metadata region written back":
+        database = await committed_to(directory, 10)
+        older = await old_metadata_region_written_back(sr, database, acked := 20)
+    else:
+        database = await committed_to(directory, acked := 36)
+        older = zero_the_active_halfs_first_block(sr, acked)
+    database.close()
+    return database, acked, older
+
+
+ATTACKS = ["zeroed delta block", "old metadata region written back",
+           "zeroed first block of the active half"]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_a_rolled_back_redo_log_is_refused_when_no_newer_copy_answers(
+        tmp_path: Path, attack: str) -> None:
+    """Before the anchor the new master loaded the older generation without a word
+    (10 -> 5, 20 -> 10, 36 -> 32): every change acknowledged since was lost."""
+    _, acked, older = await rolled_back(tmp_path, attack)
+    sr = tmp_path / "heartbeat.sr"
+    region = metadata_region(sr)
+    with pytest.raises(RolledBack, match=f"anchor says generation {acked} was acknowledged, "
+                       f"but the newest copy found is generation {older}"):
+        await Database.open(sr, tmp_path / "new-master.backup", fakes.KEY, fakes.start())
+    assert metadata_region(sr) == region  # refusing wrote nothing
+    assert not (tmp_path / "new-master.backup").exists()
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_a_rolled_back_redo_log_is_repaired_from_a_newer_backup_with_a_warning(
+        tmp_path: Path, attack: str) -> None:
+    """A host's backup that answers holds the acknowledged state: it is loaded,
+    written back into the log, and the damage is reported (an alert)."""
+    database, acked, older = await rolled_back(tmp_path, attack)
+    found = load_backup(database.backup, fakes.KEY)
+    assert found is not None and found[0] == acked
+    again = await Database.open(tmp_path / "heartbeat.sr", tmp_path / "new-master.backup",
+                                fakes.KEY, fakes.start(), [("the backup of host-2", found[1])])
+    try:
+        assert again.db.generation == acked
+        assert again.warnings == [f"the SR redo log holds generation {older}, older than the "
+                                  f"backup of host-2 (generation {acked}): it was rolled back "
+                                  f"or damaged; loaded generation {acked} and rewrote it into "
+                                  "the log"]
+    finally:
+        again.close()
+    third = await Database.open(tmp_path / "heartbeat.sr", tmp_path / "third.backup",
+                                fakes.KEY, fakes.start())
+    assert third.db.generation == acked and third.warnings == []  # the log holds it again
+    third.close()
+
+
+async def until(check: Callable[[], bool], limit: float = 10 * REOPEN_INTERVAL) -> None:
+    """Loop time passes until ``check()`` holds (at most ``limit`` seconds of it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not check():
+        assert loop.time() < deadline, "not within the limit of loop time"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.looptime
+async def test_a_new_master_refuses_a_rollback_with_an_alert_until_a_backup_answers(
+        tmp_path: Path) -> None:
+    """Planes of three hosts on one SR: host 0 acknowledges changes host 1 does
+    not hear of, then dies; the log is rolled back and host 2 is down. Host 1,
+    master now, must not serve the older state: it alerts, serves nothing, and
+    loads the acknowledged state once host 2's backup answers."""
+    pool = Pool(tmp_path)
+    try:
+        old, new, witness = pool.planes
+        old.master_gained()
+        await pool.settle()
+        database = old.database
+        assert database is not None
+        del pool.net.hosts[new.me]  # host 1 hears no more backups
+        for n in range(8):
+            await database.commit(vm_order(n))
+            await pool.settle()  # each pushed to host 2's backup
+        acked = database.db.generation
+        assert witness.known.generation == acked and new.known.generation < acked
+        old.master_lost()  # host 0 dies
+        del pool.net.hosts[old.me], pool.net.hosts[witness.me]  # host 2 is down
+        pool.net.hosts[new.me] = new.agent_request
+        sr = tmp_path / "heartbeat.sr"
+        write_back(sr, records(sr)[("delta", acked - 1)], bytes(BLOCK))
+        new.master_gained()
+        await until(lambda: bool(pool.nodes[1].records.events("alert")))
+        assert new.database is None and not new.is_master()  # nothing older is served
+        [alert] = pool.nodes[1].records.events("alert")
+        assert alert["name"] == ROLLBACK_ALERT and f"generation {acked} was" in alert["body"]
+        assert "refusing to load the pool database" in new.last_error
+        await asyncio.sleep(3 * REOPEN_INTERVAL)
+        assert new.database is None
+        assert pool.nodes[1].records.events("alert") == [alert]  # raised once
+        pool.net.hosts[witness.me] = witness.agent_request  # host 2 is back
+        await until(lambda: new.database is not None)
+        await pool.settle()
+        assert new.database is not None
+        assert new.last_error == f"backup not pushed to {[old.me]}"  # host 0 is still dead
+        assert new.database.db.master == new.me
+        assert new.database.db.pool.vm("vm-sql").order == 7  # the last acknowledged change
+        names = [m.name for m in new.database.db.messages]
+        assert names == [ROLLBACK_ALERT, ROLLBACK_ALERT]  # the refusal, then the repair
+    finally:
+        for node in pool.nodes:
+            node.tasks.cancel_all()  # a master still asking for a newer copy
+        await pool.settle()
+        pool.close()
+
+
+# ------------------------------------------------------------ a failing backup disk
+async def test_a_failing_backup_disk_refuses_the_change_and_the_next_one_works(
+        tmp_path: Path) -> None:
+    """Before: the redo log took the change, the backup failed, and every later
+    commit failed with 'delta generation N is not the next one' until a restart."""
+    database = await committed_to(tmp_path, 3)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    database.backup = backups / "pooldb.backup"
+    await database.commit(vm_order(30))
+    backups.rename(tmp_path / "unplugged")
+    backups.write_bytes(b"")  # the disk's mount point is no directory now
+    with pytest.raises(PoolError, match="change refused, nothing changed"):
+        await database.commit(vm_order(40))
+    assert database.db.generation == 4 and database.db.pool.vm("vm-sql").order == 30
+    backups.unlink()
+    (tmp_path / "unplugged").rename(backups)  # the disk is back
+    new = await database.commit(vm_order(50))
+    assert new.generation == 5 and new.pool.vm("vm-sql").order == 50
+    found = load_backup(database.backup, fakes.KEY)
+    assert found is not None and found[0] == 5
+    database.close()
+    again = await Database.open(tmp_path / "heartbeat.sr", tmp_path / "other.backup",
+                                fakes.KEY, fakes.start())
+    assert again.db == new and again.warnings == []  # the refused change is nowhere
+    again.close()

@@ -3,11 +3,18 @@
 Rules (spec section 7):
 
 * A change is acknowledged (``commit`` returns) only after it is in the redo
-  log on the heartbeat SR's metadata region *and* in this host's local
-  backup; a refused change raises :class:`PoolError` and writes nothing. A
-  change in the redo log whose local backup then fails is in force (held and
-  told to the listeners, as a new master would load it) but not
-  acknowledged: ``commit`` raises the backup's OSError.
+  log on the heartbeat SR's metadata region, in the SR's anchor
+  (:mod:`hacluster.storage.anchor`) *and* in this host's local backup; a
+  refused change raises :class:`PoolError`, nothing of it is in force, and
+  the next change works.
+* The local backup is staged first (written and fsynced beside the old one):
+  a full, read-only or failing local disk refuses the change before the redo
+  log is touched. A redo-log write that fails is taken back (the change is
+  refused). Only when the log took the change and a later step fails (the
+  anchor, putting the staged backup in place) or the take-back itself fails
+  is the change possibly in force but not acknowledged: ``commit`` raises the
+  OSError, and a change the log took is held and told to the listeners, as a
+  new master would load it, so the next change follows it.
 * Changes are committed one at a time, in order; the redo log gets the
   change itself (a delta), rolling over to a fresh snapshot when its half is
   full, so a change is written once whatever the database's size.
@@ -17,6 +24,12 @@ Rules (spec section 7):
   winner is not the redo log's, a snapshot of it is written there first, so
   the log always holds the newest state before anything new is acknowledged.
   With no copy anywhere, the database is seeded from the pool file.
+* **No rollback.** A load whose newest copy is older than the SR's anchor
+  (a generation the master acknowledged) is refused with
+  :class:`RolledBack`: the log was rolled back or damaged and no backup at
+  hand holds what was lost; nothing is written. A load that had to take a
+  backup newer than the log, or found a log without an anchor, goes ahead
+  with a :attr:`Database.warnings` entry (the caller raises an alert).
 * Blocking I/O runs in one thread of its own (not the heartbeat I/O thread).
 """
 
@@ -35,7 +48,15 @@ import msgpack
 from hacluster.core.pool import PoolError
 from hacluster.core.pooldb import PoolDB, apply
 from hacluster.model.pooldata import from_data, to_data
-from hacluster.storage.redolog import RecordCorrupt, RedoLog, load_backup, save_backup
+from hacluster.storage.anchor import read_anchor, write_anchor
+from hacluster.storage.redolog import (
+    NotWritten,
+    RecordCorrupt,
+    RedoLog,
+    load_backup,
+    save_backup,
+    stage_backup,
+)
 from hacluster.storage.sr import BLOCK, HEARTBEAT_REGION, BlockDevice
 
 T = TypeVar("T")
@@ -61,6 +82,10 @@ def from_snapshot(payload: bytes) -> PoolDB:
         raise PoolError(f"database snapshot does not decode: {error}") from None
 
 
+class RolledBack(PoolError):
+    """The newest copy at hand is older than a generation the master acknowledged."""
+
+
 @dataclass(frozen=True)
 class Copy:
     """One candidate copy of the database and where it came from."""
@@ -82,6 +107,7 @@ class Database:
         self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pooldb")
         self.lock = asyncio.Lock()
         self.notes: list[str] = []
+        self.warnings: list[str] = []  # found at load: the log was damaged or rolled back
         self.listeners: list[Callable[[PoolDB], None]] = []
 
     # ------------------------------------------------------------ loading
@@ -90,8 +116,14 @@ class Database:
                    others: Iterable[tuple[str, bytes]] = ()) -> Database:
         """The newest copy among the SR's redo log, ``backup`` and ``others``."""
         database = cls(seed, BlockDevice(sr), backup, key)
-        copies, logged = await database._run(lambda: database._copies(others))
-        best = max(copies, key=lambda c: c.db.generation, default=None)
+        try:
+            copies, logged = await database._run(lambda: database._copies(others))
+            anchored = await database._run(database._read_anchor)
+            best = max(copies, key=lambda c: c.db.generation, default=None)
+            database._check_rollback(best, logged, anchored)
+        except BaseException:
+            database.close()
+            raise
         if best is None:
             database.notes.append("no copy of the database found: seeded from the pool file")
             best = Copy("pool file", seed)
@@ -99,7 +131,40 @@ class Database:
         database.notes.append(f"loaded generation {best.db.generation} from {best.source}")
         if logged is None or logged < best.db.generation:
             await database._run(database._write_snapshot)
+        elif anchored is None or anchored < best.db.generation:
+            await database._run(lambda: write_anchor(database.device, key, best.db.generation))
         return database
+
+    def _read_anchor(self) -> int | None:
+        anchor = read_anchor(self.device, self.key)
+        self.notes += anchor.notes
+        return anchor.generation
+
+    def _check_rollback(self, best: Copy | None, logged: int | None,
+                        anchored: int | None) -> None:
+        """Refuse a newest copy older than the anchor; warn of a log found behind."""
+        newest = best.db.generation if best is not None else None
+        if anchored is not None and (newest is None or newest < anchored):
+            found = "no copy at all" if best is None else f"generation {newest} ({best.source})"
+            raise RolledBack(
+                f"refusing to load the pool database: the SR's anchor says generation "
+                f"{anchored} was acknowledged, but the newest copy found is {found}: the "
+                f"redo log was rolled back or damaged and no host's backup that answered "
+                f"holds the lost changes. Bring back a host whose backup holds generation "
+                f"{anchored} or newer, or accept the loss (docs/operations.md)")
+        if newest is None or best is None:
+            return
+        if (logged is None and anchored is not None) or (logged is not None and logged < newest):
+            held = "no state" if logged is None else f"generation {logged}"
+            self.warnings.append(
+                f"the SR redo log holds {held}, older than {best.source} (generation "
+                f"{newest}): it was rolled back or damaged; loaded generation {newest} and "
+                "rewrote it into the log")
+        if logged is not None and anchored is None:
+            self.warnings.append(
+                f"the SR holds no database anchor although its redo log holds generation "
+                f"{logged}: its anchor blocks were zeroed (or the SR predates anchors); "
+                "a rollback before this load could not be detected. Anchored from now on")
 
     def _copies(self, others: Iterable[tuple[str, bytes]]) -> tuple[list[Copy], int | None]:
         copies: list[Copy] = []
@@ -130,6 +195,7 @@ class Database:
 
     def _write_snapshot(self) -> None:
         self.redo.write_snapshot(self.db.generation, self.snapshot)
+        write_anchor(self.device, self.key, self.db.generation)
         save_backup(self.backup, self.db.generation, self.snapshot, self.key)
 
     # ------------------------------------------------------------ changes
@@ -143,20 +209,40 @@ class Database:
         async with self.lock:
             new = apply(self.db, change, live)
             payload = snapshot_bytes(new)
-            backup_error = await self._run(lambda: self._write(new, dict(change), payload))
+            late_error = await self._run(lambda: self._write(new, dict(change), payload))
             self.db, self.snapshot = new, payload  # in the redo log: in force from now on
         for listener in self.listeners:
             listener(new)
-        if backup_error is not None:
-            raise backup_error  # in force, but not acknowledged: the local backup failed
+        if late_error is not None:
+            raise late_error  # in force, but not acknowledged
         return new
 
     def _write(self, new: PoolDB, change: dict[str, Any], payload: bytes) -> OSError | None:
-        """The change into the redo log, then the local backup, whose error is returned."""
-        self.redo.append(new.generation, pack(change), lambda: payload)
+        """The backup staged, the change into the redo log, the anchor, the backup in place.
+
+        Raises (nothing in force) up to the log's append; returns the error of
+        a step after it (in force, not acknowledged)."""
         try:
-            save_backup(self.backup, new.generation, payload, self.key)
+            staged = stage_backup(self.backup, new.generation, payload, self.key)
         except OSError as error:
+            raise PoolError(f"change refused, nothing changed: this host's local backup "
+                            f"cannot be written ({error})") from error
+        try:
+            self.redo.append(new.generation, pack(change), lambda: payload)
+        except NotWritten as error:
+            staged.discard()
+            raise PoolError(f"change refused, nothing changed: {error}") from error
+        except ValueError as error:  # refused by the log before writing (too large)
+            staged.discard()
+            raise PoolError(f"change refused, nothing changed: {error}") from error
+        except BaseException:
+            staged.discard()  # the take-back failed too: the record may have landed
+            raise
+        try:
+            write_anchor(self.device, self.key, new.generation)
+            staged.install()
+        except OSError as error:
+            staged.discard()
             return error
         return None
 

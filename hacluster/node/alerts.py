@@ -27,7 +27,7 @@ from hacluster.node.tasks import Log, Supervisor
 
 ALERT_PRIORITY = {"ha_pool_overcommitted": 3, "ha_host_failed": 2,
                   "ha_protected_vm_restart_failed": 2, "ha_failures_exceed_tolerance": 1,
-                  "ha_survival_rule_2": 1}
+                  "ha_survival_rule_2": 1, "ha_pool_database_rolled_back": 1}
 
 AskAll = Callable[[dict[str, Any], list[str]], Awaitable[dict[str, dict[str, Any] | str]]]
 

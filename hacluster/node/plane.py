@@ -17,6 +17,12 @@ Rules:
   and ``pending-alerts``.
 * Alerts are stored and mailed by :mod:`hacluster.node.alerts`; a new master
   collects the alerts hosts raised without one (agent op ``pending-alerts``).
+* A master whose database load is refused as a rollback
+  (:class:`~hacluster.mgmt.database.RolledBack`: older than the SR's anchor)
+  serves nothing, raises ``ha_pool_database_rolled_back`` once (kept for the
+  next master, mailed) and asks the hosts' backups again every
+  ``REOPEN_INTERVAL`` while it holds the lock; a load that found the log
+  damaged but a newer backup raises the same alert as master.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from hacluster.core.pool import Pool, PoolError
 from hacluster.core.pooldb import HASettings, PoolDB
 from hacluster.core.restarts import Moved, Reconfigure, VMExited
 from hacluster.mgmt.api import Server
-from hacluster.mgmt.database import Database, from_snapshot
+from hacluster.mgmt.database import Database, RolledBack, from_snapshot
 from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
@@ -46,7 +52,9 @@ from hacluster.storage.redolog import RecordCorrupt, load_backup, save_backup
 from hacluster.wire import rpc
 
 ASK_TIMEOUT = 5.0
+ROLLBACK_ALERT = "ha_pool_database_rolled_back"
 BACKUP_TIMEOUT = 1.0  # reading other hosts' backups must not delay a new master much
+REOPEN_INTERVAL = 5.0  # a master that refused a rolled-back database asks again this often
 
 
 class NodeHandle(Protocol):
@@ -129,7 +137,7 @@ class Plane:
         try:
             database = await self._load()
         except (PoolError, OSError, ValueError) as error:
-            self.node.log.write("pooldb", text=f"could not open the pool database: {error}")
+            self._not_opened(error, alert=True)
             return
         if database.db.master not in ("", self.me):
             self.known = database.db
@@ -232,7 +240,17 @@ class Plane:
         if database.db.master != self.me:
             await database.commit({"op": "master", "host": self.me})
         self._changed(database.db)
+        for warning in database.warnings:  # the redo log was found damaged or rolled back
+            self.alert(ROLLBACK_ALERT, self.me, warning)
         return database
+
+    def _not_opened(self, error: Exception, alert: bool) -> None:
+        """The database could not be opened; a refused rollback is also an alert (once)."""
+        text = f"could not open the pool database: {error}"
+        self.node.log.write("pooldb", text=text)
+        self.last_error = text
+        if alert and isinstance(error, RolledBack):
+            self.local_alert(ROLLBACK_ALERT, self.me, str(error))
 
     def reset_master(self, address: str) -> str:
         for index, addresses in enumerate(self.config.hosts):
@@ -278,11 +296,24 @@ class Plane:
         self.node.tasks.spawn(self._take_office(), "take office")
 
     async def _take_office(self) -> None:
-        try:
-            await self.become_master()
-        except (PoolError, OSError, ValueError) as error:
-            self.node.log.write("pooldb", text=f"could not open the pool database: {error}")
-            return
+        """Open the database; one that would roll the pool back is refused, raised
+        as an alert, and asked for again (the hosts' backups) until it loads."""
+        refusals = 0
+        while True:
+            try:
+                await self.become_master()
+                break
+            except RolledBack as error:
+                self._not_opened(error, alert=refusals == 0)
+                refusals += 1
+            except (PoolError, OSError, ValueError) as error:
+                self._not_opened(error, alert=False)
+                return
+            await asyncio.sleep(REOPEN_INTERVAL)
+            core = self.node.core
+            if core is not None and not core.is_master:
+                return  # the lock moved on: the next master loads it
+        self.last_error = ""
         core = self.node.core
         if core is not None and core.is_master:
             self.node.start_duties()

@@ -31,7 +31,10 @@ Rules:
   a read leave the region or allocate a huge buffer.
 * A record counts as written (the caller may acknowledge the change) only
   once ``write_snapshot`` or ``append`` has returned: all its blocks went out
-  in one ``O_DSYNC`` write and are on the medium.
+  in one ``O_DSYNC`` write and are on the medium. A write that fails is taken
+  back: its first block is zeroed, so the record can never load, and
+  :class:`NotWritten` says the change is not in the log; when zeroing fails
+  too, the plain OSError says the record may have landed.
 * Generations never go back, and nothing is written when a call is refused
   (``ValueError``): a snapshot older than the log's state, a delta that is not
   exactly the next generation, ``append`` before ``load`` or
@@ -39,7 +42,8 @@ Rules:
   ``load`` loads first, so it never overwrites the newest state.
 * A host's local backup is one snapshot record in a file, replaced atomically
   (temporary file in the same directory, fsync, rename, fsync of the
-  directory).
+  directory); :func:`stage_backup` does the first half, so a caller learns
+  that the local disk fails before it writes anything else.
 * Synchronous and not thread-safe: one writer (the master, holding the master
   lock) per region, run off the event loop by the caller.
 """
@@ -54,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hacluster.storage.files import write_atomically
+from hacluster.storage.files import StagedFile
 from hacluster.storage.sr import (
     BLOCK,
     DEFAULT_METADATA,
@@ -77,6 +81,10 @@ MAX_GENERATION = 2**64 - 1
 
 class RecordCorrupt(ValueError):
     """A record that must not be trusted, and why."""
+
+
+class NotWritten(OSError):
+    """A record write that failed and was taken back: it is not in the log."""
 
 
 class _NotARecord(RecordCorrupt):
@@ -251,7 +259,12 @@ class RedoLog:
         if offset + len(record) > self._half_size:
             raise ValueError(f"a record of {len(record)} bytes does not fit a half of "
                              f"{self._half_size} bytes: enlarge the metadata region")
-        self._device.write_blocks(self._half_start(half) + offset, record)
+        where = self._half_start(half) + offset
+        try:
+            self._device.write_blocks(where, record)
+        except OSError as error:
+            self._device.write(where, EMPTY_BLOCK)  # raises if the medium refuses this too
+            raise NotWritten(f"redo log write failed and was taken back: {error}") from error
 
     def _half_start(self, half: int) -> int:
         return self._start + half * self._half_size
@@ -308,9 +321,15 @@ class RedoLog:
         return decode_record(first + rest, self._key, previous=previous)
 
 
+def stage_backup(path: Path, generation: int, payload: bytes, key: bytes) -> StagedFile:
+    """The local backup of the state at ``generation``, written and fsynced beside
+    ``path`` (OSError when the disk fails); ``install()`` puts it in place."""
+    return StagedFile(path, encode_record("snapshot", generation, payload, key))
+
+
 def save_backup(path: Path, generation: int, payload: bytes, key: bytes) -> None:
     """Replace the local backup at ``path`` atomically with the state at ``generation``."""
-    write_atomically(path, encode_record("snapshot", generation, payload, key))
+    stage_backup(path, generation, payload, key).install()
 
 
 def load_backup(path: Path, key: bytes) -> tuple[int, bytes] | None:

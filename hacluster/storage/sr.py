@@ -3,8 +3,10 @@
 Rules:
 
 * The volume starts with a 4 MiB heartbeat region of 4096-byte blocks: block 0
-  is the global block, block ``1 + i`` is host ``i``'s slot (up to 1023
-  hosts). The metadata region (for the pool database's redo log) follows.
+  is the global block, block ``1 + i`` is host ``i``'s slot (up to 1021
+  hosts), and the last two blocks (:data:`ANCHOR_OFFSETS`) hold the pool
+  database's anchor (:mod:`hacluster.storage.anchor`). The metadata region
+  (for the pool database's redo log) follows.
 * Every read and write is one whole aligned block, through a page-aligned
   buffer, with ``O_DIRECT`` where the medium accepts it (``direct`` says
   whether it did, so the daemon can log it).
@@ -45,7 +47,10 @@ from hacluster.wire.keys import Purpose, derive_key
 
 BLOCK = 4096
 HEARTBEAT_REGION = 4 * 1024 * 1024
-MAX_SR_HOSTS = HEARTBEAT_REGION // BLOCK - 1
+ANCHOR_BLOCKS = 2  # the database anchor's two copies end the heartbeat region
+ANCHOR_OFFSETS = tuple(HEARTBEAT_REGION - BLOCK * (ANCHOR_BLOCKS - i)
+                       for i in range(ANCHOR_BLOCKS))
+MAX_SR_HOSTS = HEARTBEAT_REGION // BLOCK - 1 - ANCHOR_BLOCKS
 DEFAULT_METADATA = 256 * 1024 * 1024
 SLOT_MAGIC = b"HASL"
 GLOBAL_MAGIC = b"HASR"
