@@ -14,6 +14,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from hacluster.node.plane import REOPEN_INTERVAL, ROLLBACK_ALERT
 from hacluster.sim.checker import restart_bound
 from hacluster.storage.redolog import HEAD, MAGIC, load_backup
 from hacluster.storage.sr import (
+    ANCHOR_OFFSETS,
     BLOCK,
     HEARTBEAT_REGION,
     BlockDevice,
@@ -261,6 +263,29 @@ async def test_a_rolled_back_redo_log_is_refused_when_no_newer_copy_answers(
         await Database.open(sr, tmp_path / "new-master.backup", fakes.KEY, fakes.start())
     assert metadata_region(sr) == region  # refusing wrote nothing
     assert not (tmp_path / "new-master.backup").exists()
+    for offset in ANCHOR_OFFSETS:  # the operator accepts the loss (docs/operations.md)
+        write_back(sr, offset, bytes(BLOCK))
+    accepted = await Database.open(sr, tmp_path / "new-master.backup", fakes.KEY, fakes.start())
+    assert accepted.db.generation == older
+    assert [w.split(":")[0] for w in accepted.warnings] == [
+        f"the SR holds no database anchor although its redo log holds generation {older}"]
+    accepted.close()
+
+
+async def test_torn_writes_of_the_anchor_or_an_unacknowledged_record_are_no_rollback(
+        tmp_path: Path) -> None:
+    """The anchor never runs ahead of the log, and its copies alternate: a write
+    torn by a crash leaves a state the loader takes without refusing."""
+    database = await committed_to(tmp_path, 10)
+    database.close()
+    sr = tmp_path / "heartbeat.sr"
+    rng = random.Random(12)
+    write_back(sr, ANCHOR_OFFSETS[10 % 2], rng.randbytes(BLOCK))  # anchoring 10, torn
+    write_back(sr, records(sr)[("delta", 10)] + BLOCK, rng.randbytes(BLOCK))  # delta 11, torn
+    again = await Database.open(sr, tmp_path / "new-master.backup", fakes.KEY, fakes.start())
+    assert again.db.generation == 10 and again.warnings == []
+    assert "database anchor copy 0 not trusted: bad magic" in again.notes
+    again.close()
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
