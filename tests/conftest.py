@@ -89,3 +89,22 @@ def assert_clean_chaos_run(directory: Path, backend: str, duration: float, rate:
     assert "verdict: 0 violation(s)" in done.stdout
     assert len(check(directory).faults) >= least_faults, done.stdout  # faults were injected
     assert (directory / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+#: a valid node.toml for host 1 of three (the pool key file beside it: :func:`folder`)
+NODE_TOML = """\
+index = 1
+hosts = ["127.0.0.1:7000", "127.0.0.2:7000", "[::1]:7001"]
+sr = "sr.img"
+key_file = "pool.key"
+timeout = 5
+status_socket = "s.sock"
+"""
+NODE_KEY = bytes.fromhex("ab" * 32)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A directory holding the pool key :data:`NODE_TOML` names."""
+    (tmp_path / "pool.key").write_text(NODE_KEY.hex())
+    return tmp_path

@@ -43,21 +43,10 @@ from hacluster.storage.sr import (
 from hacluster.wire.codec import Sealer, worst_case_report, worst_case_sealed_size
 from hacluster.wire.keys import Purpose, derive_key
 
-KEY = bytes(range(32))
-GOOD = """\
-index = 1
-hosts = ["127.0.0.1:7000", "127.0.0.2:7000", "[::1]:7001"]
-sr = "sr.img"
-key_file = "pool.key"
-timeout = 5
-status_socket = "s.sock"
-"""
+from .conftest import NODE_KEY, NODE_TOML
 
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    (tmp_path / "pool.key").write_text(KEY.hex())
-    return tmp_path
+KEY = NODE_KEY
+GOOD = NODE_TOML
 
 
 def config_with(folder: Path, old: str, new: str) -> Path:

@@ -10,20 +10,9 @@ from hacluster.lab.workloads import write_pool
 from hacluster.node.config import ConfigError, load
 from hacluster.node.master import Guests
 
-GOOD = """
-index = 1
-hosts = ["127.0.0.1:7000", "127.0.0.2:7000", "[::1]:7001"]
-sr = "sr.img"
-key_file = "pool.key"
-timeout = 5
-status_socket = "s.sock"
-"""
+from ..conftest import NODE_TOML
 
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    (tmp_path / "pool.key").write_text("ab" * 32)
-    return tmp_path
+GOOD = NODE_TOML
 
 
 def write(folder: Path, text: str) -> Path:
