@@ -159,6 +159,7 @@ class Server:
             credential = self._authentic(credentials, writer)
         except (TimeoutError, ConnectionError, ssl.SSLError):
             self.refused += 1  # no TLS or no credentials in time: nothing to answer
+            writer.transport.abort()  # the descriptor is freed now, not after a goodbye
             return None
         except FrameError as error:
             self.refused += 1

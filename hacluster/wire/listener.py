@@ -77,11 +77,17 @@ def peer_address(writer: asyncio.StreamWriter) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
+LINGER = 1.0  # s a closing connection may take to say goodbye (TLS close_notify)
+
+
 async def close_quietly(writer: asyncio.StreamWriter) -> None:
-    """Close a connection; a peer that already went away (or broke TLS) is no error."""
+    """Close a connection; a peer that already went away (or broke TLS) is no error. The
+    wait is bounded: after a TLS handshake that failed or was cut, the stream never hears
+    that its transport closed, and a task waiting for that would never end."""
     writer.close()
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.wait_closed()
+    with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+        async with asyncio.timeout(LINGER):
+            await writer.wait_closed()
 
 
 def guarded(gate: ConnectionGate, handler: ConnectionHandler) -> ConnectionHandler:
