@@ -14,11 +14,12 @@ Rules:
   :data:`~hacluster.wire.rpc.MAX_FRAME` bytes.
 * Nothing but a few KiB is read from a peer that has not proven itself. The
   listener's :class:`~hacluster.wire.listener.ConnectionGate` caps connections
-  per listener and per peer address (over a cap a connection is aborted
-  before any TLS work); TLS starts only after admission, and the handshake
-  plus the credentials frame must complete within ``limits.preauth``; the
-  request frame then within ``limits.request``. A peer that fails any of
-  this is counted in :attr:`Server.refused` and reaches no handler.
+  per listener and per peer address (over a cap a connection is closed
+  before any TLS work); the TLS handshake must end within ``limits.preauth``
+  (else it is counted in the gate's ``no_tls``), the credentials frame within
+  ``limits.preauth`` more, the request frame then within ``limits.request``.
+  A peer that fails any of this reaches no handler; one that fails after
+  TLS is counted in :attr:`Server.refused`.
 * No exception from a peer's input escapes the connection handler: an
   answer that cannot be framed is replaced by an error saying so, and a
   failure inside a call's handling is answered as an error and counted in
@@ -56,7 +57,7 @@ from hacluster.core.pool import PoolError
 from hacluster.mgmt.roles import Credential, CredentialError, authenticate, refusal
 from hacluster.mgmt.tls import peer_credential
 from hacluster.mgmt.verbs import Call, UsageError, check, lookup
-from hacluster.wire.listener import ConnectionGate, close_quietly, start_listener
+from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.rpc import (
     LENGTH,
     MAX_FRAME,
@@ -115,9 +116,9 @@ class Server:
     failed: int = 0  # calls whose handling raised (answered as an error)
     gate: ConnectionGate = field(default_factory=ConnectionGate)
 
-    async def serve(self, address: str, port: int) -> asyncio.Server:
+    async def serve(self, address: str, port: int) -> Listener:
         return await start_listener(self.gate, self._connection, address, port,
-                                    buffer=PREAUTH_FRAME)
+                                    context=self.context, buffer=PREAUTH_FRAME)
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
@@ -149,16 +150,16 @@ class Server:
 
     async def _credential(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> Credential | None:
-        """The peer's credential, proven within ``limits.preauth`` from a frame of at most
-        :data:`PREAUTH_FRAME` bytes; None (answered if it can be, and counted) if not."""
+        """The peer's credential (its TLS handshake done), proven within ``limits.preauth``
+        by a frame of at most :data:`PREAUTH_FRAME` bytes; None (answered if it can be,
+        and counted) if not."""
         deadline = self.gate.limits.preauth
         try:
             async with asyncio.timeout(deadline):
-                await writer.start_tls(self.context, ssl_handshake_timeout=deadline)
                 credentials = await read_message(reader, PREAUTH_FRAME)
             credential = self._authentic(credentials, writer)
         except (TimeoutError, ConnectionError, ssl.SSLError):
-            self.refused += 1  # no TLS or no credentials in time: nothing to answer
+            self.refused += 1  # no credentials in time: nothing to answer
             writer.transport.abort()  # the descriptor is freed now, not after a goodbye
             return None
         except FrameError as error:

@@ -21,11 +21,11 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from hacluster.vm.driver import DriverError, ProcessDriver, SimDriver, VMExit
 from hacluster.wire import rpc
+from hacluster.wire.listener import Listener
 
 TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a map"}
 
@@ -62,7 +62,7 @@ class Agent:
         self.driver = driver
         self.stats = rpc.RpcStats()
 
-    async def serve(self, host: str, port: int, key: bytes, target: bytes) -> asyncio.Server:
+    async def serve(self, host: str, port: int, key: bytes, target: bytes) -> Listener:
         """Listen for authenticated requests meant for ``target`` (:func:`rpc.target`);
         bad ones are counted in :attr:`stats`."""
         return await rpc.serve(host, port, key, self.handle, self.stats, target=target)

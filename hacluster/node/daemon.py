@@ -112,7 +112,7 @@ class Node:
                     "the fence window assumes (unsafe_watchdog_delay, tests only)")
             self.log.write("warning", text=text)
             print(f"hacluster node: {text}", file=sys.stderr, flush=True)
-        servers: list[asyncio.Server] = []
+        servers: list[asyncio.AbstractServer] = []
         try:
             await self.liveness.start(self)
             self.watchdog.start(config.log)

@@ -107,7 +107,7 @@ class Plane:
                              lambda: self.known, self.ask_all)
 
     # ------------------------------------------------------------ start
-    async def start(self) -> asyncio.Server:
+    async def start(self) -> asyncio.AbstractServer:
         server = Server(self, self.mgmt.secret,
                         server_context(CertFiles(self.mgmt.cert, self.mgmt.key), self.mgmt.ca),
                         client_context(self.mgmt.ca))

@@ -2,25 +2,33 @@
 
 Rules:
 
-* A connection is admitted only while its listener holds fewer than
-  ``connections`` and its peer address fewer than ``per_peer``; otherwise it
-  is aborted at once, before any TLS or frame work, and counted in
-  :attr:`ConnectionGate.turned_away`. The numbers come from the physics of a
-  host: a daemon runs with a descriptor limit of 1,024 (the usual soft
-  limit) and needs some for the SR, the heartbeat sockets, its logs, backups
-  and every VM's pipes; two listeners of 256 take half. A legitimate peer
-  address holds few connections at once: hactl makes one per call, a host
-  relays the calls it got, the master keeps at most
-  :data:`CALLS_PER_PEER` calls in flight to one agent, so 16 per address
-  leaves room while one hostile address cannot take a listener's 256.
-* A peer that has not proven itself gets ``preauth`` seconds from being
-  accepted (TLS handshake included) to send its credentials; an
-  authenticated request must then arrive within ``request`` seconds. A
-  legitimate client does either in milliseconds on a LAN, in well under a
-  second across a WAN; 5 s and 10 s leave ample room while a hostile one
+* The listener accepts sockets itself and admits a connection only while it
+  holds fewer than ``connections`` and its peer address fewer than
+  ``per_peer``; otherwise the socket is closed at once, before a byte is read
+  or any TLS work is done, and counted in :attr:`ConnectionGate.turned_away`.
+  The numbers come from the physics of a host: a daemon runs with a
+  descriptor limit of 1,024 (the usual soft limit) and needs some for the SR,
+  the heartbeat sockets, its logs, backups and every VM's pipes; two
+  listeners of 256 take half. A legitimate peer address holds few
+  connections at once: hactl makes one per call, a host relays the calls it
+  got, the master keeps at most :data:`CALLS_PER_PEER` calls in flight to one
+  agent, so 16 per address leaves room while one hostile address cannot take
+  a listener's 256.
+* An admitted socket is handed to the event loop as it is
+  (``connect_accepted_socket``), with TLS if the listener has a context, so
+  the loop's TLS reads the client's first bytes (upgrading a stream that
+  already read them would lose them: uvloop reads at once). The handshake
+  must end within ``preauth`` seconds, or the connection is closed and
+  counted in :attr:`ConnectionGate.no_tls`; the handler then has ``preauth``
+  seconds for the credentials and ``request`` seconds for an authenticated
+  request. A legitimate client does each in milliseconds on a LAN, well under
+  a second across a WAN; 5 s and 10 s leave ample room while a hostile one
   cannot hold a slot longer.
-* A connection handler never lets an exception escape: :func:`guarded`
-  counts one that would (:attr:`ConnectionGate.escaped`, a bug to fix; the
+* A stream stops reading from its socket while more than twice its
+  ``buffer`` bytes wait unread, so a peer sending more than it may costs no
+  more memory than that.
+* A connection handler never lets an exception escape: the listener counts
+  one that would (:attr:`ConnectionGate.escaped`, a bug to fix; the
   adversarial suite asserts none) and always releases the slot and closes
   the connection.
 """
@@ -29,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,13 +46,15 @@ from dataclasses import dataclass, field
 ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 CALLS_PER_PEER = 8  # what a well-behaved client keeps in flight to one listener
+LINGER = 1.0  # s a closing connection may take to say goodbye (TLS close_notify)
+BACKLOG = 128
 
 
 @dataclass(frozen=True)
 class ListenerLimits:
     connections: int = 256  # at once, per listener
     per_peer: int = 16  # at once, per peer address
-    preauth: float = 5.0  # s from accept to proven credentials (TLS handshake included)
+    preauth: float = 5.0  # s for the TLS handshake, then again for the credentials
     request: float = 10.0  # s for an authenticated peer to send its request
 
 
@@ -51,7 +63,8 @@ class ConnectionGate:
     """The live connections of one listener, by peer address, and what it turned away."""
 
     limits: ListenerLimits = field(default_factory=ListenerLimits)
-    turned_away: int = 0  # connections over a cap, aborted unread
+    turned_away: int = 0  # connections over a cap, closed unread
+    no_tls: int = 0  # connections whose TLS handshake failed or did not end in time
     escaped: int = 0  # exceptions a handler let out (a bug): caught here, counted
     last_escaped: str = ""
     live: Counter[str] = field(default_factory=Counter)
@@ -71,52 +84,125 @@ class ConnectionGate:
             del self.live[peer]
 
 
-def peer_address(writer: asyncio.StreamWriter) -> str:
-    """The peer's IP address as the socket reports it ("" if it already went away)."""
-    peer = writer.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
-
-
-LINGER = 1.0  # s a closing connection may take to say goodbye (TLS close_notify)
-
-
 async def close_quietly(writer: asyncio.StreamWriter) -> None:
     """Close a connection; a peer that already went away (or broke TLS) is no error. The
-    wait is bounded: after a TLS handshake that failed or was cut, the stream never hears
-    that its transport closed, and a task waiting for that would never end."""
+    wait for the goodbye is bounded, so a task closing a connection always ends."""
     writer.close()
     with contextlib.suppress(ConnectionError, OSError, TimeoutError):
         async with asyncio.timeout(LINGER):
             await writer.wait_closed()
 
 
-def guarded(gate: ConnectionGate, handler: ConnectionHandler) -> ConnectionHandler:
-    """``handler`` behind ``gate``: over a cap a connection is aborted at once; an
-    admitted one always releases its slot and is closed, whatever the handler does."""
+class Listener(asyncio.AbstractServer):
+    """One listening socket, its accept loop, and the connections it admitted."""
 
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = peer_address(writer)
-        if not gate.enter(peer):
-            writer.transport.abort()  # no TLS, no read, no buffer: the descriptor is freed now
-            return
+    def __init__(self, sock: socket.socket, gate: ConnectionGate, handler: ConnectionHandler,
+                 context: ssl.SSLContext | None, buffer: int) -> None:
+        self._sock = sock
+        self.gate = gate
+        self._handler = handler
+        self._context = context
+        self._buffer = buffer
+        self._loop = asyncio.get_running_loop()
+        self._connections: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
+        self._accepting = self._loop.create_task(self._accept())
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return () if self._sock.fileno() < 0 else (self._sock,)
+
+    async def _accept(self) -> None:
+        while True:
+            try:
+                sock, address = await self._loop.sock_accept(self._sock)
+            except OSError:  # out of descriptors, or the peer reset before accept
+                await asyncio.sleep(0.05)
+                continue
+            peer = str(address[0]) if isinstance(address, tuple) and address else ""
+            if not self.gate.enter(peer):
+                sock.close()  # nothing read, no TLS: the descriptor is freed now
+                continue
+            task = self._loop.create_task(self._serve(sock, peer))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
+    async def _serve(self, sock: socket.socket, peer: str) -> None:
         try:
-            await handler(reader, writer)
-        except Exception as error:  # the last line: nothing from a peer escapes a listener
-            gate.escaped += 1
-            gate.last_escaped = f"{type(error).__name__}: {error}"
+            streams = await self._open(sock)
+            if streams is None:
+                return
+            reader, writer = streams
+            try:
+                await self._handler(reader, writer)
+            except Exception as error:  # the last line: nothing from a peer escapes
+                self.gate.escaped += 1
+                self.gate.last_escaped = f"{type(error).__name__}: {error}"
+            finally:
+                await close_quietly(writer)
         finally:
-            gate.leave(peer)
-            await close_quietly(writer)
+            self.gate.leave(peer)
 
-    return connection
+    async def _open(self, sock: socket.socket) -> tuple[asyncio.StreamReader,
+                                                        asyncio.StreamWriter] | None:
+        """The socket as streams, TLS done if the listener has a context; None (closed,
+        counted) if the handshake fails or does not end within ``preauth``."""
+        reader = asyncio.StreamReader(limit=self._buffer)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        deadline = self.gate.limits.preauth
+        try:
+            async with asyncio.timeout(deadline + 1):  # the loop's own timeout comes first
+                transport, _ = await self._loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=self._context,
+                    ssl_handshake_timeout=deadline if self._context else None)
+        except (OSError, TimeoutError):  # ssl.SSLError and ConnectionError are OSErrors
+            self.gate.no_tls += 1
+            sock.close()
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        return reader, asyncio.StreamWriter(transport, protocol, reader, self._loop)
 
+    # ------------------------------------------------------------ asyncio.AbstractServer
+    def close(self) -> None:
+        """Stop accepting and end every connection (a node closes its listeners to stop)."""
+        self._accepting.cancel()
+        self._sock.close()
+        for connection in self._connections:
+            connection.cancel()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return not self._accepting.done()
+
+    async def start_serving(self) -> None:
+        pass  # serving from creation
+
+    async def serve_forever(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._accepting
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(self._accepting, *self._connections, return_exceptions=True)
 
 
 async def start_listener(gate: ConnectionGate, handler: ConnectionHandler, host: str,
-                         port: int, buffer: int = 1 << 16) -> asyncio.Server:
-    """A plain TCP listener running ``handler`` behind ``gate``; TLS, if any, is the
-    handler's to start after admission (``writer.start_tls``), so a connection over a
-    cap costs no handshake. A connection stops reading from its socket while more than
-    twice ``buffer`` bytes wait unread (asyncio's stream limit), so a peer that sends
-    more than it may costs no more memory than that."""
-    return await asyncio.start_server(guarded(gate, handler), host, port, limit=buffer)
+                         port: int, context: ssl.SSLContext | None = None,
+                         buffer: int = 1 << 16) -> Listener:
+    """A listener on ``host:port`` running ``handler`` (with TLS under ``context``) for
+    every connection ``gate`` admits."""
+    loop = asyncio.get_running_loop()
+    family, kind, proto, _, address = (await loop.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return Listener(sock, gate, handler, context, buffer)

@@ -46,7 +46,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.wire.keys import Purpose, derive_key
-from hacluster.wire.listener import ConnectionGate, close_quietly, start_listener
+from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.unpack import Malformed, unpack
 
 CHALLENGE = 16
@@ -168,7 +168,7 @@ def _short(error: BaseException, limit: int = 1000) -> str:
 
 
 async def serve(host: str, port: int, key: bytes, handler: Handler,
-                stats: RpcStats | None = None, *, target: bytes) -> asyncio.Server:
+                stats: RpcStats | None = None, *, target: bytes) -> Listener:
     """Answer authenticated requests for ``target`` with ``handler``; count the rest in
     ``stats``, whose gate admits connections: a client has ``stats.gate.limits.preauth``
     seconds from being accepted to send its request.

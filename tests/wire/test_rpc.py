@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.wire import rpc
 from hacluster.wire.codec import new_pool_key
-from hacluster.wire.listener import ConnectionGate, ListenerLimits
+from hacluster.wire.listener import ConnectionGate, Listener, ListenerLimits
 from hacluster.wire.rpc import (
     CHALLENGE,
     MAX_FRAME,
@@ -47,7 +47,7 @@ class Echo:
 
 
 class Running:
-    def __init__(self, server: asyncio.Server, stats: RpcStats, handler: Echo) -> None:
+    def __init__(self, server: Listener, stats: RpcStats, handler: Echo) -> None:
         self.server = server
         self.stats = stats
         self.handler = handler
