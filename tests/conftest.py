@@ -108,3 +108,12 @@ def folder(tmp_path: Path) -> Path:
     """A directory holding the pool key :data:`NODE_TOML` names."""
     (tmp_path / "pool.key").write_text(NODE_KEY.hex())
     return tmp_path
+
+
+#: fake loop time for in-process asyncio tests. While a thread's job is pending
+#: (the database's and backups' file I/O runs in threads), looptime cannot see it
+#: and by default jumps to the next timer after a short real wait: on a loaded
+#: machine a slow thread then looks as if it took seconds of loop time. With
+#: ``idle_step`` the loop time moves at most 10 ms per real wait, as fast as the
+#: thread really is.
+LOOPTIME = pytest.mark.looptime(idle_step=0.01)

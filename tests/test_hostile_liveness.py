@@ -157,13 +157,15 @@ def test_a_flood_and_a_hung_log_leave_the_master_normal(lab: LocalLab) -> None:
     finally:
         attacker.join()
     status = next(r for r in lab.status() if r["host"] == target)
+    api = status["mgmt"]["api"]
     print(f"attack: {report}; hactl status answered {answered}, failed {failed}; "
-          f"phases seen {sorted(phases)}; log {status.get('log')}")
+          f"phases seen {sorted(phases)}; log {status['log']}; api listener {api}")
     assert report["idle"] + report["refused"] == IDLE_CONNECTIONS
     assert report["handshakes"] > 0, "no bomb reached the server: the test proves nothing"
     assert phases == {"NORMAL"}, phases
     assert lab.running(target)
     assert status.get("liveset") == [0, 1, 2] and status.get("master")
     assert answered >= 2 and failed == 0
+    assert api["turned_away"] > 0 and api["escaped"] == 0, api
     assert status["log"]["pending"] + status["log"]["dropped"] > 0, \
         "the event log was not hung: the test proves nothing"

@@ -54,6 +54,7 @@ from hacluster.storage.sr import (
 from hacluster.wire.codec import Sealer, new_pool_key
 
 from . import fakes
+from .conftest import LOOPTIME
 from .node.test_plane import Pool
 
 KEY = new_pool_key()
@@ -321,7 +322,7 @@ async def until(check: Callable[[], bool], limit: float = 10 * REOPEN_INTERVAL) 
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.looptime
+@LOOPTIME
 async def test_a_new_master_refuses_a_rollback_with_an_alert_until_a_backup_answers(
         tmp_path: Path) -> None:
     """Planes of three hosts on one SR: host 0 acknowledges changes host 1 does

@@ -116,6 +116,10 @@ class Server:
     failed: int = 0  # calls whose handling raised (answered as an error)
     gate: ConnectionGate = field(default_factory=ConnectionGate)
 
+    def counts(self) -> dict[str, int | str]:
+        """For status displays."""
+        return {**self.gate.counts(), "refused": self.refused, "failed": self.failed}
+
     async def serve(self, address: str, port: int) -> Listener:
         return await start_listener(self.gate, self._connection, address, port,
                                     context=self.context, buffer=PREAUTH_FRAME)

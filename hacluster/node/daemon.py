@@ -302,6 +302,7 @@ class Node:
             "boot": self.boot,
             "vms": sorted(self.driver.running()),
             "log": self.log.stats(),
+            "rpc": self.agent.stats.counts(),
             **({"pool": self.duties.status()} if self.duties is not None else {}),
             **(self.plane.status() if self.plane is not None else {}),
             **liveness,

@@ -102,6 +102,7 @@ class Plane:
                               for i, h in enumerate(self.seed.pool.hosts)}, self.config.key)
         self._opening: asyncio.Task[Database] | None = None
         self._push: asyncio.Task[None] | None = None
+        self.server: Server | None = None  # the management API, once started
         self.last_error = ""
         self.alerts = Alerts(node.log.write, node.tasks, lambda: self.database,
                              lambda: self.known, self.ask_all)
@@ -111,6 +112,7 @@ class Plane:
         server = Server(self, self.mgmt.secret,
                         server_context(CertFiles(self.mgmt.cert, self.mgmt.key), self.mgmt.ca),
                         client_context(self.mgmt.ca))
+        self.server = server
         return await server.serve(self.config.address.host, self.mgmt.port)
 
     def started(self, generation: int, active: bool, timeout: float) -> None:
@@ -439,4 +441,5 @@ class Plane:
     def status(self) -> dict[str, Any]:
         return {"mgmt": {"master_known": self.known_master, "generation": self.known.generation,
                          "database_open": self.database is not None,
-                         "ha_enabled": self.known.ha.enabled, "last_error": self.last_error}}
+                         "ha_enabled": self.known.ha.enabled, "last_error": self.last_error,
+                         **({"api": self.server.counts()} if self.server is not None else {})}}

@@ -78,6 +78,12 @@ class ConnectionGate:
         self.live[peer] += 1
         return True
 
+    def counts(self) -> dict[str, int | str]:
+        """For status displays: live connections and what was turned away."""
+        return {"live": sum(self.live.values()), "turned_away": self.turned_away,
+                "no_tls": self.no_tls, "escaped": self.escaped,
+                "last_escaped": self.last_escaped}
+
     def leave(self, peer: str) -> None:
         self.live[peer] -= 1
         if self.live[peer] <= 0:

@@ -87,6 +87,11 @@ class RpcStats:
         self.bad_requests += 1
         self.last_bad_request = reason
 
+    def counts(self) -> dict[str, int | str]:
+        """For status displays."""
+        return {**self.gate.counts(), "answered": self.answered,
+                "bad_requests": self.bad_requests, "last_bad_request": self.last_bad_request}
+
 
 def rpc_aead(pool_key: bytes) -> ChaCha20Poly1305:
     """The cipher keyed for RPC, derived from (never equal to) the pool key."""

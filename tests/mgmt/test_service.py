@@ -20,9 +20,10 @@ from hacluster.mgmt.database import Database
 from hacluster.mgmt.service import Service, pool_uuid
 from hacluster.mgmt.verbs import Call
 
+from ..conftest import LOOPTIME
 from ..fakes import KEY, PLACEMENT, UUIDS, open_database, start
 
-pytestmark = pytest.mark.looptime
+pytestmark = LOOPTIME
 
 
 class FakeControl:

@@ -21,9 +21,10 @@ from hacluster.core.events import LivesetCommitted
 from hacluster.mgmt.database import Database
 from hacluster.node.master import START_TIMEOUT, Guests, MasterDuties
 
+from ..conftest import LOOPTIME
 from ..fakes import PLACEMENT, UUIDS, FakeAgent, Fault, Records, network, now, open_database
 
-pytestmark = pytest.mark.looptime
+pytestmark = LOOPTIME
 
 INTERVAL = 1.0
 

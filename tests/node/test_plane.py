@@ -35,9 +35,10 @@ from hacluster.node.tasks import Supervisor
 from hacluster.storage.redolog import load_backup
 from hacluster.wire.codec import Sealer
 
+from ..conftest import LOOPTIME
 from ..fakes import HOSTS, KEY, UUIDS, Network, Records, make_sr, network, settle, start
 
-pytestmark = pytest.mark.looptime
+pytestmark = LOOPTIME
 
 
 def address(index: int) -> str:
