@@ -350,18 +350,26 @@ class Plane:
             self._push = self.node.tasks.spawn(self._push_backups(), "push backups")
 
     async def _push_backups(self) -> None:
-        await asyncio.sleep(0)  # coalesce a burst of changes
-        database = self.database
-        if database is None:
-            return  # no longer master: the next one pushes
-        db = database.db
-        others = sorted(h.uuid for h in db.pool.hosts if h.uuid != self.me)
-        request = {"op": "db-backup", "generation": db.generation,
-                   "payload": database.snapshot}
-        answers = await self.ask_all(request, others)
-        failed = sorted(h for h, a in answers.items() if isinstance(a, str))
-        if failed and db is database.db:
-            self.last_error = f"backup not pushed to {failed}"
+        """Push the newest database to every other host's backup; a change committed
+        while a push is in flight is pushed right after it, so the last push always
+        carries the newest generation."""
+        pushed = None
+        while True:
+            await asyncio.sleep(0)  # coalesce a burst of changes
+            database = self.database
+            if database is None:
+                return  # no longer master: the next one pushes
+            db = database.db
+            if db.generation == pushed:
+                return
+            others = sorted(h.uuid for h in db.pool.hosts if h.uuid != self.me)
+            request = {"op": "db-backup", "generation": db.generation,
+                       "payload": database.snapshot}
+            answers = await self.ask_all(request, others)
+            failed = sorted(h for h, a in answers.items() if isinstance(a, str))
+            if failed and db is database.db:
+                self.last_error = f"backup not pushed to {failed}"
+            pushed = db.generation
 
     # ------------------------------------------------------------ alerts
     def alert(self, name: str, obj: str, body: str) -> None:

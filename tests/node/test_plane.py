@@ -255,6 +255,26 @@ async def test_a_backup_a_host_does_not_take_is_reported(pool: Pool) -> None:
     assert pool.planes[1].known.generation == database.db.generation
 
 
+async def test_a_change_committed_during_a_push_is_pushed_after_it(pool: Pool) -> None:
+    database = await master_of(pool)
+    await pool.settle()
+    answer = pool.net.hosts[UUIDS[1]]
+    first_push = asyncio.Event()
+
+    async def slow(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("op") == "db-backup":
+            first_push.set()
+            await asyncio.sleep(1.0)  # the push is in flight while the next change lands
+        return await answer(request)
+
+    pool.net.hosts[UUIDS[1]] = slow
+    await database.commit({"op": "vm-set", "vm": "vm-sql", "fields": {"order": "3"}})
+    await first_push.wait()
+    await database.commit({"op": "vm-set", "vm": "vm-sql", "fields": {"order": "4"}})
+    await pool.settle()
+    assert [p.known.generation for p in pool.planes] == [database.db.generation] * 3
+
+
 async def test_alerts_raised_without_a_master_are_collected_by_the_next_one(
         pool: Pool) -> None:
     pool.planes[1].local_alert("ha_survival_rule_2", UUIDS[1], "host1 runs on alone")
