@@ -4,7 +4,9 @@ A local lab at T = 3 s (the issue's done-when). The master's management port
 is attacked, for 3·T, by clients without any credential, each on an address
 of its own as another machine would be: forty 1 MiB frames (an array of a
 million empty maps: a msgpack bomb) released at once over TLS, and hundreds
-of TCP connections held idle (never starting TLS). Meanwhile the same host's event log is hung: its
+of TCP connections held idle (never starting TLS); at the same time eight
+authenticated clients call the heaviest verbs (the planner, the longest lists)
+as fast as they are answered. Meanwhile the same host's event log is hung: its
 ``events.jsonl`` is a full FIFO nobody reads, so every write to it blocks.
 Throughout, the host must stay NORMAL in the liveset and never fence, and
 ``hactl status`` must keep answering. On the code before issue #12 the flood
@@ -15,6 +17,7 @@ first record.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +34,8 @@ import msgpack
 import pytest
 
 from hacluster.lab.local import LocalLab
+from hacluster.mgmt import api, verbs
+from hacluster.mgmt.tls import client_context
 from hacluster.node.config import load
 from hacluster.wire.rpc import LENGTH
 
@@ -41,6 +47,9 @@ IDLER = "127.0.0.66"  # clients of addresses of their own, as other machines wou
 BOMBER = "127.0.0.67"
 IDLE_CONNECTIONS = 300
 BOMBS = 40
+CALLERS = 8  # authenticated clients calling at once (the per-address cap is 16)
+HEAVY = [["pool-ha-compute-max-host-failures-to-tolerate"], ["vm-list", "params=all"],
+         ["status"], ["host-list", "params=all"]]
 
 
 @pytest.fixture
@@ -135,14 +144,41 @@ def attack(host: str, port: int, until: float, report: dict[str, int]) -> None:
         each.close()
 
 
+def heavy_calls(lab: LocalLab, endpoint: tuple[str, int], until: float,
+                report: dict[str, int]) -> None:
+    """Authenticated calls as fast as :data:`CALLERS` clients can make them: the
+    planner's heaviest verb and the longest lists, all served by the master."""
+    config = tomllib.loads((lab.root / "hactl.toml").read_text())
+    context = client_context(lab.root / config["ca"])
+    secret = (lab.root / config["secret_file"]).read_text().strip().encode()
+
+    async def caller(words: list[str]) -> None:
+        while time.monotonic() < until:
+            try:
+                await api.call([endpoint], context, secret, verbs.parse(words))
+                report["calls"] += 1
+            except api.ApiError:
+                report["call_errors"] += 1
+
+    async def flood() -> None:
+        await asyncio.gather(*(caller(HEAVY[i % len(HEAVY)]) for i in range(CALLERS)))
+
+    asyncio.run(flood())
+
+
 def test_a_flood_and_a_hung_log_leave_the_master_normal(lab: LocalLab) -> None:
     target = next(r["host"] for r in lab.status() if r.get("master"))
     config = load(lab.host_dir(target) / "node.toml")
     assert config.mgmt is not None
-    report = {"refused": 0, "idle": 0, "handshakes": 0, "bombs": 0}
+    report = {"refused": 0, "idle": 0, "handshakes": 0, "bombs": 0, "calls": 0,
+              "call_errors": 0}
+    until = time.monotonic() + 3 * T
     attacker = threading.Thread(target=attack, args=(
-        config.address.host, config.mgmt.port, time.monotonic() + 3 * T, report))
+        config.address.host, config.mgmt.port, until, report))
+    caller = threading.Thread(target=heavy_calls, args=(
+        lab, (config.address.host, config.mgmt.port), until, report))
     attacker.start()
+    caller.start()
     phases: set[str] = set()
     answered = failed = 0
     try:
@@ -156,12 +192,14 @@ def test_a_flood_and_a_hung_log_leave_the_master_normal(lab: LocalLab) -> None:
                 print(f"hactl status failed: {done.stderr.strip()}")
     finally:
         attacker.join()
+        caller.join()
     status = next(r for r in lab.status() if r["host"] == target)
     api = status["mgmt"]["api"]
     print(f"attack: {report}; hactl status answered {answered}, failed {failed}; "
           f"phases seen {sorted(phases)}; log {status['log']}; api listener {api}")
     assert report["idle"] + report["refused"] == IDLE_CONNECTIONS
     assert report["handshakes"] > 0, "no bomb reached the server: the test proves nothing"
+    assert report["calls"] > 0, "no authenticated call was served: the test proves nothing"
     assert phases == {"NORMAL"}, phases
     assert lab.running(target)
     assert status.get("liveset") == [0, 1, 2] and status.get("master")
