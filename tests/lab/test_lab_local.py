@@ -119,15 +119,21 @@ def test_bad_packets_are_dropped_and_counted(lab: LocalLab) -> None:
         generation=generation, sender=1, boot=1, seq=1, phase=Phase.PROPOSED,
         liveset=everyone, hbdomain=everyone, sfdomain=everyone, statefile_access=True,
         proposal=frozenset({1})))
+    peer = load(lab.host_dir(1) / "node.toml").address.host  # spoofed: host 1's address
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind((peer, 0))
         for packet in (forged, b"garbage", b"\0" * 60_000, forged[:20], wrong_generation,
                        replayed):
             sender.sendto(packet, target)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.99", 0))  # no host of the pool: dropped unopened
+        for _ in range(1000):
+            stranger.sendto(wrong_generation, target)
 
     def counted() -> bool:
         dropped = lab.status()[0]["dropped"]
-        return bool(dropped["bad_packets"] >= 4 and dropped["wrong_generation"] >= 1
-                    and dropped["stale"] >= 1)
+        return bool(dropped["bad_packets"] >= 4 and dropped["wrong_generation"] == 1
+                    and dropped["stale"] >= 1 and dropped["strangers"] >= 100)
 
     wait_for(counted, 5.0, "drops to be counted")
     row = lab.status()[0]
