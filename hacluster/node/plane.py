@@ -442,8 +442,8 @@ class Plane:
         keys = self.node.keys
         if op == "key-accept":
             await self.node.rekey(keys.accepting(key))
-        elif op == "key-drop":
-            if keys.next == key:
+        elif op == "key-drop":  # also when this host's own accept was cut short
+            if keys.previous is None and keys.next in (key, None):
                 await self.node.rekey(keys.alone())
         elif op == "key-switch":
             keys = keys.switched(key)
