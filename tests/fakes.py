@@ -26,6 +26,7 @@ from hacluster.node.master import Agents
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.sr import BLOCK, format_sr
 from hacluster.wire.codec import new_pool_key
+from hacluster.wire.keys import KeyRing
 from hacluster.wire.rpc import RpcError
 
 KEY = new_pool_key()
@@ -181,4 +182,4 @@ class Network(Agents):
 
 
 def network(hosts: Mapping[str, Handler]) -> Network:
-    return Network({}, KEY, hosts=dict(hosts))
+    return Network({}, lambda: KeyRing(KEY), hosts=dict(hosts))

@@ -274,7 +274,7 @@ async def test_slowloris_clients_are_cut_at_the_preauth_deadline(pool: Pool) -> 
         reader, writer = await asyncio.open_connection(LOOPBACK,
                                                        server.sockets[0].getsockname()[1])
         challenge = await reader.readexactly(CHALLENGE)
-        frame = rpc.seal_frame(rpc.rpc_aead(KEY), challenge, REQUEST, {"pad": "x" * 2000},
+        frame = rpc.seal_frame(KEY, challenge, REQUEST, {"pad": "x" * 2000},
                                target=rpc.target(HOSTS, 0))
         assert await trickle(writer, reader, frame) < len(frame)
     assert stats.bad_requests == 1 and "no complete request within" in stats.last_bad_request

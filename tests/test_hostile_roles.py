@@ -345,6 +345,7 @@ def changing_examples() -> dict[str, Call]:
         "host-shutdown": Call("host-shutdown", {"uuid": UUIDS[1]}),  # runs no protected VM
         "credential-deny": Call("credential-deny", {"credential": "secret:operator:bob"}),
         "credential-allow": Call("credential-allow", {"credential": "secret:operator:bob"}),
+        "pool-key-rotate": Call("pool-key-rotate"),
         "host-emergency-ha-disable": Call("host-emergency-ha-disable", flags=("--force",)),
         "pool-emergency-transition-to-master": Call("pool-emergency-transition-to-master"),
         "pool-emergency-reset-master": Call("pool-emergency-reset-master",

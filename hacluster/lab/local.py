@@ -14,6 +14,9 @@ Rules:
 * Every lab is a managed pool: a pool CA and a certificate per host
   (``tls/``), a pool secret, the management API on ``base_port + 2000`` and
   ``hactl.toml`` in the lab directory (``hactl --config DIR/hactl.toml ...``).
+* Every host keeps its own copy of the pool key (``hostN/pool.key``, made from
+  the lab's ``pool.key``), as real hosts do: a key rotation
+  (``hactl pool-key-rotate``) rewrites each host's files in turn.
 * The pool key, the pool secret and every private key are created mode 0600
   (:func:`~hacluster.storage.files.write_atomically`), never wider for a
   moment. The pool CA's private key never enters the lab directory, which
@@ -192,12 +195,13 @@ class LocalLab:
         for index in range(hosts):
             directory = self.host_dir(index)
             directory.mkdir(exist_ok=True)
+            write_atomically(directory / "pool.key", (self.root / "pool.key").read_bytes())
             issue_certificate(ca, directory, "host", [a.host for a in addresses[index]])
             (directory / "node.toml").write_text(
                 f"index = {index}\n"
                 f"hosts = {json.dumps([[str(a) for a in row] for row in addresses])}\n"
                 f'sr = "{self.sr_path(index)}"\n'
-                f'key_file = "../pool.key"\n'
+                f'key_file = "pool.key"\n'
                 f"timeout = {timeout}\n"
                 f'mode = "{mode}"\n'
                 f'status_socket = "status.sock"\n'

@@ -30,6 +30,12 @@ Rules (spec section 7):
   hand holds what was lost; nothing is written. A load that had to take a
   backup newer than the log, or found a log without an anchor, goes ahead
   with a :attr:`Database.warnings` entry (the caller raises an alert).
+* **Key rotation.** Everything is written with the key ring's current key and
+  read with either of its keys. :meth:`Database.rekey` (step 2 of a rotation,
+  on the master) swaps the ring under the commit lock and rewrites what the
+  SR holds under the new key: the global block, a fresh snapshot of the
+  redo log (in the other half), the anchor and the local backup; so once the
+  old key is retired, nothing the pool needs is MACed with it.
 * Blocking I/O runs in one thread of its own (not the heartbeat I/O thread).
 """
 
@@ -57,7 +63,8 @@ from hacluster.storage.redolog import (
     save_backup,
     stage_backup,
 )
-from hacluster.storage.sr import BLOCK, HEARTBEAT_REGION, BlockDevice
+from hacluster.storage.sr import BLOCK, HEARTBEAT_REGION, BlockDevice, reseal_header
+from hacluster.wire.keys import KeyRing, Keys, as_ring
 
 T = TypeVar("T")
 
@@ -95,7 +102,7 @@ class Copy:
 
 
 class Database:
-    def __init__(self, db: PoolDB, device: BlockDevice, backup: Path, key: bytes) -> None:
+    def __init__(self, db: PoolDB, device: BlockDevice, backup: Path, key: Keys) -> None:
         size = os.lseek(device.fd, 0, os.SEEK_END) - HEARTBEAT_REGION  # the metadata region
         size -= size % (2 * BLOCK)  # two equal halves of whole blocks
         self.db = db
@@ -103,7 +110,7 @@ class Database:
         self.device = device
         self.redo = RedoLog(device, key, HEARTBEAT_REGION, size)
         self.backup = backup
-        self.key = key
+        self.key = as_ring(key)
         self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pooldb")
         self.lock = asyncio.Lock()
         self.notes: list[str] = []
@@ -112,7 +119,7 @@ class Database:
 
     # ------------------------------------------------------------ loading
     @classmethod
-    async def open(cls, sr: Path, backup: Path, key: bytes, seed: PoolDB,
+    async def open(cls, sr: Path, backup: Path, key: Keys, seed: PoolDB,
                    others: Iterable[tuple[str, bytes]] = ()) -> Database:
         """The newest copy among the SR's redo log, ``backup`` and ``others``."""
         database = cls(seed, BlockDevice(sr), backup, key)
@@ -192,6 +199,16 @@ class Database:
             except PoolError as error:
                 self.notes.append(f"{source} skipped: {error}")
         return copies, logged
+
+    async def rekey(self, keys: KeyRing, rewrite: bool) -> None:
+        """Write with ``keys`` from now on; with ``rewrite``, rewrite the global block, a
+        snapshot, the anchor and the local backup under its current key."""
+        async with self.lock:
+            self.key = keys
+            self.redo.rekey(keys)
+            if rewrite:
+                await self._run(lambda: reseal_header(self.device, keys))
+                await self._run(self._write_snapshot)
 
     def _write_snapshot(self) -> None:
         self.redo.write_snapshot(self.db.generation, self.snapshot)

@@ -29,6 +29,9 @@ Rules:
   records nothing. ``audit-list`` reads the records.
 * ``credential-deny`` / ``credential-allow`` change the deny list the API
   server checks on every call (ids checked by :mod:`hacluster.mgmt.roles`).
+* ``pool-key-rotate`` (role operator: it changes no setting and discloses no
+  key) rotates the pool key of the live hosts in three acknowledged steps
+  (:mod:`hacluster.mgmt.keyrotation`).
 * Emergency verbs act on the host reached and are refused while HA is armed
   there: ``host-emergency-ha-disable --force`` disarms it at once (excluded,
   not fenced); ``pool-emergency-transition-to-master`` makes it the master
@@ -56,8 +59,10 @@ from hacluster.core.pool import (
 from hacluster.core.pooldb import PoolDB
 from hacluster.core.recovery import memory_by_priority, overcommitted, tolerance
 from hacluster.mgmt.database import Database
+from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
 from hacluster.mgmt.verbs import Call, lookup
+from hacluster.wire.keys import KeyRing
 
 Answer = AsyncIterator[dict[str, Any]]
 PRIORITY = {"restart": 0, "best-effort": 1, "": 2}
@@ -87,6 +92,7 @@ class Control(Protocol):
     async def move(self, vm: str, source: str, target: str) -> None: ...
     def current_pool(self) -> Pool: ...  # the database's, with what runs where
     def address(self, host_uuid: str) -> str: ...
+    def key_ring(self) -> KeyRing: ...  # the pool keys this host holds
 
 
 class Service:
@@ -400,6 +406,11 @@ class Service:
             name = db.pool.host(host).name
             yield {"progress": f"{name}: " + (answer if isinstance(answer, str) else "disarmed")}
         yield self._done("HA disabled; VMs keep running")
+
+    async def _pool_key_rotate(self, params: Mapping[str, str],
+                               flags: tuple[str, ...]) -> Answer:
+        async for out in rotate(self.control, self._db().db):
+            yield out if "progress" in out else self._done(out["done"])
 
     # ------------------------------------------------------------ emergency (local)
     def _refuse_if_armed(self, verb: str) -> None:

@@ -64,6 +64,9 @@ _TABLE = (
          ("heartbeat-sr-uuid", "ha-config:"), changes=True),
     Verb("pool-ha-disable", "disarm HA on every host (VMs keep running)", OPERATE,
          changes=True),
+    Verb("pool-key-rotate", "replace the pool key on every live host, both keys accepted for "
+         "one step (no fence); hosts not answering must get the new pool.key by hand",
+         OPERATE),
     Verb("pool-ha-compute-max-host-failures-to-tolerate",
          "how many host failures the current VMs survive", READ),
     Verb("host-list", "every host", READ, ("params", "uuid", "name-label")),

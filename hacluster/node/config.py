@@ -5,13 +5,15 @@ the field and what is expected. Addresses are ``host:port`` (IPv6 in
 brackets); every host of the pool is listed in index order, this node's own
 ``index`` included, as one address or as a list of one address per heartbeat
 network (every host on the same number of networks); the pool key file holds
-32 bytes (raw or hex). With a ``pool`` file (the VMs HA protects) the node
-also needs ``agent_port`` (the TCP port of every host's agent) and ``vm_dir``
-(the shared directory holding the guests' disks; ``guest_lock = false`` lets
-the default guests start on a disk another live instance writes, so chaos
-checkers see what the HA decisions alone do), and may serve the management
-API: ``mgmt_port`` with ``tls_cert``, ``tls_key``, ``ca`` (the pool CA) and
-``secret_file`` (the pool secret operators' tools present), all or none.
+32 bytes (raw or hex), and beside it a second accepted key while a key
+rotation is under way (:mod:`hacluster.node.keyfiles`). With a ``pool`` file
+(the VMs HA protects) the node also needs ``agent_port`` (the TCP port of
+every host's agent) and ``vm_dir`` (the shared directory holding the guests'
+disks; ``guest_lock = false`` lets the default guests start on a disk another
+live instance writes, so chaos checkers see what the HA decisions alone do),
+and may serve the management API: ``mgmt_port`` with ``tls_cert``,
+``tls_key``, ``ca`` (the pool CA) and ``secret_file`` (the pool secret
+operators' tools present), all or none.
 
 Limits: every value is type-checked by :func:`~hacluster.model.tomlfile.checked`
 (no bool for a number, no NaN, infinity or absurd size); ports are 1..65535 in
@@ -36,13 +38,14 @@ from hacluster.model import poolfile
 from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import PoolFile
 from hacluster.model.tomlfile import brief, checked, in_range, read_toml
+from hacluster.node.keyfiles import MAX_KEY_FILE, load_ring, read_key, read_small
 from hacluster.storage.sr import BLOCK, max_pool_hosts
+from hacluster.wire.keys import KeyRing
 
 __all__ = ["MAX_KEY_FILE", "MAX_TIMEOUT", "MGMT_FIELDS", "Address", "ConfigError", "Management",
            "NodeConfig", "load", "read_key"]
 
 MAX_TIMEOUT = 3600.0  # seconds: an hour-long T means hours before a failed host's VMs restart
-MAX_KEY_FILE = 4096  # bytes read of a key or secret file: a key is 32 bytes, 64 hex digits
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def _management(table: dict[str, Any], base: Path, where: str) -> Management | N
                           f"missing {missing}")
     port = _port(table, "mgmt_port", where)
     secret_path = _path(table, "secret_file", base, where)
-    secret = _read_small(secret_path, f"{where}: secret_file {secret_path}").strip()
+    secret = read_small(secret_path, f"{where}: secret_file {secret_path}").strip()
     if len(secret) < 16:
         raise ConfigError(f"{where}: secret_file {secret_path} must hold at least 16 bytes")
     paths = [_path(table, name, base, where) for name in ("tls_cert", "tls_key", "ca")]
@@ -83,7 +86,7 @@ class NodeConfig:
     index: int
     hosts: tuple[tuple[Address, ...], ...]  # per host, one address per network
     sr: Path
-    key: bytes
+    key: bytes  # the current pool key
     timing: Timing
     mode: Mode
     status_socket: Path
@@ -94,6 +97,13 @@ class NodeConfig:
     mgmt: Management | None = None  # the management API, with ``pool``
     guest_lock: bool = True  # guests refuse a disk another live instance writes
     unsafe_watchdog_delay: float = 0.0  # tests only: the watchdog fires this much late
+    key_file: Path | None = None  # where the pool key is kept (a rotation rewrites it)
+    ring: KeyRing | None = None  # the keys the files held at start, if more than ``key``
+
+    @property
+    def keys(self) -> KeyRing:
+        """The pool keys this host starts with: ``key`` and any second accepted key."""
+        return self.ring if self.ring is not None else KeyRing(self.key)
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -124,38 +134,12 @@ def _path(table: dict[str, Any], name: str, base: Path, where: str) -> Path:
     return base / text
 
 
-def _read_small(path: Path, what: str) -> bytes:
-    """The first :data:`MAX_KEY_FILE` bytes of a key or secret file; longer is refused."""
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_KEY_FILE + 1)
-    except OSError as error:
-        raise ConfigError(f"{what}: {error.strerror}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise ConfigError(f"{what}: longer than {MAX_KEY_FILE} bytes: not a key or secret file")
-    return data
-
-
 def _host_addresses(entry: Any, where: str) -> tuple[Address, ...]:
     if isinstance(entry, str):
         return (Address.parse(entry, where),)
     if isinstance(entry, list) and entry and all(isinstance(e, str) for e in entry):
         return tuple(Address.parse(e, f"{where}[{k}]") for k, e in enumerate(entry))
     raise ConfigError(f"{where}: expected \"host:port\" or a list of them, got {entry!r}")
-
-
-def read_key(path: Path) -> bytes:
-    raw = _read_small(path, f"pool key file {path}")
-    text = raw.strip()
-    if len(raw) == 32:
-        return raw
-    try:
-        key = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(f"pool key file {path}: expected 32 bytes (raw or 64 hex digits)")
-    return key
 
 
 def _unsafe_watchdog_delay(table: dict[str, Any], where: str) -> float:
@@ -222,11 +206,13 @@ def load(path: str | Path) -> NodeConfig:
         if len(pool_file.pool.hosts) != len(hosts):
             raise ConfigError(f"{where}: the pool file lists {len(pool_file.pool.hosts)} "
                               f"hosts, 'hosts' {len(hosts)}: they must match, in index order")
+    key_file = _path(table, "key_file", base, where)
+    ring = load_ring(key_file)
     return NodeConfig(
         index=index,
         hosts=hosts,
         sr=_path(table, "sr", base, where),
-        key=read_key(_path(table, "key_file", base, where)),
+        key=ring.current,
         timing=timing,
         mode=Mode(mode_name),
         status_socket=_path(table, "status_socket", base, where),
@@ -237,4 +223,6 @@ def load(path: str | Path) -> NodeConfig:
         mgmt=_management(table, base, where) if pool is not None else None,
         guest_lock=_need(table, "guest_lock", bool, where) if "guest_lock" in table else True,
         unsafe_watchdog_delay=_unsafe_watchdog_delay(table, where),
+        key_file=key_file,
+        ring=ring,
     )

@@ -13,6 +13,11 @@ Rules:
   with a short deadline, and the daemon exits with :data:`FENCED_EXIT`.
 * Under systemd (``NOTIFY_SOCKET``) it reports READY and pets ``WatchdogSec=``
   along with its own watchdog.
+* The pool keys (a :class:`~hacluster.wire.keys.KeyRing`) are the node's:
+  :meth:`Node.rekey` takes a key rotation step here, in this order: the key
+  files (so a restart keeps the step), the liveness loop's sealers (awaited
+  on the main loop, never blocking the liveness loop), then :attr:`Node.keys`,
+  which the host RPC listener and the plane read at every use.
 * ``SIGTERM`` is a clean shutdown: the host announces itself excluded first.
 * A Unix socket answers every connection with the node's status as JSON
   (:mod:`hacluster.node.status`); the liveness part is a snapshot taken on the
@@ -49,6 +54,7 @@ from hacluster.core.timing import Timing
 from hacluster.node.agent import Agent
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
+from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
 from hacluster.node.master import MasterDuties
 from hacluster.node.plane import Plane
@@ -60,6 +66,7 @@ from hacluster.storage.sr import GlobalBlock, PoolState, SRError
 from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
 from hacluster.wire.codec import Sealer
+from hacluster.wire.keys import KeyRing
 
 __all__ = ["FENCED_EXIT", "Node", "handle_or_fence", "next_boot", "query_status", "serve"]
 
@@ -74,7 +81,8 @@ class Node:
         self.armed_at_start = armed
         self.boot = boot
         self.log = EventLog(config.log, config.index)
-        self.storage = Storage(config, Sealer.for_slots(config.key, len(config.hosts)))
+        self.keys = config.keys
+        self.storage = Storage(config, Sealer.for_slots(self.keys, len(config.hosts)))
         self.loop = asyncio.get_running_loop()
         self.tasks = Supervisor(self.log.write, self._critical_exit)
         self.exit_code: asyncio.Future[int] = self.loop.create_future()
@@ -118,7 +126,7 @@ class Node:
             self.watchdog.start(config.log)
             if self.pool_file is not None:
                 servers.append(await rpc.serve(
-                    config.address.host, config.agent_port, config.key, self.agent_request,
+                    config.address.host, config.agent_port, lambda: self.keys, self.agent_request,
                     self.agent.stats, target=rpc.target(self.host_uuids(), config.index)))
             if self.plane is not None:
                 servers.append(await self.plane.start())
@@ -210,6 +218,14 @@ class Node:
     def _exit(self, code: int) -> None:
         if not self.exit_code.done():
             self.exit_code.set_result(code)
+
+    async def rekey(self, keys: KeyRing) -> None:
+        """Hold ``keys`` from now on: files, liveness loop, then this loop's users."""
+        if self.config.key_file is not None:
+            await asyncio.to_thread(store_ring, self.config.key_file, keys)
+        async with asyncio.timeout(STATUS_WAIT):
+            await self.liveness.call(self.liveness.rekey(keys))
+        self.keys = keys
 
     # ------------------------------------------------------------ workloads
     def host_uuid(self, index: int) -> str:

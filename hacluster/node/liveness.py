@@ -25,6 +25,10 @@ Rules:
   watchdog disarmed, and then the main loop is told. If the process has not
   ended :data:`EXIT_GRACE` seconds later (its main loop is stuck), it exits
   from here with :data:`FENCED_EXIT`.
+* A key rotation step swaps the keys here with :meth:`Liveness.rekey`, run on
+  this loop (the main loop awaits it with :meth:`Liveness.call`, never
+  blocking this one): the heartbeat sealer and the storage's slot sealer are
+  replaced together, each one reference.
 * A heartbeat datagram is looked at only if it comes from the address a peer
   has on that heartbeat network (one set lookup: a stranger's flood costs no
   decryption); then one that fails to open (wrong key, truncated, oversized,
@@ -69,6 +73,7 @@ from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
 from hacluster.node.watchdog_client import WatchdogClient
 from hacluster.wire.codec import DecodeError, Sealer
+from hacluster.wire.keys import KeyRing
 
 FENCED_EXIT = 75
 EXIT_GRACE = 5.0  # a fenced process whose main loop does not end it exits after this
@@ -120,7 +125,7 @@ class Liveness:
         self.storage = storage
         self.watchdog = watchdog
         self.kill_vms = kill_vms
-        self.sealer = Sealer.for_heartbeats(config.key, len(config.hosts))
+        self.sealer = Sealer.for_heartbeats(storage.keys, len(config.hosts))
         self.timing = config.timing
         self.core: HostCore | None = None  # None while HA is off on this host
         self.bad_packets = 0
@@ -214,6 +219,14 @@ class Liveness:
                              liveset=hosts if armed else None)
         self.log.write("ha-on", generation=generation, armed=armed, timeout=timing.T)
         self.feed(Tick(self.now()))
+
+    async def rekey(self, keys: KeyRing) -> None:
+        """Seal heartbeats and slots with ``keys``' current key, open with either."""
+        self.sealer = Sealer.for_heartbeats(keys, len(self.config.hosts))
+        self.storage.rekey(keys)
+        self.log.write("pool-key", keys=len(keys.keys),
+                       step="retired" if keys.other is None else
+                       "accepting" if keys.next is not None else "switched")
 
     def shut_down(self) -> None:
         """A clean stop of HA here (posted): announced excluded, never a failure."""

@@ -48,6 +48,7 @@ from hacluster.core.restarts import Alert, RestartConfig
 from hacluster.mgmt.database import Database
 from hacluster.node.tasks import Log, Supervisor
 from hacluster.wire import rpc
+from hacluster.wire.keys import KeyRing
 from hacluster.wire.listener import CALLS_PER_PEER
 
 LIST_TIMEOUT = 2.0
@@ -78,13 +79,14 @@ def vm_command(db: PoolDB, guests: Guests, vm: str, host: str) -> list[str]:
 @dataclass(frozen=True)
 class Agents:
     """How to reach every host's agent: address per host uuid (in HA order, as the pool
-    file lists the hosts: a request is bound to its target by :func:`rpc.target`), the
-    pool key. At most :data:`CALLS_PER_PEER` calls are in flight to one agent, under its
+    file lists the hosts: a request is bound to its target by :func:`rpc.target`), and
+    where to read the pool's key ring (asked at every call: a rotation step takes
+    effect at once). At most :data:`CALLS_PER_PEER` calls are in flight to one agent, under its
     listener's cap per peer address; the others wait their turn (their timeout starts
     when they are sent)."""
 
     addresses: dict[str, tuple[str, int]]
-    key: bytes
+    keys: Callable[[], KeyRing]
     _turns: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False,
                                                  repr=False, compare=False)
 
@@ -95,7 +97,7 @@ class Agents:
         address, port = self.addresses[host]
         turn = self._turns.setdefault(host, asyncio.Semaphore(CALLS_PER_PEER))
         async with turn:
-            return await rpc.call(address, port, self.key, request, timeout,
+            return await rpc.call(address, port, self.keys(), request, timeout,
                                   target=self.target(host))
 
 

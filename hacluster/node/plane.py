@@ -13,8 +13,10 @@ Rules:
 * Agent operations for the plane (authenticated RPC between hosts): ``ping``,
   ``ha-arm`` (generation, timeout, VMs to start), ``ha-disarm``, ``shutdown``,
   ``db-backup`` (a backup older than the one held is ignored), ``db-get``
-  (a new master reads every answering host's backup along with the redo log)
-  and ``pending-alerts``.
+  (a new master reads every answering host's backup along with the redo log),
+  ``pending-alerts`` and the key rotation's steps ``key-accept``,
+  ``key-switch``, ``key-retire``, ``key-drop`` (:meth:`Plane.key_step`; the
+  master's side is :mod:`hacluster.mgmt.keyrotation`).
 * Alerts are stored and mailed by :mod:`hacluster.node.alerts`; a new master
   collects the alerts hosts raised without one (agent op ``pending-alerts``).
 * A master whose database load is refused as a rollback
@@ -48,8 +50,9 @@ from hacluster.node.eventlog import EventLog
 from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
 from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
-from hacluster.storage.redolog import RecordCorrupt, load_backup, save_backup
+from hacluster.storage.redolog import RecordCorrupt, load_backup, reseal_backup, save_backup
 from hacluster.wire import rpc
+from hacluster.wire.keys import KeyRing
 
 ASK_TIMEOUT = 5.0
 ROLLBACK_ALERT = "ha_pool_database_rolled_back"
@@ -65,6 +68,7 @@ class NodeHandle(Protocol):
     storage: Storage
     tasks: Supervisor
     duties: MasterDuties | None
+    keys: KeyRing  # the pool keys held now (a rotation step replaces the ring)
 
     @property
     def core(self) -> HostCore | None: ...
@@ -77,11 +81,13 @@ class NodeHandle(Protocol):
     def disarm(self, leaving: bool) -> None: ...
     def leave(self) -> None: ...
     def start_duties(self) -> None: ...
+    async def rekey(self, keys: KeyRing) -> None: ...
 
 
 class Plane:
+    KEY_OPS = frozenset({"key-accept", "key-switch", "key-retire", "key-drop"})
     AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup",
-                           "db-get", "pending-alerts"})
+                           "db-get", "pending-alerts", *KEY_OPS})
 
     def __init__(self, node: NodeHandle) -> None:
         assert node.config.mgmt is not None and node.config.pool is not None
@@ -99,7 +105,8 @@ class Plane:
         assert node.config.vm_dir is not None
         self.guests = Guests(node.config.vm_dir, node.config.guest_lock)
         self.agents = Agents({h.uuid: (self.config.hosts[i][0].host, self.config.agent_port)
-                              for i, h in enumerate(self.seed.pool.hosts)}, self.config.key)
+                              for i, h in enumerate(self.seed.pool.hosts)},
+                             lambda: self.node.keys)
         self._opening: asyncio.Task[Database] | None = None
         self._push: asyncio.Task[None] | None = None
         self.server: Server | None = None  # the management API, once started
@@ -229,7 +236,7 @@ class Plane:
         copies = [(f"the backup of {host}", bytes(answer["payload"]))
                   for host, answer in answers.items()
                   if isinstance(answer, dict) and answer.get("payload")]
-        database = await Database.open(self.config.sr, self.backup_path, self.config.key,
+        database = await Database.open(self.config.sr, self.backup_path, self.node.keys,
                                        self.seed, copies)
         for note in database.notes:
             self.node.log.write("pooldb", text=note)
@@ -399,11 +406,13 @@ class Plane:
             if op == "db-backup":
                 return await self._backup(request)
             if op == "db-get":
-                found = await asyncio.to_thread(load_backup, self.backup_path, self.config.key)
+                found = await asyncio.to_thread(load_backup, self.backup_path, self.node.keys)
                 return {"ok": True, "payload": found[1] if found else b""}
             if op == "pending-alerts":
                 return {"ok": True, "alerts": self.alerts.hand_over()}
-        except (PoolError, RuntimeError, ValueError, TypeError, KeyError) as error:
+            if op in self.KEY_OPS:
+                return await self.key_step(str(op), bytes(request["key"]))
+        except (PoolError, RuntimeError, ValueError, TypeError, KeyError, OSError) as error:
             return {"ok": False, "error": str(error)}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
@@ -428,16 +437,41 @@ class Plane:
             return {"ok": True, "kept": self.known.generation}
         db = from_snapshot(payload)
         await asyncio.to_thread(save_backup, self.backup_path, generation, payload,
-                                self.config.key)
+                                self.node.keys)
         self.known = db
         if self.node.core is None:
             self.known_master = self._index_of(db.master)
         return {"ok": True, "kept": generation}
 
+    async def key_step(self, op: str, key: bytes) -> dict[str, Any]:
+        """One step of a key rotation on this host: the ring, its files, the loops;
+        on a switch or retire, this host's backup saved again under the current key
+        first, and on the master the database's keys (rewritten on the switch)."""
+        keys = self.node.keys
+        if op == "key-accept":
+            await self.node.rekey(keys.accepting(key))
+        elif op == "key-drop":  # also when this host's own accept was cut short
+            if keys.previous is None and keys.next in (key, None):
+                await self.node.rekey(keys.alone())
+        elif op == "key-switch":
+            keys = keys.switched(key)
+        elif keys.current != key:
+            raise PoolError("this host does not seal with that key: it cannot retire the other")
+        if op in ("key-switch", "key-retire"):
+            await asyncio.to_thread(reseal_backup, self.backup_path, keys)
+            keys = keys.alone() if op == "key-retire" else keys
+            await self.node.rekey(keys)
+            if self.database is not None:
+                await self.database.rekey(keys, rewrite=op == "key-switch")
+        return {"ok": True, "keys": len(self.node.keys.keys)}
+
+    def key_ring(self) -> KeyRing:
+        return self.node.keys
+
     # ------------------------------------------------------------ helpers
     def _read_backup(self) -> PoolDB | None:
         try:
-            found = load_backup(self.backup_path, self.config.key)
+            found = load_backup(self.backup_path, self.node.keys)
             return from_snapshot(found[1]) if found else None
         except (RecordCorrupt, PoolError):
             return None

@@ -7,6 +7,9 @@ Rules:
   while the volume stays hung (the earlier request still in flight), new
   requests fail at once instead of queueing behind it.
 * The global block (HA enable and disable) goes through the same thread.
+* The keys (the slot sealer and the ring the global block is MACed with) are
+  swapped by :meth:`Storage.rekey` on the liveness loop, one reference each:
+  a request in flight uses the ring it started with, the next the new one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from hacluster.storage.sr import (
     write_layout,
 )
 from hacluster.wire.codec import Sealer
+from hacluster.wire.keys import KeyRing
 
 
 class Storage:
@@ -37,23 +41,28 @@ class Storage:
     def __init__(self, config: NodeConfig, sealer: Sealer) -> None:
         self.device = BlockDevice(config.sr)
         self.sealer = sealer
+        self.keys = sealer.ring
         self.config = config
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
         self.busy: concurrent.futures.Future[Any] | None = None
         self.deadline = config.timing.io_deadline
 
+    def rekey(self, keys: KeyRing) -> None:
+        """Seal slots and MAC the global block with ``keys`` from now on."""
+        self.sealer, self.keys = Sealer.for_slots(keys, len(self.config.hosts)), keys
+
     def header(self) -> GlobalBlock:
-        return GlobalBlock.decode(self.device.read(0), self.config.key)
+        return GlobalBlock.decode(self.device.read(0), self.keys)
 
     def write_header(self, generation: int, active: bool) -> None:
         """HA enable (a fresh generation, empty slots) or disable (the pool invalid)."""
         hosts = len(self.config.hosts)
         if active:
             write_layout(self.device, GlobalBlock(generation, PoolState.ACTIVE, None, hosts),
-                         self.config.key)
+                         self.keys)
         else:
             self.device.write(0, GlobalBlock(generation, PoolState.INVALID, None,
-                                             hosts).encode(self.config.key))
+                                             hosts).encode(self.keys))
 
     def _write(self, report: Report) -> None:
         self.device.write(slot_offset(report.sender), encode_slot(self.sealer, report))

@@ -9,7 +9,8 @@ Rules:
 * A copy is ``b"HAAN" | version(1) | generation(u64) | hmac-sha256`` zero
   padded to a block, MACed with the redo log's derived key
   (``Purpose.REDO_LOG``; the magic keeps a record and an anchor apart): a
-  writer without the pool key cannot forge one.
+  writer without the pool key cannot forge one. Written with a key ring's
+  current key, trusted under either of its keys.
 * Generation ``g`` goes to copy ``g % 2``, so a torn write leaves the other
   copy whole; the anchor is the greatest generation of a copy that
   verifies. A copy that does not verify is noted, never trusted, never a
@@ -32,7 +33,7 @@ import struct
 from dataclasses import dataclass
 
 from hacluster.storage.sr import ANCHOR_OFFSETS, BLOCK, EMPTY_BLOCK, BlockDevice
-from hacluster.wire.keys import Purpose, derive_key
+from hacluster.wire.keys import Keys, Purpose, as_ring
 
 MAGIC = b"HAAN"
 VERSION = 1
@@ -48,16 +49,16 @@ class Anchor:
     notes: tuple[str, ...] = ()
 
 
-def _tag(key: bytes, body: bytes) -> bytes:
-    return hmac.new(derive_key(key, Purpose.REDO_LOG), body, hashlib.sha256).digest()
+def _tag(derived: bytes, body: bytes) -> bytes:
+    return hmac.new(derived, body, hashlib.sha256).digest()
 
 
-def encode_anchor(generation: int, key: bytes) -> bytes:
+def encode_anchor(generation: int, key: Keys) -> bytes:
     body = BODY.pack(MAGIC, VERSION, generation)
-    return (body + _tag(key, body)).ljust(BLOCK, b"\0")
+    return (body + _tag(as_ring(key).sealing(Purpose.REDO_LOG), body)).ljust(BLOCK, b"\0")
 
 
-def decode_anchor(block: bytes, key: bytes) -> int:
+def decode_anchor(block: bytes, key: Keys) -> int:
     """The generation a copy names; ValueError saying why it is not trusted."""
     body, tag = block[: BODY.size], block[BODY.size : BODY.size + TAG]
     magic, version, generation = BODY.unpack(body)
@@ -65,12 +66,15 @@ def decode_anchor(block: bytes, key: bytes) -> int:
         raise ValueError("bad magic")
     if version != VERSION:
         raise ValueError(f"unsupported anchor version {version}")
-    if not hmac.compare_digest(tag, _tag(key, body)):
-        raise ValueError("authentication tag mismatch (torn write, corruption or another key)")
+    def verify(derived: bytes) -> None:
+        if not hmac.compare_digest(tag, _tag(derived, body)):
+            raise ValueError("authentication tag mismatch (torn write, corruption or another "
+                             "key)")
+    as_ring(key).open_with(Purpose.REDO_LOG, verify, ValueError)
     return int(generation)
 
 
-def read_anchor(device: BlockDevice, key: bytes) -> Anchor:
+def read_anchor(device: BlockDevice, key: Keys) -> Anchor:
     """The anchor on the SR behind ``device`` (OSError if the blocks cannot be read)."""
     found: list[int] = []
     notes: list[str] = []
@@ -85,7 +89,7 @@ def read_anchor(device: BlockDevice, key: bytes) -> Anchor:
     return Anchor(max(found, default=None), tuple(notes))
 
 
-def write_anchor(device: BlockDevice, key: bytes, generation: int) -> None:
+def write_anchor(device: BlockDevice, key: Keys, generation: int) -> None:
     """Anchor ``generation``: its copy (``generation % 2``) is on the medium on return."""
     device.write(ANCHOR_OFFSETS[generation % len(ANCHOR_OFFSETS)],
                  encode_anchor(generation, key))

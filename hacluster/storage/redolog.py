@@ -18,7 +18,9 @@ Rules:
   chains each delta to the record before it: leftovers of an earlier use of a
   half, or of a history abandoned after a corrupt record, never replay even
   when their generation would fit. The random nonce makes every tag unique,
-  even for a record rewritten with the same content.
+  even for a record rewritten with the same content. Records are tagged with a
+  key ring's current key and verified with either of its keys (a key
+  rotation: :meth:`RedoLog.rekey`, :func:`reseal_backup`).
 * ``load()`` decodes both halves' snapshots and replays each valid one's
   deltas while each decodes, chains to its predecessor and has generation
   exactly previous + 1. The half that reaches the highest generation wins
@@ -66,7 +68,7 @@ from hacluster.storage.sr import (
     HEARTBEAT_REGION,
     BlockDevice,
 )
-from hacluster.wire.keys import Purpose, derive_key
+from hacluster.wire.keys import KeyRing, Keys, Purpose, as_ring
 
 MAGIC = b"HARL"
 VERSION = 1
@@ -144,12 +146,11 @@ def record_size(payload_length: int) -> int:
     return blocks * BLOCK
 
 
-def _tag(pool_key: bytes, previous: bytes, body: bytes) -> bytes:
-    record_key = derive_key(pool_key, Purpose.REDO_LOG)
+def _tag(record_key: bytes, previous: bytes, body: bytes) -> bytes:
     return hmac.new(record_key, previous + body, hashlib.sha256).digest()
 
 
-def encode_record(kind: str, generation: int, payload: bytes, key: bytes, *,
+def encode_record(kind: str, generation: int, payload: bytes, key: Keys, *,
                   previous: bytes = NO_PREVIOUS) -> bytes:
     """A record as whole blocks; a delta chains to ``previous``, its predecessor's tag."""
     if kind not in KINDS:
@@ -158,7 +159,8 @@ def encode_record(kind: str, generation: int, payload: bytes, key: bytes, *,
         raise ValueError(f"generation {generation} outside 0..{MAX_GENERATION}")
     head = HEAD.pack(MAGIC, VERSION, KINDS[kind], generation, len(payload), os.urandom(NONCE))
     body = head + payload
-    return (body + _tag(key, previous, body)).ljust(record_size(len(payload)), b"\0")
+    tag = _tag(as_ring(key).sealing(Purpose.REDO_LOG), previous, body)
+    return (body + tag).ljust(record_size(len(payload)), b"\0")
 
 
 def _parse_header(data: bytes, room: int) -> _Header:
@@ -177,14 +179,19 @@ def _parse_header(data: bytes, room: int) -> _Header:
     return _Header(KIND_NAMES[code], generation, length)
 
 
-def decode_record(data: bytes, key: bytes, *, previous: bytes = NO_PREVIOUS) -> Record:
-    """The record at the start of ``data`` (padding may follow), authenticated with ``key``."""
+def decode_record(data: bytes, key: Keys, *, previous: bytes = NO_PREVIOUS) -> Record:
+    """The record at the start of ``data`` (padding may follow), authenticated with
+    either key of ``key``."""
     header = _parse_header(data, len(data))
     end = HEAD.size + header.length
     tag = data[end : end + TAG]
-    if not hmac.compare_digest(tag, _tag(key, previous, data[:end])):
-        raise RecordCorrupt(f"{header.kind} {header.generation}: authentication tag mismatch "
-                            "(torn write, corruption, another key or another history)")
+
+    def verify(record_key: bytes) -> None:
+        if not hmac.compare_digest(tag, _tag(record_key, previous, data[:end])):
+            raise RecordCorrupt(f"{header.kind} {header.generation}: authentication tag "
+                                "mismatch (torn write, corruption, another key or another "
+                                "history)")
+    as_ring(key).open_with(Purpose.REDO_LOG, verify, RecordCorrupt)
     return Record(header.kind, header.generation, data[HEAD.size : end], tag)
 
 
@@ -196,7 +203,7 @@ def _tag_of(record: bytes) -> bytes:
 class RedoLog:
     """Double-buffered snapshots plus chained deltas in one metadata region."""
 
-    def __init__(self, device: BlockDevice, key: bytes, start: int = HEARTBEAT_REGION,
+    def __init__(self, device: BlockDevice, key: Keys, start: int = HEARTBEAT_REGION,
                  size: int = DEFAULT_METADATA) -> None:
         if start < 0 or start % BLOCK:
             raise ValueError(f"the region must start on a {BLOCK}-byte block boundary")
@@ -207,11 +214,15 @@ class RedoLog:
             raise ValueError(f"{device.path} has {available} bytes; the region ends at "
                              f"{start + size}")
         self._device = device
-        self._key = key
+        self._key: KeyRing = as_ring(key)
         self._start = start
         self._half_size = size // 2
         self._position: _Position | None = None
         self._loaded = False
+
+    def rekey(self, keys: KeyRing) -> None:
+        """Tag new records with ``keys``' current key, verify with either of its keys."""
+        self._key = keys
 
     def load(self) -> Loaded | None:
         """The newest state, or None on a fresh region; the writer continues after it."""
@@ -321,18 +332,18 @@ class RedoLog:
         return decode_record(first + rest, self._key, previous=previous)
 
 
-def stage_backup(path: Path, generation: int, payload: bytes, key: bytes) -> StagedFile:
+def stage_backup(path: Path, generation: int, payload: bytes, key: Keys) -> StagedFile:
     """The local backup of the state at ``generation``, written and fsynced beside
     ``path`` (OSError when the disk fails); ``install()`` puts it in place."""
     return StagedFile(path, encode_record("snapshot", generation, payload, key))
 
 
-def save_backup(path: Path, generation: int, payload: bytes, key: bytes) -> None:
+def save_backup(path: Path, generation: int, payload: bytes, key: Keys) -> None:
     """Replace the local backup at ``path`` atomically with the state at ``generation``."""
     stage_backup(path, generation, payload, key).install()
 
 
-def load_backup(path: Path, key: bytes) -> tuple[int, bytes] | None:
+def load_backup(path: Path, key: Keys) -> tuple[int, bytes] | None:
     """The (generation, payload) of the local backup, None if there is none."""
     try:
         data = path.read_bytes()
@@ -345,3 +356,12 @@ def load_backup(path: Path, key: bytes) -> tuple[int, bytes] | None:
     if record.kind != "snapshot":
         raise RecordCorrupt(f"backup {path} holds a {record.kind} record, not a snapshot")
     return record.generation, record.payload
+
+
+def reseal_backup(path: Path, keys: KeyRing) -> int | None:
+    """The local backup at ``path`` (opened with either key) saved again under the
+    current key; its generation, None if there is none."""
+    found = load_backup(path, keys)
+    if found is not None:
+        save_backup(path, found[0], found[1], keys)
+    return None if found is None else found[0]

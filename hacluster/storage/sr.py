@@ -19,7 +19,9 @@ Rules:
   the slot's host) is :class:`SlotCorrupt`: not seen, never a crash.
 * The global block ``b"HASR" | version | msgpack fields | hmac-sha256`` holds
   the generation, pool state, master and host count, authenticated with the
-  pool key's SR header key (``Purpose.SR_HEADER``), never the raw pool key.
+  pool key's SR header key (``Purpose.SR_HEADER``), never the raw pool key:
+  MACed with a key ring's current key, verified with either of its keys;
+  :func:`reseal_header` rewrites it under the current key (a key rotation).
 * A pool has at most :func:`max_pool_hosts` hosts: the most whose worst-case
   report (:func:`~hacluster.wire.codec.worst_case_report`) still fits a slot.
   The node's configuration and :func:`format_sr` refuse larger pools with it.
@@ -43,7 +45,7 @@ import msgpack
 from hacluster.core.events import SlotContent, SlotCorrupt
 from hacluster.core.messages import Report
 from hacluster.wire.codec import DecodeError, Sealer, worst_case_sealed_size
-from hacluster.wire.keys import Purpose, derive_key
+from hacluster.wire.keys import Keys, Purpose, as_ring
 
 BLOCK = 4096
 HEARTBEAT_REGION = 4 * 1024 * 1024
@@ -77,15 +79,15 @@ class GlobalBlock:
     master: int | None
     hosts: int
 
-    def encode(self, key: bytes) -> bytes:
+    def encode(self, keys: Keys) -> bytes:
         body: bytes = msgpack.packb([self.generation, int(self.state),
                                      -1 if self.master is None else self.master, self.hosts])
         head = GLOBAL_MAGIC + bytes([LAYOUT_VERSION]) + struct.pack(">H", len(body)) + body
-        block = head + _header_mac(key, head)
+        block = head + _header_mac(as_ring(keys).sealing(Purpose.SR_HEADER), head)
         return block.ljust(BLOCK, b"\0")
 
     @classmethod
-    def decode(cls, block: bytes, key: bytes) -> GlobalBlock:
+    def decode(cls, block: bytes, keys: Keys) -> GlobalBlock:
         if block[:4] != GLOBAL_MAGIC:
             raise SRError("not a heartbeat SR (bad magic in the global block)")
         if block[4] != LAYOUT_VERSION:
@@ -93,14 +95,16 @@ class GlobalBlock:
         (length,) = struct.unpack(">H", block[5:7])
         head = block[: 7 + length]
         mac = block[7 + length : 7 + length + 32]
-        if not hmac.compare_digest(mac, _header_mac(key, head)):
-            raise SRError("global block not authenticated by this pool key")
+        def verify(key: bytes) -> None:
+            if not hmac.compare_digest(mac, _header_mac(key, head)):
+                raise SRError("global block not authenticated by this pool key")
+        as_ring(keys).open_with(Purpose.SR_HEADER, verify, SRError)
         generation, state, master, hosts = msgpack.unpackb(block[7 : 7 + length])
         return cls(generation, PoolState(state), None if master < 0 else master, hosts)
 
 
-def _header_mac(key: bytes, head: bytes) -> bytes:
-    return hmac.new(derive_key(key, Purpose.SR_HEADER), head, hashlib.sha256).digest()
+def _header_mac(derived: bytes, head: bytes) -> bytes:
+    return hmac.new(derived, head, hashlib.sha256).digest()
 
 
 def slot_offset(index: int) -> int:
@@ -219,7 +223,7 @@ class BlockDevice:
         self._buffer.close()
 
 
-def format_sr(path: str | Path, hosts: int, key: bytes, generation: int,
+def format_sr(path: str | Path, hosts: int, key: Keys, generation: int,
               metadata: int = DEFAULT_METADATA, state: PoolState = PoolState.INIT) -> GlobalBlock:
     """Lay out a heartbeat SR: global block, empty slots, metadata region."""
     if not 1 <= hosts <= max_pool_hosts():
@@ -246,8 +250,15 @@ def format_sr(path: str | Path, hosts: int, key: bytes, generation: int,
     return header
 
 
-def write_layout(device: BlockDevice, header: GlobalBlock, key: bytes) -> None:
+def write_layout(device: BlockDevice, header: GlobalBlock, key: Keys) -> None:
     """A fresh generation on an SR: every host's slot emptied, then the global block."""
     for index in range(header.hosts):
         device.write(slot_offset(index), EMPTY_BLOCK)
     device.write(0, header.encode(key))
+
+
+def reseal_header(device: BlockDevice, keys: Keys) -> GlobalBlock:
+    """The global block rewritten as it is, MACed with the ring's current key."""
+    header = GlobalBlock.decode(device.read(0), keys)
+    device.write(0, header.encode(keys))
+    return header

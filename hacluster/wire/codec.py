@@ -7,7 +7,8 @@ Rules:
   trusted before the pool key has verified it. A :class:`Sealer` seals for
   one purpose (heartbeat packets or SR slots) with that purpose's key derived
   from the pool key (:mod:`hacluster.wire.keys`): a packet never opens as a
-  slot, nor a slot as a packet.
+  slot, nor a slot as a packet. It holds a :class:`~hacluster.wire.keys.KeyRing`:
+  it seals with the current key and opens with either accepted key.
 * :func:`worst_case_report` is the report whose encoding is longest for a
   pool size (every field at the largest value the decoder accepts);
   :func:`worst_case_sealed_size` its sealed length, from which the SR derives
@@ -32,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.core.messages import HostSet, Phase, Report
-from hacluster.wire.keys import Purpose, check_pool_key, derive_key
+from hacluster.wire.keys import Keys, Purpose, aead, as_ring
 from hacluster.wire.unpack import Malformed, unpack
 
 MAGIC = b"HAC1"
@@ -154,28 +155,30 @@ def worst_case_sealed_size(hosts: int) -> int:
 
 class Sealer:
     """Seals and opens reports of a pool of ``hosts`` hosts for one ``purpose``
-    (:data:`SEALING_PURPOSES`), with that purpose's key derived from the pool key."""
+    (:data:`SEALING_PURPOSES`), with that purpose's key derived from the ring's current
+    pool key; it opens with either key of the ring."""
 
-    def __init__(self, key: bytes, hosts: int, purpose: Purpose) -> None:
-        check_pool_key(key)
+    def __init__(self, keys: Keys, hosts: int, purpose: Purpose) -> None:
+        ring = as_ring(keys)
         if purpose not in SEALING_PURPOSES:
             raise ValueError(f"reports are sealed for {[p.name for p in SEALING_PURPOSES]}, "
                              f"not {purpose.name}")
         if not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"a pool has 1 to {MAX_HOSTS} hosts, got {hosts}")
-        self._aead = ChaCha20Poly1305(derive_key(key, purpose))
+        self.ring = ring
+        self._aead = aead(ring.sealing(purpose))
         self.hosts = hosts
         self.purpose = purpose
 
     @classmethod
-    def for_heartbeats(cls, key: bytes, hosts: int) -> Sealer:
+    def for_heartbeats(cls, keys: Keys, hosts: int) -> Sealer:
         """The sealer of UDP heartbeat packets."""
-        return cls(key, hosts, Purpose.HEARTBEAT)
+        return cls(keys, hosts, Purpose.HEARTBEAT)
 
     @classmethod
-    def for_slots(cls, key: bytes, hosts: int) -> Sealer:
+    def for_slots(cls, keys: Keys, hosts: int) -> Sealer:
         """The sealer of reports in the heartbeat SR's slots."""
-        return cls(key, hosts, Purpose.SLOT)
+        return cls(keys, hosts, Purpose.SLOT)
 
     def seal(self, report: Report) -> bytes:
         header = MAGIC + bytes([VERSION]) + os.urandom(NONCE)
@@ -192,9 +195,10 @@ class Sealer:
             raise DecodeError("bad magic")
         if data[len(MAGIC)] != VERSION:
             raise DecodeError(f"unknown version {data[len(MAGIC)]}")
+        nonce, sealed, header = data[len(MAGIC) + 1 : HEADER], data[HEADER:], data[:len(MAGIC) + 1]
         try:
-            body = self._aead.decrypt(data[len(MAGIC) + 1 : HEADER], data[HEADER:],
-                                      data[: len(MAGIC) + 1])
+            body = self.ring.open_with(
+                self.purpose, lambda key: aead(key).decrypt(nonce, sealed, header), InvalidTag)
         except InvalidTag:
             raise DecodeError("authentication failed (wrong key or tampered)") from None
         try:

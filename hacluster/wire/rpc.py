@@ -3,7 +3,11 @@
 Rules:
 
 * The RPC key is the pool key's derived key for RPC (:mod:`hacluster.wire.keys`,
-  ``Purpose.RPC``), so RPC frames can never be mistaken for reports.
+  ``Purpose.RPC``), so RPC frames can never be mistaken for reports. Both ends
+  hold a :class:`~hacluster.wire.keys.KeyRing`: a frame is sealed with the
+  current key and opened with either accepted key, so hosts a rotation step
+  apart still talk. The server asks its ring source at every connection, so a
+  rotation step takes effect without a restart.
 * One request per connection. The server opens with a fresh 16-byte random
   challenge; the client sends one frame, the server answers one frame, and
   the connection closes. A frame is a 4-byte big-endian length, then a
@@ -45,7 +49,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from hacluster.wire.keys import Purpose, derive_key
+from hacluster.wire.keys import KeyRing, Keys, Purpose, aead, as_ring
 from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.unpack import Malformed, unpack
 
@@ -59,6 +63,7 @@ REQUEST = b"request"
 RESPONSE = b"response"
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+KeySource = Keys | Callable[[], KeyRing]  # a fixed ring or key, or where to read the ring
 
 
 class RpcError(RuntimeError):
@@ -93,9 +98,13 @@ class RpcStats:
                 "bad_requests": self.bad_requests, "last_bad_request": self.last_bad_request}
 
 
-def rpc_aead(pool_key: bytes) -> ChaCha20Poly1305:
-    """The cipher keyed for RPC, derived from (never equal to) the pool key."""
-    return ChaCha20Poly1305(derive_key(pool_key, Purpose.RPC))
+def rpc_aead(keys: Keys) -> ChaCha20Poly1305:
+    """The cipher that seals RPC: the current pool key's derived key (never the key itself)."""
+    return aead(as_ring(keys).sealing(Purpose.RPC))
+
+
+def _ring(keys: KeySource) -> KeyRing:
+    return as_ring(keys() if callable(keys) else keys)
 
 
 def target(host_uuids: Sequence[str], index: int) -> bytes:
@@ -109,13 +118,13 @@ def _bound(direction: bytes) -> int:
     return MAX_REQUEST if direction == REQUEST else MAX_FRAME
 
 
-def seal_frame(aead: ChaCha20Poly1305, challenge: bytes, direction: bytes,
+def seal_frame(keys: Keys, challenge: bytes, direction: bytes,
                message: dict[str, Any], *, target: bytes) -> bytes:
     """A length-prefixed frame carrying ``message`` for this connection, direction and
-    target; ``ValueError`` if it exceeds its direction's bound, ``TypeError`` if
-    ``message`` does not pack."""
+    target, sealed with the current key; ``ValueError`` if it exceeds its direction's
+    bound, ``TypeError`` if ``message`` does not pack."""
     nonce = os.urandom(NONCE)
-    body = nonce + aead.encrypt(nonce, msgpack.packb(message, use_bin_type=True),
+    body = nonce + rpc_aead(keys).encrypt(nonce, msgpack.packb(message, use_bin_type=True),
                                 challenge + direction + target)
     if len(body) > _bound(direction):
         raise ValueError(f"a {direction.decode()} of {len(body)} bytes exceeds "
@@ -141,15 +150,18 @@ async def read_frame(reader: asyncio.StreamReader, minimum: int = NONCE + TAG,
         raise FrameError("connection closed in the middle of a frame") from None
 
 
-def open_frame(aead: ChaCha20Poly1305, challenge: bytes, direction: bytes,
+def open_frame(keys: Keys, challenge: bytes, direction: bytes,
                body: bytes, *, target: bytes) -> dict[str, Any]:
-    """The message of a frame body, or :class:`FrameError` if it is not authentic (for
-    this connection, direction and target) and sane."""
+    """The message of a frame body, or :class:`FrameError` if it is not authentic (under
+    either key, for this connection, direction and target) and sane."""
     if not NONCE + TAG <= len(body) <= _bound(direction):
         raise FrameError(f"a {direction.decode()} of {len(body)} bytes is outside "
                          f"[{NONCE + TAG}, {_bound(direction)}]")
+    data = challenge + direction + target
     try:
-        plain = aead.decrypt(body[:NONCE], body[NONCE:], challenge + direction + target)
+        plain = as_ring(keys).open_with(
+            Purpose.RPC, lambda key: aead(key).decrypt(body[:NONCE], body[NONCE:], data),
+            InvalidTag)
     except InvalidTag:
         raise FrameError("authentication failed (wrong key, wrong target host or pool, "
                          "replayed or tampered)") from None
@@ -172,24 +184,24 @@ def _short(error: BaseException, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-async def serve(host: str, port: int, key: bytes, handler: Handler,
+async def serve(host: str, port: int, keys: KeySource, handler: Handler,
                 stats: RpcStats | None = None, *, target: bytes) -> Listener:
     """Answer authenticated requests for ``target`` with ``handler``; count the rest in
     ``stats``, whose gate admits connections: a client has ``stats.gate.limits.preauth``
-    seconds from being accepted to send its request.
+    seconds from being accepted to send its request. ``keys`` is read per connection.
     """
-    aead = rpc_aead(key)
     counts = stats if stats is not None else RpcStats()
     deadline = counts.gate.limits.preauth
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            ring = _ring(keys)
             challenge = os.urandom(CHALLENGE)
             writer.write(challenge)
             try:
                 async with asyncio.timeout(deadline):
                     body = await read_frame(reader, maximum=MAX_REQUEST)
-                request = open_frame(aead, challenge, REQUEST, body, target=target)
+                request = open_frame(ring, challenge, REQUEST, body, target=target)
             except FrameError as error:
                 counts.bad(str(error))
                 return
@@ -198,9 +210,10 @@ async def serve(host: str, port: int, key: bytes, handler: Handler,
                 return
             try:
                 response = await handler(request)
-                reply = seal_frame(aead, challenge, RESPONSE, response, target=target)
+                ring = _ring(keys)  # the handler may have rotated the key
+                reply = seal_frame(ring, challenge, RESPONSE, response, target=target)
             except Exception as error:  # a handler's failure, or an answer that cannot go
-                reply = seal_frame(aead, challenge, RESPONSE,
+                reply = seal_frame(ring, challenge, RESPONSE,
                                    {"ok": False, "error": _short(error)}, target=target)
             writer.write(reply)
             await writer.drain()
@@ -211,11 +224,11 @@ async def serve(host: str, port: int, key: bytes, handler: Handler,
     return await start_listener(counts.gate, answer, host, port)
 
 
-async def call(host: str, port: int, key: bytes, request: dict[str, Any],
+async def call(host: str, port: int, keys: Keys, request: dict[str, Any],
                timeout: float, *, target: bytes) -> dict[str, Any]:
     """Send ``request`` to ``target`` at ``host:port`` and return the answer, within
-    ``timeout`` seconds."""
-    aead = rpc_aead(key)
+    ``timeout`` seconds (sealed with the current key; the answer opens with either)."""
+    ring = as_ring(keys)
     where = f"{host}:{port}"
     try:
         async with asyncio.timeout(timeout):
@@ -223,7 +236,7 @@ async def call(host: str, port: int, key: bytes, request: dict[str, Any],
             try:
                 challenge = await reader.readexactly(CHALLENGE)
                 try:
-                    frame = seal_frame(aead, challenge, REQUEST, request, target=target)
+                    frame = seal_frame(ring, challenge, REQUEST, request, target=target)
                 except (TypeError, ValueError) as error:
                     raise RpcError(f"{where}: request cannot be sent: {error}") from None
                 writer.write(frame)
@@ -246,6 +259,6 @@ async def call(host: str, port: int, key: bytes, request: dict[str, Any],
     except OSError as error:
         raise RpcError(f"{where}: {error.strerror or error}") from None
     try:
-        return open_frame(aead, challenge, RESPONSE, body, target=target)
+        return open_frame(ring, challenge, RESPONSE, body, target=target)
     except FrameError as error:
         raise RpcError(f"{where}: reply rejected: {error}") from None

@@ -19,6 +19,7 @@ from hacluster.core.pool import Pool, PoolError
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.service import Service, pool_uuid
 from hacluster.mgmt.verbs import Call
+from hacluster.wire.keys import KeyRing
 
 from ..conftest import LOOPTIME
 from ..fakes import KEY, PLACEMENT, UUIDS, open_database, start
@@ -75,6 +76,9 @@ class FakeControl:
 
     def address(self, host_uuid: str) -> str:
         return f"10.9.0.{UUIDS.index(host_uuid) + 1}"
+
+    def key_ring(self) -> KeyRing:
+        return KeyRing(KEY)
 
     def ops(self) -> list[str]:
         return [op for op, _ in self.asked]

@@ -34,6 +34,7 @@ from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.redolog import load_backup
 from hacluster.wire.codec import Sealer
+from hacluster.wire.keys import KeyRing
 
 from ..conftest import LOOPTIME
 from ..fakes import HOSTS, KEY, UUIDS, Network, Records, make_sr, network, settle, start
@@ -52,6 +53,7 @@ class FakeNode:
         self.config = config
         self.records = Records()
         self.log: EventLog = self.records
+        self.keys = config.keys
         self.storage = Storage(config, Sealer.for_slots(config.key, len(config.hosts)))
         self.critical: list[str] = []
         self.tasks = Supervisor(self.records.write, self.critical.append)
@@ -83,6 +85,10 @@ class FakeNode:
 
     def start_duties(self) -> None:
         self.asked.append(("start_duties",))
+
+    async def rekey(self, keys: KeyRing) -> None:
+        self.keys = keys
+        self.storage.rekey(keys)
 
     def close(self) -> None:
         self.storage.pool.shutdown()

@@ -96,8 +96,10 @@ async def test_wrong_key_is_refused_and_counted(running: Running) -> None:
 async def test_the_pool_key_itself_is_not_the_rpc_key(running: Running) -> None:
     reader, writer = await asyncio.open_connection(HOST, running.port)
     challenge = await reader.readexactly(CHALLENGE)
-    writer.write(seal_frame(ChaCha20Poly1305(KEY), challenge, REQUEST, {"op": "list"},
-                            target=TARGET))
+    nonce = bytes(12)
+    body = nonce + ChaCha20Poly1305(KEY).encrypt(nonce, msgpack.packb({"op": "list"}),
+                                                 challenge + REQUEST + TARGET)
+    writer.write(len(body).to_bytes(4, "big") + body)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
     assert running.handler.seen == [] and running.stats.bad_requests == 1
@@ -105,14 +107,13 @@ async def test_the_pool_key_itself_is_not_the_rpc_key(running: Running) -> None:
 
 async def test_a_captured_request_replayed_on_a_new_connection_is_refused(
         running: Running) -> None:
-    aead = rpc_aead(KEY)
     reader, writer = await asyncio.open_connection(HOST, running.port)
     challenge = await reader.readexactly(CHALLENGE)
-    captured = seal_frame(aead, challenge, REQUEST, {"op": "stop", "vm": "x"}, target=TARGET)
+    captured = seal_frame(KEY, challenge, REQUEST, {"op": "stop", "vm": "x"}, target=TARGET)
     writer.write(captured)
     body = await rpc.read_frame(reader)
     writer.close()
-    assert open_frame(aead, challenge, RESPONSE, body, target=TARGET)["ok"] is True
+    assert open_frame(KEY, challenge, RESPONSE, body, target=TARGET)["ok"] is True
     new_challenge, said = await raw_exchange(running.port, captured)
     assert new_challenge != challenge and said == b""
     assert len(running.handler.seen) == 1
@@ -121,11 +122,10 @@ async def test_a_captured_request_replayed_on_a_new_connection_is_refused(
 
 
 async def test_a_request_reflected_as_a_response_does_not_open() -> None:
-    aead = rpc_aead(KEY)
     challenge = bytes(CHALLENGE)
-    frame = seal_frame(aead, challenge, REQUEST, {"ok": True}, target=TARGET)
+    frame = seal_frame(KEY, challenge, REQUEST, {"ok": True}, target=TARGET)
     with pytest.raises(rpc.FrameError, match="authentication failed"):
-        open_frame(aead, challenge, RESPONSE, frame[4:], target=TARGET)
+        open_frame(KEY, challenge, RESPONSE, frame[4:], target=TARGET)
 
 
 async def test_oversized_length_prefix_is_refused_unread(running: Running) -> None:
@@ -205,7 +205,7 @@ async def test_malformed_and_forged_replies_are_rejected() -> None:
         challenge = b"c" * CHALLENGE
         writer.write(challenge)
         await rpc.read_frame(reader)
-        writer.write(seal_frame(rpc_aead(new_pool_key()), challenge, RESPONSE, {"ok": True},
+        writer.write(seal_frame(new_pool_key(), challenge, RESPONSE, {"ok": True},
                                 target=TARGET))
         await writer.drain()
         writer.close()
