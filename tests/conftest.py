@@ -114,6 +114,7 @@ def folder(tmp_path: Path) -> Path:
 #: (the database's and backups' file I/O runs in threads), looptime cannot see it
 #: and by default jumps to the next timer after a short real wait: on a loaded
 #: machine a slow thread then looks as if it took seconds of loop time. With
-#: ``idle_step`` the loop time moves at most 10 ms per real wait, as fast as the
-#: thread really is.
-LOOPTIME = pytest.mark.looptime(idle_step=0.01)
+#: ``idle_step=0`` loop time stands still while a thread works (the loop polls
+#: until the thread is done), so thread work takes no loop time however loaded
+#: the machine is, and the tests see the same order of events every run.
+LOOPTIME = pytest.mark.looptime(idle_step=0)
