@@ -90,6 +90,7 @@ def beat(lab: LocalLab, key: bytes, to: int) -> None:
         generation=1, sender=1, boot=1, seq=1, phase=Phase.NORMAL, liveset=everyone,
         hbdomain=everyone, sfdomain=everyone, statefile_access=True))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind((load(lab.host_dir(1) / "node.toml").address.host, 0))  # as host 1
         sender.sendto(packet, (config.address.host, config.address.port))
 
 
