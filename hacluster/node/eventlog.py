@@ -45,8 +45,7 @@ class EventLog:
         self._writer.start()
 
     def write(self, event: str, sync: bool = False, **fields: Any) -> None:
-        record = {"time": round(time.time(), 3), "host": self.host, "event": event, **fields}
-        line = (json.dumps(record, default=sorted) + "\n").encode()
+        line = self._line(event, **fields)
         done = threading.Event() if sync else None
         try:
             self._queue.put_nowait((line, done))
@@ -75,7 +74,7 @@ class EventLog:
             try:
                 if self.dropped > reported:
                     missed, reported = self.dropped - reported, self.dropped
-                    os.write(self.fd, self._dropped_line(missed))
+                    os.write(self.fd, self._line("log-dropped", records=missed))
                 os.write(self.fd, line)
                 if done is not None and self.fd != 2:
                     os.fsync(self.fd)
@@ -85,7 +84,6 @@ class EventLog:
                 if done is not None:
                     done.set()
 
-    def _dropped_line(self, missed: int) -> bytes:
-        record = {"time": round(time.time(), 3), "host": self.host, "event": "log-dropped",
-                  "records": missed}
-        return (json.dumps(record) + "\n").encode()
+    def _line(self, event: str, **fields: Any) -> bytes:
+        record = {"time": round(time.time(), 3), "host": self.host, "event": event, **fields}
+        return (json.dumps(record, default=sorted) + "\n").encode()
