@@ -22,11 +22,8 @@ import contextlib
 import os
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,11 +32,11 @@ import pytest
 
 from hacluster.lab.local import LocalLab
 from hacluster.mgmt import api, verbs
-from hacluster.mgmt.tls import client_context
 from hacluster.node.config import load
 from hacluster.wire.rpc import LENGTH
 
 from .conftest import wait_for
+from .lab.test_mgmt_lab import api_credentials, hactl
 
 T = 3.0
 pytestmark = pytest.mark.slow  # a real pool of node daemons
@@ -86,12 +83,6 @@ def hang(log: Path) -> int:
             os.write(writer, b"\n" * 65536)
     os.close(writer)
     return reader
-
-
-def hactl_status(lab: LocalLab) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hacluster.mgmt.hactl", "--config", str(lab.root / "hactl.toml"),
-         "status"], capture_output=True, text=True, timeout=30)
 
 
 def bomb() -> bytes:
@@ -148,9 +139,7 @@ def heavy_calls(lab: LocalLab, endpoint: tuple[str, int], until: float,
                 report: dict[str, int]) -> None:
     """Authenticated calls as fast as :data:`CALLERS` clients can make them: the
     planner's heaviest verb and the longest lists, all served by the master."""
-    config = tomllib.loads((lab.root / "hactl.toml").read_text())
-    context = client_context(lab.root / config["ca"])
-    secret = (lab.root / config["secret_file"]).read_text().strip().encode()
+    context, secret = api_credentials(lab)
 
     async def caller(words: list[str]) -> None:
         while time.monotonic() < until:
@@ -184,12 +173,12 @@ def test_a_flood_and_a_hung_log_leave_the_master_normal(lab: LocalLab) -> None:
     try:
         while attacker.is_alive():
             phases |= {str(r.get("phase")) for r in lab.status() if r["host"] == target}
-            done = hactl_status(lab)
-            if done.returncode == 0:
+            code, _, err = hactl(lab, "status")
+            if code == 0:
                 answered += 1
             else:
                 failed += 1
-                print(f"hactl status failed: {done.stderr.strip()}")
+                print(f"hactl status failed: {err}")
     finally:
         attacker.join()
         caller.join()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import subprocess
 import sys
 import tomllib
@@ -132,10 +133,15 @@ def test_operator_walkthrough_survives_a_master_kill(lab: LocalLab) -> None:
     assert "ha_host_failed" in messages
 
 
-async def _set(endpoints: list[tuple[str, int]], lab: LocalLab, key: int) -> bool:
+def api_credentials(lab: LocalLab) -> tuple[ssl.SSLContext, bytes]:
+    """The TLS context and pool secret hactl uses on ``lab``, for direct API calls."""
     config = tomllib.loads((lab.root / "hactl.toml").read_text())
     context = client_context(lab.root / config["ca"])
-    secret = (lab.root / config["secret_file"]).read_text().strip().encode()
+    return context, (lab.root / config["secret_file"]).read_text().strip().encode()
+
+
+async def _set(endpoints: list[tuple[str, int]], lab: LocalLab, key: int) -> bool:
+    context, secret = api_credentials(lab)
     call = verbs.parse(["pool-param-set", f"other-config:w{key}={key}"])
     try:
         await asyncio.wait_for(api.call(endpoints, context, secret, call), 10)
