@@ -65,7 +65,6 @@ from hacluster.node.watchdog_client import WatchdogClient
 from hacluster.storage.sr import GlobalBlock, PoolState, SRError
 from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
-from hacluster.wire.codec import Sealer
 from hacluster.wire.keys import KeyRing
 
 __all__ = ["FENCED_EXIT", "Node", "handle_or_fence", "next_boot", "query_status", "serve"]
@@ -82,7 +81,7 @@ class Node:
         self.boot = boot
         self.log = EventLog(config.log, config.index)
         self.keys = config.keys
-        self.storage = Storage(config, Sealer.for_slots(self.keys, len(config.hosts)))
+        self.storage = Storage(config, self.keys)
         self.loop = asyncio.get_running_loop()
         self.tasks = Supervisor(self.log.write, self._critical_exit)
         self.exit_code: asyncio.Future[int] = self.loop.create_future()

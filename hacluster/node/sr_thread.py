@@ -38,18 +38,18 @@ from hacluster.wire.keys import KeyRing
 class Storage:
     """The heartbeat SR seen through one thread with a deadline per request."""
 
-    def __init__(self, config: NodeConfig, sealer: Sealer) -> None:
+    def __init__(self, config: NodeConfig, keys: KeyRing) -> None:
         self.device = BlockDevice(config.sr)
-        self.sealer = sealer
-        self.keys = sealer.ring
         self.config = config
+        self.rekey(keys)
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
         self.busy: concurrent.futures.Future[Any] | None = None
         self.deadline = config.timing.io_deadline
 
     def rekey(self, keys: KeyRing) -> None:
         """Seal slots and MAC the global block with ``keys`` from now on."""
-        self.sealer, self.keys = Sealer.for_slots(keys, len(self.config.hosts)), keys
+        self.sealer: Sealer = Sealer.for_slots(keys, len(self.config.hosts))
+        self.keys = keys
 
     def header(self) -> GlobalBlock:
         return GlobalBlock.decode(self.device.read(0), self.keys)

@@ -33,7 +33,6 @@ from hacluster.node.plane import Plane
 from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.redolog import load_backup
-from hacluster.wire.codec import Sealer
 from hacluster.wire.keys import KeyRing
 
 from ..conftest import LOOPTIME
@@ -54,7 +53,7 @@ class FakeNode:
         self.records = Records()
         self.log: EventLog = self.records
         self.keys = config.keys
-        self.storage = Storage(config, Sealer.for_slots(config.key, len(config.hosts)))
+        self.storage = Storage(config, config.keys)
         self.critical: list[str] = []
         self.tasks = Supervisor(self.records.write, self.critical.append)
         self.core: HostCore | None = None
