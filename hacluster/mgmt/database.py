@@ -264,7 +264,7 @@ class Database:
         return None
 
     async def _run(self, job: Callable[[], T]) -> T:
-        return await asyncio.wrap_future(self.io.submit(job))
+        return await asyncio.get_running_loop().run_in_executor(self.io, job)
 
     def close(self) -> None:
         self.io.submit(self.device.close)  # after any write still in flight
