@@ -13,7 +13,10 @@ disks; ``guest_lock = false`` lets the default guests start on a disk another
 live instance writes, so chaos checkers see what the HA decisions alone do),
 and may serve the management API: ``mgmt_port`` with ``tls_cert``,
 ``tls_key``, ``ca`` (the pool CA) and ``secret_file`` (the pool secret
-operators' tools present), all or none.
+operators' tools present), all or none. ``watchdog_device`` (optional) names a
+Linux watchdog device (``/dev/watchdog``) that fences this host on top of the
+watchdog process: it must exist and not be a directory (whether it is a
+watchdog is learnt when HA starts, from its answer to the timeout ioctl).
 
 Limits: every value is type-checked by :func:`~hacluster.model.tomlfile.checked`
 (no bool for a number, no NaN, infinity or absurd size); ports are 1..65535 in
@@ -99,6 +102,7 @@ class NodeConfig:
     unsafe_watchdog_delay: float = 0.0  # tests only: the watchdog fires this much late
     key_file: Path | None = None  # where the pool key is kept (a rotation rewrites it)
     ring: KeyRing | None = None  # the keys the files held at start, if more than ``key``
+    watchdog_device: Path | None = None  # /dev/watchdog: fences on top of the process
 
     @property
     def keys(self) -> KeyRing:
@@ -155,11 +159,25 @@ def _unsafe_watchdog_delay(table: dict[str, Any], where: str) -> float:
     return delay
 
 
+def _watchdog_device(table: dict[str, Any], base: Path, where: str) -> Path | None:
+    if "watchdog_device" not in table:
+        return None
+    path = _path(table, "watchdog_device", base, where)
+    if not path.exists():
+        raise ConfigError(f"{where}: watchdog_device {path} does not exist (load a watchdog "
+                          "driver: modprobe softdog, see docs/deploy.md; or remove the field "
+                          "to fence with the watchdog process alone)")
+    if path.is_dir():
+        raise ConfigError(f"{where}: watchdog_device {path} is a directory, not a device")
+    return path
+
+
 def load(path: str | Path) -> NodeConfig:
     where = str(path)
     table = read_toml(path, ConfigError)
     known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
-             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", *MGMT_FIELDS}
+             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay",
+             "watchdog_device", *MGMT_FIELDS}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -225,4 +243,5 @@ def load(path: str | Path) -> NodeConfig:
         unsafe_watchdog_delay=_unsafe_watchdog_delay(table, where),
         key_file=key_file,
         ring=ring,
+        watchdog_device=_watchdog_device(table, base, where),
     )

@@ -11,8 +11,12 @@ Rules:
   the node's process group when pets stop. On a fence decided by the core the
   reason is logged synchronously, the last words (a FENCED report) are written
   with a short deadline, and the daemon exits with :data:`FENCED_EXIT`.
-* Under systemd (``NOTIFY_SOCKET``) it reports READY and pets ``WatchdogSec=``
-  along with its own watchdog.
+* Under systemd (``NOTIFY_SOCKET``, :mod:`hacluster.node.systemd`) it sends
+  ``READY=1`` once it serves (HA armed, joining or off), ``STOPPING=1`` when
+  it leaves cleanly, and warns when ``WatchdogSec=`` is shorter than its
+  timing honours; the liveness loop pets ``WatchdogSec=`` and sends
+  ``STATUS=``. A watchdog device that cannot fence as configured stops the
+  start with exit status 1 and a message saying why.
 * The pool keys (a :class:`~hacluster.wire.keys.KeyRing`) are the node's:
   :meth:`Node.rekey` takes a key rotation step here, in this order: the key
   files (so a restart keeps the step), the liveness loop's sealers (awaited
@@ -60,8 +64,10 @@ from hacluster.node.master import MasterDuties
 from hacluster.node.plane import Plane
 from hacluster.node.sr_thread import Storage
 from hacluster.node.status import query_status, serve_status
+from hacluster.node.systemd import Notifier, watchdog_sec_problem
 from hacluster.node.tasks import Supervisor
 from hacluster.node.watchdog_client import WatchdogClient
+from hacluster.node.watchdog_device import WatchdogDeviceError
 from hacluster.storage.sr import GlobalBlock, PoolState, SRError
 from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
@@ -87,7 +93,8 @@ class Node:
         self.exit_code: asyncio.Future[int] = self.loop.create_future()
         self.timing = config.timing
         self.leaving = False  # HA disarmed ends the daemon (else: back to HA off)
-        self.watchdog = WatchdogClient()
+        self.systemd = Notifier.from_environment()
+        self.watchdog = WatchdogClient(self.systemd, config.watchdog_device)
         self.pool_file = config.pool
         self.driver = ProcessDriver()
         self.agent = Agent(self.driver)
@@ -115,10 +122,11 @@ class Node:
         if not self.storage.device.direct:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
         if config.unsafe_watchdog_delay:
-            text = (f"UNSAFE: the watchdog fires {config.unsafe_watchdog_delay:.2f} s after "
-                    "the fence window assumes (unsafe_watchdog_delay, tests only)")
-            self.log.write("warning", text=text)
-            print(f"hacluster node: {text}", file=sys.stderr, flush=True)
+            self._warn(f"UNSAFE: the watchdog fires {config.unsafe_watchdog_delay:.2f} s after "
+                       "the fence window assumes (unsafe_watchdog_delay, tests only)")
+        if self.systemd.problem:
+            self._warn(self.systemd.problem)
+        self._check_watchdog_sec()
         servers: list[asyncio.AbstractServer] = []
         try:
             await self.liveness.start(self)
@@ -138,12 +146,17 @@ class Node:
                 timeout = self.plane.pool_timeout() if self.plane is not None else None
                 start = self.plane.resident_vms() if self.plane and self.armed_at_start \
                     else {}
-                await self.arm(header.generation, timeout, self.armed_at_start, start)
+                try:
+                    await self.arm(header.generation, timeout, self.armed_at_start, start)
+                except WatchdogDeviceError as error:
+                    self.log.write("stopping", sync=True, reason=str(error))
+                    print(f"hacluster node: {error}", file=sys.stderr, flush=True)
+                    return 1
             else:
                 self.log.write("ha-off", state=header.state.name)
                 if self.plane is not None:
                     await self.plane.ha_off()
-            self.watchdog.ready()
+            self.systemd.ready()
             return await self.exit_code
         finally:
             self.tasks.cancel_all()
@@ -155,6 +168,16 @@ class Node:
             self.log.close()
             with contextlib.suppress(OSError):
                 config.status_socket.unlink()
+
+    def _warn(self, text: str) -> None:
+        """A warning for the event log and the daemon's stderr (systemd's journal)."""
+        self.log.write("warning", text=text)
+        print(f"hacluster node: warning: {text}", file=sys.stderr, flush=True)
+
+    def _check_watchdog_sec(self) -> None:
+        problem = watchdog_sec_problem(self.systemd.watchdog_sec, self.timing)
+        if problem is not None:
+            self._warn(problem)
 
     def _read_header(self) -> GlobalBlock:
         """The SR's global block; if unreadable, what this host's database copy says
@@ -191,6 +214,7 @@ class Node:
             raise RuntimeError(f"HA is already running on host {self.config.index}")
         if timeout is not None and timeout != self.timing.T:
             self.timing = Timing.derive(timeout)
+            self._check_watchdog_sec()
         self.leaving = False
         for vm, command in start.items():
             if vm in self.driver.running():
@@ -204,6 +228,8 @@ class Node:
     def disarm(self, leaving: bool) -> None:
         """A clean stop of HA here: announced excluded, never treated as a failure."""
         self.leaving = leaving
+        if leaving:
+            self.systemd.stopping()
         if self.core is None:
             if leaving:
                 self.driver.kill_all()

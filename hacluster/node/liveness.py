@@ -25,6 +25,11 @@ Rules:
   watchdog disarmed, and then the main loop is told. If the process has not
   ended :data:`EXIT_GRACE` seconds later (its main loop is stuck), it exits
   from here with :data:`FENCED_EXIT`.
+* Under systemd this loop pets ``WatchdogSec=`` on a timer of its own, in
+  every state (HA off too), so a stuck liveness path is what systemd kills;
+  it sends ``STATUS=`` (phase, master, liveset size) when that changes. A
+  watchdog device is opened when HA starts here (:meth:`Liveness.arm`), with
+  its timeout from the timing (:mod:`hacluster.node.watchdog_client`).
 * A key rotation step swaps the keys here with :meth:`Liveness.rekey`, run on
   this loop (the main loop awaits it with :meth:`Liveness.call`, never
   blocking this one): the heartbeat sealer and the storage's slot sealer are
@@ -70,8 +75,10 @@ from hacluster.core.timing import Timing
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.sr_thread import Storage
+from hacluster.node.systemd import status_text
 from hacluster.node.tasks import Supervisor
 from hacluster.node.watchdog_client import WatchdogClient
+from hacluster.node.watchdog_device import device_timeout
 from hacluster.wire.codec import DecodeError, Sealer
 from hacluster.wire.keys import KeyRing
 
@@ -139,6 +146,7 @@ class Liveness:
         self._main: asyncio.AbstractEventLoop | None = None
         self._node: NodeSide | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._systemd_timer: asyncio.TimerHandle | None = None
         self._io: asyncio.Queue[WriteSlot | ReadSlots] | None = None
         self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)
         self._tasks = Supervisor(log.write, self._critical_exit)
@@ -176,8 +184,12 @@ class Liveness:
             self._started.set_exception(error)
             return
         self._tasks.spawn(self._storage_worker(), "storage worker", critical=True)
+        self._report_status()
+        self._pet_systemd()
         self._started.set_result(None)
         await self._done.wait()
+        if self._systemd_timer is not None:
+            self._systemd_timer.cancel()
         self._tasks.cancel_all()
 
     def stop(self) -> None:
@@ -213,6 +225,11 @@ class Liveness:
             raise RuntimeError(f"HA is already running on host {self.config.index}")
         self.timing = timing
         self.storage.deadline = timing.io_deadline
+        config = self.config
+        took = await self.watchdog.open_device(
+            device_timeout(timing, config.mode, config.unsafe_watchdog_delay))
+        if took is not None:
+            self.log.write("watchdog-device", path=str(config.watchdog_device), timeout=took)
         hosts = frozenset(range(len(self.config.hosts)))
         self.core = HostCore(CoreConfig(timing, len(hosts), generation, self.config.mode),
                              self.config.index, self.boot, self.now(),
@@ -241,8 +258,11 @@ class Liveness:
 
     async def snapshot(self) -> dict[str, Any]:
         """The liveness side of the node's status, taken on this loop."""
-        common = {"received_per_network": list(self.received), "timeout": self.timing.T,
-                  "last_bad_packet": self.last_bad_packet}
+        common: dict[str, Any] = {"received_per_network": list(self.received),
+                                  "timeout": self.timing.T,
+                                  "last_bad_packet": self.last_bad_packet}
+        if self.watchdog.device is not None:
+            common["watchdog_device"] = self.watchdog.device.status()
         core = self.core
         if core is None:
             return {**common, "phase": "HA_OFF", "armed": False, "master": False,
@@ -266,6 +286,25 @@ class Liveness:
             "dropped": {**core.counters.__dict__, **self._dropped()},
         }
 
+    def _report_status(self) -> None:
+        """systemd's STATUS= line (sent when it changes)."""
+        core = self.core
+        if self.stopped:
+            text = status_text("FENCED", False, None, 0, len(self.config.hosts))
+        elif core is None:
+            text = status_text(None, False, None, 0, len(self.config.hosts))
+        else:
+            text = status_text(core.phase.name, core.is_master, core.master_hint,
+                               len(core.liveset or ()), len(self.config.hosts))
+        self.watchdog.systemd.set_status(text)
+
+    def _pet_systemd(self) -> None:
+        """systemd's watchdog, from this loop, every half of ``WatchdogSec=``."""
+        interval = self.watchdog.systemd.pet_interval
+        if interval is not None:
+            self.watchdog.pet_systemd(self.now())
+            self._systemd_timer = self.loop.call_later(interval, self._pet_systemd)
+
     def _dropped(self) -> dict[str, int]:
         return {"bad_packets": self.bad_packets, "strangers": self.strangers}
 
@@ -276,6 +315,7 @@ class Liveness:
         outputs = handle_or_fence(self.core, event, self.fence)
         if outputs is not None:
             carry_out(outputs, self)
+        self._report_status()
 
     async def _storage_worker(self) -> None:
         assert self._io is not None
@@ -301,7 +341,7 @@ class Liveness:
         self._io.put_nowait(request)
 
     def pet_watchdog(self, which: Watchdog, timeout: float) -> None:
-        self.watchdog.pet(which, timeout + self.config.unsafe_watchdog_delay)
+        self.watchdog.pet(which, timeout + self.config.unsafe_watchdog_delay, self.now())
 
     def fence(self, reason: str) -> None:
         assert self.core is not None
@@ -315,7 +355,8 @@ class Liveness:
             others = frozenset(range(len(self.config.hosts))) - {self.config.index}
             self._broadcast(self.sealer.seal(last_words), others)
             self.storage.write_last_words(last_words)
-        self.watchdog.disarm()
+        self.watchdog.fence()
+        self._report_status()
         node = self._node
         assert node is not None
         self._tell(node.fenced)
@@ -327,6 +368,7 @@ class Liveness:
         if self._timer is not None:
             self._timer.cancel()
         self.core = None  # HA off here; what becomes of the VMs is the node's call
+        self._report_status()
         assert self._node is not None
         self._tell(self._node.ha_disarmed)
 

@@ -173,22 +173,6 @@ def test_two_heartbeat_networks_ipv4_and_ipv6(tmp_path: Path) -> None:
         pool.down()
 
 
-def test_systemd_watchdog_is_notified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    notify = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify))
-    listener.settimeout(10)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(notify))
-    pool = LocalLab(tmp_path / "sd")
-    pool.up(1, T, base_port=22000 + (os.getpid() % 500) * 4)
-    try:
-        seen = {listener.recv(64) for _ in range(4)}
-        assert {b"READY=1", b"WATCHDOG=1"} <= seen
-    finally:
-        pool.down()
-        listener.close()
-
-
 def test_clustered_mode_fails_over_on_quorum(tmp_path: Path) -> None:
     pool = LocalLab(tmp_path / "clustered")
     pool.up(3, T, base_port=23000 + (os.getpid() % 500) * 4, mode="clustered")
