@@ -99,3 +99,18 @@ def test_guest_lock_defaults_on_and_is_checked(folder: Path) -> None:
     assert Guests(folder, unlocked.guest_lock).command("vm-a", "host1")[-1] == "--no-refuse"
     with pytest.raises(ConfigError, match="'guest_lock' must be a bool"):
         load(write(folder, pooled + 'guest_lock = "no"\n'))
+
+
+def test_watchdog_device_is_optional_and_checked(folder: Path) -> None:
+    assert load(write(folder, GOOD)).watchdog_device is None
+    device = folder / "watchdog"
+    device.write_bytes(b"")
+    config = load(write(folder, GOOD + f'watchdog_device = "{device}"\n'))
+    assert config.watchdog_device == device
+    assert load(write(folder, GOOD + 'watchdog_device = "watchdog"\n')).watchdog_device == device
+    for value, message in ((f'"{folder}/none"', "does not exist.*modprobe softdog"),
+                           (f'"{folder}"', "is a directory"),
+                           ('""', "must be a file path"),
+                           ("1", "watchdog_device")):
+        with pytest.raises(ConfigError, match=message):
+            load(write(folder, GOOD + f"watchdog_device = {value}\n"))
