@@ -76,6 +76,7 @@ from hacluster.wire.keys import KeyRing
 __all__ = ["FENCED_EXIT", "Node", "handle_or_fence", "next_boot", "query_status", "serve"]
 
 STATUS_WAIT = 2.0  # the status socket's wait for the liveness loop's snapshot
+DEVICE_SETTLE = 2.0  # an exiting daemon's wait for its watchdog device's magic close
 
 
 class Node:
@@ -165,6 +166,7 @@ class Node:
             for each in servers:
                 each.close()
             self.liveness.stop()
+            await self.watchdog.settle(DEVICE_SETTLE)
             self.log.close()
             with contextlib.suppress(OSError):
                 config.status_socket.unlink()

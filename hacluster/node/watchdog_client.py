@@ -113,6 +113,11 @@ class WatchdogClient:
         self.fenced = True
         self._send("disarm")
 
+    async def settle(self, limit: float) -> None:
+        """The daemon exits: let the device finish what it was asked (a magic close)."""
+        if self.device is not None:
+            await self.device.settle(limit)
+
     def _send(self, command: str) -> None:
         if self.process is not None and self.process.stdin is not None:
             with contextlib.suppress(BrokenPipeError, BlockingIOError):

@@ -21,7 +21,8 @@ Rules:
 * Every call on the device runs on a thread of its own, in order: a driver
   whose write blocks (an IPMI controller answering slowly) never blocks the
   liveness loop. A pet asked for while the previous one is still pending
-  adds nothing.
+  adds nothing. An exiting daemon waits a little (:meth:`WatchdogDevice.settle`)
+  for the calls already asked, so that its magic close is done.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class WatchdogDevice:
         if self._wanted:
             self._wanted = False
             self._pool.submit(self._close)
+
+    async def settle(self, limit: float) -> None:
+        """Wait, at most ``limit`` seconds, for the calls already asked of the device
+        (the daemon is exiting: a magic close must be done before it does)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.wrap_future(self._pool.submit(lambda: None)), limit)
 
     def status(self) -> dict[str, Any]:
         return {"path": str(self.path), "open": self.is_open, "timeout": self.timeout,
