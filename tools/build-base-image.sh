@@ -10,6 +10,8 @@
 #           mirror this machine's apt sources name.
 #   SUITE   Debian suite, default bookworm (its python3 is 3.11, the version
 #           the wheelhouse is built for).
+#   INCLUDE more Debian packages, comma-separated (tools/build-systemd-image.sh
+#           adds systemd for a base whose init is systemd).
 #   FORCE=1 rebuild even if TAG already exists.
 #
 # Needs root, debootstrap and a running Docker engine.
@@ -47,7 +49,7 @@ root=$(mktemp -d /var/tmp/hacluster-base.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 echo "debootstrap $suite from $mirror into $root"
 debootstrap --variant=minbase \
-    --include=python3,python3-venv,iproute2,procps,ca-certificates \
+    --include=python3,python3-venv,iproute2,procps,ca-certificates${INCLUDE:+,$INCLUDE} \
     "$suite" "$root" "$mirror" >"$root.log" 2>&1 || {
     tail -n 30 "$root.log" >&2
     exit 1
