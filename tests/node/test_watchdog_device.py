@@ -257,3 +257,19 @@ def test_a_fence_leaves_the_timer_running(tmp_path: Path, standin: StandIn) -> N
         assert not close["magic"] and close["timer_running"]
     finally:
         lab.down()
+
+
+@pytest.mark.slow
+def test_a_file_that_is_no_watchdog_stops_the_start_with_the_reason(tmp_path: Path) -> None:
+    plain = tmp_path / "not-a-watchdog"
+    plain.write_bytes(b"")
+    lab = one_host_lab(tmp_path, plain)
+    try:
+        wait_for(lambda: not lab.running(0), 20, "the daemon to stop")
+        said = (lab.host_dir(0) / "node.out").read_text()
+        assert "refuses a 5 s timeout" in said and "not a watchdog" in said, said
+        events = list(lab.events())
+        assert not any(e["event"] == "ha-on" for e in events)
+        assert any(e["event"] == "stopping" and "not a watchdog" in e["reason"] for e in events)
+    finally:
+        lab.down()
