@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.core.pool import SR, VM, Host, Network, Pool, PoolError, Power, Priority
-from hacluster.model.tomlfile import checked, read_toml
+from hacluster.model.tomlfile import checked, read_toml, toml_fields
 
 POOL_FIELDS = {"host_failures_to_tolerate", "allow_overcommit",
                "reboot_vm_on_internal_shutdown"}
@@ -160,22 +160,8 @@ def to_data(pool_file: PoolFile) -> dict[str, Any]:
 def dump(pool_file: PoolFile) -> str:
     """TOML text that :func:`load` reads back as the same pool."""
     data = to_data(pool_file)
-    out = ["[pool]", *_fields(**data.pop("pool"))]
+    out = ["[pool]", *toml_fields(**data.pop("pool"))]
     for table, entries in data.items():
         for entry in entries:
-            out += ["", f"[[{table}]]", *_fields(**entry)]
+            out += ["", f"[[{table}]]", *toml_fields(**entry)]
     return "\n".join(out) + "\n"
-
-
-def _fields(**values: Any) -> list[str]:
-    return [f"{name} = {_toml(value)}" for name, value in values.items()]
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
