@@ -75,9 +75,13 @@ class Inequality:
     @property
     def formula(self) -> str:
         """``left_text = value op right_text = value``, as a report shows it."""
+        return f"{self._side(self.left_text, self.left)} {self.op} " \
+               f"{self._side(self.right_text, self.right)}"
+
+    def _side(self, text: str, value: float) -> str:
         unit = f" {self.unit}" if self.unit else ""
-        return (f"{self.left_text} = {self.left:.4g}{unit} {self.op} {self.right_text} = "
-                f"{self.right:.4g}{unit}")
+        number = f"{value:.4g}"
+        return f"{number}{unit}" if text == number else f"{text} = {number}{unit}"
 
     def __str__(self) -> str:
         unit = f" {self.unit}" if self.unit else ""

@@ -46,6 +46,12 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _node(args: argparse.Namespace) -> int:
+    if args.check:
+        if args.armed:
+            raise LabError("--check starts nothing: drop --armed")
+        from hacluster.deploy.command import run_check
+
+        return run_check(args.config)
     config = load(args.config)
     from hacluster.node.daemon import serve
 
