@@ -80,9 +80,9 @@ def probe(path: Path) -> Volume:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise SRError(f"{path} does not exist: give the shared volume's device path, or "
-                      f"create a file of at least {MIN_SIZE // MiB} MiB "
-                      f"(truncate -s {MIN_SIZE // MiB}M {path})") from None
+        raise SRError(f"{path} does not exist: give the shared volume's device path as this "
+                      f"host sees it (or, for a test, a file of at least {MIN_SIZE // MiB} "
+                      "MiB)") from None
     except OSError as error:
         raise SRError(f"{path}: cannot reach it: {error.strerror}") from None
     if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
