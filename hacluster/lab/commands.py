@@ -12,11 +12,11 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
+from hacluster.deploy.volume import new_generation
 from hacluster.lab.local import LabError, LocalLab
 from hacluster.lab.open import open_lab, reporting_bad_input
 from hacluster.lab.render import status_table
@@ -38,7 +38,7 @@ def _command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "sr-format":
         key = read_key(Path(args.key_file))
-        header = format_sr(args.path, args.hosts, key, random.SystemRandom().getrandbits(63))
+        header = format_sr(args.path, args.hosts, key, new_generation())
         print(f"formatted {args.path}: {header.hosts} host slots, generation "
               f"{header.generation:x}")
         return 0
