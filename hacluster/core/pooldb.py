@@ -16,7 +16,8 @@ Rules:
   not ask for more: operators are told to lower the tolerance, allow
   overcommit or disable HA first. ``live`` (host uuids) is the liveset the
   plan is computed on.
-* Hosts join (``host-join``: a new host, running nothing) and leave
+* Hosts join (``host-join``: a new host, running nothing, plugged into every
+  shared SR and every network, as xe's pool-join does) and leave
   (``host-eject``: every VM the record places on it must be placed where it
   runs now, elsewhere; the failures to tolerate shrink to fit).
 * At most :data:`KEEP_MESSAGES` messages are kept; older ones are dropped.
@@ -197,7 +198,12 @@ def _host_join(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     if any(h.uuid == uuid for h in db.pool.hosts):
         raise PoolError(f"host {uuid} is already in the pool")
     host = Host(uuid, name, memory, address=address)
-    return replace(db, pool=replace(db.pool, hosts=(*db.pool.hosts, host)))
+    # as xe's pool-join: the new host is plugged into every shared SR and every network
+    srs = tuple(replace(sr, plugged=sr.plugged | {uuid}) if sr.shared else sr
+                for sr in db.pool.srs)
+    networks = tuple(replace(n, plugged=n.plugged | {uuid}) for n in db.pool.networks)
+    return replace(db, pool=replace(db.pool, hosts=(*db.pool.hosts, host), srs=srs,
+                                    networks=networks))
 
 
 def _host_eject(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
@@ -221,8 +227,10 @@ def _host_eject(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
             vm = replace(vm, resident=now)
         vms.append(vm)
     tolerate = min(db.pool.host_failures_to_tolerate, len(hosts) - 1)
-    return replace(db, pool=replace(db.pool, hosts=hosts, vms=tuple(vms),
-                                    host_failures_to_tolerate=tolerate))
+    srs = tuple(replace(sr, plugged=sr.plugged - {host.uuid}) for sr in db.pool.srs)
+    networks = tuple(replace(n, plugged=n.plugged - {host.uuid}) for n in db.pool.networks)
+    return replace(db, pool=replace(db.pool, hosts=hosts, vms=tuple(vms), srs=srs,
+                                    networks=networks, host_failures_to_tolerate=tolerate))
 
 
 def _ha_enable(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:

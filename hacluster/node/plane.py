@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from hacluster.core.node import HostCore
@@ -60,6 +61,22 @@ ASK_TIMEOUT = 5.0
 ROLLBACK_ALERT = "ha_pool_database_rolled_back"
 BACKUP_TIMEOUT = 1.0  # reading other hosts' backups must not delay a new master much
 REOPEN_INTERVAL = 5.0  # a master that refused a rolled-back database asks again this often
+BACKUP_FILE = "pooldb.backup"  # beside the status socket: the host's state directory
+
+
+def backup_path(config: NodeConfig) -> Path:
+    """Where the host keeps its local backup of the pool database."""
+    return config.status_socket.parent / BACKUP_FILE
+
+
+def read_backup(path: Path, keys: KeyRing) -> PoolDB | None:
+    """The host's backup of the pool database; None if absent, unreadable with ``keys``
+    or malformed."""
+    try:
+        found = load_backup(path, keys)
+        return from_snapshot(found[1]) if found else None
+    except (RecordCorrupt, PoolError):
+        return None
 
 
 class NodeHandle(Protocol):
@@ -100,7 +117,7 @@ class Plane:
         self.index = node.config.index
         self.seed = seed(node.config.pool)
         self.me = node.config.my_uuid  # this host's uuid
-        self.backup_path = node.config.status_socket.parent / "pooldb.backup"
+        self.backup_path = backup_path(node.config)
         self.known: PoolDB = self._read_backup() or self.seed  # newest copy seen here
         self.known_master = self._index_of(self.known.master)
         self.database: Database | None = None
@@ -212,8 +229,16 @@ class Plane:
         return dict(zip(hosts, answers, strict=True))
 
     async def write_generation(self, generation: int, active: bool) -> None:
-        ok, _, error = await self.node.storage.run(
-            lambda: self.node.storage.write_header(generation, active))
+        """The SR's global block; with HA enabled, the member table carried over to
+        the new generation if joins or ejects changed the pool since it was created."""
+        storage, roster = self.node.storage, self.node.roster
+
+        def write() -> None:
+            storage.write_header(generation, active)
+            if active and roster.version > 0:
+                storage.write_members(roster.table(generation))
+
+        ok, _, error = await storage.run(write)
         if not ok:
             raise PoolError(f"could not write the heartbeat SR: {error}")
 
@@ -504,11 +529,7 @@ class Plane:
 
     # ------------------------------------------------------------ helpers
     def _read_backup(self) -> PoolDB | None:
-        try:
-            found = load_backup(self.backup_path, self.node.keys)
-            return from_snapshot(found[1]) if found else None
-        except (RecordCorrupt, PoolError):
-            return None
+        return read_backup(self.backup_path, self.node.keys)
 
     def _index_of(self, host_uuid: str) -> int | None:
         return self.node.roster.index_of(host_uuid)
