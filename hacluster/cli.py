@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pool", help="a pool file of the VMs to protect (default: demo VMs)")
     up.add_argument("--ha-off", action="store_true",
                     help="start the hosts with HA disabled (enable it with hactl)")
+    up.add_argument("--sr", choices=["file", "iscsi"], default="file",
+                    help="file: the SR is a file in the lab directory; iscsi (local backend, "
+                    "root): that file served by a tgt iSCSI target, each host logged in "
+                    "with its own initiator (docs/deploy.md)")
     verbs.add_parser("status", help="every host's status")
     verbs.add_parser("events", help="every host's events, merged in time order")
     verbs.add_parser("down", help="stop every host and forget the lab")
