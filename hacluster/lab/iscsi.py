@@ -166,20 +166,27 @@ def attach(target: Target, mount: Path, initiator: str, log: Path,
            record: Callable[[int], None]) -> Path:
     """Log in to ``target`` as ``initiator`` and show its LUN as ``mount/sr``; ``record``
     gets the pid of the nbdfuse process as soon as it runs. Returns the file."""
-    mount.mkdir(parents=True, exist_ok=True)
     image = ",".join([
         "driver=raw", "file.driver=iscsi", "file.transport=tcp",
         f"file.portal={target.portal}", f"file.target={target.iqn}", "file.lun=1",
         f"file.initiator-name={initiator}"])
+    return mount_nbd(["qemu-nbd", "--cache=none", "--image-opts", image], mount, log, record,
+                     f"the initiator {initiator}")
+
+
+def mount_nbd(server: list[str], mount: Path, log: Path, record: Callable[[int], None],
+              what: str) -> Path:
+    """Show the NBD export of ``server`` (started by nbdfuse, socket activation) as
+    ``mount/sr``; ``record`` gets nbdfuse's pid as soon as it runs."""
+    mount.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        process = subprocess.Popen(
-            ["nbdfuse", str(mount / "sr"),
-             "[", "qemu-nbd", "--cache=none", "--image-opts", image, "]"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(["nbdfuse", str(mount / "sr"), "[", *server, "]"],
+                                   stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     record(process.pid)
     if wait_until(lambda: os.path.ismount(mount) or process.poll() is not None,
                   START_LIMIT) is None or not os.path.ismount(mount):
-        raise IscsiError(f"the initiator {initiator} did not mount {mount} (see {log})")
+        raise IscsiError(f"{what} did not mount {mount} (see {log})")
     return mount / "sr"
 
 
