@@ -22,7 +22,7 @@ from hacluster.node.config import load
 from hacluster.storage.sr import BLOCK, BlockDevice, GlobalBlock, slot_offset
 from hacluster.wire.codec import new_pool_key
 
-from ..conftest import wait_for
+from ..conftest import load_tool, wait_for
 from .test_lab_local import masters
 
 T = 3.0
@@ -143,3 +143,16 @@ def test_missing_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     lacking = iscsi.missing()
     for program, package in iscsi.PROGRAMS.items():
         assert f"{program} (package {package})" in lacking
+
+
+@pytest.mark.slow
+def test_latency_benchmark_measures_the_plain_file_and_the_iscsi_chain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    need_iscsi()
+    tool = load_tool("bench_sr_latency")
+    assert tool.main(["--ops", "12", "--rounds", "2", "--dir", str(tmp_path)]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "medium" not in line]
+    assert [r[0].strip() for r in rows if "NBD" not in r[0]] == ["plain file", "iSCSI"]
+    assert all(r[1].strip() == "yes" and all(float(f) > 0 for f in r[2:]) for r in rows)
+    assert not any(os.path.ismount(p) for p in tmp_path.iterdir())
