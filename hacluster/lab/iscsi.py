@@ -45,7 +45,8 @@ from hacluster.lab.local import LabError
 from hacluster.lab.poll import wait_until
 
 TARGET_PREFIX = "iqn.2026-01.org.hacluster:"
-HOST_SR = "iscsi.d/sr"  # a host's view of the LUN, relative to its directory
+MOUNT = "iscsi.d"  # a host's initiator mount, in its directory
+HOST_SR = f"{MOUNT}/sr"  # a host's view of the LUN, relative to its directory
 CONTROL_DIR = Path("/run/tgtd")
 PROGRAMS = {"tgtd": "tgt", "tgtadm": "tgt", "qemu-nbd": "qemu-utils",
             "nbdfuse": "libnbd-bin", "fusermount3": "fuse3"}
@@ -249,7 +250,7 @@ def serve(root: Path, hosts: int, data: dict[str, Any],
             state["initiators"][str(index)] = pid
             save(data)
 
-        attach(target, directory / Path(HOST_SR).parent, f"{target.iqn}-host{index}",
+        attach(target, directory / MOUNT, f"{target.iqn}-host{index}",
                directory / "iscsi.out", keep)
 
 
@@ -259,6 +260,6 @@ def stop(root: Path, data: dict[str, Any]) -> None:
     if not state:
         return
     for index, pid in state.get("initiators", {}).items():
-        detach(root / f"host{index}" / Path(HOST_SR).parent, int(pid))
+        detach(root / f"host{index}" / MOUNT, int(pid))
     if state.get("target"):
         stop_target(Target.from_dict(state["target"]))

@@ -23,6 +23,9 @@ Rules:
   containers mount: it is kept beside it, in :attr:`LocalLab.ca_key_dir`
   (``DIR-ca``, mode 0700), and only ``tls/ca.pem`` is copied in.
 * Network faults need network namespaces: this backend refuses them clearly.
+* ``up(sr="iscsi")`` (root) serves the SR file as an iSCSI LUN and points each
+  host at its own initiator's view of it (:mod:`hacluster.lab.iscsi`);
+  ``down`` stops them. It is checked before anything is created.
 * Every lab protects VMs (:mod:`hacluster.lab.workloads`): the pool file is
   written and checked first, and each node runs its VMs as guest programs.
 """

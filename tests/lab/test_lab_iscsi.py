@@ -48,7 +48,7 @@ def test_a_pool_on_an_iscsi_lun_fails_over(tmp_path: Path) -> None:
         _fails_over_on_the_lun(lab, iscsi.Target.from_dict(state["target"]))
     finally:
         lab.down()
-    assert not any(os.path.ismount(lab.host_dir(i) / "iscsi.d") for i in range(3))
+    assert not any(os.path.ismount(lab.host_dir(i) / iscsi.MOUNT) for i in range(3))
     assert not (iscsi.CONTROL_DIR / f"socket.{state['target']['control']}").exists()
     for pid in [state["target"]["pid"], *state["initiators"].values()]:
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived lab down"
@@ -156,3 +156,12 @@ def test_latency_benchmark_measures_the_plain_file_and_the_iscsi_chain(
     assert [r[0].strip() for r in rows if "NBD" not in r[0]] == ["plain file", "iSCSI"]
     assert all(r[1].strip() == "yes" and all(float(f) > 0 for f in r[2:]) for r in rows)
     assert not any(os.path.ismount(p) for p in tmp_path.iterdir())
+
+
+def test_the_cli_passes_sr_and_reports_a_refusal_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "hacluster", "lab", "--dir", str(tmp_path / "x"),
+                           "up", "--backend", "netns", "--sr", "iscsi"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("hacluster: --sr iscsi runs on the local backend")
+    assert "Traceback" not in done.stderr and not (tmp_path / "x").exists()
