@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pool", help="a pool file of the VMs to protect (default: demo VMs)")
     up.add_argument("--ha-off", action="store_true",
                     help="start the hosts with HA disabled (enable it with hactl)")
+    up.add_argument("--sr", choices=["file", "iscsi"], default="file",
+                    help="file: the SR is a file in the lab directory; iscsi (local backend, "
+                    "root): that file served by a tgt iSCSI target, each host logged in "
+                    "with its own initiator (docs/deploy.md)")
     up.add_argument("--slots", type=_positive_int, default=0,
                     help="the pool's HA index space: hosts may join up to it "
                     "(default: 16, or the hosts if more)")

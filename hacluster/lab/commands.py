@@ -83,7 +83,7 @@ def _lab(args: argparse.Namespace) -> int:
     if verb == "up":
         lab.up(args.hosts, args.timeout, networks=args.networks, mode=args.mode,
                pool=Path(args.pool) if args.pool else None, ha_off=args.ha_off,
-               slots=args.slots)
+               slots=args.slots, sr=args.sr)
         print(f"lab up in {args.dir}: {args.hosts} hosts ({lab.backend} backend), "
               + ("HA off (enable it: " if args.ha_off else f"T={args.timeout}s (")
               + f"hactl --config {args.dir}/hactl.toml "

@@ -25,6 +25,9 @@ Rules:
   beside it, in :attr:`LocalLab.ca_key_dir` (``DIR-ca``, mode 0700), and only
   ``tls/ca.pem`` is copied in.
 * Network faults need network namespaces: this backend refuses them clearly.
+* ``up(sr="iscsi")`` (root) serves the SR file as an iSCSI LUN and points each
+  host at its own initiator's view of it (:mod:`hacluster.lab.iscsi`);
+  ``down`` stops them. It is checked before anything is created.
 * Every lab protects VMs (:mod:`hacluster.lab.workloads`): the pool file is
   written and checked first, and each node runs its VMs as guest programs.
 """
@@ -124,7 +127,12 @@ class LocalLab:
         """Create what one more host needs besides its files (a join; nothing, locally)."""
 
     def sr_path(self, index: int) -> str:
-        """The SR as host ``index`` opens it, relative to its directory."""
+        """The SR as host ``index`` opens it, relative to its directory: the lab's file,
+        or with ``--sr iscsi`` this host's own initiator's view of the LUN."""
+        if self.load().get("iscsi"):
+            from hacluster.lab.iscsi import HOST_SR
+
+            return HOST_SR
         return f"../{SR_FILE}"
 
     def wrap(self, index: int, command: list[str]) -> list[str]:
@@ -137,9 +145,14 @@ class LocalLab:
     def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
            mode: str = "statefile", pool: Path | None = None, ha_off: bool = False,
            unsafe_watchdog_delay: float | None = None, guest_lock: bool = True,
-           slots: int = 0) -> None:
+           slots: int = 0, sr: str = "file") -> None:
+        self._check_sr(sr)
         self.provision(hosts, timeout, pool, ha_off, slots)
         try:
+            if sr == "iscsi":
+                from hacluster.lab import iscsi
+
+                iscsi.serve(self.root, hosts, self.load(), self.save)
             self.prepare(hosts)
             self.configure(hosts, timeout, base_port, networks, mode, unsafe_watchdog_delay,
                            guest_lock)
@@ -148,6 +161,20 @@ class LocalLab:
         except BaseException:
             self.down()
             raise
+
+    def _check_sr(self, sr: str) -> None:
+        """``sr`` is ``file`` (the lab's SR file), or ``iscsi`` (that file served as an
+        iSCSI LUN, :mod:`hacluster.lab.iscsi`: local backend, with what it needs here)."""
+        if sr not in ("file", "iscsi"):
+            raise LabError(f"the SR is 'file' or 'iscsi', not {sr!r}")
+        if sr == "iscsi":
+            from hacluster.lab.iscsi import missing
+
+            if self.backend != "local":
+                raise LabError(f"--sr iscsi runs on the local backend, not {self.backend} "
+                               "(see docs/deploy.md)")
+            if missing():
+                raise LabError("--sr iscsi needs " + ", ".join(missing()))
 
     def provision(self, hosts: int, timeout: float, pool: Path | None = None,
                   ha_off: bool = False, slots: int = 0) -> None:
@@ -247,6 +274,10 @@ class LocalLab:
             with contextlib.suppress(FileNotFoundError):
                 (self.host_dir(index) / "status.sock").unlink()
         self.teardown(data)
+        if data.get("iscsi"):
+            from hacluster.lab import iscsi
+
+            iscsi.stop(self.root, data)
         self.meta.unlink()
 
     # ------------------------------------------------------------ chaos
