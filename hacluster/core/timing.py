@@ -8,16 +8,18 @@ Rules (see docs/design.md):
 * ``T1`` (network heartbeat timeout) and ``T2`` (statefile timeout) equal T.
 * ``agree`` bounds a fault handler: it must decide within
   ``min(T/2, 5 * max(t1, t2))``, enough for several view exchanges.
-* A host pets its watchdogs only while its view is healthy, so each watchdog
-  must outlast detection plus a whole fault handler: ``Wh = T1 + agree + 2*t1``,
-  ``Ws = T2 + agree + 3*t2``.
+* A host pets its watchdogs only while its view is healthy: every host it
+  keeps saw it within ``pet_freshness = 3 * max(t1, t2)`` (by their reports).
+  So each watchdog must outlast detection plus a whole fault handler:
+  ``Wh = T1 + agree + 2*t1``, ``Ws = T2 + agree + 3*t2``.
 * A daemon that did not run for ``min(T1, T2)/2`` (a stop-the-world pause)
   fences itself when it wakes: what it queued while frozen is stale.
 * A liveset change is committed no sooner than ``fence_request_reach`` after
   the decision, so a loser that misjudged can still read the fence request.
 * The fence window satisfies the safety inequality
-  ``window >= max(Wh, Ws) - min(T1, T2) + max(t1, t2)``, plus an allowance for
-  clock-rate drift between hosts.
+  ``window >= max(Wh, Ws) - min(T1, T2) + pet_freshness + max(t1, t2)``, plus
+  an allowance for clock-rate drift between hosts: a removed host's last pet
+  came at most ``pet_freshness`` after the last sighting a survivor counts.
 
 A hand-made parameter set is checked by :meth:`Timing.validate`, which names the
 first violated rule; :meth:`Timing.rules` gives every rule as an
@@ -127,8 +129,14 @@ class Timing:
     def minimum_fence_window(self) -> float:
         """The safety inequality's right-hand side, with the drift allowance."""
         watchdog = max(self.Wh, self.Ws)
-        base = watchdog - min(self.T1, self.T2) + max(self.t1, self.t2)
+        base = watchdog - min(self.T1, self.T2) + self.pet_freshness + max(self.t1, self.t2)
         return base + 2 * self.drift * watchdog
+
+    @property
+    def pet_freshness(self) -> float:
+        """How lately every host a member keeps must have seen it for it to pet its
+        watchdogs: three beats of the slower channel (a lost packet is not a miss)."""
+        return 3 * max(self.t1, self.t2)
 
     @property
     def tick(self) -> float:
@@ -182,7 +190,8 @@ class Timing:
                        "T2 + agree + t2 + io_deadline",
                        self.T2 + self.agree + self.t2 + self.io_deadline),
             Inequality("safety-inequality", "fence_window", self.fence_window, ">=",
-                       "max(Wh,Ws) - min(T1,T2) + max(t1,t2) + 2*drift*max(Wh,Ws)",
+                       "max(Wh,Ws) - min(T1,T2) + pet_freshness + max(t1,t2) "
+                       "+ 2*drift*max(Wh,Ws)",
                        self.minimum_fence_window()),
         ]
 

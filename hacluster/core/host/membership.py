@@ -87,6 +87,7 @@ class Membership(Lock, Reports):
         """Become a member with ``liveset``; every member starts fresh, and every
         other host counts as removed (the pool removed it, or it has yet to join)."""
         self.liveset = frozenset(liveset)
+        self._armed_at = self.now
         self._removed = set(self.members - self.liveset)
         for p in self.liveset:
             self._count_as_fresh(p)
