@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hacluster.lab.local import LabError
 from hacluster.lab.poll import wait_until
 
 TARGET_PREFIX = "iqn.2026-01.org.hacluster:"
@@ -53,8 +52,9 @@ PROGRAMS = {"tgtd": "tgt", "tgtadm": "tgt", "qemu-nbd": "qemu-utils",
 START_LIMIT = 15.0  # seconds for a target or an initiator to come up
 
 
-class IscsiError(LabError):
-    """The iSCSI chain cannot be set up here, with what is missing or what failed."""
+class IscsiError(OSError):
+    """The iSCSI chain cannot be set up here, with what is missing or what failed
+    (an OS error: the lab commands report it in one line, as any other)."""
 
 
 def missing() -> list[str]:
