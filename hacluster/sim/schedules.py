@@ -17,6 +17,9 @@ Rules:
   heal (as a chaos runner or an operator does) and may inject one more fault
   (a pause, a partition, an isolation or a storage fault) overlapping those
   restarts.
+* From a fourth stream, an episode may eject a random host (at a random
+  moment around its fault, so the two can overlap) and later have a new host
+  join on the freed index.
 * Every episode ends with the settle check: once its last fault is over, the
   pool must settle within the bound derived from T, before the next episode.
 """
@@ -92,6 +95,7 @@ VM_EXIT_CHANCE = 0.3  # of an episode also seeing a VM stop by itself
 RESTART_AT_HEAL_CHANCE = 0.5  # of an episode restarting its dead hosts right after the heal
 OVERLAP_CHANCE = 0.4  # of an episode seeing one more fault overlap those restarts
 OVERLAP_FAULTS = ["pause", "partition", "isolate", "storage-error", "storage-hang"]
+MEMBERSHIP_CHANCE = 0.3  # of an episode also ejecting a host, then joining a new one
 
 
 def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float,
@@ -178,6 +182,7 @@ def run_schedule(
              f"jitter={conditions.jitter:.3f}s skew<={config.skew}"]
     vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
     after_rng = random.Random(f"after-heal:{hosts}:{mode.value}:{seed}")
+    member_rng = random.Random(f"membership:{hosts}:{mode.value}:{seed}")
     start = 2 * T
     for _ in range(episodes):
         faults = [random_fault(rng, hosts, mode, T)]
@@ -202,6 +207,9 @@ def run_schedule(
                 _play(sim, extra, extra_at, extra_for)
                 over = max(over, extra_at + max(extra_for, extra.lasts))
                 overlapped = True
+        if hosts > 2 and member_rng.random() < MEMBERSHIP_CHANCE:
+            over = max(over, _eject_and_join(sim, member_rng, names, at, T))
+            overlapped = True
         if vm_rng.random() < VM_EXIT_CHANCE:
             exit_at = at + vm_rng.uniform(0, duration + 2 * T)
             vm_exit = random_vm_exit(vm_rng)
@@ -219,6 +227,20 @@ def run_schedule(
     return result
 
 
+def _eject_and_join(sim: Simulation, rng: random.Random, names: list[str], at: float,
+                    T: float) -> float:
+    """Eject a random host around ``at``, then join a new host on its index;
+    returns when the join happens."""
+    host = rng.randrange(sim.config.hosts)
+    eject_at = at + rng.uniform(0.0, 1.5) * T  # after the last settle check
+    join_at = eject_at + rng.uniform(1.0, 3.0) * T
+    names.append(f"eject {host} at {eject_at:.1f}s, a new host joins on index {host} at "
+                 f"{join_at:.1f}s")
+    sim.at(eject_at, lambda: sim.eject(host))
+    sim.at(join_at, lambda: sim.join(host))
+    return join_at
+
+
 def _play(sim: Simulation, fault: Fault, at: float, duration: float) -> None:
     sim.at(at, lambda: fault.inject(sim))
     sim.at(at + duration, lambda: fault.heal(sim))
@@ -228,13 +250,13 @@ def _restart_dead(sim: Simulation) -> None:
     """Restart every host that is down (crashed, fenced or shut down)."""
     for host in sim.hosts:
         if not host.alive:
-            sim.reboot(host.index)
+            sim.reboot(host.index)  # hosts that are no longer members stay down
 
 
 def _expect_restart(sim: Simulation, fault: str, crashed: int) -> None:
     """Arm the restart bound if the pool was whole and stays within tolerance."""
-    hosts = sim.config.hosts
-    everyone = frozenset(range(hosts))
+    hosts = len(sim.members)
+    everyone = sim.members
     whole = sim.survivors() == everyone and len(sim.masters()) == 1 and not sim.vms_down()
     survivors = everyone - {crashed}
     if not whole or not survivors:

@@ -55,6 +55,10 @@ class SimStorage:
     def write(self, report: Report) -> None:
         self.slots[report.sender] = report
 
+    def free(self, index: int) -> None:
+        """Zero a slot (an eject frees it for the next host given that index)."""
+        self.slots.pop(index, None)
+
     def read(self) -> Mapping[int, SlotContent]:
         contents: dict[int, SlotContent] = {}
         for index in range(self.hosts):
