@@ -3,7 +3,8 @@
 Rules:
 
 * A crash kills daemon and VMs with no last words; its in-flight I/O and
-  timers are void. A reboot starts a new boot joining the pool.
+  timers are void. A reboot starts a new boot joining the pool, given what
+  its slot holds if its storage answers (as the daemon reads it on starting).
 * A paused daemon receives nothing until it resumes (inputs queue); on
   resuming it takes its queued inputs, then a tick, then the agent requests
   that waited in its socket. Its VMs, I/O and watchdogs run on meanwhile.
@@ -61,7 +62,8 @@ class FaultInjection:
             return
         self.log(index, "FAULT", "reboot: rejoining")
         host.new_boot()
-        host.core = HostCore(self.core_config, index, host.boot, self.local(host))
+        host.core = HostCore(self.core_config, index, host.boot, self.local(host),
+                             previous=self.storage.own_slot(index))
         self._deliver(host, Tick)
 
     def vm_exit(self: World, vm: str, internal_shutdown: bool = False) -> None:

@@ -55,6 +55,12 @@ class SimStorage:
     def write(self, report: Report) -> None:
         self.slots[report.sender] = report
 
+    def own_slot(self, host: int) -> Report | None:
+        """What ``host`` reads of its own slot on starting, if its storage answers."""
+        if self.fault_of(host) not in (IOFault.OK, IOFault.SLOW, IOFault.WRITE_ERROR):
+            return None
+        return None if host in self.corrupted else self.slots.get(host)
+
     def read(self) -> Mapping[int, SlotContent]:
         contents: dict[int, SlotContent] = {}
         for index in range(self.hosts):
