@@ -214,11 +214,22 @@ class Liveness:
         self.timing = timing
         self.storage.deadline = timing.io_deadline
         hosts = frozenset(range(len(self.config.hosts)))
+        previous = None if armed else await self._own_slot()
         self.core = HostCore(CoreConfig(timing, len(hosts), generation, self.config.mode),
                              self.config.index, self.boot, self.now(),
-                             liveset=hosts if armed else None)
-        self.log.write("ha-on", generation=generation, armed=armed, timeout=timing.T)
+                             liveset=hosts if armed else None, previous=previous)
+        last: dict[str, Any] = {} if previous is None else {
+            "last_phase": previous.phase.name, "last_epoch": previous.epoch,
+            "last_liveset": previous.liveset}
+        self.log.write("ha-on", generation=generation, armed=armed, timeout=timing.T, **last)
         self.feed(Tick(self.now()))
+
+    async def _own_slot(self) -> Report | None:
+        """My slot before this boot writes it: my last boot's report, which a
+        cold start needs (read on the storage thread, within the I/O deadline)."""
+        slots, _ = await self.storage.read()
+        content = None if slots is None else slots.get(self.config.index)
+        return content if isinstance(content, Report) else None
 
     async def rekey(self, keys: KeyRing) -> None:
         """Seal heartbeats and slots with ``keys``' current key, open with either."""

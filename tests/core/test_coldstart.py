@@ -68,7 +68,7 @@ def test_members_publish_their_epoch_and_commits_take_the_next(config: CoreConfi
     core.handle(HeartbeatReceived(100.1, seen))
     left = replace(report(2, 1, phase=Phase.EXCLUDED), excluded=True)
     core.handle(HeartbeatReceived(100.2, left))
-    assert core.liveset == {0, 1} and core.epoch == 6
+    assert core.liveset == frozenset({0, 1}) and core.epoch == 6
 
 
 def test_a_joiner_relays_its_last_boots_slot_of_this_generation_only(
