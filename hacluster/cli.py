@@ -7,6 +7,8 @@ Subcommands:
 * ``demo``: a 3-host pool whose master crashes, told step by step.
 * ``plan`` and ``diagnostic-vm-status``: failover planning of a pool file or a
   synthetic pool.
+* ``pool init``: a new pool's files and SR for real hosts; ``node --check``:
+  whether a host is ready (:mod:`hacluster.deploy`).
 """
 
 from __future__ import annotations
@@ -113,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--pool", required=True, help="a pool file (TOML)")
     diag.add_argument("--vm", required=True, help="the VM's uuid")
 
-    node = sub.add_parser("node", help="run the node daemon")
+    node = sub.add_parser("node", help="run the node daemon, or check a host (--check)")
     node.add_argument("--config", required=True, help="node.toml")
     node.add_argument("--armed", action="store_true",
                       help="start armed with the whole pool (HA enable); else join")
+    node.add_argument("--check", action="store_true",
+                      help="check the configuration, the SR and the timing, print a report "
+                      "and exit (0: ready, 1: not) without starting anything")
 
     status = sub.add_parser("status", help="show a running node's status")
     status.add_argument("--socket", required=True, help="the node's status socket")
@@ -166,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pool", help="a pool file of the VMs to protect (default: demo VMs)")
     up.add_argument("--ha-off", action="store_true",
                     help="start the hosts with HA disabled (enable it with hactl)")
+    up.add_argument("--sr", choices=["file", "iscsi"], default="file",
+                    help="file: the SR is a file in the lab directory; iscsi (local backend, "
+                    "root): that file served by a tgt iSCSI target, each host logged in "
+                    "with its own initiator (docs/deploy.md)")
+    up.add_argument("--slots", type=_positive_int, default=0,
+                    help="the pool's HA index space: hosts may join up to it "
+                    "(default: 16, or the hosts if more)")
+    verbs.add_parser("join", help="start one more host and make it a member (hactl pool-join)")
+    verbs.add_parser("eject", help="eject a host from the pool (hactl pool-eject)").add_argument(
+        "host", type=int)
     verbs.add_parser("status", help="every host's status")
     verbs.add_parser("events", help="every host's events, merged in time order")
     verbs.add_parser("down", help="stop every host and forget the lab")
@@ -184,8 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in ("partition", "drop-from", "heal", "storage"):
         v = verbs.add_parser(verb, help="network and storage faults (netns backend)")
         v.add_argument("args", nargs="*")
+    from hacluster.deploy import command as deploy
     from hacluster.lab import compose
 
+    deploy.add_parser(sub)
     compose.add_parser(sub)
     return parser
 
@@ -209,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hacluster.chaos import command
 
         return command.run_command(parser, args)
+    if args.command == "pool":
+        from hacluster.deploy import command as deploy
+
+        return deploy.run(parser, args)
     if args.command in ("node", "status", "sr-format", "lab"):
         from hacluster.lab.commands import run_command
 

@@ -23,6 +23,7 @@ import pytest
 
 from hacluster.core.events import SlotCorrupt
 from hacluster.core.pool import PoolError
+from hacluster.deploy.init import init_pool
 from hacluster.lab.compose import CA_KEY_DIR
 from hacluster.lab.docker import DockerLab
 from hacluster.lab.local import LocalLab
@@ -44,6 +45,7 @@ from hacluster.wire.codec import Sealer, worst_case_report, worst_case_sealed_si
 from hacluster.wire.keys import Purpose, derive_key
 
 from .conftest import NODE_KEY, NODE_TOML
+from .deploy.conftest import request as pool_request
 
 KEY = NODE_KEY
 GOOD = NODE_TOML
@@ -215,6 +217,16 @@ def test_lab_keys_and_secrets_are_never_readable_by_others(
     for path in secret_files:
         assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600, path
     assert stat.S_IMODE(lab.ca_key_dir.stat().st_mode) == 0o700
+
+
+def test_pool_init_keys_and_secrets_are_never_readable_by_others(
+        tmp_path: Path, watch: Callable[[Path], None]) -> None:
+    watch(tmp_path)
+    made = init_pool(pool_request(tmp_path))
+    assert WATCH.wide == []
+    names = {Path(p).name for p in WATCH.seen if not p.endswith(".tmp")}
+    assert {"pool.key", "pool.secret", "ca.key", "host.key"} <= names
+    assert not [p for p in made.out.rglob("ca.key") if p.parent.name != "ca"]
 
 
 def test_the_ca_key_is_never_in_what_containers_mount(tmp_path: Path) -> None:

@@ -183,14 +183,14 @@ async def test_a_full_listener_turns_everyone_away_until_a_slot_frees(pool: Pool
 
 async def test_rpc_connections_over_the_cap_are_closed_at_once() -> None:
     stats = RpcStats(gate=ConnectionGate(PATIENT))
-    server = await rpc.serve(LOOPBACK, 0, KEY, echo, stats, target=rpc.target(HOSTS, 0))
+    server = await rpc.serve(LOOPBACK, 0, KEY, echo, stats, target=rpc.target(HOSTS[0]))
     port = server.sockets[0].getsockname()[1]
     async with server:
         held = [await asyncio.open_connection(LOOPBACK, port, local_addr=("127.0.0.2", 0))
                 for _ in range(PATIENT.per_peer)]
         reader, _ = await asyncio.open_connection(LOOPBACK, port, local_addr=("127.0.0.2", 0))
         assert await closed_by_server(reader) == b""  # not even a challenge
-        answer = await rpc.call(LOOPBACK, port, KEY, {"op": "x"}, 5, target=rpc.target(HOSTS, 0))
+        answer = await rpc.call(LOOPBACK, port, KEY, {"op": "x"}, 5, target=rpc.target(HOSTS[0]))
         assert answer == {"ok": True, "echo": {"op": "x"}}
         assert stats.gate.turned_away == 1
         for _, writer in held:
@@ -269,13 +269,13 @@ async def test_slowloris_clients_are_cut_at_the_preauth_deadline(pool: Pool) -> 
         assert sent < len(credentials)
         assert listening.server.refused == 1 and listening.host.calls == []
     stats = RpcStats(gate=ConnectionGate(HASTY))
-    server = await rpc.serve(LOOPBACK, 0, KEY, echo, stats, target=rpc.target(HOSTS, 0))
+    server = await rpc.serve(LOOPBACK, 0, KEY, echo, stats, target=rpc.target(HOSTS[0]))
     async with server:
         reader, writer = await asyncio.open_connection(LOOPBACK,
                                                        server.sockets[0].getsockname()[1])
         challenge = await reader.readexactly(CHALLENGE)
         frame = rpc.seal_frame(KEY, challenge, REQUEST, {"pad": "x" * 2000},
-                               target=rpc.target(HOSTS, 0))
+                               target=rpc.target(HOSTS[0]))
         assert await trickle(writer, reader, frame) < len(frame)
     assert stats.bad_requests == 1 and "no complete request within" in stats.last_bad_request
 
@@ -313,7 +313,7 @@ class Agents:
             return {"ok": True}
 
         stats = RpcStats()
-        server = await rpc.serve(LOOPBACK, 0, KEY, record, stats, target=rpc.target(HOSTS, index))
+        server = await rpc.serve(LOOPBACK, 0, KEY, record, stats, target=rpc.target(HOSTS[index]))
         self.servers[name] = (server, stats)
         return int(server.sockets[0].getsockname()[1])
 
@@ -345,13 +345,13 @@ async def test_an_rpc_request_forwarded_to_another_host_is_refused_there() -> No
     async with proxy:
         with pytest.raises(RpcError, match="closed without answering"):
             await rpc.call(LOOPBACK, proxy.sockets[0].getsockname()[1], KEY,
-                           {"op": "shutdown"}, 5, target=rpc.target(HOSTS, 1))
-        # the same index in another pool (other host uuids) does not open either
+                           {"op": "shutdown"}, 5, target=rpc.target(HOSTS[1]))
+        # a request for another host (its uuid; the pool is the RPC key's) does not open
         with pytest.raises(RpcError, match="closed without answering"):
             await rpc.call(LOOPBACK, c_port, KEY, {"op": "shutdown"}, 5,
-                           target=rpc.target(["host-x", "host-y", "host-c"], 2))
+                           target=rpc.target("host-x"))
         assert await rpc.call(LOOPBACK, c_port, KEY, {"op": "list"}, 5,
-                              target=rpc.target(HOSTS, 2)) == {"ok": True}
+                              target=rpc.target(HOSTS[2])) == {"ok": True}
     assert agents.seen == {"host-b": [], "host-c": [{"op": "list"}]}
     c_stats = agents.servers["host-c"][1]
     assert c_stats.bad_requests == 2 and "wrong target" in c_stats.last_bad_request
@@ -453,7 +453,7 @@ async def test_seeded_fuzz_never_makes_a_listener_raise(pool: Pool) -> None:
         assert listening.server.gate.escaped == 0
         assert listening.server.failed >= 1  # the fuzz reached the broken handler
     agent = Agent(SimDriver(memory=4096))
-    server = await agent.serve(LOOPBACK, 0, KEY, rpc.target(HOSTS, 0))
+    server = await agent.serve(LOOPBACK, 0, KEY, rpc.target(HOSTS[0]))
     async with server:
         port = server.sockets[0].getsockname()[1]
         for _ in range(60):
@@ -461,7 +461,7 @@ async def test_seeded_fuzz_never_makes_a_listener_raise(pool: Pool) -> None:
                        **{k: random_value(rng) for k in ("since", "vm", "memory", "command")
                           if rng.random() < 0.6}}
             answer = await rpc.call(LOOPBACK, port, KEY, request, 5,
-                                    target=rpc.target(HOSTS, 0))
+                                    target=rpc.target(HOSTS[0]))
             assert isinstance(answer.get("ok"), bool)
         for _ in range(20):
             reader, writer = await asyncio.open_connection(LOOPBACK, port)

@@ -3,7 +3,7 @@
 Rules:
 
 * The tree keeps every contract: the layers (core < wire < storage | vm |
-  model | sim < mgmt < node < lab < chaos < cli, a new top-level package must
+  model | sim < mgmt < node < deploy < lab < chaos < cli, a new top-level package must
   be placed), the independence of the middle layer, the purity of the core (no
   asyncio, sockets, files, processes, clocks or randomness), no import cycles
   between siblings.
@@ -46,6 +46,7 @@ PLANTED = [
     ("pure-core", {"core/planted.py": "from pathlib import Path\n"}),
     ("layers", {"core/planted.py": "from hacluster.wire import codec\n"}),
     ("layers", {"mgmt/planted.py": "from hacluster.node import config\n"}),
+    ("layers", {"node/planted.py": "from hacluster.deploy import poolfiles\n"}),
     ("layers", {"lab/planted.py": "def later() -> None:\n"
                                   "    from hacluster.chaos import command\n"}),
     ("layers", {"model/planted.py": "from hacluster.sim import network\n"}),

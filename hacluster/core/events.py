@@ -63,7 +63,16 @@ class Shutdown:
     now: float
 
 
-Input = Tick | HeartbeatReceived | SlotWritten | SlotsRead | Shutdown
+@dataclass(frozen=True)
+class MembersChanged:
+    """The pool's hosts changed (a join or an eject, read from the SR's member
+    table): ``members`` are the host indices that now belong to the pool."""
+
+    now: float
+    members: HostSet
+
+
+Input = Tick | HeartbeatReceived | SlotWritten | SlotsRead | Shutdown | MembersChanged
 
 
 # ---------------------------------------------------------------- outputs

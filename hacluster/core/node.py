@@ -19,6 +19,9 @@ Rules:
 * **Stalls.** An armed core that was not run for ``stall_limit`` fences
   itself on waking, before looking at anything that queued meanwhile.
 * FENCED and EXCLUDED hosts ignore every input.
+* **Members** change with :class:`~hacluster.core.events.MembersChanged`
+  (``membership`` states the rules); a host no longer listed leaves
+  (``faults``: ejected).
 * **A step** computes the domains first. A joiner then tries to join, then
   to cold-start; a member tracks suspects, drops excluded
   members, obeys fence requests, runs the fault handler and admits joiners,
@@ -39,6 +42,7 @@ from hacluster.core import phases
 from hacluster.core.events import (
     HeartbeatReceived,
     Input,
+    MembersChanged,
     Output,
     ReadSlots,
     Shutdown,
@@ -66,6 +70,10 @@ class HostCore(Waits):
         self.statefile_mode = self.config.mode is Mode.STATEFILE
         self._fresh_for = min(self.timing.T1, self.timing.T2)
         self.peers = [Peer() for _ in range(self.config.hosts)]
+        self.members = self._wanted = self.config.initial_members
+        if self.me not in self.members:
+            raise ValueError(f"host index {self.me} is not one of the members "
+                             f"{sorted(self.members)}")
         self.peers[self.me].pinned_boot = self.boot
         if self.liveset is not None:
             self._arm(self.liveset, Trigger.HA_ENABLE)
@@ -104,6 +112,9 @@ class HostCore(Waits):
             self._on_slots(event)
         elif isinstance(event, Shutdown):
             self._shutdown()
+            return [*self._out, Wakeup(math.inf)]
+        elif isinstance(event, MembersChanged) and not self._change_members(event.members):
+            self._ejected()
             return [*self._out, Wakeup(math.inf)]
         if interesting or self.now >= self._next_eval():
             self._step()

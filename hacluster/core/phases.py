@@ -54,6 +54,7 @@ class Trigger(Enum):
     FENCE_REQUEST = "fence-request"
     STALL = "stall"
     RULE2_FAILURE = "rule2-failure"
+    EJECTED = "ejected"
     SHUTDOWN = "shutdown"
 
 
@@ -118,6 +119,9 @@ TRANSITIONS: tuple[Transition, ...] = (
                "the core was not run for the stall limit: peers may have removed me"),
     Transition(Trigger.RULE2_FAILURE, _from(S.NORMAL), S.FENCED,
                "a member left a domain in survival-rule-2 mode"),
+    Transition(Trigger.EJECTED, ARMED, S.FENCED,
+               "the member table no longer lists me while I am armed: whoever "
+               "still lists me removes me with the fence window"),
     Transition(Trigger.SHUTDOWN, frozenset(Phase) - FINAL, S.EXCLUDED,
                "clean shutdown: publish excluded and disarm"),
 )

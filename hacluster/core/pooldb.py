@@ -16,6 +16,10 @@ Rules:
   not ask for more: operators are told to lower the tolerance, allow
   overcommit or disable HA first. ``live`` (host uuids) is the liveset the
   plan is computed on.
+* Hosts join (``host-join``: a new host, running nothing, plugged into every
+  shared SR and every network, as xe's pool-join does) and leave
+  (``host-eject``: every VM the record places on it must be placed where it
+  runs now, elsewhere; the failures to tolerate shrink to fit).
 * At most :data:`KEEP_MESSAGES` messages are kept; older ones are dropped.
 * Any change may carry an ``audit`` map (who: the credential's id, role and
   name; what: the verb, its parameters, already redacted, and flags; when:
@@ -36,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hacluster.core.pool import Pool, PoolError, Priority, check_protection
+from hacluster.core.pool import Host, Pool, PoolError, Priority, check_protection
 from hacluster.core.recovery import overcommitted, tolerance
 
 KEEP_MESSAGES = 1000
@@ -178,6 +182,57 @@ def _host_enabled(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     return replace(db, pool=replace(db.pool, hosts=hosts))
 
 
+def _host_join(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    """A new host becomes a member (``pool-join``): it runs nothing yet."""
+    fields = change.get("host")
+    if not isinstance(fields, Mapping):
+        raise PoolError("host-join needs the host's uuid, name and memory")
+    uuid, name = fields.get("uuid"), fields.get("name")
+    memory, address = fields.get("memory"), fields.get("address", "")
+    if not (isinstance(uuid, str) and uuid and isinstance(name, str) and name
+            and isinstance(address, str)):
+        raise PoolError("host-join needs the host's uuid and name (non-empty text)")
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory <= 0:
+        raise PoolError(f"host-join needs the host's memory in MiB (a whole number > 0), "
+                        f"got {memory!r}")
+    if any(h.uuid == uuid for h in db.pool.hosts):
+        raise PoolError(f"host {uuid} is already in the pool")
+    host = Host(uuid, name, memory, address=address)
+    # as xe's pool-join: the new host is plugged into every shared SR and every network
+    srs = tuple(replace(sr, plugged=sr.plugged | {uuid}) if sr.shared else sr
+                for sr in db.pool.srs)
+    networks = tuple(replace(n, plugged=n.plugged | {uuid}) for n in db.pool.networks)
+    return replace(db, pool=replace(db.pool, hosts=(*db.pool.hosts, host), srs=srs,
+                                    networks=networks))
+
+
+def _host_eject(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    """A host leaves the pool (``pool-eject``, once its VMs were moved off): the VMs
+    the record still places on it are placed where ``resident`` says they run now,
+    and the failures to tolerate shrink to fit the smaller pool."""
+    host = db.pool.host(str(change.get("host", "")))
+    hosts = tuple(h for h in db.pool.hosts if h.uuid != host.uuid)
+    if not hosts:
+        raise PoolError("the last host cannot leave the pool")
+    resident = change.get("resident", {})
+    if not isinstance(resident, Mapping):
+        raise PoolError("host-eject: resident must map VMs to hosts")
+    vms = []
+    for vm in db.pool.vms:
+        if vm.resident == host.uuid:
+            now = resident.get(vm.uuid)
+            if not isinstance(now, str) or now == host.uuid or now not in {
+                    h.uuid for h in hosts}:
+                raise PoolError(f"host {host.name} still runs {vm.name}: move it first")
+            vm = replace(vm, resident=now)
+        vms.append(vm)
+    tolerate = min(db.pool.host_failures_to_tolerate, len(hosts) - 1)
+    srs = tuple(replace(sr, plugged=sr.plugged - {host.uuid}) for sr in db.pool.srs)
+    networks = tuple(replace(n, plugged=n.plugged - {host.uuid}) for n in db.pool.networks)
+    return replace(db, pool=replace(db.pool, hosts=hosts, vms=tuple(vms), srs=srs,
+                                    networks=networks, host_failures_to_tolerate=tolerate))
+
+
 def _ha_enable(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     if db.ha.enabled:
         raise PoolError("HA is already enabled on this pool")
@@ -260,6 +315,7 @@ def _credential_allow(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
 
 
 _OPS = {"pool-set": _pool_set, "vm-set": _vm_set, "host-enabled": _host_enabled,
+        "host-join": _host_join, "host-eject": _host_eject,
         "ha-enable": _ha_enable, "ha-disable": _ha_disable, "master": _master,
         "message": _message, "audit": _audit, "credential-deny": _credential_deny,
         "credential-allow": _credential_allow}

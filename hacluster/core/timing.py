@@ -8,19 +8,23 @@ Rules (see docs/design.md):
 * ``T1`` (network heartbeat timeout) and ``T2`` (statefile timeout) equal T.
 * ``agree`` bounds a fault handler: it must decide within
   ``min(T/2, 5 * max(t1, t2))``, enough for several view exchanges.
-* A host pets its watchdogs only while its view is healthy, so each watchdog
-  must outlast detection plus a whole fault handler: ``Wh = T1 + agree + 2*t1``,
-  ``Ws = T2 + agree + 3*t2``.
+* A host pets its watchdogs only while its view is healthy: every host it
+  keeps saw it within ``pet_freshness = 3 * max(t1, t2)`` (by their reports).
+  So each watchdog must outlast detection plus a whole fault handler:
+  ``Wh = T1 + agree + 2*t1``, ``Ws = T2 + agree + 3*t2``.
 * A daemon that did not run for ``min(T1, T2)/2`` (a stop-the-world pause)
   fences itself when it wakes: what it queued while frozen is stale.
 * A liveset change is committed no sooner than ``fence_request_reach`` after
   the decision, so a loser that misjudged can still read the fence request.
 * The fence window satisfies the safety inequality
-  ``window >= max(Wh, Ws) - min(T1, T2) + max(t1, t2)``, plus an allowance for
-  clock-rate drift between hosts.
+  ``window >= max(Wh, Ws) - min(T1, T2) + pet_freshness + max(t1, t2)``, plus
+  an allowance for clock-rate drift between hosts: a removed host's last pet
+  came at most ``pet_freshness`` after the last sighting a survivor counts.
 
 A hand-made parameter set is checked by :meth:`Timing.validate`, which names the
-first violated rule.
+first violated rule; :meth:`Timing.rules` gives every rule as an
+:class:`Inequality` with both sides and its margin (``hacluster node --check``
+prints them).
 """
 
 from __future__ import annotations
@@ -43,6 +47,48 @@ class TimingError(ValueError):
     def __init__(self, rule: str, detail: str) -> None:
         super().__init__(f"timing rule '{rule}' violated: {detail}")
         self.rule = rule
+
+
+@dataclass(frozen=True)
+class Inequality:
+    """One timing rule: ``left op right``, both sides named and evaluated.
+
+    ``margin`` is how far the rule is from breaking, in the rule's unit (seconds
+    unless ``unit`` says otherwise): negative when it is violated, and for a
+    strict rule (``>``, ``<``) zero is violated too."""
+
+    name: str
+    left_text: str
+    left: float
+    op: str  # one of >, >=, <, <=
+    right_text: str
+    right: float
+    unit: str = "s"
+
+    @property
+    def margin(self) -> float:
+        return self.left - self.right if self.op.startswith(">") else self.right - self.left
+
+    @property
+    def holds(self) -> bool:
+        margin = self.margin
+        return margin > 0 if len(self.op) == 1 else margin >= 0  # NaN holds nothing
+
+    @property
+    def formula(self) -> str:
+        """``left_text = value op right_text = value``, as a report shows it."""
+        return f"{self._side(self.left_text, self.left)} {self.op} " \
+               f"{self._side(self.right_text, self.right)}"
+
+    def _side(self, text: str, value: float) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        number = f"{value:.4g}"
+        return f"{number}{unit}" if text == number else f"{text} = {number}{unit}"
+
+    def __str__(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return (f"{self.left_text}={self.left:.4g}{unit} must be {self.op} {self.right_text}"
+                f" = {self.right:.4g}{unit}")
 
 
 @dataclass(frozen=True)
@@ -83,8 +129,14 @@ class Timing:
     def minimum_fence_window(self) -> float:
         """The safety inequality's right-hand side, with the drift allowance."""
         watchdog = max(self.Wh, self.Ws)
-        base = watchdog - min(self.T1, self.T2) + max(self.t1, self.t2)
+        base = watchdog - min(self.T1, self.T2) + self.pet_freshness + max(self.t1, self.t2)
         return base + 2 * self.drift * watchdog
+
+    @property
+    def pet_freshness(self) -> float:
+        """How lately every host a member keeps must have seen it for it to pet its
+        watchdogs: three beats of the slower channel (a lost packet is not a miss)."""
+        return 3 * max(self.t1, self.t2)
 
     @property
     def tick(self) -> float:
@@ -113,51 +165,44 @@ class Timing:
         """Age below which a peer counts as fresh when judging view stability."""
         return min(self.T1, self.T2) / 2
 
-    def validate(self) -> None:
-        """Raise :class:`TimingError` naming the first violated rule."""
+    def rules(self) -> list[Inequality]:
+        """Every rule as an inequality with its two sides, in the order
+        :meth:`validate` checks them (the first violated one is named)."""
         named = {
             "T": self.T, "t1": self.t1, "t2": self.t2, "T1": self.T1, "T2": self.T2,
             "agree": self.agree, "Wh": self.Wh, "Ws": self.Ws,
             "io_deadline": self.io_deadline, "fence_window": self.fence_window,
         }
-        for name, value in named.items():
-            if not value > 0:
-                raise TimingError("positive", f"{name}={value} must be > 0")
-        if not 0 <= self.drift < 0.1:
-            raise TimingError("drift-bound", f"drift={self.drift} must be in [0, 0.1)")
-        if self.T < MIN_TIMEOUT:
-            raise TimingError("timeout-floor", f"T={self.T} s is below {MIN_TIMEOUT} s")
-        for timeout, interval, label in ((self.T1, self.t1, "T1/t1"), (self.T2, self.t2, "T2/t2")):
-            if timeout < MIN_BEATS_PER_TIMEOUT * interval:
-                raise TimingError(
-                    "beats-per-timeout",
-                    f"{label}={timeout}/{interval}: a timeout must span at least "
-                    f"{MIN_BEATS_PER_TIMEOUT} beats",
-                )
-        if self.io_deadline > self.T2 / 2:
-            raise TimingError(
-                "io-deadline", f"io_deadline={self.io_deadline} must be at most T2/2={self.T2 / 2}"
-            )
-        if self.agree > max(self.T1, self.T2):
-            raise TimingError("agreement-bound", f"agree={self.agree} exceeds max(T1, T2)")
-        if self.agree < 2 * max(self.t1, self.t2):
-            raise TimingError("agreement-rounds", f"agree={self.agree} allows fewer than two "
-                              f"view exchanges of max(t1, t2)={max(self.t1, self.t2)}")
-        if self.Wh < self.T1 + self.agree + self.t1:
-            raise TimingError(
-                "heartbeat-watchdog-covers-fault-handler",
-                f"Wh={self.Wh} < T1 + agree + t1 = {self.T1 + self.agree + self.t1}",
-            )
-        if self.Ws < self.T2 + self.agree + self.t2 + self.io_deadline:
-            raise TimingError(
-                "statefile-watchdog-covers-fault-handler",
-                f"Ws={self.Ws} < T2 + agree + t2 + io_deadline = "
-                f"{self.T2 + self.agree + self.t2 + self.io_deadline}",
-            )
-        needed = self.minimum_fence_window()
-        if self.fence_window < needed:
-            raise TimingError(
-                "safety-inequality",
-                f"fence_window={self.fence_window:.3f} < max(Wh,Ws) - min(T1,T2) + "
-                f"max(t1,t2) + drift allowance = {needed:.3f}",
-            )
+        smallest = next((name for name, value in named.items() if not value > 0),
+                        min(named, key=lambda name: named[name]))  # NaN is not > 0
+        return [
+            Inequality("positive", smallest, named[smallest], ">", "0", 0.0),
+            Inequality("drift-bound", "drift", self.drift, ">=", "0", 0.0, ""),
+            Inequality("drift-bound", "drift", self.drift, "<", "0.1", 0.1, ""),
+            Inequality("timeout-floor", "T", self.T, ">=", "MIN_TIMEOUT", MIN_TIMEOUT),
+            Inequality("beats-per-timeout", "T1", self.T1, ">=",
+                       f"{MIN_BEATS_PER_TIMEOUT} * t1", MIN_BEATS_PER_TIMEOUT * self.t1),
+            Inequality("beats-per-timeout", "T2", self.T2, ">=",
+                       f"{MIN_BEATS_PER_TIMEOUT} * t2", MIN_BEATS_PER_TIMEOUT * self.t2),
+            Inequality("io-deadline", "io_deadline", self.io_deadline, "<=", "T2/2",
+                       self.T2 / 2),
+            Inequality("agreement-bound", "agree", self.agree, "<=", "max(T1, T2)",
+                       max(self.T1, self.T2)),
+            Inequality("agreement-rounds", "agree", self.agree, ">=", "2 * max(t1, t2)",
+                       2 * max(self.t1, self.t2)),
+            Inequality("heartbeat-watchdog-covers-fault-handler", "Wh", self.Wh, ">=",
+                       "T1 + agree + t1", self.T1 + self.agree + self.t1),
+            Inequality("statefile-watchdog-covers-fault-handler", "Ws", self.Ws, ">=",
+                       "T2 + agree + t2 + io_deadline",
+                       self.T2 + self.agree + self.t2 + self.io_deadline),
+            Inequality("safety-inequality", "fence_window", self.fence_window, ">=",
+                       "max(Wh,Ws) - min(T1,T2) + pet_freshness + max(t1,t2) "
+                       "+ 2*drift*max(Wh,Ws)",
+                       self.minimum_fence_window()),
+        ]
+
+    def validate(self) -> None:
+        """Raise :class:`TimingError` naming the first violated rule."""
+        for rule in self.rules():
+            if not rule.holds:
+                raise TimingError(rule.name, str(rule))

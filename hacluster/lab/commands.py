@@ -12,11 +12,12 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
+from hacluster.deploy.volume import new_generation
+from hacluster.lab import members
 from hacluster.lab.local import LabError, LocalLab
 from hacluster.lab.open import open_lab, reporting_bad_input
 from hacluster.lab.render import status_table
@@ -38,7 +39,7 @@ def _command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "sr-format":
         key = read_key(Path(args.key_file))
-        header = format_sr(args.path, args.hosts, key, random.SystemRandom().getrandbits(63))
+        header = format_sr(args.path, args.hosts, key, new_generation())
         print(f"formatted {args.path}: {header.hosts} host slots, generation "
               f"{header.generation:x}")
         return 0
@@ -46,6 +47,12 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _node(args: argparse.Namespace) -> int:
+    if args.check:
+        if args.armed:
+            raise LabError("--check starts nothing: drop --armed")
+        from hacluster.deploy.command import run_check
+
+        return run_check(args.config)
     config = load(args.config)
     from hacluster.node.daemon import serve
 
@@ -75,7 +82,8 @@ def _lab(args: argparse.Namespace) -> int:
     lab = open_lab(Path(args.dir), args.backend if verb == "up" else None)
     if verb == "up":
         lab.up(args.hosts, args.timeout, networks=args.networks, mode=args.mode,
-               pool=Path(args.pool) if args.pool else None, ha_off=args.ha_off)
+               pool=Path(args.pool) if args.pool else None, ha_off=args.ha_off,
+               slots=args.slots, sr=args.sr)
         print(f"lab up in {args.dir}: {args.hosts} hosts ({lab.backend} backend), "
               + ("HA off (enable it: " if args.ha_off else f"T={args.timeout}s (")
               + f"hactl --config {args.dir}/hactl.toml "
@@ -90,6 +98,12 @@ def _lab(args: argparse.Namespace) -> int:
         print("lab down")
     elif verb == "kill" and args.host is None:
         print(f"killed hosts {lab.kill_all()}")
+    elif verb == "join":
+        index = members.join(lab)
+        print(f"host {index} joined: it is starting (hacluster lab status)")
+    elif verb == "eject":
+        members.eject(lab, args.host)
+        print(f"host {args.host} ejected: index {args.host} is free")
     elif verb == "kill":
         lab.kill(args.host)
     elif verb == "restart" and args.host is None:

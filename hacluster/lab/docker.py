@@ -161,13 +161,19 @@ class DockerLab(BridgedLab):
                 return
         raise LabError(f"cannot create a lab network: {created.stderr.strip()}")
 
+    def prepare_host(self, index: int) -> None:
+        raise LabError("joins are not supported on the docker backend yet: use local or netns")
+
     def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
            mode: str = "statefile", pool: Path | None = None, ha_off: bool = False,
-           unsafe_watchdog_delay: float | None = None, guest_lock: bool = True) -> None:
+           unsafe_watchdog_delay: float | None = None, guest_lock: bool = True,
+           slots: int = 0, sr: str = "file") -> None:
         """Every host started with HA off, then HA enabled through the management API."""
+        self._check_sr(sr)
         check_docker()
         super().up(hosts, timeout, base_port, networks, mode, pool, ha_off=True,
-                   unsafe_watchdog_delay=unsafe_watchdog_delay, guest_lock=guest_lock)
+                   unsafe_watchdog_delay=unsafe_watchdog_delay, guest_lock=guest_lock,
+                   slots=slots, sr=sr)
         try:
             if wait_until(lambda: all(r.get("phase") == "HA_OFF" for r in self.status()),
                           120, poll=0.2) is None:

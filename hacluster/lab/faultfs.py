@@ -11,6 +11,9 @@ Rules:
   ``slow`` delays each request by ``--slow`` seconds.
 * The mount uses ``direct_io``: no page cache between the node and here, so
   what one host writes, another reads.
+* ``--refuse-direct`` makes it a medium that refuses ``O_DIRECT`` opens
+  (EINVAL, as tmpfs did before Linux 6.6): what ``pool init`` and ``node
+  --check`` must notice.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 MODES = ("ok", "error", "hang", "slow")
 
 
-def serve(backing: str, mountpoint: str, slow: float) -> int:
+def serve(backing: str, mountpoint: str, slow: float, refuse_direct: bool = False) -> int:
     import mfusepy as fuse
 
     class FaultFS(fuse.Operations):  # type: ignore[misc]
@@ -66,6 +69,8 @@ def serve(backing: str, mountpoint: str, slow: float) -> int:
         def open(self, path: str, flags: int) -> int:
             if path not in ("/sr", "/control"):
                 raise fuse.FuseOSError(errno.ENOENT)
+            if refuse_direct and flags & os.O_DIRECT:
+                raise fuse.FuseOSError(errno.EINVAL)
             return 0
 
         def truncate(self, path: str, length: int, fh: Any = None) -> int:
@@ -102,8 +107,10 @@ def main() -> int:
     parser.add_argument("--backing", required=True)
     parser.add_argument("--mount", required=True)
     parser.add_argument("--slow", type=float, default=0.5)
+    parser.add_argument("--refuse-direct", action="store_true",
+                        help="refuse O_DIRECT opens, as some file systems do")
     args = parser.parse_args()
-    return serve(args.backing, args.mount, args.slow)
+    return serve(args.backing, args.mount, args.slow, args.refuse_direct)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,17 @@ Rules:
 * Every host keeps its own copy of the pool key (``hostN/pool.key``, made from
   the lab's ``pool.key``), as real hosts do: a key rotation
   (``hactl pool-key-rotate``) rewrites each host's files in turn.
-* The pool key, the pool secret and every private key are created mode 0600
-  (:func:`~hacluster.storage.files.write_atomically`), never wider for a
-  moment. The pool CA's private key never enters the lab directory, which
-  containers mount: it is kept beside it, in :attr:`LocalLab.ca_key_dir`
-  (``DIR-ca``, mode 0700), and only ``tls/ca.pem`` is copied in.
+* The lab's files are written by :mod:`hacluster.deploy.poolfiles` and its SR
+  checked and formatted by :mod:`hacluster.deploy.volume`, as ``hacluster pool
+  init`` does for real hosts: the pool key, the pool secret and every private
+  key are created mode 0600, never wider for a moment. The pool CA's private
+  key never enters the lab directory, which containers mount: it is kept
+  beside it, in :attr:`LocalLab.ca_key_dir` (``DIR-ca``, mode 0700), and only
+  ``tls/ca.pem`` is copied in.
 * Network faults need network namespaces: this backend refuses them clearly.
+* ``up(sr="iscsi")`` (root) serves the SR file as an iSCSI LUN and points each
+  host at its own initiator's view of it (:mod:`hacluster.lab.iscsi`);
+  ``down`` stops them. It is checked before anything is created.
 * Every lab protects VMs (:mod:`hacluster.lab.workloads`): the pool file is
   written and checked first, and each node runs its VMs as guest programs.
 """
@@ -33,8 +38,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import secrets
 import signal
 import subprocess
 import sys
@@ -45,21 +48,18 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.core.pool import PoolError
+from hacluster.deploy import poolfiles
+from hacluster.deploy.init import DEFAULT_SLOTS
+from hacluster.deploy.poolfiles import NodeSettings
+from hacluster.deploy.volume import create_sr_file, format_volume, new_generation, probe, require
 from hacluster.lab.workloads import VM_SR, write_pool
-from hacluster.mgmt.tls import (
-    CA_CERT_FILE,
-    CA_KEY_FILE,
-    CertFiles,
-    create_pool_ca,
-    issue_certificate,
-)
+from hacluster.mgmt.tls import CA_CERT_FILE, CA_KEY_FILE, CertFiles
 from hacluster.model.address import Address
 from hacluster.node.daemon import query_status
-from hacluster.storage.files import write_atomically
-from hacluster.storage.sr import BLOCK, PoolState, format_sr
-from hacluster.wire.codec import new_pool_key
+from hacluster.node.keyfiles import read_key
+from hacluster.storage.sr import PoolState, max_pool_hosts
 
-METADATA = BLOCK * 2048  # 8 MiB: the redo log of the pool database (sparse)
+SR_FILE = "heartbeat.sr"  # sparse: the heartbeat region and 8 MiB of metadata region
 
 
 class LabError(RuntimeError):
@@ -124,9 +124,17 @@ class LocalLab:
     def prepare(self, hosts: int) -> None:
         """Create what the hosts need besides their files (nothing, locally)."""
 
+    def prepare_host(self, index: int) -> None:
+        """Create what one more host needs besides its files (a join; nothing, locally)."""
+
     def sr_path(self, index: int) -> str:
-        """The SR as host ``index`` opens it, relative to its directory."""
-        return "../heartbeat.sr"
+        """The SR as host ``index`` opens it, relative to its directory: the lab's file,
+        or with ``--sr iscsi`` this host's own initiator's view of the LUN."""
+        if self.load().get("iscsi"):
+            from hacluster.lab.iscsi import HOST_SR
+
+            return HOST_SR
+        return f"../{SR_FILE}"
 
     def wrap(self, index: int, command: list[str]) -> list[str]:
         return command
@@ -137,9 +145,15 @@ class LocalLab:
     # ------------------------------------------------------------ lifecycle
     def up(self, hosts: int, timeout: float, base_port: int = 17000, networks: int = 1,
            mode: str = "statefile", pool: Path | None = None, ha_off: bool = False,
-           unsafe_watchdog_delay: float | None = None, guest_lock: bool = True) -> None:
-        self.provision(hosts, timeout, pool, ha_off)
+           unsafe_watchdog_delay: float | None = None, guest_lock: bool = True,
+           slots: int = 0, sr: str = "file") -> None:
+        self._check_sr(sr)
+        self.provision(hosts, timeout, pool, ha_off, slots)
         try:
+            if sr == "iscsi":
+                from hacluster.lab import iscsi
+
+                iscsi.serve(self.root, hosts, self.load(), self.save)
             self.prepare(hosts)
             self.configure(hosts, timeout, base_port, networks, mode, unsafe_watchdog_delay,
                            guest_lock)
@@ -149,11 +163,29 @@ class LocalLab:
             self.down()
             raise
 
+    def _check_sr(self, sr: str) -> None:
+        """``sr`` is ``file`` (the lab's SR file), or ``iscsi`` (that file served as an
+        iSCSI LUN, :mod:`hacluster.lab.iscsi`: local backend, with what it needs here)."""
+        if sr not in ("file", "iscsi"):
+            raise LabError(f"the SR is 'file' or 'iscsi', not {sr!r}")
+        if sr == "iscsi":
+            from hacluster.lab.iscsi import missing
+
+            if self.backend != "local":
+                raise LabError(f"--sr iscsi runs on the local backend, not {self.backend} "
+                               "(see docs/deploy.md)")
+            if missing():
+                raise LabError("--sr iscsi needs " + ", ".join(missing()))
+
     def provision(self, hosts: int, timeout: float, pool: Path | None = None,
-                  ha_off: bool = False) -> None:
-        """Write the pool's shared files: VMs, pool key, SR, secret, CA and ``lab.json``."""
+                  ha_off: bool = False, slots: int = 0) -> None:
+        """Write the pool's shared files: VMs, pool key, SR, secret, CA and ``lab.json``
+        (:mod:`hacluster.deploy.poolfiles`, as ``hacluster pool init`` does)."""
         if not 1 <= hosts <= 250:
             raise LabError(f"the {self.backend} backend runs 1 to 250 hosts, not {hosts}")
+        slots = slots or max(DEFAULT_SLOTS, hosts)
+        if not hosts <= slots <= max_pool_hosts():
+            raise LabError(f"--slots: {hosts} (the hosts) to {max_pool_hosts()}, not {slots}")
         if self.meta.exists():
             raise LabError(f"a lab already exists in {self.root}: 'hacluster lab down' first")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -161,25 +193,28 @@ class LocalLab:
             write_pool(self.root, hosts, pool)
         except PoolError as error:
             raise LabError(f"pool file: {error}") from None
-        key = new_pool_key()
-        write_atomically(self.root / "pool.key", (key.hex() + "\n").encode(), 0o600)
-        generation = random.SystemRandom().getrandbits(63)
-        format_sr(self.root / "heartbeat.sr", hosts, key, generation, metadata=METADATA,
-                  state=PoolState.INIT if ha_off else PoolState.ACTIVE)
-        write_atomically(self.root / "pool.secret", (secrets.token_hex(32) + "\n").encode(),
-                         0o600)
-        self.ca_key_dir.mkdir(mode=0o700, exist_ok=True)
-        self.ca_key_dir.chmod(0o700)  # exactly, whatever the umask
-        private = create_pool_ca(self.ca_key_dir, "lab")
+        key = poolfiles.write_pool_key(self.root / poolfiles.KEY_FILE)
+        generation = new_generation()
+        sr = self.root / SR_FILE
+        sr.unlink(missing_ok=True)  # a lab brought down leaves its SR: a new one, formatted
+        create_sr_file(sr)
+        volume = probe(sr)
+        require(volume, allow_buffered=True)  # one machine: its page cache is shared
+        format_volume(volume, slots, key, generation,
+                      PoolState.INIT if ha_off else PoolState.ACTIVE)
+        poolfiles.write_pool_secret(self.root / poolfiles.SECRET_FILE)
+        private = poolfiles.create_ca(self.ca_key_dir, "lab")
         (self.root / "tls").mkdir(exist_ok=True)
-        write_atomically(self.ca.cert, private.cert.read_bytes(), 0o644)
+        poolfiles.publish(private.cert, self.ca.cert)
         self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation,
-                   "backend": self.backend})
+                   "backend": self.backend, "slots": slots, "members": list(range(hosts))})
 
     def configure(self, hosts: int, timeout: float, base_port: int, networks: int = 1,
                   mode: str = "statefile", unsafe_watchdog_delay: float | None = None,
                   guest_lock: bool = True) -> None:
-        """Write every host's certificate and ``node.toml``, and the pool's ``hactl.toml``.
+        """Write every host's certificate and ``node.toml``, and the pool's ``hactl.toml``
+        (:mod:`hacluster.deploy.poolfiles`); the host directories share the lab's pool
+        file, CA certificate, secret and VM SR.
 
         ``unsafe_watchdog_delay`` (tests only) plants a watchdog later than the
         fence window assumes, so that chaos checkers can be shown to catch split brain;
@@ -188,35 +223,30 @@ class LocalLab:
         addresses = [[self.address(i, base_port, n) for n in range(networks)]
                      for i in range(hosts)]
         mgmt_port = base_port + 2000
-        ca = self.ca
-        servers = [str(Address(a[0].host, mgmt_port)) for a in addresses]
-        (self.root / "hactl.toml").write_text(
-            f"servers = {json.dumps(servers)}\n"
-            'ca = "tls/ca.pem"\nsecret_file = "pool.secret"\n')
+        poolfiles.write_hactl(self.root / poolfiles.HACTL_FILE, addresses, mgmt_port,
+                              "tls/ca.pem", poolfiles.SECRET_FILE)
+        key = read_key(self.root / poolfiles.KEY_FILE)
+        data = self.load()
+        data["settings"] = {"base_port": base_port, "networks": networks, "mode": mode,
+                            "unsafe_watchdog_delay": unsafe_watchdog_delay,
+                            "guest_lock": guest_lock}
+        self.save(data)
         for index in range(hosts):
-            directory = self.host_dir(index)
-            directory.mkdir(exist_ok=True)
-            write_atomically(directory / "pool.key", (self.root / "pool.key").read_bytes())
-            issue_certificate(ca, directory, "host", [a.host for a in addresses[index]])
-            (directory / "node.toml").write_text(
-                f"index = {index}\n"
-                f"hosts = {json.dumps([[str(a) for a in row] for row in addresses])}\n"
-                f'sr = "{self.sr_path(index)}"\n'
-                f'key_file = "pool.key"\n'
-                f"timeout = {timeout}\n"
-                f'mode = "{mode}"\n'
-                f'status_socket = "status.sock"\n'
-                f'log = "events.jsonl"\n'
-                f'pool = "../pool.toml"\n'
-                f"agent_port = {base_port + 1000}\n"
-                f'vm_dir = "../{VM_SR}"\n'
-                f"mgmt_port = {mgmt_port}\n"
-                'tls_cert = "host.pem"\ntls_key = "host.key"\nca = "../tls/ca.pem"\n'
-                'secret_file = "../pool.secret"\n'
-                + ("" if unsafe_watchdog_delay is None
-                   else f"unsafe_watchdog_delay = {unsafe_watchdog_delay}\n")
-                + ("" if guest_lock else "guest_lock = false\n")
-            )
+            poolfiles.write_host(self.host_dir(index), index, addresses,
+                                 self.node_settings(index), key, self.ca)
+
+    def node_settings(self, index: int) -> NodeSettings:
+        """What host ``index``'s ``node.toml`` says besides the hosts (as ``configure`` chose)."""
+        data = self.load()
+        chosen, base_port = data["settings"], data["settings"]["base_port"]
+        return NodeSettings(
+            sr=self.sr_path(index), timeout=data["timeout"], mode=chosen["mode"],
+            agent_port=base_port + 1000, mgmt_port=base_port + 2000,
+            pool=f"../{poolfiles.POOL_FILE}", ca="../tls/ca.pem",
+            secret_file=f"../{poolfiles.SECRET_FILE}", vm_dir=f"../{VM_SR}",
+            guest_lock=chosen["guest_lock"],
+            unsafe_watchdog_delay=chosen["unsafe_watchdog_delay"],
+            slots=data.get("slots", 0))
 
     def start(self, index: int, armed: bool) -> int:
         data = self.load()
@@ -254,6 +284,10 @@ class LocalLab:
             with contextlib.suppress(FileNotFoundError):
                 (self.host_dir(index) / "status.sock").unlink()
         self.teardown(data)
+        if data.get("iscsi"):
+            from hacluster.lab import iscsi
+
+            iscsi.stop(self.root, data)
         self.meta.unlink()
 
     # ------------------------------------------------------------ chaos

@@ -98,17 +98,25 @@ class NetnsLab(BridgedLab):
         # the operator's side: hactl in the root namespace reaches every host
         sh("ip", "addr", "add", f"{self.net}.254/24", "dev", bridge)
         for index in range(hosts):
-            ns, outside = self.ns(index), f"{self.ns(index)}v"
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0",
-               "netns", ns)
-            sh("ip", "link", "set", outside, "master", bridge, "up")
-            sh("ip", "-n", ns, "addr", "add", f"{self.ip(index)}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", TABLE)
-            sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", TABLE, "input",
-               "{ type filter hook input priority 0 ; policy accept ; }")
+            self._add_namespace(index)
+
+    def prepare_host(self, index: int) -> None:
+        """One more host (a join): its fault layer and its namespace on the bridge."""
+        self._mount_fault_layer(index)
+        self._add_namespace(index)
+
+    def _add_namespace(self, index: int) -> None:
+        ns, outside = self.ns(index), f"{self.ns(index)}v"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0",
+           "netns", ns)
+        sh("ip", "link", "set", outside, "master", self.bridge(), "up")
+        sh("ip", "-n", ns, "addr", "add", f"{self.ip(index)}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", TABLE)
+        sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", TABLE, "input",
+           "{ type filter hook input priority 0 ; policy accept ; }")
 
     @staticmethod
     def _forward(bridge: str, action: str) -> None:

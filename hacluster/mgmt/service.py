@@ -16,6 +16,15 @@ Rules:
   fit or is not agile it is refused and nothing changes. Then the host is
   disabled and its VMs are moved one by one (stopped, then started on their
   target), restart priority and order first, each reported as progress.
+* ``pool-join`` gives a new host the lowest free HA index of the generation:
+  it records the host in the pool database, then writes the SR's member
+  table (undoing the record if that write fails), and answers with what the
+  host's configuration needs. ``pool-eject`` refuses the master itself, moves
+  the host's VMs off as ``host-evacuate`` does (refused, nothing changed, if
+  they do not fit), asks the host to leave cleanly and waits until no member
+  lists it (refused if it does not leave within the leave timeout), then
+  writes the member table without it, frees its slot and removes it from the
+  database. Members read the table within t2 (:mod:`hacluster.node.roster`).
 * ``host-shutdown`` is refused while the host runs a protected VM (unprotect
   it first): a clean shutdown announces the host excluded, so it is never
   treated as a failure.
@@ -40,12 +49,14 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
+from uuid import uuid4
 
 from hacluster.core.planner import Item, place
 from hacluster.core.pool import (
@@ -62,6 +73,7 @@ from hacluster.mgmt.database import Database
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
 from hacluster.mgmt.verbs import Call, lookup
+from hacluster.storage.members import MembersError, MemberTable
 from hacluster.wire.keys import KeyRing
 
 Answer = AsyncIterator[dict[str, Any]]
@@ -69,6 +81,7 @@ PRIORITY = {"restart": 0, "best-effort": 1, "": 2}
 REDACTED = "(redacted)"
 SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
+LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every liveset
 # the audit record of the call being answered, until a commit carries it; each
 # connection is its own task, hence its own context
 _pending_audit: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -91,6 +104,9 @@ class Control(Protocol):
     async def emergency_disarm(self) -> None: ...
     async def move(self, vm: str, source: str, target: str) -> None: ...
     def current_pool(self) -> Pool: ...  # the database's, with what runs where
+    async def member_table(self) -> MemberTable: ...  # the pool's members now
+    async def write_members(self, table: MemberTable, freed: int | None) -> None: ...
+    def my_uuid(self) -> str: ...
     def address(self, host_uuid: str) -> str: ...
     def key_ring(self) -> KeyRing: ...  # the pool keys this host holds
 
@@ -323,6 +339,74 @@ class Service:
         if isinstance(answers[uuid], str):
             raise PoolError(f"host {pool.host(uuid).name} did not answer: {answers[uuid]}")
         yield self._done(f"host {pool.host(uuid).name} is shutting down cleanly")
+
+    async def _pool_join(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        addresses = tuple(a.strip() for a in params["address"].split(","))
+        try:
+            memory = int(params["memory"])
+        except ValueError:
+            raise PoolError(f"memory must be MiB, a whole number, got {params['memory']!r}") \
+                from None
+        name = params["name-label"]
+        uuid = params.get("uuid") or str(uuid4())
+        table = await self.control.member_table()
+        try:
+            joined = table.joined(uuid, name, addresses)
+        except MembersError as error:
+            raise PoolError(str(error)) from None
+        host = {"uuid": uuid, "name": name, "memory": memory,
+                "address": addresses[0].rpartition(":")[0].strip("[]")}
+        await self._commit({"op": "host-join", "host": host})
+        try:
+            await self.control.write_members(joined, None)
+        except (OSError, MembersError) as error:
+            await self._commit({"op": "host-eject", "host": uuid})
+            raise PoolError(f"could not write the member table: {error}") from None
+        member = joined.by_uuid(uuid)
+        assert member is not None
+        by_index = {m.index: list(m.addresses) for m in joined.members}
+        yield self._done({"uuid": uuid, "index": member.index, "slots": joined.capacity,
+                          "generation": joined.generation, "members_version": joined.version,
+                          "hosts": [by_index.get(i, []) for i in range(joined.capacity)]})
+
+    async def _pool_eject(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        uuid = self._db().db.pool.host(params["host-uuid"]).uuid
+        name = self._pool.host(uuid).name
+        if uuid == self.control.my_uuid():
+            raise PoolError(f"host {name} is the master: it cannot eject itself; shut it down "
+                            "(host-shutdown) so that another host takes over, then eject it")
+        table = await self.control.member_table()
+        member = table.by_uuid(uuid)
+        try:
+            ejected = table.ejected(uuid)
+        except MembersError as error:
+            raise PoolError(str(error)) from None
+        assert member is not None
+        if self._pool.resident_on(uuid):
+            async for out in self._host_evacuate({"uuid": uuid}, flags):
+                if "progress" in out:
+                    yield out
+        answers = await self.control.ask_all({"op": "shutdown"}, [uuid])
+        if isinstance(answers[uuid], str) and self._live(uuid):
+            raise PoolError(f"host {name} did not answer the request to leave: "
+                            f"{answers[uuid]}")
+        yield {"progress": f"{name} is leaving"}
+        deadline = self.clock() + LEAVE_TIMEOUT
+        while self._live(uuid):
+            if self.clock() > deadline:
+                raise PoolError(f"host {name} did not leave within {LEAVE_TIMEOUT:.0f} s; "
+                                "it stays a member (try again, or shut it down first)")
+            await asyncio.sleep(0.2)
+        await self.control.write_members(ejected, member.index)
+        recorded = self._db().db.pool
+        now = {vm.uuid: vm.resident for vm in self._pool.vms if vm.resident is not None}
+        moved = {vm.uuid: now.get(vm.uuid) for vm in recorded.resident_on(uuid)}
+        await self._commit({"op": "host-eject", "host": uuid, "resident": moved})
+        yield self._done(f"host {name} ejected: index {member.index} is free")
+
+    def _live(self, uuid: str) -> bool:
+        live = self.control.live_hosts()
+        return live is not None and uuid in live
 
     async def _host_evacuate(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         uuid = self._host_uuid(params)

@@ -67,6 +67,13 @@ _TABLE = (
     Verb("pool-key-rotate", "replace the pool key on every live host, both keys accepted for "
          "one step (no fence); hosts not answering must get the new pool.key by hand",
          OPERATE),
+    Verb("pool-join", "make a new host a member: the lowest free HA index, the pool database "
+         "and the SR's member table (then start its daemon)", OPERATE,
+         ("address", "name-label", "memory", "uuid"), ("address", "name-label", "memory"),
+         changes=True),
+    Verb("pool-eject", "remove a host from the pool: its VMs moved off first (refused if they "
+         "do not fit), it leaves cleanly, its slot is freed", OPERATE, ("host-uuid",),
+         ("host-uuid",), changes=True),
     Verb("pool-ha-compute-max-host-failures-to-tolerate",
          "how many host failures the current VMs survive", READ),
     Verb("host-list", "every host", READ, ("params", "uuid", "name-label")),

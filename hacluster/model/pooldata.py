@@ -4,7 +4,8 @@ Rules: :func:`from_data` reads exactly what :func:`to_data` writes, checking
 every field (the pool part with the pool file's checks), and refuses anything
 else with :class:`~hacluster.core.pool.PoolError`; a snapshot made before
 the audit and the deny list existed reads as having neither. A database seeded from a
-pool file starts at generation 1 with the first host as master.
+pool file starts at generation 1 with the first host as master and the file's pool
+name.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from hacluster.model import poolfile
 from hacluster.model.poolfile import PoolFile
 
 
-def seed(pool_file: PoolFile, name: str = "pool") -> PoolDB:
+def seed(pool_file: PoolFile) -> PoolDB:
     pool = pool_file.pool
-    return PoolDB(1, pool, {k: tuple(v) for k, v in pool_file.commands.items()}, name,
+    return PoolDB(1, pool, {k: tuple(v) for k, v in pool_file.commands.items()}, pool_file.name,
                   pool.hosts[0].uuid if pool.hosts else "")
 
 

@@ -2,10 +2,11 @@
 
 Rules:
 
-* One file describes a pool: ``[pool]`` settings, then ``[[host]]`` (in HA
-  index order), ``[[sr]]``, ``[[network]]`` and ``[[vm]]`` tables. Memory is in
-  MiB. A VM may carry a ``command`` (the process driver runs it; the default
-  is the guest program).
+* One file describes a pool: ``[pool]`` settings (``name``: 1 to 64
+  printable characters, default ``pool``, written only when it is not the
+  default), then ``[[host]]`` (in HA index order), ``[[sr]]``, ``[[network]]``
+  and ``[[vm]]`` tables. Memory is in MiB. A VM may carry a ``command`` (the
+  process driver runs it; the default is the guest program).
 * Every field is checked before anything is used; an error names the file,
   the table and the field. Unknown fields are refused (a typo must not pass
   silently as a default). Types are checked by
@@ -23,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.core.pool import SR, VM, Host, Network, Pool, PoolError, Power, Priority
-from hacluster.model.tomlfile import checked, read_toml
+from hacluster.model.tomlfile import checked, read_toml, toml_fields
 
-POOL_FIELDS = {"host_failures_to_tolerate", "allow_overcommit",
+POOL_FIELDS = {"name", "host_failures_to_tolerate", "allow_overcommit",
                "reboot_vm_on_internal_shutdown"}
+DEFAULT_NAME = "pool"
+MAX_NAME = 64  # a pool's name also names its CA, whose X.509 fields hold 64 characters
 HOST_FIELDS = {"uuid", "name", "memory", "overhead", "enabled", "address"}
 SR_FIELDS = {"uuid", "name", "shared", "plugged"}
 NETWORK_FIELDS = {"uuid", "name", "plugged"}
@@ -38,6 +41,7 @@ VM_FIELDS = {"uuid", "name", "memory", "priority", "order", "start_delay", "powe
 class PoolFile:
     pool: Pool
     commands: dict[str, list[str]] = field(default_factory=dict)  # vm uuid -> command
+    name: str = DEFAULT_NAME  # the pool's name-label (a new database starts with it)
 
 
 class _Table:
@@ -124,7 +128,11 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
     unknown_tables = sorted(set(data) - {"pool", "host", "sr", "network", "vm"})
     if unknown_tables:
         raise PoolError(f"{where}: unknown table(s) {unknown_tables}")
-    return PoolFile(pool, commands)
+    name = settings.get("name", str, DEFAULT_NAME)
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise PoolError(f"{where}: [pool]: name must be 1 to {MAX_NAME} printable characters, "
+                        f"got {name!r}")
+    return PoolFile(pool, commands, name)
 
 
 def load(path: str | Path) -> PoolFile:
@@ -142,8 +150,9 @@ def to_data(pool_file: PoolFile) -> dict[str, Any]:
             order=v.order, start_delay=v.start_delay, power=v.power.value,
             host=v.resident or "", disks=list(v.disks), networks=list(v.networks),
             local_cd=v.local_cd, devices=list(v.devices), **extra))
+    named = {} if pool_file.name == DEFAULT_NAME else {"name": pool_file.name}
     return {
-        "pool": dict(host_failures_to_tolerate=pool.host_failures_to_tolerate,
+        "pool": dict(**named, host_failures_to_tolerate=pool.host_failures_to_tolerate,
                      allow_overcommit=pool.allow_overcommit,
                      reboot_vm_on_internal_shutdown=pool.reboot_vm_on_internal_shutdown),
         "host": [dict(uuid=h.uuid, name=h.name, memory=h.memory_total,
@@ -160,22 +169,8 @@ def to_data(pool_file: PoolFile) -> dict[str, Any]:
 def dump(pool_file: PoolFile) -> str:
     """TOML text that :func:`load` reads back as the same pool."""
     data = to_data(pool_file)
-    out = ["[pool]", *_fields(**data.pop("pool"))]
+    out = ["[pool]", *toml_fields(**data.pop("pool"))]
     for table, entries in data.items():
         for entry in entries:
-            out += ["", f"[[{table}]]", *_fields(**entry)]
+            out += ["", f"[[{table}]]", *toml_fields(**entry)]
     return "\n".join(out) + "\n"
-
-
-def _fields(**values: Any) -> list[str]:
-    return [f"{name} = {_toml(value)}" for name, value in values.items()]
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)

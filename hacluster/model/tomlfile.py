@@ -10,10 +10,14 @@ Rules:
   and at most :data:`MAX_NUMBER` in size (beyond it no float or JSON reader
   keeps it exactly). :func:`in_range` adds bounds. Errors show a long value
   shortened (:func:`brief`), never the whole of it.
+* :func:`toml_fields` writes ``name = value`` lines that :func:`read_toml`
+  reads back as the same values (strings escaped, lists nested), for the files
+  this program writes (pool files, node and hactl configurations).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -61,3 +65,21 @@ def in_range(value: Any, kind: type, low: float, high: float, what: str,
     if not low <= number <= high:
         raise error(f"{what} must be in {low:g}..{high:g}, got {brief(value)}")
     return number
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (bool, int, float, str or a list of them) as a TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):  # JSON's escapes are TOML's; TOML also refuses a raw DEL
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def toml_fields(**values: Any) -> list[str]:
+    """One ``name = value`` line per field, in order."""
+    return [f"{name} = {toml_value(value)}" for name, value in values.items()]

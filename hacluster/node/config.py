@@ -4,7 +4,12 @@ Rules: every field is checked before anything starts; an error names the file,
 the field and what is expected. Addresses are ``host:port`` (IPv6 in
 brackets); every host of the pool is listed in index order, this node's own
 ``index`` included, as one address or as a list of one address per heartbeat
-network (every host on the same number of networks); the pool key file holds
+network (every host on the same number of networks), or ``[]`` for an index
+no host holds; ``slots`` (default: as many as ``hosts`` lists) is the pool's
+index space, the SR's slot count, which joins fill; ``uuid`` and ``name``
+name this host when the pool file does not list it (a host that joined); at
+start the SR's member table, if any, overrides ``hosts`` (:mod:`hacluster.node.roster`);
+the pool key file holds
 32 bytes (raw or hex), and beside it a second accepted key while a key
 rotation is under way (:mod:`hacluster.node.keyfiles`). With a ``pool`` file
 (the VMs HA protects) the node also needs ``agent_port`` (the TCP port of
@@ -39,6 +44,7 @@ from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import PoolFile
 from hacluster.model.tomlfile import brief, checked, in_range, read_toml
 from hacluster.node.keyfiles import MAX_KEY_FILE, load_ring, read_key, read_small
+from hacluster.node.roster import Roster
 from hacluster.storage.sr import BLOCK, max_pool_hosts
 from hacluster.wire.keys import KeyRing
 
@@ -99,6 +105,29 @@ class NodeConfig:
     unsafe_watchdog_delay: float = 0.0  # tests only: the watchdog fires this much late
     key_file: Path | None = None  # where the pool key is kept (a rotation rewrites it)
     ring: KeyRing | None = None  # the keys the files held at start, if more than ``key``
+    slots: int = 0  # the pool's index space (0: as many as ``hosts``)
+    uuid: str = ""  # this host's uuid if the pool file does not list it (a joined host)
+    name: str = ""
+
+    @property
+    def capacity(self) -> int:
+        return self.slots or len(self.hosts)
+
+    @property
+    def my_uuid(self) -> str:
+        if self.uuid or self.pool is None:
+            return self.uuid or f"host-{self.index}"
+        return self.pool.pool.hosts[self.index].uuid
+
+    def seed_roster(self) -> Roster:
+        """The members this configuration lists (the pool file names them, in order)."""
+        listed = {i: h for i, h in enumerate(self.hosts) if h}
+        hosts = self.pool.pool.hosts if self.pool is not None else ()
+        uuids = {i: hosts[i].uuid if i < len(hosts) else f"host-{i}" for i in listed}
+        names = {i: hosts[i].name if i < len(hosts) else f"host{i}" for i in listed}
+        if self.uuid:
+            uuids[self.index], names[self.index] = self.uuid, self.name or self.uuid
+        return Roster(self.capacity, 0, listed, uuids, names)
 
     @property
     def keys(self) -> KeyRing:
@@ -135,6 +164,8 @@ def _path(table: dict[str, Any], name: str, base: Path, where: str) -> Path:
 
 
 def _host_addresses(entry: Any, where: str) -> tuple[Address, ...]:
+    if entry == []:
+        return ()  # an index no host holds
     if isinstance(entry, str):
         return (Address.parse(entry, where),)
     if isinstance(entry, list) and entry and all(isinstance(e, str) for e in entry):
@@ -159,7 +190,8 @@ def load(path: str | Path) -> NodeConfig:
     where = str(path)
     table = read_toml(path, ConfigError)
     known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
-             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", *MGMT_FIELDS}
+             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", "slots",
+             "uuid", "name", *MGMT_FIELDS}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -171,7 +203,7 @@ def load(path: str | Path) -> NodeConfig:
                           f"{max_pool_hosts()} (the most whose largest report fits a "
                           f"{BLOCK}-byte heartbeat SR slot)")
     hosts = tuple(_host_addresses(h, f"{where}: hosts[{i}]") for i, h in enumerate(listed))
-    if len({len(h) for h in hosts}) != 1:
+    if len({len(h) for h in hosts if h}) != 1:
         raise ConfigError(f"{where}: every host needs an address on each heartbeat network")
     every = [a for h in hosts for a in h]
     if len(set(every)) != len(every):
@@ -179,6 +211,12 @@ def load(path: str | Path) -> NodeConfig:
     index = _need(table, "index", int, where)
     if not 0 <= index < len(hosts):
         raise ConfigError(f"{where}: index {index} outside 0..{len(hosts) - 1}")
+    if not hosts[index]:
+        raise ConfigError(f"{where}: hosts[{index}] (this host) lists no address")
+    slots = in_range(table.get("slots", len(hosts)), int, len(hosts), max_pool_hosts(),
+                     f"{where}: field 'slots' (at least the hosts listed)", ConfigError)
+    uuid = checked(table.get("uuid", ""), str, f"{where}: field 'uuid'", ConfigError)
+    name = checked(table.get("name", ""), str, f"{where}: field 'name'", ConfigError)
     timeout = in_range(table.get("timeout", 60), float, 0, MAX_TIMEOUT,
                        f"{where}: field 'timeout' (seconds)", ConfigError)
     try:
@@ -203,9 +241,10 @@ def load(path: str | Path) -> NodeConfig:
             pool_file = poolfile.load(_path(table, "pool", base, where))
         except PoolError as error:
             raise ConfigError(f"{where}: pool: {error}") from None
-        if len(pool_file.pool.hosts) != len(hosts):
+        if len(pool_file.pool.hosts) != len(hosts) and not uuid:
             raise ConfigError(f"{where}: the pool file lists {len(pool_file.pool.hosts)} "
-                              f"hosts, 'hosts' {len(hosts)}: they must match, in index order")
+                              f"hosts, 'hosts' {len(hosts)}: they must match, in index order "
+                              "(or name this host with 'uuid')")
     key_file = _path(table, "key_file", base, where)
     ring = load_ring(key_file)
     return NodeConfig(
@@ -225,4 +264,7 @@ def load(path: str | Path) -> NodeConfig:
         unsafe_watchdog_delay=_unsafe_watchdog_delay(table, where),
         key_file=key_file,
         ring=ring,
+        slots=slots,
+        uuid=uuid,
+        name=name,
     )

@@ -19,6 +19,11 @@ Rules:
   on the main loop, never blocking the liveness loop), then :attr:`Node.keys`,
   which the host RPC listener and the plane read at every use.
 * ``SIGTERM`` is a clean shutdown: the host announces itself excluded first.
+* **Members.** At start the SR's member table of the running generation, if
+  any, gives the roster (:mod:`hacluster.node.roster`); a host the table does
+  not list (it was ejected, or has not joined yet) does not start: it says so
+  and exits with :data:`NOT_A_MEMBER_EXIT`. A newer table read later replaces
+  the roster on both loops.
 * A Unix socket answers every connection with the node's status as JSON
   (:mod:`hacluster.node.status`); the liveness part is a snapshot taken on the
   liveness loop.
@@ -58,16 +63,21 @@ from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
 from hacluster.node.master import MasterDuties
 from hacluster.node.plane import Plane
+from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.status import query_status, serve_status
 from hacluster.node.tasks import Supervisor
 from hacluster.node.watchdog_client import WatchdogClient
+from hacluster.storage.members import MembersError
 from hacluster.storage.sr import GlobalBlock, PoolState, SRError
 from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
 
-__all__ = ["FENCED_EXIT", "Node", "handle_or_fence", "next_boot", "query_status", "serve"]
+__all__ = ["FENCED_EXIT", "NOT_A_MEMBER_EXIT", "Node", "handle_or_fence", "next_boot",
+           "query_status", "serve"]
+
+NOT_A_MEMBER_EXIT = 78  # EX_CONFIG: the SR's member table does not list this host
 
 STATUS_WAIT = 2.0  # the status socket's wait for the liveness loop's snapshot
 
@@ -93,6 +103,7 @@ class Node:
         self.agent = Agent(self.driver)
         self.liveness = Liveness(config, boot, self.log, self.storage, self.watchdog,
                                  self.driver.kill_all)
+        self.roster: Roster = self.liveness.roster
         self.duties: MasterDuties | None = None
         self._duties_task: asyncio.Task[None] | None = None
         self.plane = Plane(self) if config.mgmt is not None and config.pool is not None \
@@ -112,6 +123,9 @@ class Node:
         self.log.write("start", boot=self.boot, generation=header.generation,
                        state=header.state.name, armed=self.armed_at_start,
                        direct_io=self.storage.device.direct, address=str(config.address))
+        if not self._take_roster(header):
+            self.log.close()
+            return NOT_A_MEMBER_EXIT
         if not self.storage.device.direct:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
         if config.unsafe_watchdog_delay:
@@ -126,7 +140,7 @@ class Node:
             if self.pool_file is not None:
                 servers.append(await rpc.serve(
                     config.address.host, config.agent_port, lambda: self.keys, self.agent_request,
-                    self.agent.stats, target=rpc.target(self.host_uuids(), config.index)))
+                    self.agent.stats, target=rpc.target(config.my_uuid)))
             if self.plane is not None:
                 servers.append(await self.plane.start())
             servers.append(await serve_status(config.status_socket, self.status))
@@ -168,7 +182,31 @@ class Node:
             self.log.write("warning", text=f"cannot read the heartbeat SR: {error}")
             ha = self.plane.known.ha
             state = PoolState.ACTIVE if ha.enabled else PoolState.NONE
-            return GlobalBlock(ha.sr_generation, state, None, len(self.config.hosts))
+            return GlobalBlock(ha.sr_generation, state, None, self.config.capacity)
+
+    def _take_roster(self, header: GlobalBlock) -> bool:
+        """Adopt the SR's member table of this generation, if any; False (said on
+        stderr and in the log) if it does not list this host."""
+        try:
+            table = self.storage.members(header.generation)
+            if table is None:
+                return True
+            roster = Roster.from_table(table, len(self.config.addresses))
+        except (OSError, MembersError) as error:
+            self.log.write("warning", text=f"member table unreadable, using node.toml: {error}")
+            return True
+        me = self.config.index
+        if roster.uuids.get(me) != self.config.my_uuid:
+            text = (f"this host ({self.config.my_uuid}, index {me}) is not a member of the "
+                    f"pool: the SR's member table (version {roster.version}) lists "
+                    f"{sorted(roster.names.values())}; it was ejected, or has not joined "
+                    "(hactl pool-join)")
+            self.log.write("not-a-member", sync=True, text=text)
+            print(f"hacluster node: {text}", file=sys.stderr, flush=True)
+            return False
+        self.liveness.use(roster)
+        self.roster = roster
+        return True
 
     def _critical_exit(self, why: str) -> None:
         """A task the node cannot run without ended: fence if armed, else stop."""
@@ -228,12 +266,11 @@ class Node:
 
     # ------------------------------------------------------------ workloads
     def host_uuid(self, index: int) -> str:
-        assert self.pool_file is not None
-        return self.pool_file.pool.hosts[index].uuid
+        return self.roster.uuids.get(index, "")
 
     def host_uuids(self) -> list[str]:
-        assert self.pool_file is not None
-        return [h.uuid for h in self.pool_file.pool.hosts]
+        """Host ``i``'s uuid at ``i`` ("" for an index no host holds)."""
+        return [self.host_uuid(i) for i in range(self.config.capacity)]
 
     def live_hosts(self) -> frozenset[str] | None:
         core = self.core
@@ -273,6 +310,11 @@ class Node:
     def committed(self, commit: LivesetCommitted) -> None:
         if self.duties is not None:
             self.duties.committed(commit, self.host_uuids())
+
+    def members_changed(self, roster: Roster) -> None:
+        self.roster = roster
+        if self.plane is not None:
+            self.plane.members_changed(roster)
 
     def master_gained(self) -> None:
         if self.plane is not None:

@@ -29,6 +29,12 @@ Rules:
   this loop (the main loop awaits it with :meth:`Liveness.call`, never
   blocking this one): the heartbeat sealer and the storage's slot sealer are
   replaced together, each one reference.
+* **Members.** The roster (:mod:`hacluster.node.roster`) says which index
+  each member holds and where it listens. Every slot read also brings the
+  SR's member table; a newer one (a join or an eject) replaces the roster
+  here, is fed to the core (:class:`~hacluster.core.events.MembersChanged`;
+  an index now held by another host than this one counts as this host
+  ejected) and is posted to the main loop.
 * A heartbeat datagram is looked at only if it comes from the address a peer
   has on that heartbeat network (one set lookup: a stranger's flood costs no
   decryption); then one that fails to open (wrong key, truncated, oversized,
@@ -52,6 +58,7 @@ from hacluster.core.events import (
     HeartbeatReceived,
     Input,
     LivesetCommitted,
+    MembersChanged,
     Output,
     PhaseChanged,
     ReadSlots,
@@ -69,9 +76,11 @@ from hacluster.core.phases import IllegalTransition, InvariantViolation
 from hacluster.core.timing import Timing
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
+from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
 from hacluster.node.watchdog_client import WatchdogClient
+from hacluster.storage.members import MembersError, MemberTable
 from hacluster.wire.codec import DecodeError, Sealer
 from hacluster.wire.keys import KeyRing
 
@@ -89,19 +98,17 @@ class NodeSide(Protocol):
     def entered_rule2(self) -> None: ...
     def ha_disarmed(self) -> None: ...
     def fenced(self) -> None: ...
+    def members_changed(self, roster: Roster) -> None: ...
 
 
 class Heartbeats(asyncio.DatagramProtocol):
     def __init__(self, liveness: Liveness, network: int) -> None:
         self.liveness = liveness
         self.network = network
-        me = liveness.config.index
-        self.peers = frozenset(host[network].host for i, host in
-                               enumerate(liveness.config.hosts) if i != me)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         liveness = self.liveness
-        if addr[0] not in self.peers:
+        if addr[0] not in liveness.peer_hosts[self.network]:
             liveness.strangers += 1
             return
         liveness.received[self.network] += 1
@@ -125,7 +132,9 @@ class Liveness:
         self.storage = storage
         self.watchdog = watchdog
         self.kill_vms = kill_vms
-        self.sealer = Sealer.for_heartbeats(storage.keys, len(config.hosts))
+        self.roster = config.seed_roster()
+        self.peer_hosts = self._peer_hosts()
+        self.sealer = Sealer.for_heartbeats(storage.keys, config.capacity)
         self.timing = config.timing
         self.core: HostCore | None = None  # None while HA is off on this host
         self.bad_packets = 0
@@ -213,27 +222,65 @@ class Liveness:
             raise RuntimeError(f"HA is already running on host {self.config.index}")
         self.timing = timing
         self.storage.deadline = timing.io_deadline
-        hosts = frozenset(range(len(self.config.hosts)))
+        self.storage.follow(generation)
+        members = self._members()
         previous = None if armed else await self._own_slot()
-        self.core = HostCore(CoreConfig(timing, len(hosts), generation, self.config.mode),
+        self.core = HostCore(CoreConfig(timing, self.config.capacity, generation,
+                                        self.config.mode, members=members),
                              self.config.index, self.boot, self.now(),
-                             liveset=hosts if armed else None, previous=previous)
+                             liveset=members if armed else None, previous=previous)
         last: dict[str, Any] = {} if previous is None else {
             "last_phase": previous.phase.name, "last_epoch": previous.epoch,
             "last_liveset": previous.liveset}
-        self.log.write("ha-on", generation=generation, armed=armed, timeout=timing.T, **last)
+        self.log.write("ha-on", generation=generation, armed=armed, timeout=timing.T,
+                       members=sorted(members), **last)
         self.feed(Tick(self.now()))
 
     async def _own_slot(self) -> Report | None:
         """My slot before this boot writes it: my last boot's report, which a
         cold start needs (read on the storage thread, within the I/O deadline)."""
-        slots, _ = await self.storage.read()
+        slots, _, _ = await self.storage.read()
         content = None if slots is None else slots.get(self.config.index)
         return content if isinstance(content, Report) else None
 
+    def _members(self) -> HostSet:
+        """The roster's members, without this host if its index is another's now."""
+        me = self.config.index
+        if self.roster.uuids.get(me) != self.config.my_uuid:
+            return self.roster.members - {me}
+        return self.roster.members
+
+    def use(self, roster: Roster) -> None:
+        """Start from ``roster`` (before the loop runs)."""
+        self.roster = roster
+        self.peer_hosts = self._peer_hosts()
+
+    def _peer_hosts(self) -> list[frozenset[str]]:
+        return [self.roster.peer_hosts(self.config.index, n)
+                for n in range(len(self.config.addresses))]
+
+    def adopt(self, table: MemberTable) -> None:
+        """A member table newer than the roster: the pool's hosts changed."""
+        if table.version <= self.roster.version:
+            return
+        try:
+            roster = Roster.from_table(table, len(self.config.addresses))
+        except MembersError as error:
+            self.log.write("warning", text=f"member table {table.version} refused: {error}")
+            return
+        self.roster = roster
+        self.peer_hosts = self._peer_hosts()
+        members = self._members()
+        self.log.write("members", version=roster.version, members=sorted(members))
+        if self.core is not None:
+            self.feed(MembersChanged(self.now(), members))
+        node = self._node
+        assert node is not None
+        self._tell(lambda: node.members_changed(roster))
+
     async def rekey(self, keys: KeyRing) -> None:
         """Seal heartbeats and slots with ``keys``' current key, open with either."""
-        self.sealer = Sealer.for_heartbeats(keys, len(self.config.hosts))
+        self.sealer = Sealer.for_heartbeats(keys, self.config.capacity)
         self.storage.rekey(keys)
         self.log.write("pool-key", keys=len(keys.keys),
                        step="retired" if keys.other is None else
@@ -269,6 +316,8 @@ class Liveness:
             "hbdomain": sorted(core.hbdomain),
             "sfdomain": sorted(core.sfdomain),
             "rule2": core.rule2,
+            "members": sorted(core.members),
+            "members_version": self.roster.version,
             "waiting": [w.text for w in core.waits()],
             "last_beat_age": {
                 str(i): round(t - p.last_net, 3) for i, p in enumerate(core.peers)
@@ -296,8 +345,10 @@ class Liveness:
                 ok, error = await self.storage.write(request.report)
                 self.feed(SlotWritten(self.now(), ok, error))
             else:
-                slots, error = await self.storage.read()
+                slots, table, error = await self.storage.read()
                 self.feed(SlotsRead(self.now(), slots, error))
+                if table is not None:
+                    self.adopt(table)
 
     def _critical_exit(self, why: str) -> None:
         if self._armed():
@@ -323,8 +374,7 @@ class Liveness:
         self.kill_vms()  # its VMs die before its last words say it fenced
         last_words = self.core.fenced_report()
         with contextlib.suppress(Exception):
-            others = frozenset(range(len(self.config.hosts))) - {self.config.index}
-            self._broadcast(self.sealer.seal(last_words), others)
+            self._broadcast(self.sealer.seal(last_words), self.roster.others(self.config.index))
             self.storage.write_last_words(last_words)
         self.watchdog.disarm()
         node = self._node
@@ -381,7 +431,8 @@ class Liveness:
     def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
         """Send on every heartbeat network: the copies after the first are stale."""
         for peer in peers:
-            for transport, address in zip(self.transports, self.config.hosts[peer], strict=True):
+            addresses = self.roster.addresses.get(peer, ())
+            for transport, address in zip(self.transports, addresses, strict=False):
                 transport.sendto(packet, (address.host, address.port))
 
 

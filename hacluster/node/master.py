@@ -91,7 +91,7 @@ class Agents:
                                                  repr=False, compare=False)
 
     def target(self, host: str) -> bytes:
-        return rpc.target(list(self.addresses), list(self.addresses).index(host))
+        return rpc.target(host)
 
     async def call(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         address, port = self.addresses[host]

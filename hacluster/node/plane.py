@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from hacluster.core.node import HostCore
@@ -48,8 +49,10 @@ from hacluster.node.alerts import Alerts
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
+from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
+from hacluster.storage.members import MemberTable
 from hacluster.storage.redolog import RecordCorrupt, load_backup, reseal_backup, save_backup
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
@@ -58,6 +61,22 @@ ASK_TIMEOUT = 5.0
 ROLLBACK_ALERT = "ha_pool_database_rolled_back"
 BACKUP_TIMEOUT = 1.0  # reading other hosts' backups must not delay a new master much
 REOPEN_INTERVAL = 5.0  # a master that refused a rolled-back database asks again this often
+BACKUP_FILE = "pooldb.backup"  # beside the status socket: the host's state directory
+
+
+def backup_path(config: NodeConfig) -> Path:
+    """Where the host keeps its local backup of the pool database."""
+    return config.status_socket.parent / BACKUP_FILE
+
+
+def read_backup(path: Path, keys: KeyRing) -> PoolDB | None:
+    """The host's backup of the pool database; None if absent, unreadable with ``keys``
+    or malformed."""
+    try:
+        found = load_backup(path, keys)
+        return from_snapshot(found[1]) if found else None
+    except (RecordCorrupt, PoolError):
+        return None
 
 
 class NodeHandle(Protocol):
@@ -66,6 +85,7 @@ class NodeHandle(Protocol):
     config: NodeConfig
     log: EventLog
     storage: Storage
+    roster: Roster  # who holds which index now
     tasks: Supervisor
     duties: MasterDuties | None
     keys: KeyRing  # the pool keys held now (a rotation step replaces the ring)
@@ -96,17 +116,15 @@ class Plane:
         self.mgmt = node.config.mgmt
         self.index = node.config.index
         self.seed = seed(node.config.pool)
-        self.me = self.seed.pool.hosts[self.index].uuid  # this host's uuid
-        self.backup_path = node.config.status_socket.parent / "pooldb.backup"
+        self.me = node.config.my_uuid  # this host's uuid
+        self.backup_path = backup_path(node.config)
         self.known: PoolDB = self._read_backup() or self.seed  # newest copy seen here
         self.known_master = self._index_of(self.known.master)
         self.database: Database | None = None
         self.service = Service(self)
         assert node.config.vm_dir is not None
         self.guests = Guests(node.config.vm_dir, node.config.guest_lock)
-        self.agents = Agents({h.uuid: (self.config.hosts[i][0].host, self.config.agent_port)
-                              for i, h in enumerate(self.seed.pool.hosts)},
-                             lambda: self.node.keys)
+        self.agents = Agents(self._agent_addresses(node.roster), lambda: self.node.keys)
         self._opening: asyncio.Task[Database] | None = None
         self._push: asyncio.Task[None] | None = None
         self.server: Server | None = None  # the management API, once started
@@ -169,7 +187,8 @@ class Plane:
         index = core.master_hint if core is not None and core.armed else self.known_master
         if index is None or index == self.index:
             return None
-        return self.config.hosts[index][0].host, self.mgmt.port
+        addresses = self.node.roster.addresses.get(index)
+        return (addresses[0].host, self.mgmt.port) if addresses else None
 
     def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self.service.answer(call)
@@ -194,7 +213,8 @@ class Plane:
         """The host's address in the pool model, else its first heartbeat address."""
         index = self._index_of(host_uuid)
         model = self.known.pool.host(host_uuid).address
-        return model or (self.config.hosts[index][0].host if index is not None else "")
+        addresses = self.node.roster.addresses.get(index) if index is not None else None
+        return model or (addresses[0].host if addresses else "")
 
     async def ask_all(self, request: dict[str, Any], hosts: list[str],
                       timeout: float = ASK_TIMEOUT) -> dict[str, dict[str, Any] | str]:
@@ -209,10 +229,48 @@ class Plane:
         return dict(zip(hosts, answers, strict=True))
 
     async def write_generation(self, generation: int, active: bool) -> None:
-        ok, _, error = await self.node.storage.run(
-            lambda: self.node.storage.write_header(generation, active))
+        """The SR's global block; with HA enabled, the member table carried over to
+        the new generation if joins or ejects changed the pool since it was created."""
+        storage, roster = self.node.storage, self.node.roster
+
+        def write() -> None:
+            storage.write_header(generation, active)
+            if active and roster.version > 0:
+                storage.write_members(roster.table(generation))
+
+        ok, _, error = await storage.run(write)
         if not ok:
             raise PoolError(f"could not write the heartbeat SR: {error}")
+
+    def my_uuid(self) -> str:
+        return self.me
+
+    async def member_table(self) -> MemberTable:
+        """The SR's member table of the running generation, else what the roster says."""
+        generation = self.known.ha.sr_generation if self.database is None \
+            else self.database.db.ha.sr_generation
+        storage = self.node.storage
+        ok, table, error = await storage.run(lambda: storage.members(generation))
+        if not ok:
+            raise PoolError(f"could not read the member table: {error}")
+        roster = self.node.roster
+        if table is None or table.version < roster.version:
+            return roster.table(generation)
+        assert isinstance(table, MemberTable)
+        return table
+
+    async def write_members(self, table: MemberTable, freed: int | None) -> None:
+        """Write the member table (and zero a freed index's slot first)."""
+        storage = self.node.storage
+
+        def write() -> None:
+            if freed is not None:
+                storage.free_slot(freed)
+            storage.write_members(table)
+
+        ok, _, error = await storage.run(write)
+        if not ok:
+            raise PoolError(f"could not write the member table: {error}")
 
     async def become_master(self) -> Database:
         if self.database is not None:
@@ -262,14 +320,15 @@ class Plane:
             self.local_alert(ROLLBACK_ALERT, self.me, str(error))
 
     def reset_master(self, address: str) -> str:
-        for index, addresses in enumerate(self.config.hosts):
+        roster = self.node.roster
+        for index, addresses in sorted(roster.addresses.items()):
             if any(a.host == address for a in addresses):
                 self.known_master = index
                 if index != self.index:
                     self._close_database()
                 return f"this host now follows the master at {address} (host {index})"
         raise PoolError(f"no host of this pool has address {address!r}; known: "
-                        f"{[str(a[0].host) for a in self.config.hosts]}")
+                        f"{[a[0].host for _, a in sorted(roster.addresses.items())]}")
 
     async def emergency_disarm(self) -> None:
         if self.node.core is None:
@@ -470,15 +529,20 @@ class Plane:
 
     # ------------------------------------------------------------ helpers
     def _read_backup(self) -> PoolDB | None:
-        try:
-            found = load_backup(self.backup_path, self.node.keys)
-            return from_snapshot(found[1]) if found else None
-        except (RecordCorrupt, PoolError):
-            return None
+        return read_backup(self.backup_path, self.node.keys)
 
     def _index_of(self, host_uuid: str) -> int | None:
-        uuids = [h.uuid for h in self.seed.pool.hosts]
-        return uuids.index(host_uuid) if host_uuid in uuids else None
+        return self.node.roster.index_of(host_uuid)
+
+    def _agent_addresses(self, roster: Roster) -> dict[str, tuple[str, int]]:
+        return {roster.uuids[i]: (a[0].host, self.config.agent_port)
+                for i, a in sorted(roster.addresses.items())}
+
+    def members_changed(self, roster: Roster) -> None:
+        """A join or an eject: reach the new hosts' agents, forget the departed."""
+        addresses = self._agent_addresses(roster)  # in place: the duties hold these agents
+        self.agents.addresses.clear()
+        self.agents.addresses.update(addresses)
 
     def status(self) -> dict[str, Any]:
         return {"mgmt": {"master_known": self.known_master, "generation": self.known.generation,

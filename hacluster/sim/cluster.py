@@ -68,8 +68,12 @@ class Simulation(FaultInjection):
         self.rng = random.Random(config.seed)
         self.trace = trace if trace is not None else Trace(keep=400)
         self.checker = Checker(self.trace)
+        everyone = frozenset(range(config.hosts))
+        self.members = config.members if config.members is not None else everyone
+        self.members_version = 0
         self.core_config = CoreConfig(
-            self.timing, config.hosts, generation=self.rng.getrandbits(63), mode=config.mode
+            self.timing, config.hosts, generation=self.rng.getrandbits(63), mode=config.mode,
+            members=self.members,
         )
         self.network = SimNetwork(self.rng, config.network)
         self.storage = SimStorage(config.hosts)
@@ -80,9 +84,14 @@ class Simulation(FaultInjection):
             for i in range(config.hosts)
         ]
         pool = config.resolved_pool()  # the shared pool database
+        vacant = {h.uuid for i, h in enumerate(pool.hosts) if i not in self.members}
         if config.cold_start:  # the hosts boot from power-off: nothing runs yet
             pool = pool.with_vms(
                 replace(vm, power=Power.HALTED, resident=None) for vm in pool.vms)
+        elif vacant:  # VMs placed on a host that is not a member yet run nowhere
+            pool = pool.with_vms(
+                replace(vm, power=Power.HALTED, resident=None) if vm.resident in vacant
+                else vm for vm in pool.vms)
         self.vms = [vm.uuid for vm in pool.vms]
         self._index = {h.uuid: i for i, h in enumerate(pool.hosts)}
         self.master = SimMaster(self.clock, self.hosts, pool, config.resolved_restart(),
@@ -93,11 +102,13 @@ class Simulation(FaultInjection):
                 self.hosts[self._index[vm.resident]].vms.add(vm.uuid)
                 self.checker.vm_started(0.0, vm.uuid, self._index[vm.resident])
         self._effects = [_HostEffects(self, host) for host in self.hosts]
-        everyone = frozenset(range(config.hosts))
         for host in self.hosts:
             host.boot = 1
+            if host.index not in self.members:
+                host.state = "vacant"
+                continue
             host.core = HostCore(self.core_config, host.index, host.boot, self.local(host),
-                                 liveset=None if config.cold_start else everyone)
+                                 liveset=None if config.cold_start else self.members)
             self._deliver(host, Tick)
 
     # ------------------------------------------------------------ time
@@ -281,9 +292,11 @@ class Simulation(FaultInjection):
         """Why the pool is not settled (empty when it is): every host up, NORMAL,
         out of survival-rule-2 mode and holding the whole pool as its liveset,
         exactly one master, and every protected VM running."""
-        everyone = frozenset(range(self.config.hosts))
+        everyone = self.members
         problems = []
         for host in self.hosts:
+            if host.index not in everyone:
+                continue
             core = host.core
             if core is None:
                 problems.append(f"host {host.index} {host.state}")

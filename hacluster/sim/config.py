@@ -43,6 +43,7 @@ class SimConfig:
     pool: Pool | None = None  # default: default_pool(hosts, vms_per_host)
     boot_time: float = 0.3  # seconds a VM start takes
     restart: RestartConfig | None = None  # default: retries every T/2
+    members: frozenset[int] | None = None  # the pool's hosts at start; None: every host
 
     def resolved_timing(self) -> Timing:
         return self.timing if self.timing is not None else Timing.derive(self.timeout)

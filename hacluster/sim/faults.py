@@ -10,17 +10,29 @@ Rules:
   that waited in its socket. Its VMs, I/O and watchdogs run on meanwhile.
 * A VM that stops by itself is recorded by its host's agent for the master.
 * A clean shutdown announces "excluded" while the host is still up.
+* **Membership.** An eject asks the host to leave (a clean shutdown; the
+  request is lost while its daemon is paused or down), frees its slot and
+  publishes the new member table; a join publishes it, then starts a new
+  host (a new boot) on the free index. Each live host reads a new table
+  within t2 of its publication (as from the SR), older tables never
+  overriding newer ones; a host booting reads the current one. Hosts that
+  are not members are never rebooted.
 * Network faults cut directed links (a partition or isolation cuts both
   ways); storage faults act per host; every fault is written to the trace.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
+from dataclasses import replace
+from functools import partial
 from typing import Protocol
 
-from hacluster.core.events import Shutdown, Tick
+from hacluster.core.events import MembersChanged, Shutdown, Tick
+from hacluster.core.messages import HostSet
 from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.timing import Timing
 from hacluster.sim.config import SimConfig
 from hacluster.sim.hosts import MakeInput, SimHost
 from hacluster.sim.master import SimMaster
@@ -33,6 +45,10 @@ class World(Protocol):
 
     config: SimConfig
     core_config: CoreConfig
+    timing: Timing
+    rng: random.Random
+    members: HostSet
+    members_version: int
     hosts: list[SimHost]
     network: SimNetwork
     storage: SimStorage
@@ -58,13 +74,57 @@ class FaultInjection:
 
     def reboot(self: World, index: int) -> None:
         host = self.hosts[index]
-        if host.core is not None:
+        if host.core is not None or index not in self.members:
             return
         self.log(index, "FAULT", "reboot: rejoining")
+        FaultInjection._boot(self, host)
+
+    def _boot(self: World, host: SimHost) -> None:
+        """Start a new boot of ``host``, joining with the current member table."""
         host.new_boot()
-        host.core = HostCore(self.core_config, index, host.boot, self.local(host),
-                             previous=self.storage.own_slot(index))
+        host.members_version = self.members_version
+        config = replace(self.core_config, members=self.members)
+        host.core = HostCore(config, host.index, host.boot, self.local(host),
+                             previous=self.storage.own_slot(host.index))
         self._deliver(host, Tick)
+
+    def join(self: World, index: int) -> None:
+        """A new host takes the free index ``index`` and joins the pool."""
+        host = self.hosts[index]
+        if index in self.members or host.core is not None:
+            return
+        FaultInjection._publish_members(self, self.members | {index}, f"join {index}")
+        FaultInjection._boot(self, host)
+
+    def eject(self: World, index: int) -> None:
+        """Eject ``index``: ask it to leave, free its slot, publish the member table."""
+        host = self.hosts[index]
+        if index not in self.members or len(self.members) == 1:
+            return
+        if host.core is not None and host.paused_until <= self.t:
+            FaultInjection.shutdown(self, index)
+        else:
+            self.log(index, "MEMBERS", "the request to leave is lost: the daemon is "
+                     + ("paused" if host.core is not None else "down"))
+        self.storage.free(index)
+        FaultInjection._publish_members(self, self.members - {index}, f"eject {index}")
+
+    def _publish_members(self: World, members: HostSet, why: str) -> None:
+        self.members_version += 1
+        self.members = members
+        version = self.members_version
+        self.log(None, "MEMBERS", f"{why}: members {sorted(members)} (table {version})")
+        for host in self.hosts:
+            if host.core is not None:
+                read_at = self.t + self.rng.uniform(0, self.timing.t2)
+                self.at(read_at, partial(FaultInjection._read_members, self, host,
+                                         members, version))
+
+    def _read_members(self: World, host: SimHost, members: HostSet, version: int) -> None:
+        if host.core is None or version <= host.members_version:
+            return
+        host.members_version = version
+        self._deliver(host, lambda now: MembersChanged(now, members))
 
     def vm_exit(self: World, vm: str, internal_shutdown: bool = False) -> None:
         """``vm`` stops by itself: shut down from inside its guest, or crashed."""

@@ -46,7 +46,8 @@ class SimHost:
     clock: HostClock
     core: HostCore | None = None
     boot: int = 0
-    state: str = "up"  # up, crashed, fenced, excluded
+    state: str = "up"  # up, crashed, fenced, excluded, vacant (not a member)
+    members_version: int = 0  # the newest member table this boot has read
     paused_until: float = 0.0
     queue: list[MakeInput] = field(default_factory=list)
     wake_at: float | None = None  # true time of the pending tick

@@ -38,6 +38,7 @@ class Scenario:
     reboot_after: float | None = None
     cold_start: bool = False
     settles: bool = False  # the pool must end settled: every host back, one master
+    members: frozenset[int] | None = None  # the pool's hosts at start (None: all)
 
 
 @dataclass
@@ -130,6 +131,24 @@ def _pause_after_rejoin(sim: Simulation, at: Schedule) -> None:
     at(2.0, sim.heal_network)
     at(2.5, lambda: sim.reboot(2))
     at(5.0, lambda: sim.pause(2, 3 * sim.timing.T))
+
+
+def _eject_then_join(sim: Simulation, at: Schedule) -> None:
+    """Host 2 is ejected (it leaves cleanly), then a new host joins on its index."""
+    at(0, lambda: sim.eject(2))
+    at(2.0, lambda: sim.join(2))
+
+
+def _eject_paused(sim: Simulation, at: Schedule) -> None:
+    """Host 2's daemon stops for 3T and is ejected meanwhile: the request to leave
+    is lost, the member table drops it while every member still lists it."""
+    at(0, lambda: sim.pause(2, 3 * sim.timing.T))
+    at(0.1, lambda: sim.eject(2))
+
+
+def _join_then_eject_master(sim: Simulation, at: Schedule) -> None:
+    at(0, lambda: sim.join(3))
+    at(3.0, lambda: sim.eject(0))
 
 
 def _rejoin(sim: Simulation, at: Schedule) -> None:
@@ -232,6 +251,22 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "survivors saw their last words at different times: all settle, none waits",
              5, _restart_right_after_heal, survivors=_hosts(0, 1, 2, 3, 4), fenced=_hosts(),
              restart=False, duration=8.0, settles=True),
+    Scenario("join-new-host", "a 4th host joins a 3-host pool: all four in one liveset",
+             4, lambda sim, at: at(0, lambda: sim.join(3)), survivors=_hosts(0, 1, 2, 3),
+             fenced=_hosts(), restart=False, settles=True, members=_hosts(0, 1, 2)),
+    Scenario("eject-then-join",
+             "host 2 is ejected and leaves cleanly (its VMs restart on the others); a new "
+             "host then joins on its index", 3, _eject_then_join,
+             survivors=_hosts(0, 1, 2), fenced=_hosts(), settles=True),
+    Scenario("eject-paused-host",
+             "host 2 is ejected while its daemon is stopped for 3T: the members keep it "
+             "until the fault handler removes it with the fence window", 3, _eject_paused,
+             survivors=_hosts(0, 1), fenced=_hosts(2)),
+    Scenario("clustered-join-eject",
+             "clustered mode: a 4th host joins, then host 0 (the master) is ejected",
+             4, _join_then_eject_master,
+             survivors=_hosts(1, 2, 3), fenced=_hosts(), mode=Mode.CLUSTERED,
+             members=_hosts(0, 1, 2), duration=8.0, restart=False, settles=True),
     Scenario("total-outage",
              "every host crashes at once and boots again: the last liveset on the SR "
              "re-forms the pool (cold start) and the master restarts every VM",
@@ -303,7 +338,8 @@ def run_scenario(
     """Run one named scenario and check its predicted outcome."""
     reboot = scenario.reboot_after * timeout if scenario.reboot_after is not None else None
     config = SimConfig(hosts=scenario.hosts, seed=seed, timeout=timeout, mode=scenario.mode,
-                       reboot_after=reboot, cold_start=scenario.cold_start)
+                       reboot_after=reboot, cold_start=scenario.cold_start,
+                       members=scenario.members)
     sim = Simulation(config, trace=trace if trace is not None else Trace(beats=True))
     fault_at, end = play(sim, scenario.name, scenario.inject, scenario.restart,
                          scenario.duration)

@@ -17,7 +17,10 @@ Rules:
   heal (as a chaos runner or an operator does) and may inject one more fault
   (a pause, a partition, an isolation or a storage fault) overlapping those
   restarts.
-* From a fourth stream, an episode may see a power cut: every host crashes at
+* From a fourth stream, an episode may eject a random host (at a random
+  moment around its fault, so the two can overlap) and later have a new host
+  join on the freed index.
+* From a fifth stream, an episode may see a power cut: every host crashes at
   once during the episode and boots again within 1.5 T, one by one, so the
   pool re-forms by a cold start.
 * Every episode ends with the settle check: once its last fault is over, the
@@ -95,6 +98,7 @@ VM_EXIT_CHANCE = 0.3  # of an episode also seeing a VM stop by itself
 RESTART_AT_HEAL_CHANCE = 0.5  # of an episode restarting its dead hosts right after the heal
 OVERLAP_CHANCE = 0.4  # of an episode seeing one more fault overlap those restarts
 OVERLAP_FAULTS = ["pause", "partition", "isolate", "storage-error", "storage-hang"]
+MEMBERSHIP_CHANCE = 0.3  # of an episode also ejecting a host, then joining a new one
 POWER_CUT_CHANCE = 0.1  # of an episode seeing every host crash at once, then boot again
 
 
@@ -182,6 +186,7 @@ def run_schedule(
              f"jitter={conditions.jitter:.3f}s skew<={config.skew}"]
     vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
     after_rng = random.Random(f"after-heal:{hosts}:{mode.value}:{seed}")
+    member_rng = random.Random(f"membership:{hosts}:{mode.value}:{seed}")
     power_rng = random.Random(f"whole-pool-down:{hosts}:{mode.value}:{seed}")
     start = 2 * T
     for _ in range(episodes):
@@ -211,6 +216,9 @@ def run_schedule(
                 _play(sim, extra, extra_at, extra_for)
                 over = max(over, extra_at + max(extra_for, extra.lasts))
                 overlapped = True
+        if hosts > 2 and member_rng.random() < MEMBERSHIP_CHANCE:
+            over = max(over, _eject_and_join(sim, member_rng, names, at, T))
+            overlapped = True
         if vm_rng.random() < VM_EXIT_CHANCE:
             exit_at = at + vm_rng.uniform(0, duration + 2 * T)
             vm_exit = random_vm_exit(vm_rng)
@@ -226,6 +234,20 @@ def run_schedule(
         result.violations = [v.line() for v in sim.checker.violations]
         result.trace = sim.trace.lines()
     return result
+
+
+def _eject_and_join(sim: Simulation, rng: random.Random, names: list[str], at: float,
+                    T: float) -> float:
+    """Eject a random host around ``at``, then join a new host on its index;
+    returns when the join happens."""
+    host = rng.randrange(sim.config.hosts)
+    eject_at = at + rng.uniform(0.0, 1.5) * T  # after the last settle check
+    join_at = eject_at + rng.uniform(1.0, 3.0) * T
+    names.append(f"eject {host} at {eject_at:.1f}s, a new host joins on index {host} at "
+                 f"{join_at:.1f}s")
+    sim.at(eject_at, lambda: sim.eject(host))
+    sim.at(join_at, lambda: sim.join(host))
+    return join_at
 
 
 def _play(sim: Simulation, fault: Fault, at: float, duration: float) -> None:
@@ -255,13 +277,13 @@ def _restart_dead(sim: Simulation) -> None:
     """Restart every host that is down (crashed, fenced or shut down)."""
     for host in sim.hosts:
         if not host.alive:
-            sim.reboot(host.index)
+            sim.reboot(host.index)  # hosts that are no longer members stay down
 
 
 def _expect_restart(sim: Simulation, fault: str, crashed: int) -> None:
     """Arm the restart bound if the pool was whole and stays within tolerance."""
-    hosts = sim.config.hosts
-    everyone = frozenset(range(hosts))
+    hosts = len(sim.members)
+    everyone = sim.members
     whole = sim.survivors() == everyone and len(sim.masters()) == 1 and not sim.vms_down()
     survivors = everyone - {crashed}
     if not whole or not survivors:

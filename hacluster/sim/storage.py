@@ -61,6 +61,10 @@ class SimStorage:
             return None
         return None if host in self.corrupted else self.slots.get(host)
 
+    def free(self, index: int) -> None:
+        """Zero a slot (an eject frees it for the next host given that index)."""
+        self.slots.pop(index, None)
+
     def read(self) -> Mapping[int, SlotContent]:
         contents: dict[int, SlotContent] = {}
         for index in range(self.hosts):

@@ -3,9 +3,11 @@
 Rules:
 
 * The volume starts with a 4 MiB heartbeat region of 4096-byte blocks: block 0
-  is the global block, block ``1 + i`` is host ``i``'s slot (up to 1021
-  hosts), and the last two blocks (:data:`ANCHOR_OFFSETS`) hold the pool
-  database's anchor (:mod:`hacluster.storage.anchor`). The metadata region
+  is the global block, block ``1 + i`` is host ``i``'s slot (up to 989
+  hosts), then the pool's member table in two copies of 16 blocks
+  (:mod:`hacluster.storage.members`), and the last two blocks
+  (:data:`ANCHOR_OFFSETS`) hold the pool database's anchor
+  (:mod:`hacluster.storage.anchor`). The metadata region
   (for the pool database's redo log) follows.
 * Every read and write is one whole aligned block, through a page-aligned
   buffer, with ``O_DIRECT`` where the medium accepts it (``direct`` says
@@ -52,7 +54,8 @@ HEARTBEAT_REGION = 4 * 1024 * 1024
 ANCHOR_BLOCKS = 2  # the database anchor's two copies end the heartbeat region
 ANCHOR_OFFSETS = tuple(HEARTBEAT_REGION - BLOCK * (ANCHOR_BLOCKS - i)
                        for i in range(ANCHOR_BLOCKS))
-MAX_SR_HOSTS = HEARTBEAT_REGION // BLOCK - 1 - ANCHOR_BLOCKS
+MEMBER_TABLE_BLOCKS = 2 * 16  # two copies of the member table (storage/members.py)
+MAX_SR_HOSTS = HEARTBEAT_REGION // BLOCK - 1 - ANCHOR_BLOCKS - MEMBER_TABLE_BLOCKS
 DEFAULT_METADATA = 256 * 1024 * 1024
 SLOT_MAGIC = b"HASL"
 GLOBAL_MAGIC = b"HASR"

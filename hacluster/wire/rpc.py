@@ -38,10 +38,9 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,11 +106,11 @@ def _ring(keys: KeySource) -> KeyRing:
     return as_ring(keys() if callable(keys) else keys)
 
 
-def target(host_uuids: Sequence[str], index: int) -> bytes:
-    """What a request for host ``index`` is bound to: the pool (a digest of its hosts'
-    uuids in HA order, as the daemon's pool file lists them) and that host."""
-    pool = hashlib.sha256(msgpack.packb(list(host_uuids), use_bin_type=True)).hexdigest()
-    return f"pool {pool} host {index} {host_uuids[index]}".encode()
+def target(host_uuid: str) -> bytes:
+    """What a request is bound to: its target host (the pool is the RPC key's own:
+    a frame sealed for another pool does not open). Not the pool's host list,
+    which joins and ejects change while calls go on."""
+    return f"host {host_uuid}".encode()
 
 
 def _bound(direction: bytes) -> int:

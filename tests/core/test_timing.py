@@ -32,7 +32,7 @@ def test_reference_intervals_are_kept_for_large_timeouts() -> None:
 def test_small_timeouts_are_allowed_and_fast() -> None:
     timing = Timing.derive(3)
     assert timing.t1 == pytest.approx(0.3)
-    assert timing.fence_window < 3
+    assert timing.fence_window < 1.25 * timing.T  # 3.71 s: detection plus this, ~2.2 T
 
 
 @pytest.mark.parametrize("timeout", [0.0, -5.0, 0.5, float("nan")])
@@ -63,3 +63,29 @@ def test_inconsistent_sets_name_the_violated_rule(change: dict[str, float], rule
         broken.validate()
     assert caught.value.rule == rule
     assert rule in str(caught.value)
+
+
+@pytest.mark.parametrize("timeout", [1.0, 3.0, 60.0, 3600.0])
+def test_every_rule_of_a_derived_set_holds_with_its_margin(timeout: float) -> None:
+    rules = Timing.derive(timeout).rules()
+    assert {r.name for r in rules} >= {"safety-inequality", "timeout-floor", "io-deadline"}
+    for rule in rules:
+        assert rule.holds and rule.margin >= 0, rule
+        assert rule.op in rule.formula and rule.left_text in rule.formula
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [({"t1": 0.0}, "positive"), ({"io_deadline": 3.0}, "io-deadline"),
+     ({"Wh": 5.0}, "heartbeat-watchdog-covers-fault-handler"),
+     ({"fence_window": 1.0}, "safety-inequality"), ({"t2": float("nan")}, "positive")],
+)
+def test_the_rule_validate_names_is_the_first_with_no_margin(change: dict[str, float],
+                                                             rule: str) -> None:
+    broken = replace(Timing.derive(5.0), **change)
+    failing = [r for r in broken.rules() if not r.holds]
+    assert failing and failing[0].name == rule
+    assert not failing[0].margin > 0  # negative, or zero for a strict rule (or NaN)
+    with pytest.raises(TimingError) as caught:
+        broken.validate()
+    assert caught.value.rule == rule and str(failing[0]) in str(caught.value)

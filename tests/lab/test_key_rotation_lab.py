@@ -86,7 +86,7 @@ def beat(lab: LocalLab, key: bytes, to: int) -> None:
     """A heartbeat of host 1 sealed with ``key``, sent to host ``to``."""
     config = load(lab.host_dir(to) / "node.toml")
     everyone = frozenset({0, 1, 2})
-    packet = Sealer.for_heartbeats(key, 3).seal(Report(
+    packet = Sealer.for_heartbeats(key, config.capacity).seal(Report(
         generation=1, sender=1, boot=1, seq=1, phase=Phase.NORMAL, liveset=everyone,
         hbdomain=everyone, sfdomain=everyone, statefile_access=True))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:

@@ -102,11 +102,11 @@ def test_bad_packets_are_dropped_and_counted(lab: LocalLab) -> None:
     config = load(lab.host_dir(0) / "node.toml")
     target = (config.address.host, config.address.port)
     everyone = frozenset({0, 1, 2})
-    forged = Sealer.for_heartbeats(new_pool_key(), 3).seal(Report(
+    forged = Sealer.for_heartbeats(new_pool_key(), config.capacity).seal(Report(
         generation=1, sender=1, boot=1, seq=1, phase=Phase.PROPOSED, liveset=everyone,
         hbdomain=everyone, sfdomain=everyone, statefile_access=True,
         proposal=frozenset({1})))  # a forged fence request against host 0
-    genuine = Sealer.for_heartbeats(config.key, 3)
+    genuine = Sealer.for_heartbeats(config.key, config.capacity)
     wrong_generation = genuine.seal(Report(
         generation=12345, sender=1, boot=1, seq=1, phase=Phase.NORMAL, liveset=everyone,
         hbdomain=everyone, sfdomain=everyone, statefile_access=True))

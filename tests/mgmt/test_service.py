@@ -9,7 +9,9 @@ the hosts as they were.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from hacluster.core.pool import Pool, PoolError
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.service import Service, pool_uuid
 from hacluster.mgmt.verbs import Call
+from hacluster.storage.members import Member, MemberTable
 from hacluster.wire.keys import KeyRing
 
 from ..conftest import LOOPTIME
@@ -42,6 +45,10 @@ class FakeControl:
         self.sr: list[tuple[int, bool, int]] = []  # (generation, active, database generation)
         self.moves: list[tuple[str, str, str]] = []
         self.did: list[str] = []
+        self.members = MemberTable(7, 0, 8, tuple(
+            Member(i, u, f"h{i}", (f"10.9.0.{i + 1}:7000",)) for i, u in enumerate(UUIDS)))
+        self.member_writes: list[tuple[MemberTable, int | None]] = []
+        self.member_write_error: OSError | None = None
 
     def live_hosts(self) -> frozenset[str] | None:
         return self.live
@@ -72,13 +79,29 @@ class FakeControl:
         self.moves.append((vm, source, target))
 
     def current_pool(self) -> Pool:
-        return self.master.db.pool
+        """The database's pool with the moves made (as the master's duties know them)."""
+        pool = self.master.db.pool
+        placed = {vm: target for vm, _, target in self.moves}
+        return pool.with_vms(replace(vm, resident=placed.get(vm.uuid, vm.resident))
+                             for vm in pool.vms)
 
     def address(self, host_uuid: str) -> str:
         return f"10.9.0.{UUIDS.index(host_uuid) + 1}"
 
     def key_ring(self) -> KeyRing:
         return KeyRing(KEY)
+
+    async def member_table(self) -> MemberTable:
+        return self.members
+
+    async def write_members(self, table: MemberTable, freed: int | None) -> None:
+        if self.member_write_error is not None:
+            raise self.member_write_error
+        self.member_writes.append((table, freed))
+        self.members = table
+
+    def my_uuid(self) -> str:
+        return UUIDS[0]
 
     def ops(self) -> list[str]:
         return [op for op, _ in self.asked]
@@ -287,3 +310,56 @@ async def test_transition_to_master_takes_the_database_and_turns_ha_off(
     assert control.sr[-1] == (generation, False, control.master.db.generation)
     assert result(await call(control, "pool-emergency-reset-master",
                              **{"master-address": "10.9.0.2"})) == "following 10.9.0.2"
+
+
+# ------------------------------------------------------------ joins and ejects
+async def test_pool_join_takes_the_lowest_free_index_records_and_writes_the_table(
+        control: FakeControl) -> None:
+    answer = result(await call(control, "pool-join", address="10.9.0.9:7000",
+                               memory="4096", uuid="host-new", **{"name-label": "new"}))
+    assert answer["index"] == 3 and answer["slots"] == 8 and answer["members_version"] == 1
+    assert answer["hosts"][3] == ["10.9.0.9:7000"] and answer["hosts"][4] == []
+    assert control.master.db.pool.host("host-new").memory_total == 4096
+    table, freed = control.member_writes[-1]
+    assert freed is None and table.by_uuid("host-new") is not None
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"address": "10.9.0.1:7000", "memory": "1024", "name-label": "dup"}, "share an address"),
+    ({"address": "10.9.0.9:7000", "memory": "lots", "name-label": "x"}, "memory must be MiB"),
+    ({"address": "10.9.0.9:7000", "memory": "1024", "name-label": "x", "uuid": UUIDS[1]},
+     "already a member"),
+])
+async def test_a_refused_join_changes_nothing(control: FakeControl, params: dict[str, str],
+                                              match: str) -> None:
+    await refused(control, "pool-join", match, **params)
+    assert control.member_writes == []
+
+
+async def test_a_join_whose_table_write_fails_is_undone(control: FakeControl) -> None:
+    control.member_write_error = OSError("I/O error")
+    before = control.master.db.pool
+    with pytest.raises(PoolError, match="could not write the member table"):
+        await call(control, "pool-join", address="10.9.0.9:7000", memory="1024",
+                   uuid="host-new", **{"name-label": "new"})
+    assert control.master.db.pool == before
+
+
+async def test_pool_eject_moves_the_vms_asks_the_host_to_leave_and_frees_its_index(
+        control: FakeControl) -> None:
+    control.live = frozenset(UUIDS)
+    left = asyncio.get_running_loop().call_later(0.3, lambda: setattr(
+        control, "live", frozenset(UUIDS) - {UUIDS[1]}))
+    answers = await call(control, "pool-eject", **{"host-uuid": UUIDS[1]})
+    left.cancel()
+    assert {source for _, source, _ in control.moves} == {UUIDS[1]}
+    assert ("shutdown", [UUIDS[1]]) in control.asked
+    table, freed = control.member_writes[-1]
+    assert freed == 1 and table.by_uuid(UUIDS[1]) is None and table.version == 1
+    assert UUIDS[1] not in {h.uuid for h in control.master.db.pool.hosts}
+    assert "index 1 is free" in result(answers)
+
+
+async def test_the_master_cannot_eject_itself(control: FakeControl) -> None:
+    await refused(control, "pool-eject", "cannot eject itself", **{"host-uuid": UUIDS[0]})
+    assert control.member_writes == [] and control.asked == []

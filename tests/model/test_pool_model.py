@@ -23,6 +23,7 @@ from hacluster.core.pool import (
 )
 from hacluster.core.recovery import clustered_cap, memory_by_priority, recovery_plan
 from hacluster.model import poolfile
+from hacluster.model.pooldata import seed
 from hacluster.model.synthetic import random_pool
 
 
@@ -93,6 +94,10 @@ def test_pool_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "pool.toml"
     path.write_text(poolfile.dump(written))
     assert poolfile.load(path) == written
+    assert path.read_text().startswith("[pool]\nhost_failures")  # the default name: not written
+    named = poolfile.PoolFile(pool, name='prod "east" ü')
+    path.write_text(poolfile.dump(named))
+    assert poolfile.load(path) == named and seed(named).name == named.name
 
 
 @pytest.mark.parametrize(("text", "error"), [
@@ -104,6 +109,9 @@ def test_pool_file_round_trip(tmp_path: Path) -> None:
     ("[[vm]]\nuuid='v'\nname='v'\nmemory=1\npower='running'\nhost='zz'\n", "unknown host"),
     ("[hosts]\n", "unknown table(s) ['hosts']"),
     ("this is not toml", "not valid TOML"),
+    ("[pool]\nname = ''\n", "name must be 1 to 64 printable"),
+    ('[pool]\nname = "tab\\there"\n', "name must be 1 to 64 printable"),
+    ("[pool]\nname = 7\n", "'name' must be a string"),
 ])
 def test_bad_pool_files_say_what_is_wrong(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "pool.toml"

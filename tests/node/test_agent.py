@@ -20,7 +20,7 @@ from hacluster.wire.rpc import call, target
 
 KEY = new_pool_key()
 HOST = "127.0.0.1"
-TARGET = target(["host-a", "host-b"], 0)
+TARGET = target("host-a")
 
 
 class Remote:

@@ -70,8 +70,10 @@ def test_two_heartbeat_networks(folder: Path) -> None:
     uneven = text.replace(', "[::1]:8001"]', "]")
     with pytest.raises(ConfigError, match="each heartbeat network"):
         load(write(folder, uneven))
-    with pytest.raises(ConfigError, match="list of them"):
+    with pytest.raises(ConfigError, match=r"hosts\[1\] \(this host\) lists no address"):
         load(write(folder, text.replace('["127.0.0.2:7000", "[::1]:8001"]', "[]")))
+    with pytest.raises(ConfigError, match="list of them"):
+        load(write(folder, text.replace('["127.0.0.2:7000", "[::1]:8001"]', "7")))
 
 
 def test_bad_key_file(folder: Path) -> None:
@@ -99,3 +101,15 @@ def test_guest_lock_defaults_on_and_is_checked(folder: Path) -> None:
     assert Guests(folder, unlocked.guest_lock).command("vm-a", "host1")[-1] == "--no-refuse"
     with pytest.raises(ConfigError, match="'guest_lock' must be a bool"):
         load(write(folder, pooled + 'guest_lock = "no"\n'))
+
+
+def test_free_indices_slots_and_a_joined_hosts_uuid(folder: Path) -> None:
+    text = GOOD.replace('"[::1]:7001"]', '[]]') + 'slots = 8\nuuid = "host-new"\nname = "new"\n'
+    config = load(write(folder, text))
+    assert config.capacity == 8 and config.my_uuid == "host-new"
+    roster = config.seed_roster()
+    assert roster.members == {0, 1} and roster.uuids[1] == "host-new" and roster.slots == 8
+    with pytest.raises(ConfigError, match="'slots'"):
+        load(write(folder, GOOD + "slots = 2\n"))  # fewer than the hosts listed
+    with pytest.raises(ConfigError, match="'slots'"):
+        load(write(folder, GOOD + "slots = 100000\n"))

@@ -54,6 +54,7 @@ class FakeNode:
         self.log: EventLog = self.records
         self.keys = config.keys
         self.storage = Storage(config, config.keys)
+        self.roster = config.seed_roster()
         self.critical: list[str] = []
         self.tasks = Supervisor(self.records.write, self.critical.append)
         self.core: HostCore | None = None

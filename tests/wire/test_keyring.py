@@ -31,7 +31,7 @@ OLD, NEW = new_pool_key(), new_pool_key()
 ACCEPTING = KeyRing(OLD).accepting(NEW)  # step 1: OLD seals, NEW opens too
 SWITCHED = ACCEPTING.switched(NEW)  # step 2: NEW seals, OLD opens too
 RETIRED = SWITCHED.alone()  # step 3: NEW alone
-TARGET = rpc.target(["a", "b"], 1)
+TARGET = rpc.target("b")
 
 
 def report() -> Report:

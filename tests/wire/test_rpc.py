@@ -30,7 +30,7 @@ from hacluster.wire.rpc import (
 
 KEY = new_pool_key()
 HOST = "127.0.0.1"
-TARGET = rpc.target(["host-a", "host-b"], 0)
+TARGET = rpc.target("host-a")
 
 
 class Echo:

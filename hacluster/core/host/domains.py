@@ -49,7 +49,7 @@ class Domains(HostState):
         if report.generation != self.config.generation:
             self.counters.wrong_generation += 1
             return None
-        if not 0 <= report.sender < self.config.hosts:
+        if report.sender not in self.members:
             self.counters.foreign_sender += 1
             return None
         return self.peers[report.sender]

@@ -24,6 +24,9 @@ Rules:
   instead of proposing.
 * **Survival rule 2**: in that mode any member missing fences me; the mode
   ends when the whole liveset is back in my sfdomain.
+* **Ejected** (the member table no longer lists me): armed, I fence, so that
+  a member that still lists me can only remove me with the fence window; a
+  joiner just leaves.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ from hacluster.core.phases import Trigger
 
 class Faults(Membership):
     """Detecting a fault, deciding who survives, fencing and committing."""
+
+    def _ejected(self) -> None:
+        """The member table no longer lists me: an armed host fences (whoever
+        still lists me removes me with the fence window), a joiner just leaves."""
+        if self.armed:
+            self._fence("ejected from the pool while armed", Trigger.EJECTED)
+        else:
+            self._shutdown("ejected from the pool")
 
     def _fence(self, reason: str, trigger: Trigger) -> None:
         self._set_phase(Phase.FENCED, trigger, reason)
@@ -184,7 +195,7 @@ class Faults(Membership):
             decision = survival.decide_statefile(self.me, self.liveset, views)
         else:
             decision = survival.decide_clustered(
-                self.me, self.liveset, self.config.hosts, views
+                self.me, self.liveset, len(self.members), views
             )
         self._last_decision = self.now
         self._episodes_decided = {
@@ -211,12 +222,12 @@ class Faults(Membership):
             return
         proposal = decision.liveset & self.liveset & self._peer_proposals()
         if not self.statefile_mode and not survival.quorate(proposal, self.liveset,
-                                                            self.config.hosts):
+                                                            len(self.members)):
             # merging disagreeing winners' proposals can leave fewer hosts than a
             # quorum: such a side must not hold the pool (it would let the fenced
             # rest form another one)
             self._fence(f"no quorum after merging proposals: {sorted(proposal)} of "
-                        f"{self.config.hosts} hosts", Trigger.NO_QUORUM)
+                        f"{len(self.members)} hosts", Trigger.NO_QUORUM)
             return
         self._proposal = proposal
         self._set_phase(Phase.PROPOSED, Trigger.PROPOSE,

@@ -6,7 +6,9 @@ Rules:
 * **Commits.** A committed liveset forgets its removed hosts (what comes
   back of them is a later boot, met afresh) and stops vouching for them
   until they are admitted again. Arming (HA enable, joining, cold start)
-  counts every member as seen now.
+  counts every member as seen now, and every other host as removed: a host
+  that joined after the pool removed one must not vouch for its next boot
+  to a member still waiting to see the old boot gone; nor for a new host.
 * **Joining.** A host outside the liveset pets its watchdogs from its first
   step and announces itself. Members ack it once it is in their domains, no
   longer in their liveset and votes for their master (in a fault handler,
@@ -31,6 +33,16 @@ Rules:
 * **Clean shutdown** publishes ``excluded`` on both channels and disarms;
   members drop such a host without a fence window, and it counts as absent
   for survival rule 2.
+* **Members** are the pool's hosts within the generation's index space: only
+  their reports count, heartbeats go to them, and a clustered pool's quorum
+  is counted over them. A change (a join or an eject, from the SR's member
+  table) starts an added host afresh. A removed host I do not list is
+  forgotten at once; one still in my liveset stays a member until a commit
+  removes it (its clean shutdown, or the fault handler with its fence
+  window): an eject never removes a live host without a fence. A joiner
+  that finds itself removed leaves as in a clean shutdown; an armed host
+  fences (an eject normally follows its clean shutdown, so whoever still
+  lists it can only remove it with the fence window).
 """
 
 from __future__ import annotations
@@ -65,6 +77,30 @@ class Membership(Lock, Reports):
             self.peers[x] = Peer()
         self._removed = (self._removed | removed) - added
         self._out.append(LivesetCommitted(liveset, removed, added, excluded))
+        if removed & (self.members - self._wanted):
+            self._settle_members()
+
+    def _change_members(self, members: HostSet) -> bool:
+        """The member table changed: start added hosts afresh and forget removed
+        ones I no longer list. Returns whether I am still a member."""
+        members = frozenset(p for p in members if 0 <= p < self.config.hosts)
+        for p in members - self.members:
+            self.peers[p] = Peer()
+            if self.liveset is not None:
+                self._removed.add(p)  # a joiner: vouched for once admitted
+        self._wanted = members
+        if self.me not in members:
+            return False
+        self._settle_members()
+        return True
+
+    def _settle_members(self) -> None:
+        """Members are the wanted ones plus any removed host my liveset still lists."""
+        kept = self._wanted | (self.members & (self.liveset or EMPTY))
+        for p in self.members - kept:
+            self.peers[p] = Peer()
+            self._removed.discard(p)
+        self.members = kept
 
     def _held_reports(self) -> Iterator[Report | None]:
         for peer in self.peers:
@@ -76,9 +112,13 @@ class Membership(Lock, Reports):
                                     self._held_reports())
 
     def _arm(self, liveset: HostSet, trigger: Trigger, epoch: int = 1) -> None:
-        """Become a member with ``liveset`` at ``epoch``; every member starts fresh."""
+        """Become a member with ``liveset`` at ``epoch``; every member starts fresh,
+        and every other host counts as removed (the pool removed it, or it has yet
+        to join)."""
         self.liveset = frozenset(liveset)
         self.epoch = epoch
+        self._armed_at = self.now
+        self._removed = set(self.members - self.liveset)
         for p in self.liveset:
             self._count_as_fresh(p)
         self._set_phase(Phase.NORMAL, trigger, f"armed with liveset {sorted(self.liveset)}")
@@ -179,7 +219,7 @@ class Membership(Lock, Reports):
         A member acks only a joiner outside its liveset, so a listing that
         follows an ack admits this boot, never the incarnation that fenced.
         """
-        for index in range(self.config.hosts):
+        for index in sorted(self.members):
             r = self._fresh_report(index)
             if index == self.me or r is None or r.phase not in (Phase.NORMAL, Phase.PROPOSED):
                 continue
@@ -247,7 +287,7 @@ class Membership(Lock, Reports):
         if self.me not in newest.liveset:
             return [Wait(None, "cold-not-mine", f"cold start: I am not in the last liveset "
                          f"{newest}; its hosts form the pool, then I join")]
-        fresh = {p: r for p in range(self.config.hosts)
+        fresh = {p: r for p in self.members
                  if p != self.me and (r := self._fresh_report(p)) is not None}
         waits = [Wait(p, "cold-host", f"cold start waits for host {p} of the last liveset "
                       f"{newest} recorded on the SR: {why}")
@@ -262,26 +302,26 @@ class Membership(Lock, Reports):
 
     def _cold_start_side(self) -> HostSet | None:
         """The set a cold start would form now, if the rule holds."""
-        fresh = {p: r for p in range(self.config.hosts)
+        fresh = {p: r for p in self.members
                  if p != self.me and (r := self._fresh_report(p)) is not None}
         if any(r.phase not in (Phase.JOINING, Phase.FENCED, Phase.EXCLUDED)
                for r in fresh.values()):
             return None  # a pool exists: join it instead
         side = self.hbdomain
-        if len(side) < survival.cold_start_quorum(self.config.hosts):
+        if len(side) < survival.cold_start_quorum(len(self.members)):
             return None
         if all(p in fresh and fresh[p].joining and fresh[p].hbdomain == side
                for p in side - {self.me}):
             return side
         return None
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, why: str = "clean shutdown") -> None:
         if self.is_master:
             self.is_master = False
-            self._out.append(MasterLost("clean shutdown"))
-        self._set_phase(Phase.EXCLUDED, Trigger.SHUTDOWN, "clean shutdown")
+            self._out.append(MasterLost(why))
+        self._set_phase(Phase.EXCLUDED, Trigger.SHUTDOWN, why)
         report = self._report()
         self._out.append(SendHeartbeat(report, self._others()))
         if self.statefile_mode:
             self._out.append(WriteSlot(report))
-        self._out.append(Disarmed("clean shutdown"))
+        self._out.append(Disarmed(why))

@@ -11,8 +11,16 @@ Rules:
 * **Watchdogs.** A joiner pets its watchdogs from its first step (before its
   first report), so that no member can admit it, and give it work, before
   its watchdog runs. Members pet in NORMAL and PROPOSED, never while
-  STABILIZING or AGREEING. The statefile watchdog is petted only with
-  statefile access, or in survival-rule-2 mode.
+  STABILIZING or AGREEING, and only while **seen lately by every host they
+  keep** (the liveset, or the proposal): each one's latest report of its
+  pinned boot shows it saw me, on either channel, no longer than
+  ``pet_freshness`` ago as reckoned from when I received that report. So a
+  host that stops being seen stops petting within ``pet_freshness`` of the
+  last sighting any survivor can count, whether it has noticed anything yet
+  or not (an isolated host notices only T1 later, and a paused one never);
+  the fence window covers exactly that. Arming counts as a sighting, as it
+  does for every member. The statefile watchdog is petted
+  only with statefile access, or in survival-rule-2 mode.
 * A fenced host's last words are its report with phase FENCED and no proposal.
 * A member publishes the epoch of its liveset; a joiner the newest committed
   liveset it knows of, for a cold start (:mod:`hacluster.core.coldstart`).
@@ -36,10 +44,34 @@ class Reports(Domains):
         # member can admit it (and give it work) before its watchdog runs
         if self.phase not in (Phase.NORMAL, Phase.PROPOSED, Phase.JOINING):
             return
+        if self.phase is not Phase.JOINING and not self._seen_lately():
+            return
         t = self.timing
         self._out.append(PetWatchdog(Watchdog.HEARTBEAT, t.Wh))
         if self.statefile_mode and (self.statefile_access or self.rule2):
             self._out.append(PetWatchdog(Watchdog.STATEFILE, t.Ws))
+
+    def _seen_lately(self) -> bool:
+        """Whether every host I keep saw me within ``pet_freshness``, by the
+        sighting ages of me in its latest report, reckoned from its arrival;
+        arming counts as a sighting (every member counts the others as seen
+        when it arms)."""
+        keep = self._proposal if self.phase is Phase.PROPOSED else self.liveset
+        if keep is None:
+            return True
+        since = self.now - self.timing.pet_freshness
+        for p in keep - {self.me}:
+            peer = self.peers[p]
+            report = peer.report
+            seen = self._armed_at
+            if report is not None and report.boot == peer.pinned_boot:
+                ages = [a[self.me] for a in (report.hb_age_ms, report.sf_age_ms)
+                        if self.me < len(a) and a[self.me] >= 0]
+                if ages:
+                    seen = max(seen, peer.report_at - min(ages) / 1000)
+            if seen < since:
+                return False
+        return True
 
     def _publish_heartbeat(self) -> None:
         self._out.append(SendHeartbeat(self._report(), self._others()))

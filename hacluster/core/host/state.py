@@ -35,14 +35,26 @@ class Mode(Enum):
 
 @dataclass(frozen=True)
 class CoreConfig:
+    """A generation's settings: ``hosts`` is its index space (one SR slot each),
+    ``members`` the indices that belong to the pool when the core starts."""
+
     timing: Timing
     hosts: int
     generation: int
     mode: Mode = Mode.STATEFILE
+    members: HostSet | None = None  # the pool's hosts at start; None: every index
 
     def __post_init__(self) -> None:
         if self.hosts < 1:
             raise ValueError(f"a pool needs at least one host, got {self.hosts}")
+        if self.members is not None and (
+                not self.members or not self.members <= frozenset(range(self.hosts))):
+            raise ValueError(f"members {sorted(self.members)} must be a non-empty subset of "
+                             f"0..{self.hosts - 1}")
+
+    @property
+    def initial_members(self) -> HostSet:
+        return frozenset(range(self.hosts)) if self.members is None else self.members
 
 
 @dataclass
@@ -95,6 +107,8 @@ class HostState:
     statefile_mode: bool = field(init=False)
     _fresh_for: float = field(init=False)  # min(T1, T2): how long a report stays fresh
     # domains
+    members: HostSet = field(init=False, default=EMPTY)  # the pool's hosts, as I know them
+    _wanted: HostSet = field(init=False, default=EMPTY)  # the latest member table's hosts
     peers: list[Peer] = field(init=False)
     hbdomain: HostSet = field(init=False, default=EMPTY)
     sfdomain: HostSet = field(init=False, default=EMPTY)
@@ -114,6 +128,7 @@ class HostState:
     _views_changed: float = field(init=False, default=NEVER)
     _proposal: HostSet | None = field(init=False, default=None)
     # membership
+    _armed_at: float = field(init=False, default=NEVER)  # when I last armed
     _join_acks: HostSet = field(init=False, default=EMPTY)
     _acked_by: HostSet = field(init=False, default=EMPTY)
     _removed: set[int] = field(init=False, default_factory=set)
@@ -154,4 +169,4 @@ class HostState:
         return self.armed and not self.rule2
 
     def _others(self) -> HostSet:
-        return frozenset(range(self.config.hosts)) - {self.me}
+        return self.members - {self.me}

@@ -45,7 +45,7 @@ class Waits(Faults):
 
     def _join_waits(self) -> list[Wait]:
         """Which armed host I hear has not acknowledged me, and why (from its report)."""
-        members = {p for p in range(self.config.hosts)
+        members = {p for p in self.members
                    if p != self.me and (r := self._fresh_report(p)) is not None
                    and r.phase.armed and self._seen_alive(p)}
         if not members:

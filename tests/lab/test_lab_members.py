@@ -1,0 +1,71 @@
+"""Growing and shrinking a real pool: lab join, lab eject, a rejoin on the freed index."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hacluster.lab import members
+from hacluster.lab.local import LabError, LocalLab
+from hacluster.node.daemon import NOT_A_MEMBER_EXIT
+
+from ..conftest import wait_for
+
+pytestmark = pytest.mark.slow  # real pools of node daemons
+T = 3.0
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[LocalLab]:
+    pool = LocalLab(tmp_path / "lab")
+    pool.up(3, T, base_port=21000 + (os.getpid() % 250) * 8)
+    try:
+        wait_for(lambda: settled(pool, [0, 1, 2]), 15 * T, "a settled pool")
+        yield pool
+    finally:
+        pool.down()
+
+
+def settled(lab: LocalLab, hosts: list[int]) -> bool:
+    rows = {r["host"]: r for r in lab.status()}
+    return (all(rows[h].get("phase") == "NORMAL" and rows[h].get("liveset") == hosts
+                for h in hosts)
+            and sum(bool(rows[h].get("master")) for h in hosts) == 1)
+
+
+def protected_running(lab: LocalLab) -> dict[str, int]:
+    """Where each VM runs now, as each host's daemon reports it."""
+    return {vm: r["host"] for r in lab.status() for vm in r.get("vms", [])}
+
+
+def test_a_host_joins_is_ejected_and_a_new_host_takes_its_index(lab: LocalLab) -> None:
+    assert members.join(lab) == 3
+    wait_for(lambda: settled(lab, [0, 1, 2, 3]), 15 * T, "4 hosts in every liveset")
+    before = protected_running(lab)
+
+    members.eject(lab, 1)
+    wait_for(lambda: settled(lab, [0, 2, 3]), 15 * T, "3 hosts after the eject")
+    assert not lab.running(1)
+    moved = protected_running(lab)
+    assert set(moved) == set(before), "every VM that ran still runs"
+    assert 1 not in moved.values(), "none on the ejected host"
+    events = list(lab.events())
+    assert any(e["event"] == "commit" and e.get("removed") == [1] and e.get("left") == [1]
+               for e in events), "the ejected host left cleanly (no fence window)"
+    assert not any(e["event"] == "fence" for e in events)
+
+    again = subprocess.run([sys.executable, "-m", "hacluster", "node", "--config",
+                            str(lab.host_dir(1) / "node.toml")], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert again.returncode == NOT_A_MEMBER_EXIT
+    assert "is not a member of the pool" in again.stderr
+
+    with pytest.raises(LabError, match="not a member"):
+        members.eject(lab, 1)
+    assert members.join(lab) == 1  # the freed index, a new host
+    wait_for(lambda: settled(lab, [0, 1, 2, 3]), 15 * T, "the new host 1 in every liveset")
