@@ -187,7 +187,7 @@ def run_schedule(
     vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
     after_rng = random.Random(f"after-heal:{hosts}:{mode.value}:{seed}")
     member_rng = random.Random(f"membership:{hosts}:{mode.value}:{seed}")
-    power_rng = random.Random(f"whole-pool-down:{hosts}:{mode.value}:{seed}")
+    power_rng = random.Random(f"blackout:{hosts}:{mode.value}:{seed}")
     start = 2 * T
     for _ in range(episodes):
         faults = [random_fault(rng, hosts, mode, T)]
