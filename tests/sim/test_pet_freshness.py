@@ -19,7 +19,7 @@ from hacluster.sim.cluster import SimConfig, Simulation
 from hacluster.sim.storage import IOFault
 from hacluster.sim.trace import Trace
 
-DELAYS = [0.4 * k for k in range(16)]  # seconds after the isolation, at T = 5
+DELAYS = [0.8 * k for k in range(8)]  # seconds after the isolation, at T = 5
 
 
 def isolated_then_paused(mode: Mode, delay: float) -> list[str]:
