@@ -18,11 +18,13 @@ Rules (the safety argument is in docs/design.md, "Cold start"):
   Merging is monotone: every joiner that reads the same slots and hears the
   same joiners holds the same newest liveset.
 * **Forming** (:func:`missing`): a joiner forms the pool with exactly the
-  newest liveset only when it is in it, has statefile access, has watched
-  the SR for the proof window with no news of an armed host on either
-  channel, and every other host of it is a joiner that it hears and sees
-  writing its slot, that hears and sees all of it, and that reports the same
-  newest liveset; the membership layer requires this to hold for two beats.
+  newest liveset's hosts that are still members (an ejected host never comes
+  back: its daemon refuses to start) only when it is one of them, has
+  statefile access, has watched the SR for the proof window with no news of
+  an armed host on either channel, and every other one is a joiner that it
+  hears and sees writing its slot, that hears and sees all of them, and that
+  reports the same newest liveset; the membership layer requires this to
+  hold for two beats.
 """
 
 from __future__ import annotations
@@ -93,12 +95,13 @@ def next_epoch(own: int, reports: Iterable[Report | None]) -> int:
     return 1 + max([own, *(r.epoch for r in reports if r is not None)])
 
 
-def missing(me: int, newest: Newest, reports: dict[int, Report],
+def missing(me: int, newest: Newest, hosts: HostSet, reports: dict[int, Report],
             hbdomain: HostSet, sfdomain: HostSet) -> dict[int, str]:
-    """Hosts of the newest liveset that keep it from forming now, and why (empty:
-    every other host of it is ready). ``reports``: the fresh reports I hold, by host."""
+    """Hosts of ``hosts`` (the newest liveset's hosts still members) that keep it
+    from forming now, and why (empty: every other host of it is ready).
+    ``reports``: the fresh reports I hold, by host."""
     why: dict[int, str] = {}
-    for p in sorted(newest.liveset - {me}):
+    for p in sorted(hosts - {me}):
         report = reports.get(p)
         if report is None:
             why[p] = "not back (no heartbeat, its slot unchanged)"
@@ -113,7 +116,7 @@ def missing(me: int, newest: Newest, reports: dict[int, Report],
             why[p] = "I do not see its slot change"
         elif recorded(report) != newest:
             why[p] = f"it knows {recorded(report)} as the newest liveset"
-        elif not newest.liveset <= report.hbdomain & report.sfdomain:
-            lacking = sorted(newest.liveset - (report.hbdomain & report.sfdomain))
+        elif not hosts <= report.hbdomain & report.sfdomain:
+            lacking = sorted(hosts - (report.hbdomain & report.sfdomain))
             why[p] = f"it does not hear or see hosts {lacking} yet"
     return why

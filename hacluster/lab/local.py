@@ -62,6 +62,11 @@ from hacluster.storage.sr import PoolState, max_pool_hosts
 SR_FILE = "heartbeat.sr"  # sparse: the heartbeat region and 8 MiB of metadata region
 
 
+def members(data: dict[str, Any]) -> list[int]:
+    """The lab's member indices (every host until a join or an eject changed them)."""
+    return list(data.get("members", range(data["hosts"])))
+
+
 class LabError(RuntimeError):
     """A lab operation that cannot be done, with what to do instead."""
 
@@ -268,7 +273,7 @@ class LocalLab:
 
     def restart_all(self) -> list[int]:
         """Start every stopped host, joining (after :meth:`kill_all`: a cold start)."""
-        stopped = [i for i in range(self.load()["hosts"]) if not self.running(i)]
+        stopped = [i for i in members(self.load()) if not self.running(i)]
         if not stopped:
             raise LabError("every host is running: kill one first (or kill all)")
         for index in stopped:
@@ -321,7 +326,7 @@ class LocalLab:
 
     def kill_all(self) -> list[int]:
         """Kill every host at once, as a power cut does; returns the hosts that ran."""
-        running = [i for i in range(self.load()["hosts"]) if self.running(i)]
+        running = [i for i in members(self.load()) if self.running(i)]
         for index in running:
             self.kill(index)
         return running

@@ -47,18 +47,18 @@ def test_a_commit_outranks_every_epoch_seen() -> None:
 def test_missing_names_each_host_that_keeps_the_newest_liveset_from_forming() -> None:
     last = Newest(4, ALL)
     ready = {p: joiner(p, 9, 4, ALL) for p in (1, 2)}
-    assert missing(0, last, ready, ALL, ALL) == {}
-    assert "not back" in missing(0, last, {1: ready[1]}, ALL, ALL)[2]
+    assert missing(0, last, ALL, ready, ALL, ALL) == {}
+    assert "not back" in missing(0, last, ALL, {1: ready[1]}, ALL, ALL)[2]
     frozen = {**ready, 2: report(2, 4)}
-    assert "its slot still holds" in missing(0, last, frozen, frozenset({0, 1}),
+    assert "its slot still holds" in missing(0, last, ALL, frozen, frozenset({0, 1}),
                                              frozenset({0, 1}))[2]
-    assert "not joining" in missing(0, last, frozen, ALL, ALL)[2]
-    assert "heartbeats" in missing(0, last, ready, frozenset({0, 1}), ALL)[2]
-    assert "slot change" in missing(0, last, ready, ALL, frozenset({0, 1}))[2]
+    assert "not joining" in missing(0, last, ALL, frozen, ALL, ALL)[2]
+    assert "heartbeats" in missing(0, last, ALL, ready, frozenset({0, 1}), ALL)[2]
+    assert "slot change" in missing(0, last, ALL, ready, ALL, frozenset({0, 1}))[2]
     other = {**ready, 1: joiner(1, 9, 3, ALL)}
-    assert "epoch 3" in missing(0, last, other, ALL, ALL)[1]
+    assert "epoch 3" in missing(0, last, ALL, other, ALL, ALL)[1]
     deaf = {**ready, 1: joiner(1, 9, 4, ALL, hb=frozenset({0, 1}))}
-    assert "hosts [2]" in missing(0, last, deaf, ALL, ALL)[1]
+    assert "hosts [2]" in missing(0, last, ALL, deaf, ALL, ALL)[1]
 
 
 def test_members_publish_their_epoch_and_commits_take_the_next(config: CoreConfig) -> None:

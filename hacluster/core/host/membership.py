@@ -26,10 +26,11 @@ Rules:
 * **Cold start** (statefile mode, after every host went down): a joiner
   keeps the newest committed liveset recorded on the SR or relayed by other
   joiners (my own last boot's slot included); it forms the pool with exactly
-  that liveset at the next epoch once :func:`hacluster.core.coldstart.missing`
-  finds no host of it missing, it has statefile access, and it has watched the
-  SR for the proof window with no news of an armed host on either channel
-  (a stall starts the watch again), all for two beats.
+  that liveset's hosts still members, at the next epoch, once
+  :func:`hacluster.core.coldstart.missing` finds none of them missing, it
+  has statefile access, and it has watched the SR for the proof window with
+  no news of an armed host on either channel (a stall starts the watch
+  again), all for two beats.
 * **Clean shutdown** publishes ``excluded`` on both channels and disarms;
   members drop such a host without a fence window, and it counts as absent
   for survival rule 2.
@@ -269,9 +270,12 @@ class Membership(Lock, Reports):
                 watch.armed_news = max(watch.armed_news, peer.report_at)
 
     def _statefile_cold_start_side(self) -> HostSet | None:
-        """The set a statefile-mode cold start would form now: the newest liveset,
-        if nothing keeps it from forming."""
-        return None if self._cold_start_waits() else self._cold.newest.liveset
+        """The set a statefile-mode cold start would form now: the newest liveset's
+        hosts that are still members, if nothing keeps it from forming."""
+        return None if self._cold_start_waits() else self._cold_start_hosts()
+
+    def _cold_start_hosts(self) -> HostSet:
+        return self._cold.newest.liveset & self.members
 
     def _cold_start_waits(self) -> list[Wait]:
         """What keeps a statefile-mode cold start from forming now (empty: nothing)."""
@@ -284,14 +288,15 @@ class Membership(Lock, Reports):
             return [Wait(None, "cold-nothing", "cold start: the SR records no committed "
                          "liveset of this pool (a pool with no armed host is armed by "
                          "pool-ha-enable)")]
-        if self.me not in newest.liveset:
+        hosts = self._cold_start_hosts()
+        if self.me not in hosts:
             return [Wait(None, "cold-not-mine", f"cold start: I am not in the last liveset "
                          f"{newest}; its hosts form the pool, then I join")]
         fresh = {p: r for p in self.members
                  if p != self.me and (r := self._fresh_report(p)) is not None}
         waits = [Wait(p, "cold-host", f"cold start waits for host {p} of the last liveset "
                       f"{newest} recorded on the SR: {why}")
-                 for p, why in coldstart.missing(self.me, newest, fresh, self.hbdomain,
+                 for p, why in coldstart.missing(self.me, newest, hosts, fresh, self.hbdomain,
                                                  self.sfdomain).items()]
         quiet = self.now - self._cold.quiet_since()
         if quiet < self.timing.proof_window:
