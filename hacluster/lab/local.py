@@ -52,6 +52,7 @@ from hacluster.deploy import poolfiles
 from hacluster.deploy.init import DEFAULT_SLOTS
 from hacluster.deploy.poolfiles import NodeSettings
 from hacluster.deploy.volume import create_sr_file, format_volume, new_generation, probe, require
+from hacluster.lab.poll import wait_until
 from hacluster.lab.workloads import VM_SR, write_pool
 from hacluster.mgmt.tls import CA_CERT_FILE, CA_KEY_FILE, CertFiles
 from hacluster.model.address import Address
@@ -65,6 +66,9 @@ SR_FILE = "heartbeat.sr"  # sparse: the heartbeat region and 8 MiB of metadata r
 def members(data: dict[str, Any]) -> list[int]:
     """The lab's member indices (every host until a join or an eject changed them)."""
     return list(data.get("members", range(data["hosts"])))
+
+
+KILL_WAIT = 10.0  # seconds kill_all waits for the killed daemons to be gone
 
 
 class LabError(RuntimeError):
@@ -329,6 +333,10 @@ class LocalLab:
         running = [i for i in members(self.load()) if self.running(i)]
         for index in running:
             self.kill(index)
+        if wait_until(lambda: not any(self.running(i) for i in running), KILL_WAIT,
+                      poll=0.05) is None:  # so that a restart_all right after starts them all
+            raise LabError(f"hosts {[i for i in running if self.running(i)]} survived SIGKILL "
+                           f"for {KILL_WAIT:.0f} s")
         return running
 
     def pause(self, index: int, seconds: float) -> None:

@@ -230,7 +230,7 @@ class Node:
             print(f"hacluster node: {text}", file=sys.stderr, flush=True)
             return False
         self.liveness.use(roster)
-        self.roster = roster
+        self.members_changed(roster)
         return True
 
     def _critical_exit(self, why: str) -> None:

@@ -94,6 +94,8 @@ class Agents:
         return rpc.target(host)
 
     async def call(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if host not in self.addresses:  # recorded before the member table reached us
+            raise rpc.RpcError(f"host {host} is not in the member table read here (yet)")
         address, port = self.addresses[host]
         turn = self._turns.setdefault(host, asyncio.Semaphore(CALLS_PER_PEER))
         async with turn:

@@ -18,6 +18,7 @@ from ..conftest import wait_for
 
 pytestmark = pytest.mark.slow  # real pools of node daemons
 T = 3.0
+PROTECTED = {"vm-dhcp", "vm-sql", "vm-web1", "vm-web2"}  # the lab's restart-priority VMs
 
 
 @pytest.fixture
@@ -69,3 +70,16 @@ def test_a_host_joins_is_ejected_and_a_new_host_takes_its_index(lab: LocalLab) -
         members.eject(lab, 1)
     assert members.join(lab) == 1  # the freed index, a new host
     wait_for(lambda: settled(lab, [0, 1, 2, 3]), 15 * T, "the new host 1 in every liveset")
+
+
+def test_a_grown_pool_cold_starts_with_its_joined_hosts(lab: LocalLab) -> None:
+    """After a join, a power cut and a restart of every host: the pool re-forms with
+    the joined host and runs every protected VM again (the master reaches the joined
+    host's agent: its roster comes from the SR's member table, not node.toml)."""
+    assert members.join(lab) == 3
+    wait_for(lambda: settled(lab, [0, 1, 2, 3]), 15 * T, "4 hosts in every liveset")
+    assert lab.kill_all() == [0, 1, 2, 3]
+    lab.restart_all()
+    wait_for(lambda: settled(lab, [0, 1, 2, 3]) and set(protected_running(lab)) >= PROTECTED,
+             30 * T, "the pool re-formed with every protected VM")
+    assert not [e for e in lab.events() if e["event"] == "task-failed"]
