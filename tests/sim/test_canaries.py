@@ -169,7 +169,7 @@ LIVENESS_RULES_UNDONE: dict[str, tuple[str, object, tuple[int, Mode, int]]] = {
     "vouch only for hosts not removed": (
         "_vouches_for", lambda self, index: True, (5, Mode.CLUSTERED, 44)),
     "a cold start holds for two beats": (
-        "_try_cold_start", _form_pool_at_once, (5, Mode.CLUSTERED, 171)),
+        "_try_cold_start", _form_pool_at_once, (3, Mode.CLUSTERED, 199)),
 }
 
 
