@@ -50,6 +50,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _host_or_all(text: str) -> int | None:
+    """A host number, or ``all`` (None): every host of the lab."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a host number or 'all', got {text!r}") \
+            from None
+
+
 def _timeout(text: str) -> float:
     try:
         value = float(text)
@@ -173,10 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("status", help="every host's status")
     verbs.add_parser("events", help="every host's events, merged in time order")
     verbs.add_parser("down", help="stop every host and forget the lab")
-    for verb, text in (("kill", "SIGKILL a host and all it runs"),
-                       ("restart", "start a stopped host again (it rejoins)")):
+    for verb, text in (("kill", "SIGKILL a host and all it runs (all: every host, a "
+                                "power cut)"),
+                       ("restart", "start a stopped host again, joining (all: every stopped "
+                                   "host; after kill all the pool re-forms by itself)")):
         v = verbs.add_parser(verb, help=text)
-        v.add_argument("host", type=int)
+        v.add_argument("host", type=_host_or_all, help="a host number, or all")
     pause = verbs.add_parser("pause", help="SIGSTOP a host's daemon, then SIGCONT")
     pause.add_argument("host", type=int)
     pause.add_argument("seconds", type=float)

@@ -16,6 +16,10 @@ Rules:
   read from them when a host last saw them and whether it hears them.
 * ``fault_episode`` counts the fault handlers the writer entered this boot,
   so that a receiver can tell a new fault from the round it already decided.
+* ``epoch`` orders liveset commits (:mod:`hacluster.core.coldstart`): a
+  member's is that of its liveset; a joiner's, with ``cold_liveset``, the
+  newest committed liveset it knows of, so that what a slot recorded outlives
+  the slot being overwritten by its host's next boot.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class Report:
     lock_grant: int | None = None
     join_acks: HostSet = EMPTY
     fault_episode: int = 0  # fault handlers this boot has entered
+    epoch: int = 0  # of my liveset; a joiner: of the newest liveset it knows (cold start)
+    cold_liveset: HostSet = EMPTY  # a joiner: the newest committed liveset it knows
     hb_age_ms: tuple[int, ...] = field(default=(), compare=False)
     sf_age_ms: tuple[int, ...] = field(default=(), compare=False)
 

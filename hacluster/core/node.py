@@ -22,8 +22,8 @@ Rules:
 * **Members** change with :class:`~hacluster.core.events.MembersChanged`
   (``membership`` states the rules); a host no longer listed leaves
   (``faults``: ejected).
-* **A step** computes the domains first. A joiner then tries to join (and in
-  clustered mode to cold-start); a member tracks suspects, drops excluded
+* **A step** computes the domains first. A joiner then tries to join, then
+  to cold-start; a member tracks suspects, drops excluded
   members, obeys fence requests, runs the fault handler and admits joiners,
   each only while it is still armed. Unless fenced, it then updates the lock
   and, once a beat, says what it waits for, pets and sends a heartbeat; in
@@ -133,7 +133,7 @@ class HostCore(Waits):
         self._compute_domains()
         if self.phase is Phase.JOINING:
             self._try_join()
-            if self.phase is Phase.JOINING and not self.statefile_mode:
+            if self.phase is Phase.JOINING:
                 self._try_cold_start()
         else:
             self._track_suspects()

@@ -79,8 +79,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.JOIN, _from(S.JOINING), S.NORMAL,
                "a member that acked me lists me in its liveset: I adopt it"),
     Transition(Trigger.COLD_START, _from(S.JOINING), S.NORMAL,
-               "clustered mode, no armed host: n/2 + 1 joiners hear the same set "
-               "for two beats"),
+               "no armed host: clustered mode, n/2 + 1 joiners hear the same set; "
+               "statefile mode, every host of the newest liveset on the SR joins, "
+               "after the proof window of quiet; both for two beats"),
     Transition(Trigger.MEMBER_MISSING, _from(S.NORMAL), S.STABILIZING,
                "a liveset member left a domain I need"),
     Transition(Trigger.PEER_IN_FAULT, _from(S.NORMAL), S.STABILIZING,

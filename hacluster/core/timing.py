@@ -155,6 +155,12 @@ class Timing:
         return max(self.t1, 2 * self.t2 + self.io_deadline)
 
     @property
+    def proof_window(self) -> float:
+        """A host unseen on both channels for this long has fenced (the safety
+        inequality): ``min(T1, T2) + fence_window``."""
+        return min(self.T1, self.T2) + self.fence_window
+
+    @property
     def fresh(self) -> float:
         """Age below which a peer counts as fresh when judging view stability."""
         return min(self.T1, self.T2) / 2

@@ -96,6 +96,8 @@ def _lab(args: argparse.Namespace) -> int:
     elif verb == "down":
         lab.down()
         print("lab down")
+    elif verb == "kill" and args.host is None:
+        print(f"killed hosts {lab.kill_all()}")
     elif verb == "join":
         index = members.join(lab)
         print(f"host {index} joined: it is starting (hacluster lab status)")
@@ -104,6 +106,9 @@ def _lab(args: argparse.Namespace) -> int:
         print(f"host {args.host} ejected: index {args.host} is free")
     elif verb == "kill":
         lab.kill(args.host)
+    elif verb == "restart" and args.host is None:
+        print(f"restarted hosts {lab.restart_all()}, joining: with no armed host left they "
+              "re-form the pool from the last liveset on the SR (hacluster lab status)")
     elif verb == "restart":
         lab.restart(args.host)
     elif verb == "pause":

@@ -10,7 +10,8 @@ Rules:
 * ``up`` formats the SR with a fresh generation and starts every node armed
   (the HA enable), or with ``ha_off`` leaves HA disabled for the operator to
   enable (``hactl pool-ha-enable``); ``restart`` starts one node joining, as
-  after a fence.
+  after a fence. ``kill_all`` is a power cut; ``restart_all`` starts every
+  stopped node joining, and with no armed host left they cold-start.
 * Every lab is a managed pool: a pool CA and a certificate per host
   (``tls/``), a pool secret, the management API on ``base_port + 2000`` and
   ``hactl.toml`` in the lab directory (``hactl --config DIR/hactl.toml ...``).
@@ -59,6 +60,11 @@ from hacluster.node.keyfiles import read_key
 from hacluster.storage.sr import PoolState, max_pool_hosts
 
 SR_FILE = "heartbeat.sr"  # sparse: the heartbeat region and 8 MiB of metadata region
+
+
+def members(data: dict[str, Any]) -> list[int]:
+    """The lab's member indices (every host until a join or an eject changed them)."""
+    return list(data.get("members", range(data["hosts"])))
 
 
 class LabError(RuntimeError):
@@ -265,6 +271,15 @@ class LocalLab:
             raise LabError(f"host {index} is running: kill it first")
         return self.start(index, armed=False)
 
+    def restart_all(self) -> list[int]:
+        """Start every stopped host, joining (after :meth:`kill_all`: a cold start)."""
+        stopped = [i for i in members(self.load()) if not self.running(i)]
+        if not stopped:
+            raise LabError("every host is running: kill one first (or kill all)")
+        for index in stopped:
+            self.start(index, armed=False)
+        return stopped
+
     def down(self) -> None:
         data = self.load()
         for pid in data["pids"].values():
@@ -308,6 +323,13 @@ class LocalLab:
         """SIGKILL the host's daemon and everything in its process group."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid(index), signal.SIGKILL)
+
+    def kill_all(self) -> list[int]:
+        """Kill every host at once, as a power cut does; returns the hosts that ran."""
+        running = [i for i in members(self.load()) if self.running(i)]
+        for index in running:
+            self.kill(index)
+        return running
 
     def pause(self, index: int, seconds: float) -> None:
         self._signal_pause(self.pid(index), seconds)

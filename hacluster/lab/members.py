@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from hacluster.deploy import poolfiles
-from hacluster.lab.local import LabError, LocalLab
+from hacluster.lab.local import LabError, LocalLab, members
 from hacluster.lab.poll import wait_until
 from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import load as load_pool
@@ -42,10 +42,6 @@ def hactl(lab: LocalLab, *words: str) -> Any:
         said = (done.stderr.strip() or done.stdout.strip()).splitlines()
         raise LabError(f"hactl {words[0]}: {said[-1] if said else f'exit {done.returncode}'}")
     return json.loads(done.stdout) if done.stdout.strip() else None
-
-
-def members(data: dict[str, Any]) -> list[int]:
-    return list(data.get("members", range(data["hosts"])))
 
 
 def join(lab: LocalLab) -> int:

@@ -241,13 +241,24 @@ class Liveness:
             device_timeout(timing, config.mode, config.unsafe_watchdog_delay))
         if took is not None:
             self.log.write("watchdog-device", path=str(config.watchdog_device), timeout=took)
+        previous = None if armed else await self._own_slot()
         self.core = HostCore(CoreConfig(timing, self.config.capacity, generation,
                                         self.config.mode, members=members),
                              self.config.index, self.boot, self.now(),
-                             liveset=members if armed else None)
+                             liveset=members if armed else None, previous=previous)
+        last: dict[str, Any] = {} if previous is None else {
+            "last_phase": previous.phase.name, "last_epoch": previous.epoch,
+            "last_liveset": previous.liveset}
         self.log.write("ha-on", generation=generation, armed=armed, timeout=timing.T,
-                       members=sorted(members))
+                       members=sorted(members), **last)
         self.feed(Tick(self.now()))
+
+    async def _own_slot(self) -> Report | None:
+        """My slot before this boot writes it: my last boot's report, which a
+        cold start needs (read on the storage thread, within the I/O deadline)."""
+        slots, _, _ = await self.storage.read()
+        content = None if slots is None else slots.get(self.config.index)
+        return content if isinstance(content, Report) else None
 
     def _members(self) -> HostSet:
         """The roster's members, without this host if its index is another's now."""

@@ -46,7 +46,7 @@ from hacluster.core.events import (
     WriteSlot,
 )
 from hacluster.core.messages import HostSet, Phase, Report
-from hacluster.core.node import CoreConfig, HostCore, Mode
+from hacluster.core.node import CoreConfig, HostCore
 from hacluster.core.pool import Pool, Power
 from hacluster.core.restarts import Alert
 from hacluster.sim.checker import Checker, order_group_delays, restart_bound, settle_bound
@@ -326,15 +326,7 @@ class Simulation(FaultInjection):
         """Check at ``start + bound`` that the pool has settled; return that time."""
         due = (self.t if start is None else start) + self.settle_bound()
 
-        def check() -> None:
-            if self.config.mode is Mode.STATEFILE and not self.survivors():
-                # every member went down: a statefile-mode pool is armed again by
-                # the HA enable, so there is nothing to settle (yet: issue #13)
-                self.log(None, "SETTLE", f"not checked after {after}: total outage")
-                return
-            self.checker.settle_due(self.t, after, self.unsettled())
-
-        self.at(due, check)
+        self.at(due, lambda: self.checker.settle_due(self.t, after, self.unsettled()))
         return due
 
     def expect_restart(self, fault: str, start: float | None = None) -> None:

@@ -3,7 +3,8 @@
 Rules:
 
 * A crash kills daemon and VMs with no last words; its in-flight I/O and
-  timers are void. A reboot starts a new boot joining the pool.
+  timers are void. A reboot starts a new boot joining the pool, given what
+  its slot holds if its storage answers (as the daemon reads it on starting).
 * A paused daemon receives nothing until it resumes (inputs queue); on
   resuming it takes its queued inputs, then a tick, then the agent requests
   that waited in its socket. Its VMs, I/O and watchdogs run on meanwhile.
@@ -83,7 +84,8 @@ class FaultInjection:
         host.new_boot()
         host.members_version = self.members_version
         config = replace(self.core_config, members=self.members)
-        host.core = HostCore(config, host.index, host.boot, self.local(host))
+        host.core = HostCore(config, host.index, host.boot, self.local(host),
+                             previous=self.storage.own_slot(host.index))
         self._deliver(host, Tick)
 
     def join(self: World, index: int) -> None:

@@ -156,6 +156,56 @@ def _rejoin(sim: Simulation, at: Schedule) -> None:
     at(2.0, sim.heal_network)
 
 
+def _total_outage(reboots: dict[int, float]) -> Callable[[Simulation, Schedule], None]:
+    """Every host crashes at once (a power cut); host ``h`` boots again at ``reboots[h]``."""
+    def inject(sim: Simulation, at: Schedule) -> None:
+        for h in range(sim.config.hosts):
+            at(0, lambda h=h: sim.crash(h))  # type: ignore[misc]
+        for h, offset in reboots.items():
+            at(offset, lambda h=h: sim.reboot(h))  # type: ignore[misc]
+    return inject
+
+
+def _stale_liveset(sim: Simulation, at: Schedule) -> None:
+    """Host 2 crashes with no last words and stays down: its slot keeps liveset
+    [0, 1, 2] at the epoch before hosts 0 and 1 removed it. Then 0 and 1 crash
+    too and boot again: the newest liveset on the SR, [0, 1], re-forms."""
+    at(0, lambda: sim.crash(2))
+    for h in (0, 1):
+        at(3.0, lambda h=h: sim.crash(h))  # type: ignore[misc]
+    at(3.5, lambda: sim.reboot(0))
+    at(4.5, lambda: sim.reboot(1))
+
+
+def _stale_host_back_first(sim: Simulation, at: Schedule) -> None:
+    """As :func:`_stale_liveset`, but 2 boots again with 0, before 1: 2's stale
+    liveset names 0 and 2, the newest ([0, 1]) needs 1, so no pool forms until
+    1 is back; then [0, 1] forms and 2 joins it."""
+    at(0, lambda: sim.crash(2))
+    for h in (0, 1):
+        at(3.0, lambda h=h: sim.crash(h))  # type: ignore[misc]
+    for h in (0, 2):
+        at(3.5, lambda h=h: sim.reboot(h))  # type: ignore[misc]
+    at(6.0, lambda: sim.reboot(1))
+
+
+def _lone_rule2_survivor(sim: Simulation, at: Schedule) -> None:
+    """Hosts 0 and 1 lose the statefile and the network to host 2: 2 wins alone
+    (survival rule 1), 0 and 1 fence. 2's storage fails just before it commits
+    [2], so its slot still shows [0, 1, 2]; alone without the statefile it lives
+    on in survival-rule-2 mode. 0 and 1 reboot with the statefile back but still
+    cut off from 2: the last liveset on the SR needs 2, which is not joining, so
+    they wait (a quorum of it would form a second pool beside 2's VMs). The
+    network heals, then 2's storage: 2 leaves rule 2 and admits them."""
+    at(0, lambda: sim.partition([(0, 1), (2,)]))
+    for h in (0, 1):
+        at(0, lambda h=h: sim.storage_fault(h, IOFault.ERROR))  # type: ignore[misc]
+        at(2.0, lambda h=h: sim.storage_fault(h, IOFault.OK))  # type: ignore[misc]
+    at(1.5, lambda: sim.storage_fault(2, IOFault.ERROR))
+    at(6.0, sim.heal_network)
+    at(7.0, lambda: sim.storage_fault(2, IOFault.OK))
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("host-crash", "a non-master host crashes", 3, _crash(2),
              survivors=_hosts(0, 1), fenced=_hosts()),
@@ -217,6 +267,34 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              4, _join_then_eject_master,
              survivors=_hosts(1, 2, 3), fenced=_hosts(), mode=Mode.CLUSTERED,
              members=_hosts(0, 1, 2), duration=8.0, restart=False, settles=True),
+    Scenario("total-outage",
+             "every host crashes at once and boots again: the last liveset on the SR "
+             "re-forms the pool (cold start) and the master restarts every VM",
+             3, _total_outage({0: 0.5, 1: 0.5, 2: 0.5}), survivors=_hosts(0, 1, 2),
+             fenced=_hosts(), restart=False, settles=True),
+    Scenario("total-outage-one-stays-down",
+             "every host crashes at once, host 2 stays down: no pool forms, hosts 0 and "
+             "1 wait for it", 3, _total_outage({0: 0.5, 1: 0.5}), survivors=_hosts(),
+             fenced=_hosts(), masters=0, restart=False),
+    Scenario("total-outage-staggered",
+             "every host of 4 crashes at once and they boot one by one, in another "
+             "order: the pool forms when the last is back",
+             4, _total_outage({3: 0.2, 1: 1.0, 0: 2.0, 2: 3.5}), survivors=_hosts(0, 1, 2, 3),
+             fenced=_hosts(), restart=False, settles=True, duration=8.0),
+    Scenario("stale-liveset-on-the-sr",
+             "host 2 crashes for good and is removed, then 0 and 1 crash and boot: the "
+             "newest liveset on the SR, [0, 1], re-forms, not 2's stale [0, 1, 2]",
+             3, _stale_liveset, survivors=_hosts(0, 1), fenced=_hosts(), duration=7.0),
+    Scenario("stale-host-back-first",
+             "as stale-liveset-on-the-sr, but 2 boots with 0, before 1: its stale liveset "
+             "forms nothing; [0, 1] forms when 1 is back and 2 joins it",
+             3, _stale_host_back_first, survivors=_hosts(0, 1, 2), fenced=_hosts(),
+             duration=9.0, settles=True),
+    Scenario("lone-rule2-survivor-blocks-cold-start",
+             "a host that won alone lives on in survival-rule-2 mode; the fenced hosts "
+             "come back cut off from it and must not cold-start beside it",
+             3, _lone_rule2_survivor, survivors=_hosts(0, 1, 2), fenced=_hosts(),
+             restart=False, reboot_after=1.5, duration=10.0, settles=True),
     Scenario("clustered-3-2", "clustered mode, 5 hosts split 2|3: the majority survives", 5,
              _partition((0, 1), (2, 3, 4)), survivors=_hosts(2, 3, 4), fenced=_hosts(0, 1),
              mode=Mode.CLUSTERED),

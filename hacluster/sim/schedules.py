@@ -20,6 +20,9 @@ Rules:
 * From a fourth stream, an episode may eject a random host (at a random
   moment around its fault, so the two can overlap) and later have a new host
   join on the freed index.
+* From a fifth stream, an episode may see a power cut: every host crashes at
+  once during the episode and boots again within 1.5 T, one by one, so the
+  pool re-forms by a cold start.
 * Every episode ends with the settle check: once its last fault is over, the
   pool must settle within the bound derived from T, before the next episode.
 """
@@ -96,6 +99,7 @@ RESTART_AT_HEAL_CHANCE = 0.5  # of an episode restarting its dead hosts right af
 OVERLAP_CHANCE = 0.4  # of an episode seeing one more fault overlap those restarts
 OVERLAP_FAULTS = ["pause", "partition", "isolate", "storage-error", "storage-hang"]
 MEMBERSHIP_CHANCE = 0.3  # of an episode also ejecting a host, then joining a new one
+POWER_CUT_CHANCE = 0.1  # of an episode seeing every host crash at once, then boot again
 
 
 def random_fault(rng: random.Random, hosts: int, mode: Mode, T: float,
@@ -183,6 +187,7 @@ def run_schedule(
     vm_rng = random.Random(f"vm-exits:{hosts}:{mode.value}:{seed}")
     after_rng = random.Random(f"after-heal:{hosts}:{mode.value}:{seed}")
     member_rng = random.Random(f"membership:{hosts}:{mode.value}:{seed}")
+    power_rng = random.Random(f"blackout:{hosts}:{mode.value}:{seed}")
     start = 2 * T
     for _ in range(episodes):
         faults = [random_fault(rng, hosts, mode, T)]
@@ -195,6 +200,10 @@ def run_schedule(
             _play(sim, fault, at, duration)
         episode, overlapped = names[-1], False
         over = at + max(duration, *(f.lasts for f in faults))
+        if power_rng.random() < POWER_CUT_CHANCE:
+            over = max(over, _power_cut(sim, power_rng, at + power_rng.uniform(0, duration),
+                                        names))
+            overlapped = True  # no restart bound: every host went down
         if after_rng.random() < RESTART_AT_HEAL_CHANCE:
             restart_at = over + after_rng.uniform(0, 0.3) * T
             names.append(f"restart dead hosts at {restart_at:.1f}s")
@@ -244,6 +253,24 @@ def _eject_and_join(sim: Simulation, rng: random.Random, names: list[str], at: f
 def _play(sim: Simulation, fault: Fault, at: float, duration: float) -> None:
     sim.at(at, lambda: fault.inject(sim))
     sim.at(at + duration, lambda: fault.heal(sim))
+
+
+def _power_cut(sim: Simulation, rng: random.Random, at: float, names: list[str]) -> float:
+    """Every host crashes at ``at`` and boots again within 1.5 T, one by one;
+    returns when the last is back."""
+    T = sim.timing.T
+    back = [at + rng.uniform(0.1, 1.5) * T for _ in sim.hosts]
+    names.append(f"power cut at {at:.1f}s, hosts back at "
+                 + ", ".join(f"{b:.1f}s" for b in back))
+    sim.at(at, lambda: _crash_all(sim))
+    for index, when in enumerate(back):
+        sim.at(when, lambda i=index: sim.reboot(i))  # type: ignore[misc]
+    return max(back)
+
+
+def _crash_all(sim: Simulation) -> None:
+    for host in sim.hosts:
+        sim.crash(host.index)
 
 
 def _restart_dead(sim: Simulation) -> None:

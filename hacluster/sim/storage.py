@@ -55,6 +55,12 @@ class SimStorage:
     def write(self, report: Report) -> None:
         self.slots[report.sender] = report
 
+    def own_slot(self, host: int) -> Report | None:
+        """What ``host`` reads of its own slot on starting, if its storage answers."""
+        if self.fault_of(host) not in (IOFault.OK, IOFault.SLOW, IOFault.WRITE_ERROR):
+            return None
+        return None if host in self.corrupted else self.slots.get(host)
+
     def free(self, index: int) -> None:
         """Zero a slot (an eject frees it for the next host given that index)."""
         self.slots.pop(index, None)

@@ -37,7 +37,7 @@ from hacluster.wire.keys import Keys, Purpose, aead, as_ring
 from hacluster.wire.unpack import Malformed, unpack
 
 MAGIC = b"HAC1"
-VERSION = 3  # 3: sealed with a per-purpose derived key, not the pool key itself
+VERSION = 4  # 4: with the liveset epoch and a joiner's cold-start liveset
 NONCE = 12
 TAG = 16
 HEADER = len(MAGIC) + 1 + NONCE
@@ -80,7 +80,7 @@ def report_to_fields(report: Report, hosts: int) -> list[Any]:
         report.rule2, report.joining, report.excluded, report.statefile_corrupted,
         report.lock_request, -1 if report.lock_grant is None else report.lock_grant,
         _bitmap(report.join_acks, hosts), list(report.hb_age_ms), list(report.sf_age_ms),
-        report.fault_episode,
+        report.fault_episode, report.epoch, _bitmap(report.cold_liveset, hosts),
     ]
 
 
@@ -104,10 +104,11 @@ def _ages(value: Any, hosts: int, field: str) -> tuple[int, ...]:
 
 def report_from_fields(fields: Any, hosts: int) -> Report:
     """Strictly rebuild a report; raise :class:`DecodeError` on any deviation."""
-    if not isinstance(fields, list) or len(fields) != 20:
+    if not isinstance(fields, list) or len(fields) != 22:
         raise DecodeError("not a report record")
     (generation, sender, boot, seq, phase, liveset, hb, sf, access, proposal, rule2, joining,
-     excluded, corrupted, request, grant, acks, hb_ages, sf_ages, episode) = fields
+     excluded, corrupted, request, grant, acks, hb_ages, sf_ages, episode, epoch,
+     cold) = fields
     if _int(phase, "phase", 0, max(Phase)) not in {p.value for p in Phase}:
         raise DecodeError("phase: unknown")
     grant_value = _int(grant, "lock_grant", -1, hosts - 1)
@@ -132,6 +133,8 @@ def report_from_fields(fields: Any, hosts: int) -> Report:
         hb_age_ms=_ages(hb_ages, hosts, "hb_age_ms"),
         sf_age_ms=_ages(sf_ages, hosts, "sf_age_ms"),
         fault_episode=_int(episode, "fault_episode", 0, MAX_COUNTER),
+        epoch=_int(epoch, "epoch", 0, MAX_COUNTER),
+        cold_liveset=_hosts(cold, hosts, "cold_liveset"),
     )
 
 
@@ -144,7 +147,7 @@ def worst_case_report(hosts: int) -> Report:
         statefile_access=True, proposal=everyone, rule2=True, joining=True, excluded=True,
         statefile_corrupted=True, lock_request=True, lock_grant=hosts - 1, join_acks=everyone,
         fault_episode=MAX_COUNTER, hb_age_ms=(MAX_AGE_MS,) * hosts,
-        sf_age_ms=(MAX_AGE_MS,) * hosts)
+        sf_age_ms=(MAX_AGE_MS,) * hosts, epoch=MAX_COUNTER, cold_liveset=everyone)
 
 
 def worst_case_sealed_size(hosts: int) -> int:

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from hacluster.lab.compose import generate
-from hacluster.lab.docker import DockerLab, free_prefix
+from hacluster.lab.docker import DockerLab, free_prefix, image
 from hacluster.lab.local import LabError
 from hacluster.lab.poll import wait_until
 
@@ -92,7 +92,8 @@ def images() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         reason = _engine() or _compose()
         if reason is None:
-            built = _run(str(ROOT / "tools" / "build-image.sh"), timeout=900, check=False)
+            built = _run(str(ROOT / "tools" / "build-image.sh"), image(), timeout=900,
+                         check=False)
             if built.returncode != 0:
                 reason = f"tools/build-image.sh failed: {built.stderr.strip()[-2000:]}"
     if reason is not None:
@@ -180,7 +181,7 @@ def _live(run: dict[str, Any]) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.docker
-def test_compose_pool_fails_over_when_the_master_is_killed(images: None) -> None:
+def test_compose_pool_fails_over_and_re_forms_after_down_and_up(images: None) -> None:
     pool = Compose(f"hatest{os.getpid()}", free_prefix("172.28"))
     try:
         pool("up", "-d", timeout=300)
@@ -238,6 +239,28 @@ def test_compose_pool_fails_over_when_the_master_is_killed(images: None) -> None
                  "hactl status to name the new master")
         print(f"compose: docker kill {dead} (master) -> new master after {elected:.1f} s, "
               f"its protected VMs {sorted(on_dead)} all running again after {restarted:.1f} s")
+
+        # down without -v, then up: the hosts come back joining and re-form the pool
+        # by themselves (a cold start from the last liveset on the SR); no manual step
+        pool("down", "--timeout", "10", timeout=180)
+        downed = time.time()
+        pool("up", "-d", timeout=300)
+        def back_up() -> bool:
+            if not ready():
+                return False
+            runs = (pool.disks() or ({}, []))[0]
+            return all(vm in runs and runs[vm]["first"] > downed for vm in protected)
+
+        if wait_until(back_up, 60 * T) is None:
+            raise AssertionError("no master with every protected VM running again after "
+                                 "down and up:\n" + pool.explain())
+        formed = time.time() - downed
+        wait_for(lambda: "ha-enable 0" in pool("ps", "-a", "--format",
+                                               "{{.Service}} {{.ExitCode}}").stdout.splitlines()
+                 and pool("ps", "-a", "--status", "running", "--services").stdout.count("host")
+                 == 3, 60, "ha-enable to succeed with every host up")
+        print(f"compose: down, then up -> pool re-formed with every protected VM running "
+              f"{formed:.1f} s after up began")
     finally:
         pool("down", "-v", "--timeout", "1", timeout=120, check=False)
 

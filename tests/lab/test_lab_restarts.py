@@ -4,6 +4,7 @@ What ran where is read from the guests' own disk records, not from the daemons."
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -129,3 +130,33 @@ def test_a_vm_that_fails_to_start_at_ha_enable_is_logged_as_failed(tmp_path: Pat
         assert "no disk" in at_enable[0]["error"]
     finally:
         lab.down()
+
+
+def test_kill_all_then_restart_all_re_forms_the_pool_with_every_protected_vm(
+        lab: LocalLab) -> None:
+    """A power cut: every host killed, then started again joining. With no armed
+    host left they cold-start from the last liveset on the SR: HA on, one
+    master, every protected VM running again, no emergency verb."""
+    pool = poolfile.load(lab.root / "pool.toml").pool
+    protected = [vm.uuid for vm in pool.vms if vm.priority.protected]
+    cut = time.time()
+    assert lab.kill_all() == [0, 1, 2]
+    wait_for(lambda: not any(lab.running(i) for i in range(3)), 10.0, "every host down")
+    assert lab.restart_all() == [0, 1, 2]
+    with pytest.raises(LabError, match="every host is running"):
+        lab.restart_all()
+    wait_for(lambda: sum(bool(r.get("master")) for r in lab.status()) == 1
+             and all(r.get("phase") == "NORMAL" and r.get("liveset") == [0, 1, 2]
+                     for r in lab.status()), 15 * T, "the pool to re-form with one master")
+    formed = time.time()
+    wait_for(lambda: all((r := run_after(lab, vm, cut)) is not None and r.ended is None
+                         for vm in protected), 10 * T, "every protected VM running again")
+    print(f"kill all -> restart all: pool re-formed {formed - cut:.1f} s after the cut, "
+          f"protected VMs {protected} running {time.time() - cut:.1f} s after it")
+    starts = [e for e in lab.events() if e["event"] == "phase" and e.get("new") == "NORMAL"
+              and e["time"] > cut]
+    assert any("armed with" in e["why"] for e in starts)
+    waits = [e for e in lab.events() if e["event"] == "waiting" and e["time"] > cut]
+    assert any("cold start" in w for e in waits for w in e["waits"])
+    assert not [e for e in lab.events() if "emergency" in json.dumps(e)]
+    no_double_runs(lab)

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from hacluster.core import survival
+from hacluster.core import coldstart, survival
 from hacluster.core.duties import (
     Duties,
     DutyAction,
@@ -234,3 +234,43 @@ def test_random_schedules_catch_a_take_over_that_ignores_silent_hosts(
     _silence_counts_as_empty(monkeypatch)
     result = run_schedule(5, seed, mode)
     assert "single-run" in props(result.violations), result.report()
+
+
+# ----------------------------------------------------------- cold start (issue #13)
+def _quorum_of_the_last_liveset(self: HostCore) -> HostSet | None:
+    """The statefile cold start with a majority of the last liveset instead of all
+    of it: the hosts of it ready (joining, heard, seen, agreeing), if a majority."""
+    newest = self._cold.newest
+    quiet = self.now - self._cold.quiet_since() >= self.timing.proof_window
+    if not (self.statefile_access and quiet and self.me in newest.liveset):
+        return None
+    fresh = {p: r for p in newest.liveset - {self.me}
+             if (r := self._fresh_report(p)) is not None}
+    ready = frozenset(p for p, r in fresh.items() if r.joining and p in self.hbdomain
+                      and p in self.sfdomain and coldstart.recorded(r) == newest) | {self.me}
+    return ready if 2 * len(ready) > len(newest.liveset) else None
+
+
+def test_a_cold_start_with_a_quorum_of_the_last_liveset_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hosts 0 and 1, cut off from host 2 that lives on alone in rule-2 mode, form
+    the pool without it: their master restarts 2's VMs beside the running ones."""
+    scenario = SCENARIOS["lone-rule2-survivor-blocks-cold-start"]
+    assert run_scenario(scenario, trace=Trace()).ok, "control run with the core intact"
+    monkeypatch.setattr(HostCore, "_statefile_cold_start_side", _quorum_of_the_last_liveset)
+    result = run_scenario(scenario, trace=Trace())
+    assert {"single-run", "fence-before-commit"} & props(result.violations), result.violations
+
+
+def test_a_cold_start_that_ignores_epochs_waits_for_a_removed_host_and_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every liveset ever recorded taken as the newest: hosts 0 and 1 wait for host 2,
+    removed before the outage and down for good, instead of re-forming the pool."""
+    scenario = SCENARIOS["stale-liveset-on-the-sr"]
+    assert run_scenario(scenario, trace=Trace()).ok, "control run with the core intact"
+    monkeypatch.setattr(coldstart.Newest, "merge", lambda self, other: coldstart.Newest(
+        max(self.epoch, other.epoch), self.liveset | other.liveset))
+    result = run_scenario(scenario, trace=Trace())
+    assert "outcome" in props(result.violations), result.violations

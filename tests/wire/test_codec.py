@@ -30,6 +30,7 @@ def reports(draw: st.DrawFn) -> Report:
         statefile_corrupted=draw(st.booleans()), lock_request=draw(st.booleans()),
         lock_grant=draw(st.none() | st.integers(0, HOSTS - 1)), join_acks=draw(host_sets),
         hb_age_ms=draw(ages), sf_age_ms=draw(ages), fault_episode=draw(st.integers(0, 2**40)),
+        epoch=draw(st.integers(0, 2**64 - 1)), cold_liveset=draw(host_sets),
     )
 
 

@@ -247,7 +247,7 @@ class Faults(Membership):
         """Removed hosts not yet provably fenced, each with the evidence awaited."""
         assert self.liveset is not None and self._proposal is not None
         t = self.timing
-        window = min(t.T1, t.T2) + t.fence_window
+        window = t.proof_window
         waits = []
         for x in sorted(self.liveset - self._proposal):
             if self._proved_fenced(x):

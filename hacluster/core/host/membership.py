@@ -17,10 +17,20 @@ Rules:
   (so a listing admits this boot, never the incarnation that fenced). A
   member also admits an armed host another member lists and that it hears
   (catch-up).
+* **Epochs.** Every commit takes the next epoch (above every epoch I have
+  seen); HA enable arms at epoch 1; a joiner adopts the epoch of the member
+  whose liveset it adopts (:mod:`hacluster.core.coldstart`).
 * **Cold start** (clustered mode): with no armed host anywhere, joining hosts
   form the pool once at least ``n/2 + 1`` of them all report hearing exactly
-  the same set for two beats; statefile-mode pools are armed by the HA
-  enable instead.
+  the same set for two beats.
+* **Cold start** (statefile mode, after every host went down): a joiner
+  keeps the newest committed liveset recorded on the SR or relayed by other
+  joiners (my own last boot's slot included); it forms the pool with exactly
+  that liveset's hosts still members, at the next epoch, once
+  :func:`hacluster.core.coldstart.missing` finds none of them missing, it
+  has statefile access, and it has watched the SR for the proof window with
+  no news of an armed host on either channel (a stall starts the watch
+  again), all for two beats.
 * **Clean shutdown** publishes ``excluded`` on both channels and disarms;
   members drop such a host without a fence window, and it counts as absent
   for survival rule 2.
@@ -38,12 +48,21 @@ Rules:
 
 from __future__ import annotations
 
-from hacluster.core import survival
-from hacluster.core.events import Disarmed, LivesetCommitted, MasterLost, SendHeartbeat, WriteSlot
+from collections.abc import Iterator
+
+from hacluster.core import coldstart, survival
+from hacluster.core.events import (
+    Disarmed,
+    LivesetCommitted,
+    MasterLost,
+    SendHeartbeat,
+    Wait,
+    WriteSlot,
+)
 from hacluster.core.host.lock import Lock
 from hacluster.core.host.reports import Reports
-from hacluster.core.host.state import Peer
-from hacluster.core.messages import EMPTY, HostSet, Phase
+from hacluster.core.host.state import NEVER, Peer
+from hacluster.core.messages import EMPTY, HostSet, Phase, Report
 from hacluster.core.phases import Trigger
 
 
@@ -52,6 +71,7 @@ class Membership(Lock, Reports):
 
     def _commit(self, liveset: HostSet, removed: HostSet, added: HostSet,
                 excluded: HostSet = EMPTY) -> None:
+        self.epoch = self._next_epoch()
         self.liveset = liveset
         self._proposal = None
         for x in removed:
@@ -83,10 +103,21 @@ class Membership(Lock, Reports):
             self._removed.discard(p)
         self.members = kept
 
-    def _arm(self, liveset: HostSet, trigger: Trigger) -> None:
-        """Become a member with ``liveset``; every member starts fresh, and every
-        other host counts as removed (the pool removed it, or it has yet to join)."""
+    def _held_reports(self) -> Iterator[Report | None]:
+        for peer in self.peers:
+            yield peer.report
+            yield peer.slot_report
+
+    def _next_epoch(self) -> int:
+        return coldstart.next_epoch(max(self.epoch, self._cold.newest.epoch),
+                                    self._held_reports())
+
+    def _arm(self, liveset: HostSet, trigger: Trigger, epoch: int = 1) -> None:
+        """Become a member with ``liveset`` at ``epoch``; every member starts fresh,
+        and every other host counts as removed (the pool removed it, or it has yet
+        to join)."""
         self.liveset = frozenset(liveset)
+        self.epoch = epoch
         self._armed_at = self.now
         self._removed = set(self.members - self.liveset)
         for p in self.liveset:
@@ -198,16 +229,19 @@ class Membership(Lock, Reports):
             if self.me in r.liveset and index in self._acked_by:
                 for p in r.liveset - {self.me}:
                     self._pin_current_boot(p)
-                self._arm(r.liveset, Trigger.JOIN)
+                self._arm(r.liveset, Trigger.JOIN, max(self._cold.newest.epoch, r.epoch))
                 self._out.append(LivesetCommitted(r.liveset, EMPTY, frozenset({self.me})))
                 return
 
     def _try_cold_start(self) -> None:
-        """Clustered mode, no pool yet: form one once a cold-start quorum of
-        joining hosts all report hearing exactly the same set, mine included,
-        for two beats (what a paused joiner finds queued on waking is stale:
-        the pool may have formed without it meanwhile)."""
-        side = self._cold_start_side()
+        """No pool yet: form one once the side the rule of my mode names has
+        held for two beats (what a paused joiner finds queued on waking is
+        stale: the pool may have formed without it meanwhile)."""
+        if self.statefile_mode:
+            self._watch_for_cold_start()
+            side = self._statefile_cold_start_side()
+        else:
+            side = self._cold_start_side()
         if side is None or side != self._cold_side:
             self._cold_side, self._cold_since = side, self.now
             return
@@ -215,8 +249,61 @@ class Membership(Lock, Reports):
             self._form_pool(side)
 
     def _form_pool(self, side: HostSet) -> None:
-        self._arm(side, Trigger.COLD_START)
+        self._arm(side, Trigger.COLD_START, self._next_epoch())
         self._out.append(LivesetCommitted(side, EMPTY, side))
+
+    def _watch_for_cold_start(self) -> None:
+        """Statefile mode, joining: learn the newest committed liveset from every
+        report I hold (my last boot's slot included) and note news of armed hosts."""
+        watch = self._cold
+        if self.now - watch.last_step > self.timing.stall_limit:
+            watch.watching_since = NEVER  # stalled: what I watched meanwhile is stale
+        watch.last_step = self.now
+        if watch.watching_since == NEVER and self.peers[self.me].slot_stamp is not None:
+            watch.watching_since = self.now  # I have read the slots
+        previous = self.previous
+        if previous is not None and previous.generation == self.config.generation:
+            watch.newest = watch.newest.merge(coldstart.recorded(previous))
+        watch.newest = coldstart.newest(self._held_reports(), watch.newest)
+        for index, peer in enumerate(self.peers):
+            if index != self.me and peer.report is not None and peer.report.phase.armed:
+                watch.armed_news = max(watch.armed_news, peer.report_at)
+
+    def _statefile_cold_start_side(self) -> HostSet | None:
+        """The set a statefile-mode cold start would form now: the newest liveset's
+        hosts that are still members, if nothing keeps it from forming."""
+        return None if self._cold_start_waits() else self._cold_start_hosts()
+
+    def _cold_start_hosts(self) -> HostSet:
+        return self._cold.newest.liveset & self.members
+
+    def _cold_start_waits(self) -> list[Wait]:
+        """What keeps a statefile-mode cold start from forming now (empty: nothing)."""
+        newest = self._cold.newest
+        if not self.statefile_access:
+            return [Wait(None, "cold-statefile", "join waits for an armed host: none heard; "
+                         "a cold start waits for statefile access (my slot does not change "
+                         "when I read it back)")]
+        if not newest.liveset:
+            return [Wait(None, "cold-nothing", "cold start: the SR records no committed "
+                         "liveset of this pool (a pool with no armed host is armed by "
+                         "pool-ha-enable)")]
+        hosts = self._cold_start_hosts()
+        if self.me not in hosts:
+            return [Wait(None, "cold-not-mine", f"cold start: I am not in the last liveset "
+                         f"{newest}; its hosts form the pool, then I join")]
+        fresh = {p: r for p in self.members
+                 if p != self.me and (r := self._fresh_report(p)) is not None}
+        waits = [Wait(p, "cold-host", f"cold start waits for host {p} of the last liveset "
+                      f"{newest} recorded on the SR: {why}")
+                 for p, why in coldstart.missing(self.me, newest, hosts, fresh, self.hbdomain,
+                                                 self.sfdomain).items()]
+        quiet = self.now - self._cold.quiet_since()
+        if quiet < self.timing.proof_window:
+            waits.append(Wait(None, "cold-quiet", (
+                f"cold start waits {self.timing.proof_window - quiet:.1f}s more with no "
+                "news of an armed host (an earlier incarnation may still run)")))
+        return waits
 
     def _cold_start_side(self) -> HostSet | None:
         """The set a cold start would form now, if the rule holds."""

@@ -22,6 +22,8 @@ Rules:
   does for every member. The statefile watchdog is petted
   only with statefile access, or in survival-rule-2 mode.
 * A fenced host's last words are its report with phase FENCED and no proposal.
+* A member publishes the epoch of its liveset; a joiner the newest committed
+  liveset it knows of, for a cold start (:mod:`hacluster.core.coldstart`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Reports(Domains):
 
     def _report(self) -> Report:
         self._seq += 1
+        joining = self.phase is Phase.JOINING
         return Report(
             generation=self.config.generation,
             sender=self.me,
@@ -102,13 +105,15 @@ class Reports(Domains):
             statefile_access=self.statefile_access,
             proposal=self._proposal if self.phase is Phase.PROPOSED else None,
             rule2=self.rule2,
-            joining=self.phase is Phase.JOINING,
+            joining=joining,
             excluded=self.phase is Phase.EXCLUDED,
             statefile_corrupted=self.counters.corrupt_slots > 0,
             lock_request=self._requesting(),
             lock_grant=self._grant,
             join_acks=self._join_acks,
             fault_episode=self._episodes,
+            epoch=self._cold.newest.epoch if joining else self.epoch,
+            cold_liveset=self._cold.newest.liveset if joining else EMPTY,
             hb_age_ms=self._ages("last_net"),
             sf_age_ms=self._ages("slot_changed"),
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from hacluster.core import phases
+from hacluster.core.coldstart import ColdWatch
 from hacluster.core.events import Output, PhaseChanged
 from hacluster.core.messages import EMPTY, HostSet, Phase, Report
 from hacluster.core.phases import Trigger
@@ -99,6 +100,8 @@ class HostState:
     rule2: bool = False
     is_master: bool = False
     counters: Counters = field(default_factory=Counters)
+    previous: Report | None = None  # my slot when my daemon started: my last boot's report
+    epoch: int = field(init=False, default=0)  # of my liveset (hacluster.core.coldstart)
     # the configuration, read on every step: kept at hand (a CoreConfig is frozen)
     timing: Timing = field(init=False)
     statefile_mode: bool = field(init=False)
@@ -131,6 +134,7 @@ class HostState:
     _removed: set[int] = field(init=False, default_factory=set)
     _cold_side: HostSet | None = field(init=False, default=None)
     _cold_since: float = field(init=False, default=NEVER)
+    _cold: ColdWatch = field(init=False, default_factory=ColdWatch)
     # master lock
     _grant: int | None = field(init=False, default=None)
     # waiting

@@ -6,8 +6,10 @@ Rules:
 * **Waiting.** :meth:`Waits.waits` says what my progress waits on: while
   PROPOSED, each removed host not yet provably fenced and the evidence
   awaited; while JOINING, each armed host that has not acked me and why, from
-  its report; while NORMAL (outside rule-2 mode), the joiners I do not ack
-  and the acks still missing for those I do.
+  its report, or, hearing none in statefile mode, what keeps a cold start
+  from forming (the hosts of the last liveset missing, and why); while
+  NORMAL (outside rule-2 mode), the joiners I do not ack and the acks still
+  missing for those I do.
 * Every beat, a change of the hosts or evidence waited for is output as
   :class:`Waiting`; nothing is output while it stays the same.
 """
@@ -45,12 +47,13 @@ class Waits(Faults):
         """Which armed host I hear has not acknowledged me, and why (from its report)."""
         members = {p for p in self.members
                    if p != self.me and (r := self._fresh_report(p)) is not None
-                   and r.phase.armed}
+                   and r.phase.armed and self._seen_alive(p)}
         if not members:
-            text = "join waits for an armed host: none heard"
             if self.statefile_mode:
-                text += " (a pool with no armed host is armed by pool-ha-enable)"
-            return [Wait(None, "members", text)]
+                return self._cold_start_waits() or [Wait(None, "cold-agree", (
+                    f"cold start: forming {self._cold.newest} once its hosts agree for "
+                    "two beats"))]
+            return [Wait(None, "members", "join waits for an armed host: none heard")]
         waits = []
         for m in sorted(members):
             report = self.peers[m].report
@@ -62,6 +65,11 @@ class Waits(Faults):
                 waits.append(Wait(m, "no-ack", f"no ack from host {m}: "
                                   + self._why_no_ack(report)))
         return waits
+
+    def _seen_alive(self, p: int) -> bool:
+        """Whether ``p`` sent a heartbeat or changed its slot lately: a slot read
+        once and never since is what a host left behind, not a member."""
+        return self.now - self.peers[p].last_seen() < self._fresh_for
 
     def _why_no_ack(self, report: Report) -> str:
         """Why the member whose latest report is ``report`` does not ack me."""
