@@ -178,6 +178,10 @@ class Duties:
     def took_over(self) -> bool:
         return self.restarter is not None
 
+    def next_wake(self, now: float) -> float | None:
+        """When a waiting restart may become possible (:meth:`Restarter.next_wake`)."""
+        return self.restarter.next_wake(now) if self.restarter is not None else None
+
     @property
     def pool(self) -> Pool | None:
         """The master's view, once it took over."""

@@ -162,6 +162,17 @@ class Restarter:
     def live(self) -> frozenset[str]:
         return self._live
 
+    def next_wake(self, now: float) -> float | None:
+        """The earliest moment after ``now`` a waiting start may become possible (an
+        order delay, a pause or a retry interval ending), for the adapter to pass
+        then rather than at its next interval; None if nothing waits on time."""
+        times = [until for _, until in self._gates if until > now]
+        times += [r.next_try for r in self._vms.values() if r.next_try > now]
+        times += [t for r in self._vms.values() for t in r.barred.values() if t > now]
+        if self._paused_until > now:
+            times.append(self._paused_until)
+        return min(times, default=None)
+
     @property
     def starting(self) -> dict[str, str]:
         """VMs being started, each with its host."""

@@ -7,8 +7,9 @@ Rules:
 * The decisions (take-over, restarts, unsure starts, hosts that do not answer,
   the plan) are the core's (:mod:`hacluster.core.duties`), the same code the
   simulator runs; this module asks, starts and logs.
-* Every pass (each heartbeat interval, and at once after a liveset commit or
-  a start's answer) it asks every live host's agent, over authenticated RPC,
+* Every pass (each heartbeat interval, when a waiting restart may become
+  possible: the end of an order delay, a pause or a retry interval, and at
+  once after a liveset commit or a start's answer) it asks every live host's agent, over authenticated RPC,
   what it runs and which VMs exited since the duties' cursor. An answer that
   is not well formed counts as no answer (and is logged).
 * A start whose RPC fails after it was sent is ``UNSURE``: the core waits for
@@ -137,9 +138,16 @@ class MasterDuties:
                 await self._pass()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                    await asyncio.wait_for(self._wake.wait(), self._until_next_pass())
         finally:
             self._starts.cancel_all()
+
+    def _until_next_pass(self) -> float:
+        """The interval, or less if a waiting restart may become possible sooner
+        (an order delay ending: the next group starts then, not a pass later)."""
+        now = self.clock()
+        due = self.core.next_wake(now)
+        return self.interval if due is None else min(self.interval, max(0.0, due - now))
 
     async def _pass(self) -> None:
         live = self.live_hosts()
