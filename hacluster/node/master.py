@@ -9,9 +9,10 @@ Rules:
   simulator runs; this module asks, starts and logs.
 * Every pass (each heartbeat interval, when a waiting restart may become
   possible: the end of an order delay, a pause or a retry interval, and at
-  once after a liveset commit or a start's answer) it asks every live host's agent, over authenticated RPC,
-  what it runs and which VMs exited since the duties' cursor. An answer that
-  is not well formed counts as no answer (and is logged).
+  once after a liveset commit or a start's answer) it asks every live host's
+  agent, over authenticated RPC, what it runs and which VMs exited since the
+  duties' cursor. An answer that is not well formed counts as no answer (and
+  is logged).
 * A start whose RPC fails after it was sent is ``UNSURE``: the core waits for
   that host's next answer.
 * Alerts go to the ``alert`` callback (stored as pool messages, e-mailed).
