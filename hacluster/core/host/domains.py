@@ -106,7 +106,8 @@ class Domains(HostState):
             self._remember(peer, content)
 
     def _counts_for(self, peer: Peer, report: Report) -> bool:
-        """Whether a report proves liveness: of the pinned boot, pinned at first sight.
+        """Whether a report proves liveness: of the pinned boot, pinned at first sight,
+        and not its last words.
 
         A member's pin holds (its replacement incarnation is not the member);
         a non-member's moves up to a newer boot, so that a dead boot's late
@@ -114,7 +115,9 @@ class Domains(HostState):
         member = self.liveset is not None and report.sender in self.liveset
         if peer.pinned_boot is None or (not member and report.boot > peer.pinned_boot):
             peer.pinned_boot = report.boot
-        return report.boot == peer.pinned_boot
+        # last words prove the opposite: a host that stalled and fenced must not look
+        # alive for another T1 (its survivors, no longer seen by it, stop petting)
+        return report.boot == peer.pinned_boot and report.phase is not Phase.FENCED
 
     def _compute_domains(self) -> None:
         t = self.timing
