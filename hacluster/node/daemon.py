@@ -221,7 +221,7 @@ class Node:
             self.log.write("warning", text=f"member table unreadable, using node.toml: {error}")
             return True
         me = self.config.index
-        if roster.uuids.get(me) != self.config.my_uuid:
+        if not roster.holds(me, self.config.my_uuid):
             text = (f"this host ({self.config.my_uuid}, index {me}) is not a member of the "
                     f"pool: the SR's member table (version {roster.version}) lists "
                     f"{sorted(roster.names.values())}; it was ejected, or has not joined "

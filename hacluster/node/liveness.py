@@ -263,7 +263,7 @@ class Liveness:
     def _members(self) -> HostSet:
         """The roster's members, without this host if its index is another's now."""
         me = self.config.index
-        if self.roster.uuids.get(me) != self.config.my_uuid:
+        if not self.roster.holds(me, self.config.my_uuid):
             return self.roster.members - {me}
         return self.roster.members
 

@@ -37,6 +37,10 @@ class Roster:
     def members(self) -> frozenset[int]:
         return frozenset(self.addresses)
 
+    def holds(self, index: int, uuid: str) -> bool:
+        """Whether host ``uuid`` holds ``index`` (not: a free index, or another host's)."""
+        return self.uuids.get(index) == uuid
+
     def index_of(self, uuid: str) -> int | None:
         return next((i for i, u in self.uuids.items() if u == uuid), None)
 

@@ -24,8 +24,6 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from dataclasses import dataclass, replace
 
@@ -34,11 +32,14 @@ import msgpack
 from hacluster.storage.sr import (
     ANCHOR_OFFSETS,
     BLOCK,
+    HEADER_MAC,
     MEMBER_TABLE_BLOCKS,
     BlockDevice,
     max_pool_hosts,
+    sign_header,
+    verify_header,
 )
-from hacluster.wire.keys import Keys, Purpose, as_ring
+from hacluster.wire.keys import Keys
 from hacluster.wire.unpack import Malformed, unpack
 
 TABLE_MAGIC = b"HAMT"
@@ -47,7 +48,7 @@ TABLE_BLOCKS = MEMBER_TABLE_BLOCKS // 2  # 64 KiB a copy: room for the largest p
 TABLE_BYTES = TABLE_BLOCKS * BLOCK
 TABLE_OFFSETS = tuple(ANCHOR_OFFSETS[0] - TABLE_BYTES * (2 - i) for i in range(2))
 _HEAD = len(TABLE_MAGIC) + 1 + 4
-_MAC = 32
+_MAC = HEADER_MAC
 
 
 class MembersError(ValueError):
@@ -121,7 +122,7 @@ class MemberTable:
              [[m.index, m.uuid, m.name, list(m.addresses)] for m in self.members]])
         head = TABLE_MAGIC + bytes([TABLE_LAYOUT]) + struct.pack(">I", len(body))
         copy = head + body
-        copy += hmac.new(as_ring(keys).sealing(Purpose.SR_HEADER), copy, hashlib.sha256).digest()
+        copy += sign_header(keys, copy)
         if len(copy) > TABLE_BYTES:
             raise MembersError(f"a member table of {len(copy)} bytes does not fit "
                                f"{TABLE_BYTES} bytes")
@@ -139,12 +140,7 @@ class MemberTable:
         if _HEAD + length + _MAC > len(copy):
             raise MembersError("member table length runs past its blocks")
         signed, mac = copy[:_HEAD + length], copy[_HEAD + length:_HEAD + length + _MAC]
-
-        def verify(key: bytes) -> None:
-            if not hmac.compare_digest(mac, hmac.new(key, signed, hashlib.sha256).digest()):
-                raise MembersError("member table not authenticated by this pool key")
-
-        as_ring(keys).open_with(Purpose.SR_HEADER, verify, MembersError)
+        verify_header(keys, signed, mac, MembersError, "member table")
         try:
             fields = unpack(copy[_HEAD:_HEAD + length], TABLE_BYTES)
             generation, version, capacity, entries = fields

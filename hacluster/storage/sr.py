@@ -86,8 +86,7 @@ class GlobalBlock:
         body: bytes = msgpack.packb([self.generation, int(self.state),
                                      -1 if self.master is None else self.master, self.hosts])
         head = GLOBAL_MAGIC + bytes([LAYOUT_VERSION]) + struct.pack(">H", len(body)) + body
-        block = head + _header_mac(as_ring(keys).sealing(Purpose.SR_HEADER), head)
-        return block.ljust(BLOCK, b"\0")
+        return (head + sign_header(keys, head)).ljust(BLOCK, b"\0")
 
     @classmethod
     def decode(cls, block: bytes, keys: Keys) -> GlobalBlock:
@@ -97,13 +96,28 @@ class GlobalBlock:
             raise SRError(f"unsupported SR layout version {block[4]}")
         (length,) = struct.unpack(">H", block[5:7])
         head = block[: 7 + length]
-        mac = block[7 + length : 7 + length + 32]
-        def verify(key: bytes) -> None:
-            if not hmac.compare_digest(mac, _header_mac(key, head)):
-                raise SRError("global block not authenticated by this pool key")
-        as_ring(keys).open_with(Purpose.SR_HEADER, verify, SRError)
+        mac = block[7 + length : 7 + length + HEADER_MAC]
+        verify_header(keys, head, mac, SRError, "global block")
         generation, state, master, hosts = msgpack.unpackb(block[7 : 7 + length])
         return cls(generation, PoolState(state), None if master < 0 else master, hosts)
+
+
+HEADER_MAC = 32  # bytes of an SR header key's HMAC-SHA256
+
+
+def sign_header(keys: Keys, data: bytes) -> bytes:
+    """The MAC of ``data`` with the ring's current SR header key (the global block,
+    the member table)."""
+    return _header_mac(as_ring(keys).sealing(Purpose.SR_HEADER), data)
+
+
+def verify_header(keys: Keys, data: bytes, mac: bytes, error: type[Exception],
+                  what: str) -> None:
+    """Raise ``error`` unless ``mac`` is ``data``'s MAC under either of the ring's keys."""
+    def verify(key: bytes) -> None:
+        if not hmac.compare_digest(mac, _header_mac(key, data)):
+            raise error(f"{what} not authenticated by this pool key")
+    as_ring(keys).open_with(Purpose.SR_HEADER, verify, error)
 
 
 def _header_mac(derived: bytes, head: bytes) -> bytes:
