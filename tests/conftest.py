@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -28,6 +28,10 @@ GENERATION = 77
 #: why the ``netns`` tests cannot run on this machine, or None
 NETNS_MISSING = (None if os.geteuid() == 0 and shutil.which("nft") and shutil.which("ip")
                  else "needs root, iproute2 and nftables")
+#: why the FUSE medium cannot be had on this machine, or None
+FUSE_MISSING = (None if os.geteuid() == 0 and os.path.exists("/dev/fuse")
+                and shutil.which("fusermount3") else "needs root, /dev/fuse and fusermount3")
+SR_SIZE = 16 * 1024 * 1024
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -118,3 +122,45 @@ def folder(tmp_path: Path) -> Path:
 #: until the thread is done), so thread work takes no loop time however loaded
 #: the machine is, and the tests see the same order of events every run.
 LOOPTIME = pytest.mark.looptime(idle_step=0)
+
+
+def new_sr(path: Path, size: int = SR_SIZE) -> Path:
+    """A zeroed file of ``size`` bytes at ``path`` (which must not exist)."""
+    with path.open("xb") as out:
+        out.truncate(size)
+    return path
+
+
+@pytest.fixture
+def fuse_medium(tmp_path: Path) -> Iterator[Callable[[bool], tuple[Path, Path]]]:
+    """``mount(refuse_direct)``: a 16 MiB SR file served by the FUSE fault layer
+    (:mod:`hacluster.lab.faultfs`: a real file system the kernel serves, which can
+    refuse O_DIRECT opens, fail, hang or slow every request), as ``(sr, control)``;
+    every mount is undone afterwards. Without root, /dev/fuse and fusermount3 the
+    test skips, saying why."""
+    if FUSE_MISSING is not None:
+        pytest.skip(FUSE_MISSING)
+    mounts: list[tuple[Path, subprocess.Popen[bytes]]] = []
+
+    def mount(refuse_direct: bool) -> tuple[Path, Path]:
+        where = tmp_path / f"fuse{len(mounts)}"
+        where.mkdir()
+        backing = new_sr(tmp_path / f"backing{len(mounts)}")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hacluster.lab.faultfs", "--backing", str(backing),
+             "--mount", str(where), *(["--refuse-direct"] if refuse_direct else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        mounts.append((where, process))
+        if wait_until(lambda: (where / "control").exists() or process.poll() is not None,
+                      10) is None or not (where / "control").exists():
+            pytest.fail("the FUSE layer did not start")
+        return where / "sr", where / "control"
+
+    try:
+        yield mount
+    finally:
+        for where, process in mounts:
+            subprocess.run(["fusermount3", "-u", "-z", str(where)], check=False,
+                           capture_output=True)
+            process.kill()
+            process.wait(10)

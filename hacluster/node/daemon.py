@@ -130,11 +130,11 @@ class Node:
         header = self._read_header()
         self.log.write("start", boot=self.boot, generation=header.generation,
                        state=header.state.name, armed=self.armed_at_start,
-                       direct_io=self.storage.device.direct, address=str(config.address))
+                       direct_io=self.storage.direct, address=str(config.address))
         if not self._take_roster(header):
             self.log.close()
             return NOT_A_MEMBER_EXIT
-        if not self.storage.device.direct:
+        if not self.storage.direct:
             self.log.write("warning", text="the SR medium refused O_DIRECT; using buffered I/O")
         if config.unsafe_watchdog_delay:
             self._warn(f"UNSAFE: the watchdog fires {config.unsafe_watchdog_delay:.2f} s after "

@@ -233,7 +233,7 @@ class Liveness:
         if self.core is not None:
             raise RuntimeError(f"HA is already running on host {self.config.index}")
         self.timing = timing
-        self.storage.deadline = timing.io_deadline
+        self.storage.set_deadline(timing.io_deadline)
         self.storage.follow(generation)
         members = self._members()
         config = self.config

@@ -54,6 +54,7 @@ from hacluster.node.sr_thread import Storage
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.members import MemberTable
 from hacluster.storage.redolog import RecordCorrupt, load_backup, reseal_backup, save_backup
+from hacluster.storage.sr import BlockDevice
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
 
@@ -233,12 +234,12 @@ class Plane:
         the new generation if joins or ejects changed the pool since it was created."""
         storage, roster = self.node.storage, self.node.roster
 
-        def write() -> None:
-            storage.write_header(generation, active)
+        def write(device: BlockDevice) -> None:
+            storage.write_header(device, generation, active)
             if active and roster.version > 0:
-                storage.write_members(roster.table(generation))
+                storage.write_members(device, roster.table(generation))
 
-        ok, _, error = await storage.run(write)
+        ok, _, error = await storage.manage(write)
         if not ok:
             raise PoolError(f"could not write the heartbeat SR: {error}")
 
@@ -250,7 +251,7 @@ class Plane:
         generation = self.known.ha.sr_generation if self.database is None \
             else self.database.db.ha.sr_generation
         storage = self.node.storage
-        ok, table, error = await storage.run(lambda: storage.members(generation))
+        ok, table, error = await storage.manage(lambda device: storage.members(generation, device))
         if not ok:
             raise PoolError(f"could not read the member table: {error}")
         roster = self.node.roster
@@ -263,12 +264,12 @@ class Plane:
         """Write the member table (and zero a freed index's slot first)."""
         storage = self.node.storage
 
-        def write() -> None:
+        def write(device: BlockDevice) -> None:
             if freed is not None:
-                storage.free_slot(freed)
-            storage.write_members(table)
+                storage.free_slot(device, freed)
+            storage.write_members(device, table)
 
-        ok, _, error = await storage.run(write)
+        ok, _, error = await storage.manage(write)
         if not ok:
             raise PoolError(f"could not write the member table: {error}")
 
@@ -477,7 +478,10 @@ class Plane:
 
     async def _arm(self, request: dict[str, Any]) -> dict[str, Any]:
         generation = int(request["generation"])
-        header = await asyncio.to_thread(self.node.storage.header)
+        storage = self.node.storage
+        ok, header, error = await storage.manage(storage.header)
+        if not ok:
+            raise PoolError(f"could not read the heartbeat SR: {error}")
         if header.generation != generation:
             raise PoolError(f"the heartbeat SR holds generation {header.generation}, "
                             f"not {generation}: HA enable raced with another")

@@ -1,15 +1,21 @@
-"""The heartbeat SR seen through one thread, with a deadline per request.
+"""The heartbeat SR seen through two lanes, each one thread with a deadline per request.
 
 Rules:
 
-* Slot writes and reads run in one dedicated thread, never on the event loop.
-* A request that overruns the core's I/O deadline is reported as failed;
-  while the volume stays hung (the earlier request still in flight), new
-  requests fail at once instead of queueing behind it.
-* The global block (HA enable and disable) and the member table go through
-  the same thread. Every slot read also reads the member table of the
-  running generation (set by :meth:`Storage.follow`), so a join or an
-  eject reaches every host within t2, on the liveness path's own cadence.
+* The **liveness lane** carries this host's slot writes and the slot reads, and
+  nothing else: no management request ever waits behind it or makes it fail.
+  Every slot read also reads the member table of the running generation (set
+  by :meth:`Storage.follow`), so a join or an eject reaches every host within
+  t2, on the liveness path's own cadence.
+* The **management lane** carries the global block (HA enable and disable,
+  the arming check) and member-table writes, from the control plane.
+* Each lane has its own thread and its own file descriptor and aligned
+  buffer; the two never touch the same blocks at once (a host writes only its
+  own slot; the plane writes the header, the member table and an ejected
+  host's slot).
+* A request that overruns the I/O deadline is reported as failed; while the
+  volume stays hung (the lane's earlier request still in flight), that lane's
+  new requests fail at once instead of queueing behind it.
 * All slots of the index space are read with one aligned multi-block read.
 * The keys (the slot sealer and the ring the global block is MACed with) are
   swapped by :meth:`Storage.rekey` on the liveness loop, one reference each:
@@ -41,18 +47,58 @@ from hacluster.wire.codec import Sealer
 from hacluster.wire.keys import KeyRing
 
 
+class Lane:
+    """One thread and one descriptor on the SR; a request in flight past its
+    deadline makes the next fail at once."""
+
+    def __init__(self, path: str, name: str, deadline: float) -> None:
+        self.device = BlockDevice(path)
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.busy: concurrent.futures.Future[Any] | None = None
+        self.deadline = deadline
+
+    async def run(self, job: Callable[[BlockDevice], Any]) -> tuple[bool, Any, str]:
+        """``job(device)`` in the lane's thread: (done, its value, why not)."""
+        if self.busy is not None and not self.busy.done():
+            return False, None, "volume hung: previous request still in flight"
+        self.busy = self.thread.submit(job, self.device)
+        try:
+            value = await asyncio.wait_for(asyncio.wrap_future(self.busy), self.deadline)
+        except TimeoutError:
+            return False, None, "I/O deadline exceeded"
+        except OSError as error:
+            return False, None, f"I/O error: {error}"
+        return True, value, ""
+
+    def run_blocking(self, job: Callable[[BlockDevice], Any]) -> Any:
+        """``job(device)`` in the lane's thread, waited for at most the deadline."""
+        return self.thread.submit(job, self.device).result(timeout=self.deadline)
+
+    def close(self) -> None:
+        self.thread.shutdown()
+        self.device.close()
+
+
 class Storage:
-    """The heartbeat SR seen through one thread with a deadline per request."""
+    """The heartbeat SR: slot I/O on the liveness lane, the rest on the management lane."""
 
     def __init__(self, config: NodeConfig, keys: KeyRing) -> None:
-        self.device = BlockDevice(config.sr)
         self.config = config
         self.rekey(keys)
-        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
-        self.busy: concurrent.futures.Future[Any] | None = None
-        self.deadline = config.timing.io_deadline
+        deadline = config.timing.io_deadline
+        self.liveness = Lane(str(config.sr), "storage", deadline)
+        self.management = Lane(str(config.sr), "storage-mgmt", deadline)
 
     generation: int | None = None  # whose member table each slot read also reads
+
+    @property
+    def direct(self) -> bool:
+        """Whether the SR is read and written with O_DIRECT."""
+        return self.liveness.device.direct
+
+    def set_deadline(self, deadline: float) -> None:
+        """The I/O deadline of both lanes (the pool's timing, once known)."""
+        self.liveness.deadline = self.management.deadline = deadline
 
     def rekey(self, keys: KeyRing) -> None:
         """Seal slots and MAC the global block with ``keys`` from now on."""
@@ -63,64 +109,66 @@ class Storage:
         """Read the member table of ``generation`` with every slot read (None: not)."""
         self.generation = generation
 
-    def members(self, generation: int) -> MemberTable | None:
+    # -- the management lane ------------------------------------------------
+
+    async def manage(self, job: Callable[[BlockDevice], Any]) -> tuple[bool, Any, str]:
+        """``job(device)`` on the management lane: (done, its value, why not)."""
+        return await self.management.run(job)
+
+    def header(self, device: BlockDevice | None = None) -> GlobalBlock:
+        """The global block (blocking: at start, or in a management job)."""
+        return GlobalBlock.decode((device or self.management.device).read(0), self.keys)
+
+    def members(self, generation: int,
+                device: BlockDevice | None = None) -> MemberTable | None:
         """The SR's member table of ``generation`` (blocking: at start, or in a job)."""
-        return read_table(self.device, self.keys, generation)
+        return read_table(device or self.management.device, self.keys, generation)
 
-    def write_members(self, table: MemberTable) -> None:
-        """Write a new member table (the master, in a job)."""
-        write_table(self.device, table, self.keys)
+    def write_members(self, device: BlockDevice, table: MemberTable) -> None:
+        """Write a new member table (the master, in a management job)."""
+        write_table(device, table, self.keys)
 
-    def free_slot(self, index: int) -> None:
+    def free_slot(self, device: BlockDevice, index: int) -> None:
         """Zero ``index``'s slot (an eject), so its next holder starts clean."""
-        self.device.write(slot_offset(index), bytes(BLOCK))
+        device.write(slot_offset(index), bytes(BLOCK))
 
-    def header(self) -> GlobalBlock:
-        return GlobalBlock.decode(self.device.read(0), self.keys)
-
-    def write_header(self, generation: int, active: bool) -> None:
+    def write_header(self, device: BlockDevice, generation: int, active: bool) -> None:
         """HA enable (a fresh generation, empty slots) or disable (the pool invalid)."""
         hosts = self.config.capacity
         if active:
-            write_layout(self.device, GlobalBlock(generation, PoolState.ACTIVE, None, hosts),
+            write_layout(device, GlobalBlock(generation, PoolState.ACTIVE, None, hosts),
                          self.keys)
         else:
-            self.device.write(0, GlobalBlock(generation, PoolState.INVALID, None,
-                                             hosts).encode(self.keys))
+            device.write(0, GlobalBlock(generation, PoolState.INVALID, None,
+                                        hosts).encode(self.keys))
 
-    def _write(self, report: Report) -> None:
-        self.device.write(slot_offset(report.sender), encode_slot(self.sealer, report))
+    # -- the liveness lane --------------------------------------------------
 
-    def _read(self) -> tuple[dict[int, SlotContent], MemberTable | None]:
+    def _write(self, device: BlockDevice, report: Report) -> None:
+        device.write(slot_offset(report.sender), encode_slot(self.sealer, report))
+
+    def _read(self, device: BlockDevice) -> tuple[dict[int, SlotContent], MemberTable | None]:
         count = self.config.capacity
-        data = self.device.read_blocks(slot_offset(0), count)
+        data = device.read_blocks(slot_offset(0), count)
         slots = {i: decode_slot(self.sealer, data[i * BLOCK:(i + 1) * BLOCK], i)
                  for i in range(count)}
         generation = self.generation
-        return slots, (None if generation is None else self.members(generation))
-
-    async def run(self, job: Callable[[], Any]) -> tuple[bool, Any, str]:
-        if self.busy is not None and not self.busy.done():
-            return False, None, "volume hung: previous request still in flight"
-        self.busy = self.pool.submit(job)
-        try:
-            value = await asyncio.wait_for(asyncio.wrap_future(self.busy), self.deadline)
-        except TimeoutError:
-            return False, None, "I/O deadline exceeded"
-        except OSError as error:
-            return False, None, f"I/O error: {error}"
-        return True, value, ""
+        return slots, (None if generation is None else self.members(generation, device))
 
     async def write(self, report: Report) -> tuple[bool, str]:
-        ok, _, error = await self.run(lambda: self._write(report))
+        ok, _, error = await self.liveness.run(lambda device: self._write(device, report))
         return ok, error
 
     async def read(self) -> tuple[dict[int, SlotContent] | None, MemberTable | None, str]:
         """Every slot, and the member table if followed (``None`` slots: the read failed)."""
-        ok, found, error = await self.run(self._read)
+        ok, found, error = await self.liveness.run(self._read)
         return (found[0], found[1], error) if ok else (None, None, error)
 
     def write_last_words(self, report: Report) -> None:
         """A fenced host's last words, written from the loop's thread: waits at most
         the I/O deadline (the VMs are dead already; the exit must not hang)."""
-        self.pool.submit(self._write, report).result(timeout=self.deadline)
+        self.liveness.run_blocking(lambda device: self._write(device, report))
+
+    def close(self) -> None:
+        self.liveness.close()
+        self.management.close()

@@ -21,7 +21,8 @@ from hacluster.node.config import load
 from hacluster.node.keyfiles import read_key
 from hacluster.storage.sr import BLOCK, BlockDevice, GlobalBlock, PoolState, SRError
 
-from .conftest import new_sr, request
+from ..conftest import new_sr
+from .conftest import request
 
 HOST_FILES = {"node.toml", "pool.key", "host.pem", "host.key", "ca.pem", "pool.secret",
               "pool.toml"}

@@ -91,8 +91,7 @@ class FakeNode:
         self.storage.rekey(keys)
 
     def close(self) -> None:
-        self.storage.pool.shutdown()
-        self.storage.device.close()
+        self.storage.close()
 
 
 class Pool:
