@@ -359,7 +359,7 @@ class Service:
         await self._commit({"op": "host-join", "host": host})
         try:
             await self.control.write_members(joined, None)
-        except (OSError, MembersError) as error:
+        except (OSError, MembersError, PoolError) as error:
             await self._commit({"op": "host-eject", "host": uuid})
             raise PoolError(f"could not write the member table: {error}") from None
         member = joined.by_uuid(uuid)

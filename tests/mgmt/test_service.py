@@ -48,7 +48,7 @@ class FakeControl:
         self.members = MemberTable(7, 0, 8, tuple(
             Member(i, u, f"h{i}", (f"10.9.0.{i + 1}:7000",)) for i, u in enumerate(UUIDS)))
         self.member_writes: list[tuple[MemberTable, int | None]] = []
-        self.member_write_error: OSError | None = None
+        self.member_write_error: Exception | None = None
 
     def live_hosts(self) -> frozenset[str] | None:
         return self.live
@@ -336,8 +336,12 @@ async def test_a_refused_join_changes_nothing(control: FakeControl, params: dict
     assert control.member_writes == []
 
 
-async def test_a_join_whose_table_write_fails_is_undone(control: FakeControl) -> None:
-    control.member_write_error = OSError("I/O error")
+@pytest.mark.parametrize("failure", [
+    PoolError("could not write the member table: I/O deadline exceeded"),  # the plane's
+    OSError("I/O error")])
+async def test_a_join_whose_table_write_fails_is_undone(control: FakeControl,
+                                                         failure: Exception) -> None:
+    control.member_write_error = failure
     before = control.master.db.pool
     with pytest.raises(PoolError, match="could not write the member table"):
         await call(control, "pool-join", address="10.9.0.9:7000", memory="1024",
