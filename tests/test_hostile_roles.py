@@ -346,7 +346,7 @@ def changing_examples() -> dict[str, Call]:
         "credential-deny": Call("credential-deny", {"credential": "secret:operator:bob"}),
         "credential-allow": Call("credential-allow", {"credential": "secret:operator:bob"}),
         "pool-key-rotate": Call("pool-key-rotate"),
-        "pool-join": Call("pool-join", {"address": "10.9.0.9:7000", "memory": "1024",
+        "pool-admit": Call("pool-admit", {"address": "10.9.0.9:7000", "memory": "1024",
                                         "name-label": "new", "uuid": "host-new"}),
         "pool-eject": Call("pool-eject", {"host-uuid": "host-new"}),
         "host-emergency-ha-disable": Call("host-emergency-ha-disable", flags=("--force",)),
@@ -359,7 +359,10 @@ def changing_examples() -> dict[str, Call]:
 async def test_every_change_leaves_an_audit_record_naming_the_credential(
         pool: Pool, tmp_path: Path) -> None:
     examples = changing_examples()
-    assert set(examples) == {v.name for v in VERBS.values() if v.role > Role.READ_ONLY}
+    # pool-join is answered by a host waiting to join (a member refuses it): the
+    # change it makes is the master's pool-admit, audited there with the caller
+    assert set(examples) == {v.name for v in VERBS.values()
+                             if v.role > Role.READ_ONLY} - {"pool-join"}
     database = await open_database(tmp_path)
     callers = {Role.OPERATOR: cert_caller(pool, Role.OPERATOR, "carol"),
                Role.EMERGENCY: secret_caller(Role.EMERGENCY, "erin")}

@@ -9,7 +9,8 @@ Rules:
 * The pool CA is made in a directory of its own (mode 0700), never one whose
   files go to hosts: only its certificate is copied out (:func:`publish`).
 * A host's own files are its copy of the pool key, its certificate for its
-  heartbeat addresses (``host.pem``, ``host.key``) and ``node.toml``. One
+  heartbeat addresses (``host.pem``, ``host.key``) and ``node.toml``: a
+  member's, or a candidate's (a host waiting to join names its addresses). One
   function, :func:`node_toml`, writes every ``node.toml`` from
   :class:`NodeSettings`; where the pool's shared files (pool file, CA
   certificate, secret, SR) are is the caller's layout, as seen from the host's
@@ -98,9 +99,22 @@ def node_toml(index: int, hosts: Hosts, settings: NodeSettings, uuid: str = "",
 
     A free index is an empty row; ``uuid`` and ``name`` name a host the pool file
     does not list (one that joined)."""
-    fields = toml_fields(
-        index=index,
-        hosts=[[str(address) for address in row] for row in hosts],
+    head = toml_fields(index=index, hosts=[[str(address) for address in row] for row in hosts])
+    if settings.slots:
+        head += toml_fields(slots=settings.slots)
+    return _node_file(head, settings, uuid, name)
+
+
+def candidate_toml(addresses: Sequence[Address], settings: NodeSettings, uuid: str, name: str,
+                   memory: int) -> str:
+    """The ``node.toml`` of a host waiting to join (:class:`hacluster.node.config.Candidate`):
+    its own addresses and memory instead of an index and the hosts."""
+    head = toml_fields(address=[str(address) for address in addresses], memory=memory)
+    return _node_file(head, settings, uuid, name)
+
+
+def _node_file(head: list[str], settings: NodeSettings, uuid: str, name: str) -> str:
+    fields = head + toml_fields(
         sr=settings.sr,
         key_file=KEY_FILE,
         timeout=settings.timeout,
@@ -116,8 +130,6 @@ def node_toml(index: int, hosts: Hosts, settings: NodeSettings, uuid: str = "",
         ca=settings.ca,
         secret_file=settings.secret_file,
     )
-    if settings.slots:
-        fields += toml_fields(slots=settings.slots)
     if uuid:
         fields += toml_fields(uuid=uuid, name=name or uuid)
     if settings.unsafe_watchdog_delay is not None:
@@ -130,11 +142,24 @@ def node_toml(index: int, hosts: Hosts, settings: NodeSettings, uuid: str = "",
 def write_host(directory: Path, index: int, hosts: Hosts, settings: NodeSettings,
                key: bytes, ca: CertFiles, uuid: str = "", name: str = "") -> Path:
     """Host ``index``'s own files in ``directory``: pool key, certificate, ``node.toml``."""
+    return _write_own(directory, hosts[index], key, ca,
+                      node_toml(index, hosts, settings, uuid, name))
+
+
+def write_candidate(directory: Path, addresses: Sequence[Address], settings: NodeSettings,
+                    key: bytes, ca: CertFiles, uuid: str, name: str, memory: int) -> Path:
+    """A host's own files while it waits to join: pool key, certificate, ``node.toml``."""
+    return _write_own(directory, addresses, key, ca,
+                      candidate_toml(addresses, settings, uuid, name, memory))
+
+
+def _write_own(directory: Path, addresses: Sequence[Address], key: bytes, ca: CertFiles,
+               node_file: str) -> Path:
     directory.mkdir(exist_ok=True)
     write_key(directory / KEY_FILE, key)
-    issue_certificate(ca, directory, HOST_CERT, [address.host for address in hosts[index]])
+    issue_certificate(ca, directory, HOST_CERT, [address.host for address in addresses])
     path = directory / NODE_FILE
-    write_atomically(path, node_toml(index, hosts, settings, uuid, name).encode(), PUBLIC)
+    write_atomically(path, node_file.encode(), PUBLIC)
     return path
 
 

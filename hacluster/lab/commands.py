@@ -21,7 +21,7 @@ from hacluster.lab import members
 from hacluster.lab.local import LabError, LocalLab
 from hacluster.lab.open import open_lab, reporting_bad_input
 from hacluster.lab.render import status_table
-from hacluster.node.config import load, read_key
+from hacluster.node.config import Candidate, load, load_node, read_key
 from hacluster.storage.sr import format_sr
 
 
@@ -53,7 +53,7 @@ def _node(args: argparse.Namespace) -> int:
         from hacluster.deploy.command import run_check
 
         return run_check(args.config)
-    config = load(args.config)
+    loaded = load_node(args.config)
     from hacluster.node.daemon import serve
 
     try:
@@ -62,7 +62,13 @@ def _node(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
-    code: int = runner(serve(config, args.armed))
+    if isinstance(loaded, Candidate):  # a new host: it serves pool-join, then is a member
+        from hacluster.node.candidate import JOINED, wait_to_join
+
+        if runner(wait_to_join(loaded)) != JOINED:
+            return 1
+        loaded = load(args.config)
+    code: int = runner(serve(loaded, args.armed))
     # leave at once: a storage thread stuck on a hung volume must not keep a
     # fenced (or shut down) daemon alive at interpreter exit
     sys.stdout.flush()

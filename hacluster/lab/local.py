@@ -358,8 +358,8 @@ class LocalLab:
         data = self.load()
         rows = []
         for index in range(data["hosts"]):
-            try:
-                rows.append(query_status(self.host_dir(index) / "status.sock"))
+            try:  # a host waiting to join has no index yet: the lab's is its own
+                rows.append({"host": index} | query_status(self.host_dir(index) / "status.sock"))
             except OSError:
                 rows.append({"host": index, "phase": "DOWN"})
         return rows

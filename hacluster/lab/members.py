@@ -3,11 +3,13 @@
 Rules:
 
 * A join takes the lowest index the lab has free (its lab address depends on
-  it), asks the pool with ``hactl pool-join`` (the lab's ``hactl.toml``), and
-  refuses if the pool gave another index. It then writes the new host's
-  directory as ``hacluster pool init`` writes any host's (its pool key, a
-  certificate from the lab's CA, ``node.toml`` naming it by uuid, with the
-  member table's hosts), adds it to ``hactl.toml`` and starts it joining.
+  it), writes the new host's directory as an operator's ``hacluster pool
+  add-host`` does (its pool key, a certificate from the lab's CA, a
+  ``node.toml`` naming its own address: a host waiting to join), starts it,
+  and runs ``hactl -s NEW pool-join master-address=MASTER`` against it, as an
+  operator would: the host is admitted by the master and goes on as a member.
+  The lab refuses if the pool gave another index, and adds the host to
+  ``hactl.toml``.
 * An eject runs ``hactl pool-eject`` for the host's uuid (the pool moves its
   VMs, the host leaves and its index is freed), then waits for its daemon to
   end and forgets it: the index is free for the next join.
@@ -29,6 +31,7 @@ from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import load as load_pool
 from hacluster.node import config as node_config
 from hacluster.node.keyfiles import read_key
+from hacluster.node.status import query_status
 
 HACTL_WAIT = 120.0  # seconds a join or an eject may take (an eject moves VMs)
 
@@ -45,7 +48,8 @@ def hactl(lab: LocalLab, *words: str) -> Any:
 
 
 def join(lab: LocalLab) -> int:
-    """Start one more host and make it a member; returns its index."""
+    """Start one more host waiting to join and make it a member with ``hactl
+    pool-join``, run against it; returns its index."""
     data = lab.load()
     taken = set(members(data))
     free = [i for i in range(data.get("slots", data["hosts"])) if i not in taken]
@@ -53,14 +57,25 @@ def join(lab: LocalLab) -> int:
         raise LabError(f"the pool has no free slot ({data.get('slots', data['hosts'])} "
                        "indices taken): 'hacluster lab up --slots N' makes room")
     index = free[0]
-    networks = data["settings"]["networks"]
-    base_port = data["settings"]["base_port"]
-    addresses = [lab.address(index, base_port, n) for n in range(networks)]
+    master = _master_host(lab)
+    settings = data["settings"]
+    addresses = [lab.address(index, settings["base_port"], n) for n in range(settings["networks"])]
     memory = load_pool(lab.root / poolfiles.POOL_FILE).pool.hosts[0].memory_total
     host_uuid, name = str(uuid.uuid4()), f"host{index}"
-    answer = hactl(lab, "pool-join", f"address={','.join(map(str, addresses))}",
-                   f"name-label={name}", f"memory={memory}", f"uuid={host_uuid}")
-    given = answer["index"] if isinstance(answer, dict) else None
+    lab.prepare_host(index)
+    poolfiles.write_candidate(lab.host_dir(index), addresses, lab.node_settings(index),
+                              read_key(lab.root / poolfiles.KEY_FILE), lab.ca, host_uuid, name,
+                              memory)
+    data["members"] = sorted({*members(data), index})
+    data["hosts"] = max(data["hosts"], index + 1)
+    lab.save(data)
+    lab.start(index, armed=False)
+    try:
+        answer = _pool_join(lab, index, master)
+    except LabError:
+        _forget(lab, index)
+        raise
+    given = answer.get("index") if isinstance(answer, dict) else None
     if given != index:
         raise LabError(f"the pool gave host {name} index {given}, the lab expected {index}: "
                        f"eject it (hactl pool-eject host-uuid={host_uuid})")
@@ -69,17 +84,45 @@ def join(lab: LocalLab) -> int:
                  for row in answer["hosts"]]
     except ConfigError as error:
         raise LabError(str(error)) from None
-    key = read_key(lab.root / poolfiles.KEY_FILE)
-    lab.prepare_host(index)
-    poolfiles.write_host(lab.host_dir(index), index, hosts, lab.node_settings(index), key,
-                         lab.ca, uuid=host_uuid, name=name)
-    data = lab.load()
-    data["members"] = sorted({*members(data), index})
-    data["hosts"] = max(data["hosts"], index + 1)
-    lab.save(data)
     _write_hactl(lab, hosts)
-    lab.start(index, armed=False)
     return index
+
+
+def _master_host(lab: LocalLab) -> str:
+    """The master's address, from the pool's status (a join needs a master)."""
+    status = hactl(lab, "status")
+    master = status["pool"]["master"] if isinstance(status, dict) else None
+    for host in status.get("hosts", []) if isinstance(status, dict) else []:
+        if host.get("uuid") == master and host.get("address"):
+            return str(host["address"])
+    raise LabError("the pool has no master right now: wait for one, then join again")
+
+
+def _pool_join(lab: LocalLab, index: int, master: str) -> Any:
+    """``hactl -s NEW pool-join master-address=MASTER``, once the new host serves."""
+    status = lab.host_dir(index) / "status.sock"
+
+    def waiting() -> bool:
+        if not lab.running(index):
+            raise LabError(f"host {index} exited before it could join: see "
+                           f"{lab.host_dir(index) / 'node.out'}")
+        try:
+            return query_status(status).get("phase") == "WAITING TO JOIN"
+        except OSError:
+            return False
+
+    if wait_until(waiting, HACTL_WAIT, poll=0.1) is None:
+        raise LabError(f"host {index} did not start waiting to join within {HACTL_WAIT:.0f} s")
+    endpoint = query_status(status)["management"]
+    return hactl(lab, "-s", endpoint, "pool-join", f"master-address={master}")
+
+
+def _forget(lab: LocalLab, index: int) -> None:
+    """Undo a join that did not happen: the new host's daemon and its place in the lab."""
+    lab.kill(index)
+    data = lab.load()
+    data["members"] = [i for i in members(data) if i != index]
+    lab.save(data)
 
 
 def eject(lab: LocalLab, index: int) -> None:

@@ -16,7 +16,9 @@ Rules:
   fit or is not agile it is refused and nothing changes. Then the host is
   disabled and its VMs are moved one by one (stopped, then started on their
   target), restart priority and order first, each reported as progress.
-* ``pool-join`` gives a new host the lowest free HA index of the generation:
+* ``pool-admit`` (the master's half of ``pool-join``, which a host waiting to
+  join runs: :mod:`hacluster.node.candidate`; a member refuses ``pool-join``)
+  gives a new host the lowest free HA index of the generation:
   it records the host in the pool database, then writes the SR's member
   table (undoing the record if that write fails), and answers with what the
   host's configuration needs. ``pool-eject`` refuses the master itself, moves
@@ -341,6 +343,12 @@ class Service:
         yield self._done(f"host {pool.host(uuid).name} is shutting down cleanly")
 
     async def _pool_join(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        raise PoolError(f"this host ({self.control.my_uuid()}) is a member of pool "
+                        f"{self._db().db.name!r} already: pool-join is run against a host "
+                        "waiting to join (its node.toml names its 'address'; docs/deploy.md)")
+        yield {}  # pragma: no cover - an async generator, as every handler
+
+    async def _pool_admit(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         addresses = tuple(a.strip() for a in params["address"].split(","))
         try:
             memory = int(params["memory"])

@@ -67,8 +67,11 @@ _TABLE = (
     Verb("pool-key-rotate", "replace the pool key on every live host, both keys accepted for "
          "one step (no fence); hosts not answering must get the new pool.key by hand",
          OPERATE),
-    Verb("pool-join", "make a new host a member: the lowest free HA index, the pool database "
-         "and the SR's member table (then start its daemon)", OPERATE,
+    Verb("pool-join", "run against a host waiting to join (-s HOST:PORT): it asks the master "
+         "to admit it and starts as a member", OPERATE, ("master-address",),
+         ("master-address",), local=True),
+    Verb("pool-admit", "the master's half of pool-join: the lowest free HA index, the pool "
+         "database and the SR's member table for a new host", OPERATE,
          ("address", "name-label", "memory", "uuid"), ("address", "name-label", "memory"),
          changes=True),
     Verb("pool-eject", "remove a host from the pool: its VMs moved off first (refused if they "

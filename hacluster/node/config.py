@@ -7,7 +7,10 @@ brackets); every host of the pool is listed in index order, this node's own
 network (every host on the same number of networks), or ``[]`` for an index
 no host holds; ``slots`` (default: as many as ``hosts`` lists) is the pool's
 index space, the SR's slot count, which joins fill; ``uuid`` and ``name``
-name this host when the pool file does not list it (a host that joined); at
+name this host when the pool file does not list it (a host that joined); a
+host waiting to join names its own ``address`` and ``memory`` (MiB) instead
+of ``index`` and ``hosts`` (:class:`Candidate`: :func:`load_node` reads both
+kinds, :func:`load` members only); at
 start the SR's member table, if any, overrides ``hosts`` (:mod:`hacluster.node.roster`);
 the pool key file holds
 32 bytes (raw or hex), and beside it a second accepted key while a key
@@ -45,14 +48,14 @@ from hacluster.core.timing import Timing, TimingError
 from hacluster.model import poolfile
 from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import PoolFile
-from hacluster.model.tomlfile import brief, checked, in_range, read_toml
+from hacluster.model.tomlfile import brief, checked, in_range, read_toml, toml_fields
 from hacluster.node.keyfiles import MAX_KEY_FILE, load_ring, read_key, read_small
 from hacluster.node.roster import Roster
 from hacluster.storage.sr import BLOCK, max_pool_hosts
 from hacluster.wire.keys import KeyRing
 
-__all__ = ["MAX_KEY_FILE", "MAX_TIMEOUT", "MGMT_FIELDS", "Address", "ConfigError", "Management",
-           "NodeConfig", "load", "read_key"]
+__all__ = ["MAX_KEY_FILE", "MAX_TIMEOUT", "MGMT_FIELDS", "Address", "Candidate", "ConfigError",
+           "Management", "NodeConfig", "load", "load_node", "read_key"]
 
 MAX_TIMEOUT = 3600.0  # seconds: an hour-long T means hours before a failed host's VMs restart
 
@@ -203,15 +206,87 @@ def _watchdog_device(table: dict[str, Any], base: Path, where: str) -> Path | No
     return path
 
 
+MEMBER_FIELDS = ("index", "hosts", "slots")  # what a candidate learns when it joins
+CANDIDATE_FIELDS = ("address", "memory")  # what it says of itself until then
+KNOWN_FIELDS = frozenset({
+    *MEMBER_FIELDS, *CANDIDATE_FIELDS, "sr", "key_file", "timeout", "mode", "status_socket",
+    "log", "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", "uuid",
+    "name", "watchdog_device", *MGMT_FIELDS})
+MAX_MEMORY = 1 << 40  # MiB: a host's memory for planning
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A host waiting to join a pool (:mod:`hacluster.node.candidate`).
+
+    Its ``node.toml`` names its own ``address`` (one per heartbeat network) and
+    ``memory`` (MiB) instead of ``index`` and ``hosts``; ``uuid``, the pool file
+    and the management API are required. ``config`` is every other field,
+    checked as a member's would be (the host as index 0 of a pool of one)."""
+
+    path: Path
+    config: NodeConfig
+    memory: int
+    table: dict[str, Any]  # the file as read: rewritten as a member's by :meth:`joined`
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return self.config.addresses
+
+    def joined(self, index: int, hosts: list[list[str]], slots: int) -> str:
+        """The member's ``node.toml``: this one with the index and hosts it was given."""
+        kept = {k: v for k, v in self.table.items()
+                if k not in (*MEMBER_FIELDS, *CANDIDATE_FIELDS)}
+        return "\n".join(toml_fields(index=index, hosts=hosts, slots=slots, **kept)) + "\n"
+
+
 def load(path: str | Path) -> NodeConfig:
+    """A member's configuration; :class:`ConfigError` for anything else."""
+    loaded = load_node(path)
+    if isinstance(loaded, Candidate):
+        raise ConfigError(f"{path}: this host has not joined a pool yet (it names its "
+                          "'address', not an 'index'): start its daemon and run 'hactl -s "
+                          "HOST:MGMT_PORT pool-join master-address=MASTER:MGMT_PORT'")
+    return loaded
+
+
+def load_node(path: str | Path) -> NodeConfig | Candidate:
+    """A member's configuration, or a candidate's (a host waiting to join)."""
     where = str(path)
     table = read_toml(path, ConfigError)
-    known = {"index", "hosts", "sr", "key_file", "timeout", "mode", "status_socket", "log",
-             "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", "slots",
-             "uuid", "name", "watchdog_device", *MGMT_FIELDS}
-    unknown = sorted(set(table) - known)
+    unknown = sorted(set(table) - KNOWN_FIELDS)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: "
+                          f"{sorted(KNOWN_FIELDS)}")
+    if "index" in table or "address" not in table:
+        stray = [name for name in CANDIDATE_FIELDS if name in table]
+        if stray:
+            raise ConfigError(f"{where}: {stray} are for a host waiting to join; a member "
+                              "names its 'index' and the 'hosts' instead")
+        return _member(table, path)
+    return _candidate(table, path)
+
+
+def _candidate(table: dict[str, Any], path: str | Path) -> Candidate:
+    where = str(path)
+    if "hosts" in table:
+        raise ConfigError(f"{where}: a host waiting to join names its 'address', not the "
+                          "'hosts' (the master gives them when it joins)")
+    for name in ("uuid", "pool", *MGMT_FIELDS):
+        if name not in table:
+            raise ConfigError(f"{where}: a host waiting to join needs {name!r} (its uuid, the "
+                              "pool file and the management API that hactl pool-join reaches)")
+    memory: int = in_range(_need(table, "memory", int, where), int, 1, MAX_MEMORY,
+                           f"{where}: field 'memory' (MiB)", ConfigError)
+    if not _host_addresses(table["address"], f"{where}: address"):
+        raise ConfigError(f"{where}: 'address' lists no address")
+    as_member = {k: v for k, v in table.items() if k not in CANDIDATE_FIELDS}
+    config = _member({**as_member, "index": 0, "hosts": [table["address"]]}, path)
+    return Candidate(Path(path), config, memory, table)
+
+
+def _member(table: dict[str, Any], path: str | Path) -> NodeConfig:
+    where = str(path)
     listed = _need(table, "hosts", list, where)
     if not listed:
         raise ConfigError(f"{where}: 'hosts' lists no host")

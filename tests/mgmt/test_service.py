@@ -315,7 +315,7 @@ async def test_transition_to_master_takes_the_database_and_turns_ha_off(
 # ------------------------------------------------------------ joins and ejects
 async def test_pool_join_takes_the_lowest_free_index_records_and_writes_the_table(
         control: FakeControl) -> None:
-    answer = result(await call(control, "pool-join", address="10.9.0.9:7000",
+    answer = result(await call(control, "pool-admit", address="10.9.0.9:7000",
                                memory="4096", uuid="host-new", **{"name-label": "new"}))
     assert answer["index"] == 3 and answer["slots"] == 8 and answer["members_version"] == 1
     assert answer["hosts"][3] == ["10.9.0.9:7000"] and answer["hosts"][4] == []
@@ -332,8 +332,15 @@ async def test_pool_join_takes_the_lowest_free_index_records_and_writes_the_tabl
 ])
 async def test_a_refused_join_changes_nothing(control: FakeControl, params: dict[str, str],
                                               match: str) -> None:
-    await refused(control, "pool-join", match, **params)
+    await refused(control, "pool-admit", match, **params)
     assert control.member_writes == []
+
+
+async def test_a_member_refuses_pool_join_and_changes_nothing(control: FakeControl) -> None:
+    before = control.master.db.pool
+    await refused(control, "pool-join", "is a member of pool .* already",
+                  **{"master-address": "10.9.0.1:7443"})
+    assert control.master.db.pool == before and control.member_writes == []
 
 
 @pytest.mark.parametrize("failure", [
@@ -344,7 +351,7 @@ async def test_a_join_whose_table_write_fails_is_undone(control: FakeControl,
     control.member_write_error = failure
     before = control.master.db.pool
     with pytest.raises(PoolError, match="could not write the member table"):
-        await call(control, "pool-join", address="10.9.0.9:7000", memory="1024",
+        await call(control, "pool-admit", address="10.9.0.9:7000", memory="1024",
                    uuid="host-new", **{"name-label": "new"})
     assert control.master.db.pool == before
 
