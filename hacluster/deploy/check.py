@@ -3,9 +3,11 @@
 Rules:
 
 * The check reads and never writes: the configuration (the node's own loader,
-  :func:`hacluster.node.config.load`, so every refusal is the one the daemon
-  would give), the management API's certificate, key and CA, the SR (opened as
-  the node opens it, its heartbeat region read once) and this host's backup
+  :func:`hacluster.node.config.load_node`, so every refusal is the one the
+  daemon would give; a host waiting to join is checked as far as it can be:
+  not the SR's slot count, which it learns when it joins), the management
+  API's certificate, key and CA, the SR (opened as the node opens it, its
+  heartbeat region read once) and this host's backup
   of the pool database. It binds no port, writes no boot counter, starts no
   process.
 * Each finding is ``ok``, ``warn`` (the node would run, but look) or
@@ -39,8 +41,8 @@ from hacluster.core.messages import Report
 from hacluster.core.timing import Inequality, TimingError
 from hacluster.deploy.volume import MIN_SIZE, MiB, Volume, probe
 from hacluster.mgmt.tls import CertFiles, TLSError, load_certificate, server_context
-from hacluster.model.address import ConfigError
-from hacluster.node.config import NodeConfig, load
+from hacluster.model.address import Address, ConfigError
+from hacluster.node.config import Candidate, NodeConfig, load_node
 from hacluster.node.plane import backup_path, read_backup
 from hacluster.storage.sr import (
     BLOCK,
@@ -108,27 +110,36 @@ def check_node(path: Path) -> CheckReport:
     """Every check of this module on the host whose configuration is ``path``."""
     report = CheckReport(path)
     try:
-        config = load(path)
+        loaded = load_node(path)
     except ConfigError as error:
         report.add(Level.FAIL, "config", str(error))
         return report
-    _config(config, report)
+    candidate = loaded if isinstance(loaded, Candidate) else None
+    config = loaded.config if isinstance(loaded, Candidate) else loaded
+    _config(config, candidate, report)
     _timing(config, report)
     try:
         volume = probe(config.sr)
     except SRError as error:
         report.add(Level.FAIL, "sr", str(error))
         return report
-    _sr(config, volume, report)
+    _sr(config, volume, report, joined=candidate is None)
     return report
 
 
-def _config(config: NodeConfig, report: CheckReport) -> None:
-    hosts, networks = len(config.hosts), len(config.addresses)
-    report.add(Level.OK, "config",
-               f"host {config.index} of {hosts} ({', '.join(map(str, config.addresses))}; "
-               f"{networks} heartbeat network{'s' if networks > 1 else ''}), "
-               f"{config.mode.value} mode, T={config.timing.T:g} s")
+def _config(config: NodeConfig, candidate: Candidate | None, report: CheckReport) -> None:
+    networks = len(config.addresses)
+    on = (f"({', '.join(map(str, config.addresses))}; {networks} heartbeat "
+          f"network{'s' if networks > 1 else ''}), {config.mode.value} mode, "
+          f"T={config.timing.T:g} s")
+    if candidate is None:
+        report.add(Level.OK, "config", f"host {config.index} of {len(config.hosts)} {on}")
+    else:
+        assert config.mgmt is not None
+        endpoint = Address(config.address.host, config.mgmt.port)
+        report.add(Level.OK, "config", f"waiting to join as {config.name!r} "
+                   f"({config.my_uuid}, {candidate.memory} MiB) {on}: start it, then "
+                   f"'hactl -s {endpoint} pool-join master-address=MASTER'")
     if config.keys.other is not None:
         report.add(Level.WARN, "key", "a pool key rotation is under way here (a second key "
                    "file beside pool.key): finish it with hactl pool-key-rotate")
@@ -137,7 +148,7 @@ def _config(config: NodeConfig, report: CheckReport) -> None:
         protected = sum(vm.priority.protected for vm in pool.vms)
         report.add(Level.OK, "pool", f"pool {config.pool.name!r}: {len(pool.hosts)} hosts, "
                    f"{len(pool.vms)} VMs ({protected} protected); this host is "
-                   f"{pool.hosts[config.index].name!r}")
+                   f"{config.name or pool.hosts[config.index].name!r}")
     if config.mgmt is not None:
         _certificate(config, report)
 
@@ -190,7 +201,7 @@ def _timing(config: NodeConfig, report: CheckReport) -> None:
         report.add(Level.FAIL, "timing", str(error))
 
 
-def _sr(config: NodeConfig, volume: Volume, report: CheckReport) -> None:
+def _sr(config: NodeConfig, volume: Volume, report: CheckReport, joined: bool) -> None:
     where = str(volume.path)
     report.add(Level.OK, "sr", f"{where}: {volume.kind} of {volume.size / MiB:.1f} MiB, "
                "reachable, readable")
@@ -216,7 +227,7 @@ def _sr(config: NodeConfig, volume: Volume, report: CheckReport) -> None:
         hint = next((text for needle, text in advice.items() if needle in str(error)), "")
         report.add(Level.FAIL, "layout", f"{error}" + (f": {hint}" if hint else ""))
         return
-    if header.hosts != config.capacity:
+    if joined and header.hosts != config.capacity:  # a candidate learns it when it joins
         report.add(Level.FAIL, "layout", f"the SR was formatted for {header.hosts} slots, "
                    f"the configuration has {config.capacity}: another pool's SR, or a "
                    "configuration of another pool")

@@ -1,7 +1,8 @@
 """The ``hacluster pool init`` command line and ``hacluster node --check``'s output.
 
-Rules: bad input is one line, ``hacluster pool init: <what to do>``, exit
-status 2, and nothing is written; a pool made prints what to copy where.
+Rules: bad input is one line, ``hacluster pool init: <what to do>`` (or
+``pool add-host``), exit status 2, and nothing is written; a pool made, or a
+host added, prints what to copy where.
 ``node --check`` prints its report and exits 0 (ready) or 1.
 """
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from hacluster.core.node import Mode
 from hacluster.core.pool import PoolError
+from hacluster.deploy.addhost import AddHostRequest, add_host
+from hacluster.deploy.addhost import guide as addhost_guide
 from hacluster.deploy.check import check_node
 from hacluster.deploy.hostlist import parse_hosts, parse_port
 from hacluster.deploy.init import (
@@ -86,6 +89,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                       help="format an SR that holds data (another pool's, a file system)")
     init.add_argument("--allow-buffered", action="store_true",
                       help="accept an SR that refuses O_DIRECT (one machine only)")
+    _add_host_parser(verbs)
+
+
+def _add_host_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add = verbs.add_parser(
+        "add-host", help="write the files of one more host, waiting to join",
+        description="Write DIR/hosts/NAME/ for a new host (its certificate from the pool CA, "
+        "the pool key, secret, CA certificate and pool file, and a node.toml naming its own "
+        "address): copy it to the host, start its daemon, and run 'hactl -s HOST:PORT "
+        "pool-join master-address=MASTER'. Nothing is written when any input is refused.")
+    add.add_argument("--pool", required=True, type=Path, metavar="DIR",
+                     help="the directory 'hacluster pool init' wrote (it holds ca/)")
+    add.add_argument("--address", required=True, metavar="ADDR",
+                     help="the new host: IP or name, optional :PORT, A1/A2 for two networks")
+    add.add_argument("--name", default="", help="its name (default: host<N>)")
+    add.add_argument("--memory", type=int, default=0, metavar="MIB",
+                     help="its memory for planning (default: the pool's first host's)")
 
 
 def _out(args: argparse.Namespace) -> Path:
@@ -97,6 +117,8 @@ def _out(args: argparse.Namespace) -> Path:
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.pool_verb == "add-host":
+        return _run_add_host(parser, args)
     try:
         request = InitRequest(
             name=args.name, hosts=tuple(parse_hosts(args.hosts, args.heartbeat_port)),
@@ -116,3 +138,12 @@ def run_check(config: str) -> int:
     report = check_node(Path(config))
     print(report.render(), end="", flush=True)
     return 0 if report.ready else 1
+
+
+def _run_add_host(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        added = add_host(AddHostRequest(args.pool, args.address, args.name, args.memory))
+    except (ConfigError, PoolError, TLSError, OSError) as error:
+        parser.exit(2, f"hacluster pool add-host: {error}\n")
+    print(addhost_guide(added), end="")
+    return 0

@@ -119,3 +119,65 @@ def test_pool_init_output_runs_real_hosts_that_fail_over(
     assert {again("vm-dhcp"), again("vm-sql")} <= {"host1", "host2"}
     for vm, instances in runs(tmp_path).items():
         assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
+
+
+def hactl(config: Path, *words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hacluster.mgmt.hactl", "--config",
+                           str(config), *words], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_a_host_added_by_add_host_joins_with_pool_join_run_against_it(
+        machines: tuple[list[Path], Path, dict[int, int]], tmp_path: Path) -> None:
+    hosts, operator, pids = machines
+    enable_ha(operator, T, wait=60)
+    wait_for(lambda: all(status(m).get("liveset") == [0, 1, 2] for m in hosts), 15 * T,
+             "HA on: every host in the liveset")
+    first = tmp_path / "machines" / "host0" / "node.toml"
+    port = int(first.read_text().split("mgmt_port = ")[1].split()[0])
+    heartbeat = port - 2
+    refused = hacluster("pool", "add-host", "--pool", "pool", "--address",
+                        f"127.0.0.2:{heartbeat}", cwd=tmp_path)
+    assert refused.returncode == 2 and "host1 of the pool has it" in refused.stderr
+    added = hacluster("pool", "add-host", "--pool", "pool", "--address",
+                      f"127.0.0.4:{heartbeat}", cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert f"-s 127.0.0.4:{port} pool-join" in added.stdout
+    new = tmp_path / "machines" / "host3"
+    shutil.copytree(tmp_path / "pool" / "hosts" / "host3", new)
+    checked = hacluster("node", "--check", "--config", str(new / "node.toml"), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "waiting to join as 'host3'" in checked.stdout
+    with (new / "node.out").open("ab") as out:
+        pids[3] = subprocess.Popen(
+            [sys.executable, "-m", "hacluster", "node", "--config", str(new / "node.toml")],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=new).pid
+    wait_for(lambda: status(new).get("phase") == "WAITING TO JOIN", 30, "host3 waiting")
+    waiting_file = (new / "node.toml").read_text()
+
+    other = hactl(operator, "-s", f"127.0.0.4:{port}", "host-list")
+    assert other.returncode == 1 and "answers only pool-join" in other.stderr
+    master = next(i for i, m in enumerate(hosts) if status(m).get("master"))
+    wrong = 1 if master != 1 else 2
+    not_master = hactl(operator, "-s", f"127.0.0.4:{port}", "pool-join",
+                       f"master-address=127.0.0.{wrong + 1}")
+    assert not_master.returncode == 1 and "is not the pool's master" in not_master.stderr
+    assert (new / "node.toml").read_text() == waiting_file  # a refusal changes nothing
+
+    joined = hactl(operator, "-s", f"127.0.0.4:{port}", "--json", "pool-join",
+                   f"master-address=127.0.0.{master + 1}")
+    assert joined.returncode == 0, joined.stderr
+    assert '"index": 3' in joined.stdout
+    everyone = [*hosts, new]
+    wait_for(lambda: all(status(m).get("liveset") == [0, 1, 2, 3] for m in everyone)
+             and sum(bool(status(m).get("master")) for m in everyone) == 1, 15 * T,
+             "4 hosts in every liveset, one master")
+    audit = hactl(operator, "--json", "audit-list", "verb=pool-admit")
+    assert audit.returncode == 0 and '"pool-admit"' in audit.stdout, audit.stderr
+
+    os.killpg(pids[master], signal.SIGKILL)
+    rest = [m for i, m in enumerate(everyone) if i != master]
+    left = sorted({0, 1, 2, 3} - {master})
+    wait_for(lambda: all(status(m).get("liveset") == left for m in rest)
+             and sum(bool(status(m).get("master")) for m in rest) == 1, 15 * T,
+             f"failover to {left} with one master, the joined host among them")
