@@ -136,6 +136,9 @@ class LocalLab:
     def prepare_host(self, index: int) -> None:
         """Create what one more host needs besides its files (a join; nothing, locally)."""
 
+    def release_host(self, index: int) -> None:
+        """Undo :meth:`prepare_host` (an eject: the index may be joined again)."""
+
     def sr_path(self, index: int) -> str:
         """The SR as host ``index`` opens it, relative to its directory: the lab's file,
         or with ``--sr iscsi`` this host's own initiator's view of the LUN."""

@@ -120,6 +120,7 @@ def _pool_join(lab: LocalLab, index: int, master: str) -> Any:
 def _forget(lab: LocalLab, index: int) -> None:
     """Undo a join that did not happen: the new host's daemon and its place in the lab."""
     lab.kill(index)
+    lab.release_host(index)
     data = lab.load()
     data["members"] = [i for i in members(data) if i != index]
     lab.save(data)
@@ -135,6 +136,7 @@ def eject(lab: LocalLab, index: int) -> None:
     hactl(lab, "pool-eject", f"host-uuid={config.my_uuid}")
     if wait_until(lambda: not lab.running(index), HACTL_WAIT, poll=0.2) is None:
         lab.kill(index)  # it left the pool (the eject succeeded): its daemon must go too
+    lab.release_host(index)
     data = lab.load()
     data["members"] = [i for i in members(data) if i != index]
     lab.save(data)

@@ -105,6 +105,19 @@ class NetnsLab(BridgedLab):
         self._mount_fault_layer(index)
         self._add_namespace(index)
 
+    def release_host(self, index: int) -> None:
+        """The host's namespace and fault layer go (an eject): a join may take its index."""
+        sh("ip", "netns", "del", self.ns(index), check=False)
+        data = self.load()
+        self._unmount_fault_layer(index, data["faultfs"].pop(str(index), None))
+        self.save(data)
+
+    def _unmount_fault_layer(self, index: int, pid: int | None) -> None:
+        sh("fusermount3", "-u", "-z", str(self.host_dir(index) / "sr.d"), check=False)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
     def _add_namespace(self, index: int) -> None:
         ns, outside = self.ns(index), f"{self.ns(index)}v"
         sh("ip", "netns", "add", ns)
@@ -175,9 +188,7 @@ class NetnsLab(BridgedLab):
         for index in range(data["hosts"]):
             sh("ip", "netns", "del", f"ha{lab_id}-h{index}", check=False)
         for index, pid in data.get("faultfs", {}).items():
-            sh("fusermount3", "-u", "-z", str(self.host_dir(int(index)) / "sr.d"), check=False)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            self._unmount_fault_layer(int(index), pid)
         self._forward(f"ha{lab_id}br", "-D")
         sh("ip", "link", "del", f"ha{lab_id}br", check=False)
         if data.get("loop"):
