@@ -66,6 +66,7 @@ def join(lab: LocalLab) -> int:
     poolfiles.write_candidate(lab.host_dir(index), addresses, lab.node_settings(index),
                               read_key(lab.root / poolfiles.KEY_FILE), lab.ca, host_uuid, name,
                               memory)
+    data = lab.load()  # prepare_host recorded what it made
     data["members"] = sorted({*members(data), index})
     data["hosts"] = max(data["hosts"], index + 1)
     lab.save(data)
