@@ -13,9 +13,11 @@ Rules:
   buffer; the two never touch the same blocks at once (a host writes only its
   own slot; the plane writes the header, the member table and an ejected
   host's slot).
-* A request that overruns the I/O deadline is reported as failed; while the
-  volume stays hung (the lane's earlier request still in flight), that lane's
-  new requests fail at once instead of queueing behind it.
+* A request that overruns its lane's deadline is reported as failed (slot
+  I/O: the core's I/O deadline; management: :data:`MANAGEMENT_DEADLINE`,
+  since nothing of the liveness path waits for it); while the volume stays
+  hung (the lane's earlier request still in flight), that lane's new
+  requests fail at once instead of queueing behind it.
 * All slots of the index space are read with one aligned multi-block read.
 * The keys (the slot sealer and the ring the global block is MACed with) are
   swapped by :meth:`Storage.rekey` on the liveness loop, one reference each:
@@ -46,6 +48,10 @@ from hacluster.storage.sr import (
 from hacluster.wire.codec import Sealer
 from hacluster.wire.keys import KeyRing
 
+#: seconds a management request may take: HA enable writes every slot, and a
+#: caller (hactl) waits for it; only a volume hung this long refuses the verb
+MANAGEMENT_DEADLINE = 10.0
+
 
 class Lane:
     """One thread and one descriptor on the SR; a request in flight past its
@@ -54,16 +60,24 @@ class Lane:
     def __init__(self, path: str, name: str, deadline: float) -> None:
         self.device = BlockDevice(path)
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
-        self.busy: concurrent.futures.Future[Any] | None = None
+        self.busy = False  # a request is in the thread (past its deadline, too)
         self.deadline = deadline
 
     async def run(self, job: Callable[[BlockDevice], Any]) -> tuple[bool, Any, str]:
         """``job(device)`` in the lane's thread: (done, its value, why not)."""
-        if self.busy is not None and not self.busy.done():
+        if self.busy:
             return False, None, "volume hung: previous request still in flight"
-        self.busy = self.thread.submit(job, self.device)
+        self.busy = True
+
+        def work() -> Any:
+            try:
+                return job(self.device)
+            finally:
+                self.busy = False
+
         try:
-            value = await asyncio.wait_for(asyncio.wrap_future(self.busy), self.deadline)
+            future = asyncio.get_running_loop().run_in_executor(self.thread, work)
+            value = await asyncio.wait_for(future, self.deadline)
         except TimeoutError:
             return False, None, "I/O deadline exceeded"
         except OSError as error:
@@ -85,9 +99,8 @@ class Storage:
     def __init__(self, config: NodeConfig, keys: KeyRing) -> None:
         self.config = config
         self.rekey(keys)
-        deadline = config.timing.io_deadline
-        self.liveness = Lane(str(config.sr), "storage", deadline)
-        self.management = Lane(str(config.sr), "storage-mgmt", deadline)
+        self.liveness = Lane(str(config.sr), "storage", config.timing.io_deadline)
+        self.management = Lane(str(config.sr), "storage-mgmt", MANAGEMENT_DEADLINE)
 
     generation: int | None = None  # whose member table each slot read also reads
 
@@ -97,8 +110,8 @@ class Storage:
         return self.liveness.device.direct
 
     def set_deadline(self, deadline: float) -> None:
-        """The I/O deadline of both lanes (the pool's timing, once known)."""
-        self.liveness.deadline = self.management.deadline = deadline
+        """The liveness lane's I/O deadline (the pool's timing, once known)."""
+        self.liveness.deadline = deadline
 
     def rekey(self, keys: KeyRing) -> None:
         """Seal slots and MAC the global block with ``keys`` from now on."""

@@ -43,7 +43,7 @@ def slow_storage(tmp_path: Path, fuse_medium: Mount) -> Iterator[Storage]:
         sr=sr, key=KEY, timing=Timing.derive(5.0), mode=Mode.STATEFILE,
         status_socket=tmp_path / "status.sock", log=None)
     storage = Storage(config, config.keys)
-    storage.set_deadline(LANE_DEADLINE)
+    storage.set_deadline(LANE_DEADLINE)  # the management lane's is longer already
     storage.follow(GENERATION)  # each slot read also reads the member table, as when armed
     control.write_text("slow")
     try:
