@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +16,8 @@ from hacluster.vm.guest import crash_file, halt_file
 from hacluster.vm.records import read_records
 from hacluster.wire.codec import new_pool_key
 from hacluster.wire.rpc import call, target
+
+from ..guests import guest, written
 
 KEY = new_pool_key()
 HOST = "127.0.0.1"
@@ -73,11 +74,6 @@ async def sim_remote() -> AsyncIterator[Remote]:
         yield made
 
 
-def guest(disk: Path, vm: str) -> list[str]:
-    return [sys.executable, "-m", "hacluster.vm.guest", "--disk", str(disk), "--vm", vm,
-            "--host", "h0", "--interval", "0.05"]
-
-
 async def test_guest_lifecycle_through_the_agent(remote: Remote, tmp_path: Path) -> None:
     disks = {vm: tmp_path / f"{vm}.disk" for vm in ("a", "b", "c")}
     pids = {}
@@ -113,6 +109,7 @@ async def test_guest_lifecycle_through_the_agent(remote: Remote, tmp_path: Path)
 async def test_driver_refusals_are_answered(remote: Remote, tmp_path: Path) -> None:
     disk = tmp_path / "a.disk"
     assert (await remote(op="start", vm="a", command=guest(disk, "a")))["ok"] is True
+    await written(disk)
     again = await remote(op="start", vm="a", command=guest(disk, "a"))
     assert again == {"ok": False, "error": "VM a is already running here"}
     refused = await remote(op="start", vm="a2", command=guest(disk, "a"))

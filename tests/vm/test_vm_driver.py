@@ -26,11 +26,7 @@ from hacluster.vm.driver import (
 from hacluster.vm.guest import crash_file, halt_file
 from hacluster.vm.records import instances, read_records
 
-GUEST = [sys.executable, "-m", "hacluster.vm.guest", "--interval", "0.05"]
-
-
-def guest(disk: Path, vm: str) -> list[str]:
-    return [*GUEST, "--disk", str(disk), "--vm", vm, "--host", "h0"]
+from ..guests import guest, written
 
 
 def gone(pid: int) -> bool:
@@ -98,6 +94,7 @@ async def test_start_failures(tmp_path: Path, drivers: Drivers) -> None:
     with pytest.raises(VMStartError, match="cannot run"):
         await driver.start("vm-1", [str(tmp_path / "missing-program")])
     await driver.start("vm-1", guest(tmp_path / "vm.disk", "vm-1"))
+    await written(tmp_path / "vm.disk")
     with pytest.raises(VMStartError, match="already running"):
         await driver.start("vm-1", guest(tmp_path / "vm.disk", "vm-1"))
     with pytest.raises(VMNotRunning):
@@ -111,6 +108,7 @@ async def test_refused_guest_is_a_start_error(tmp_path: Path, drivers: Drivers) 
     driver = drivers()
     disk = tmp_path / "vm.disk"
     await driver.start("vm-1", guest(disk, "vm-1"))
+    await written(disk)
     other = drivers()
     with pytest.raises(VMStartError, match=r"status 3.*refusing"):
         await other.start("vm-1", guest(disk, "vm-1"))
