@@ -61,9 +61,14 @@ def armed_core(config: CoreConfig, me: int = 0, now: float = 100.0) -> HostCore:
     return HostCore(config, me, boot=1, now=now, liveset=frozenset(range(config.hosts)))
 
 
-def wait_for(check: Callable[[], bool], limit: float, what: str) -> float:
+def wait_for(check: Callable[[], bool], limit: float, what: str,
+             evidence: Callable[[], object] | None = None) -> float:
+    """Seconds until ``check()``; on a timeout the assertion says ``what``, and what
+    ``evidence()`` shows then (a lab's status and last events)."""
     took = wait_until(check, limit)
-    assert took is not None, f"timed out waiting for {what}"
+    if took is None:
+        seen = f"\n{evidence()}" if evidence is not None else ""
+        raise AssertionError(f"timed out after {limit:g} s waiting for {what}{seen}")
     return took
 
 

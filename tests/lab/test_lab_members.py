@@ -40,6 +40,13 @@ def settled(lab: LocalLab, hosts: list[int]) -> bool:
             and sum(bool(rows[h].get("master")) for h in hosts) == 1)
 
 
+def evidence(lab: LocalLab) -> str:
+    """Every host's status and the pool's last events, for a failure's message."""
+    events = list(lab.events())[-40:]
+    return "\n".join([*(str(row) for row in lab.status()), "last events:",
+                      *(str(e)[:400] for e in events)])
+
+
 def protected_running(lab: LocalLab) -> dict[str, int]:
     """Where each VM runs now, as each host's daemon reports it."""
     return {vm: r["host"] for r in lab.status() for vm in r.get("vms", [])}
@@ -83,5 +90,5 @@ def test_a_grown_pool_cold_starts_with_its_joined_hosts(lab: LocalLab) -> None:
     assert lab.kill_all() == [0, 1, 2, 3]
     lab.restart_all()
     wait_for(lambda: settled(lab, [0, 1, 2, 3]) and set(protected_running(lab)) >= PROTECTED,
-             30 * T, "the pool re-formed with every protected VM")
+             30 * T, "the pool re-formed with every protected VM", lambda: evidence(lab))
     assert not [e for e in lab.events() if e["event"] == "task-failed"]
