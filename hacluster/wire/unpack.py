@@ -56,5 +56,8 @@ def nests_within(value: Any, depth: int) -> bool:
             continue
         if level > depth:
             return False
-        pending.extend((child, level + 1) for child in children)
+        if any(issubclass(kind, (dict, list)) for kind in set(map(type, children))):
+            # only containers nest further: a flat list is checked at C speed
+            pending.extend((child, level + 1) for child in children
+                           if isinstance(child, (dict, list)))
     return True

@@ -30,11 +30,12 @@ class Lock(Domains):
         (the lock lives on the statefile), from heartbeats in clustered mode."""
         grants: dict[int, int | None] = {}
         requesting = set()
+        me, statefile = self.me, self.statefile_mode
         for index, peer in enumerate(self.peers):
-            report = peer.slot_report if self.statefile_mode else peer.report
+            report = peer.slot_report if statefile else peer.report
             if report is not None and report.boot == peer.pinned_boot:
                 grants[index] = report.lock_grant
-                if report.lock_request and index != self.me:
+                if report.lock_request and index != me:
                     requesting.add(index)
         if not self.statefile_mode:
             grants[self.me] = self._grant

@@ -113,6 +113,12 @@ class HostState:
     hbdomain: HostSet = field(init=False, default=EMPTY)
     sfdomain: HostSet = field(init=False, default=EMPTY)
     _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
+    _order_of: HostSet | None = field(init=False, default=None)  # the last set sorted
+    _order: tuple[int, ...] = field(init=False, default=())  # ... and its hosts in order
+    # the liveset's fresh members (Domains._fresh_members) until an input or a change
+    _fresh: tuple[tuple[int, Report], ...] | None = field(init=False, default=None)
+    _twins_of: HostSet | None = field(init=False, default=None)  # _is_liveset: my liveset
+    _twins: dict[int, HostSet] = field(init=False, default_factory=dict)  # ... sets equal to it
     # evaluation and publishing
     _seq: int = field(init=False, default=0)
     _next_beat: float = field(init=False, default=NEVER)
@@ -167,6 +173,24 @@ class HostState:
 
     def _requesting(self) -> bool:
         return self.armed and not self.rule2
+
+    def _is_liveset(self, hosts: HostSet) -> bool:
+        """Whether ``hosts`` equals my liveset; each set object found equal is
+        remembered until my liveset changes, so that the livesets peers report
+        are compared element by element once, not every step."""
+        mine = self.liveset
+        if hosts is mine:
+            return True
+        if self._twins_of is not mine:
+            self._twins_of, self._twins = mine, {}
+        if self._twins.get(id(hosts)) is hosts:
+            return True
+        if hosts != mine:
+            return False
+        if len(self._twins) >= 4 * self.config.hosts:
+            self._twins.clear()
+        self._twins[id(hosts)] = hosts  # kept alive here: its id stays its own
+        return True
 
     def _others(self) -> HostSet:
         return self.members - {self.me}
