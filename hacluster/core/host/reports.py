@@ -82,8 +82,8 @@ class Reports(Domains):
         the removed boot must not take for it)."""
         now, vouches_for = self.now, self._vouches_for
         seen_at = [getattr(peer, attr) for peer in self.peers]
-        return tuple(int((now - seen) * 1000) if seen != NEVER and vouches_for(index)
-                     else -1 for index, seen in enumerate(seen_at))
+        return tuple([int((now - seen) * 1000) if seen != NEVER and vouches_for(index)
+                      else -1 for index, seen in enumerate(seen_at)])
 
     def _vouches_for(self, index: int) -> bool:
         return index not in self._removed
