@@ -117,10 +117,11 @@ class HostCore(Waits):
         elif isinstance(event, MembersChanged) and not self._change_members(event.members):
             self._ejected()
             return [*self._out, Wakeup(math.inf)]
-        if interesting or self.now >= self._next_eval():
+        if interesting or self.now >= (at := self._next_eval()):
             self._step()
+            at = self._next_eval()
         out = self._out
-        out.append(Wakeup(self._next_eval() if self.phase not in (Phase.FENCED,) else math.inf))
+        out.append(Wakeup(at if self.phase not in (Phase.FENCED,) else math.inf))
         return out
 
     def _next_eval(self) -> float:
