@@ -131,8 +131,13 @@ class Domains(HostState):
                 report = peer.report
                 # one-way links: a peer whose report lacks me is not in my hbdomain
                 # (no report yet, or a joiner's, cannot have heard me: grace)
-                if report is None or report.joining or self._hears_me(report):
+                if report is None or report.joining:
                     hb.add(index)
+                else:
+                    if peer.hears_me_in is not report:  # a report is judged once
+                        peer.hears_me_in, peer.hears_me = report, self._hears_me(report)
+                    if peer.hears_me:
+                        hb.add(index)
             if now - peer.slot_changed < T2:
                 sf.add(index)
         # an unchanged domain stays the same object: reports republish it as is,

@@ -70,6 +70,9 @@ class Peer:
     report_at: float = NEVER
     slot_report: Report | None = None  # latest report read from its slot
     fenced_boot: int | None = None  # the boot of its latest "I fenced" report
+    # whether ``report`` shows it heard me (Domains._compute_domains): judged once per report
+    hears_me_in: Report | None = None
+    hears_me: bool = False
 
     def last_seen(self) -> float:
         return max(self.last_net, self.slot_changed)
