@@ -95,7 +95,7 @@ class HostCore(Waits):
             return [Wakeup(math.inf)]
         stalled = event.now - self.now
         self.now = max(self.now, event.now)
-        self._fresh = None  # fresh members are of one moment
+        self._forget_derived()  # what is derived from peers is of one moment
         self._out = []
         if self.armed and stalled > self.timing.stall_limit:
             self._fence(f"daemon stalled for {stalled:.2f}s: peers may have removed me",

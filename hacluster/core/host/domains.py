@@ -61,7 +61,7 @@ class Domains(HostState):
         if peer.report is None or report.stamp > peer.report.stamp:
             peer.report = report
             peer.report_at = self.now
-            self._fresh = None
+            self._forget_derived()
 
     def _on_heartbeat(self, report: Report) -> bool:
         peer = self._accept(report)
@@ -104,6 +104,7 @@ class Domains(HostState):
                 peer.slot_changed = self.now
             peer.slot_stamp = content.stamp
             peer.slot_report = content
+            self._forget_derived()
             self._remember(peer, content)
 
     def _counts_for(self, peer: Peer, report: Report) -> bool:
@@ -116,7 +117,7 @@ class Domains(HostState):
         member = self.liveset is not None and report.sender in self.liveset
         if peer.pinned_boot is None or (not member and report.boot > peer.pinned_boot):
             peer.pinned_boot = report.boot
-            self._fresh = None
+            self._forget_derived()
         # last words prove the opposite: a host that stalled and fenced must not look
         # alive for another T1 (its survivors, no longer seen by it, stop petting)
         return report.boot == peer.pinned_boot and report.phase is not Phase.FENCED

@@ -73,7 +73,7 @@ class Membership(Lock, Reports):
                 excluded: HostSet = EMPTY) -> None:
         self.epoch = self._next_epoch()
         self.liveset = liveset
-        self._fresh = None
+        self._forget_derived()
         self._proposal = None
         for x in removed:
             self.peers[x] = Peer()
@@ -86,7 +86,7 @@ class Membership(Lock, Reports):
         """The member table changed: start added hosts afresh and forget removed
         ones I no longer list. Returns whether I am still a member."""
         members = frozenset(p for p in members if 0 <= p < self.config.hosts)
-        self._fresh = None
+        self._forget_derived()
         for p in members - self.members:
             self.peers[p] = Peer()
             if self.liveset is not None:
@@ -100,7 +100,7 @@ class Membership(Lock, Reports):
     def _settle_members(self) -> None:
         """Members are the wanted ones plus any removed host my liveset still lists."""
         kept = self._wanted | (self.members & (self.liveset or EMPTY))
-        self._fresh = None
+        self._forget_derived()
         for p in self.members - kept:
             self.peers[p] = Peer()
             self._removed.discard(p)
@@ -120,7 +120,7 @@ class Membership(Lock, Reports):
         and every other host counts as removed (the pool removed it, or it has yet
         to join)."""
         self.liveset = frozenset(liveset)
-        self._fresh = None
+        self._forget_derived()
         self.epoch = epoch
         self._armed_at = self.now
         self._removed = set(self.members - self.liveset)
@@ -147,6 +147,8 @@ class Membership(Lock, Reports):
         """Hosts announcing a join: outside my liveset, or admitted (this same
         boot) but not yet armed; never a member's incarnation that was replaced."""
         assert self.liveset is not None
+        if self._joining is not None:
+            return self._joining
         found = set()
         liveset, now, fresh_for = self.liveset, self.now, self._fresh_for
         for index, peer in enumerate(self.peers):
@@ -158,7 +160,8 @@ class Membership(Lock, Reports):
                 and (index not in liveset or r.boot == peer.pinned_boot)
             ):
                 found.add(index)
-        return frozenset(found)
+        self._joining = frozenset(found)
+        return self._joining
 
     def _admit_joiners(self) -> None:
         assert self.liveset is not None
@@ -219,7 +222,7 @@ class Membership(Lock, Reports):
         """Only the incarnation of ``p`` I know now counts as the member."""
         known = self.peers[p].report
         self.peers[p].pinned_boot = known.boot if known is not None else None
-        self._fresh = None
+        self._forget_derived()
 
     def _try_join(self) -> None:
         """Joining: adopt a member's liveset once it lists me after acking me.

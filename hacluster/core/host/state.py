@@ -118,8 +118,13 @@ class HostState:
     _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
     _order_of: HostSet | None = field(init=False, default=None)  # the last set sorted
     _order: tuple[int, ...] = field(init=False, default=())  # ... and its hosts in order
-    # the liveset's fresh members (Domains._fresh_members) until an input or a change
+    # derived from the peers, kept until the next input or change of a peer or the
+    # liveset (_forget_derived): the liveset's fresh members (Domains._fresh_members),
+    # the grants and requests published (Lock._published_locks), the joiners
     _fresh: tuple[tuple[int, Report], ...] | None = field(init=False, default=None)
+    _locks: tuple[dict[int, int | None], frozenset[int]] | None = field(init=False,
+                                                                        default=None)
+    _joining: HostSet | None = field(init=False, default=None)
     _twins_of: HostSet | None = field(init=False, default=None)  # _is_liveset: my liveset
     _twins: dict[int, HostSet] = field(init=False, default_factory=dict)  # ... sets equal to it
     # evaluation and publishing
@@ -176,6 +181,10 @@ class HostState:
 
     def _requesting(self) -> bool:
         return self.armed and not self.rule2
+
+    def _forget_derived(self) -> None:
+        """A peer, the liveset or the time changed: what was derived from them is stale."""
+        self._fresh = self._locks = self._joining = None
 
     def _is_liveset(self, hosts: HostSet) -> bool:
         """Whether ``hosts`` equals my liveset; each set object found equal is
