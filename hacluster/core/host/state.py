@@ -10,6 +10,13 @@ Rules:
   raises.
 * The outputs of the input being handled collect in ``_out``, in order.
 * A host requests the master lock while armed and outside survival-rule-2 mode.
+* **Derived, not stored.** What a step derives from the peers several times
+  (the liveset's fresh members, the grants published, the joiners) is kept
+  only until the next input or change of a peer, a pin or the liveset
+  (:meth:`HostState._forget_derived`), so it is always what computing it
+  afresh would give; so is whether a peer's report shows it heard me (kept
+  with that report, which never changes), and a set equal to my liveset
+  found once (:meth:`HostState._is_liveset`).
 """
 
 from __future__ import annotations
