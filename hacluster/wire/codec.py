@@ -59,7 +59,7 @@ MAX_HOSTS = 1024
 MAX_SEALED = 16_384
 NO_AGE = -1  # what a host sends for "no sighting"; a receiver reads any negative age so
 MAX_AGE_MS = 2**31 - 1
-VIEW_CACHE = 1024  # decoded host sets a sealer keeps, by bitmap
+VIEW_CACHE = 128  # decoded host sets a sealer keeps, by bitmap (a few MB at most)
 MAX_COUNTER = 2**64 - 1
 SEALING_PURPOSES = (Purpose.HEARTBEAT, Purpose.SLOT)
 
