@@ -249,11 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(h) for h in args.hosts.split(",")]
     if min(sizes) < 2 or max(sizes) > codec.MAX_HOSTS:
         parser.error(f"pool sizes are 2 to {codec.MAX_HOSTS}")
-    common = ["--hosts", args.hosts, "--packets", str(args.packets),
-              "--repeat", str(args.repeat), "--seed", str(args.seed)]
-    before = measure_revision(args.against, common) if args.against else None
+    before: list[Row] | None = [] if args.against else None
     rows = []
-    for hosts in sizes:
+    for hosts in sizes:  # each size before, then after: the machine's load varies
+        if args.against and before is not None:
+            before += measure_revision(args.against, [
+                "--hosts", str(hosts), "--packets", str(args.packets),
+                "--repeat", str(args.repeat), "--seed", str(args.seed)])
         rows.append(measure(hosts, args.seed, args.packets, args.repeat))
         if args.json:
             print(json.dumps(asdict(rows[-1])), flush=True)
