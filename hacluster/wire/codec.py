@@ -141,7 +141,8 @@ def _ages(value: Any, hosts: int, field: str) -> Sequence[int]:
     return _unpack_ages(value)
 
 
-_PHASES = frozenset(p.value for p in Phase)
+_PHASES = {p.value: p for p in Phase}
+_MAX_PHASE = max(Phase)
 
 
 def report_from_fields(fields: Any, hosts: int,
@@ -153,7 +154,8 @@ def report_from_fields(fields: Any, hosts: int,
     (generation, sender, boot, seq, phase, liveset, hb, sf, access, proposal, rule2, joining,
      excluded, corrupted, request, grant, acks, hb_ages, sf_ages, episode, epoch,
      cold) = fields
-    if _int(phase, "phase", 0, max(Phase)) not in _PHASES:
+    known = _PHASES.get(_int(phase, "phase", 0, _MAX_PHASE))
+    if known is None:
         raise DecodeError("phase: unknown")
     grant_value = _int(grant, "lock_grant", -1, hosts - 1)
     cache: dict[bytes, HostSet] = {} if views is None else views
@@ -172,7 +174,7 @@ def report_from_fields(fields: Any, hosts: int,
         sender=_int(sender, "sender", 0, hosts - 1),
         boot=_int(boot, "boot", 0, MAX_COUNTER),
         seq=_int(seq, "seq", 0, MAX_COUNTER),
-        phase=Phase(phase),
+        phase=known,
         liveset=_hosts(liveset, "liveset"),
         hbdomain=_hosts(hb, "hbdomain"),
         sfdomain=_hosts(sf, "sfdomain"),
