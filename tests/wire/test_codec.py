@@ -189,3 +189,13 @@ def test_bits_beyond_the_pool_are_ignored_as_before() -> None:
     fields = codec.report_to_fields(_report(), HOSTS)
     fields[7] = b"\xff\xff"  # sfdomain: bits 12..15 name no host
     assert SEALER.open(_sealed_body(fields)).sfdomain == frozenset(range(HOSTS))
+
+
+def test_ages_read_alike_where_the_machine_is_not_little_endian(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _report(hb_age_ms=(-1, 0, 7, codec.MAX_AGE_MS) * (HOSTS // 4))
+    native = SEALER.open(SEALER.seal(sent)).hb_age_ms
+    monkeypatch.setattr(codec, "_NATIVE_LITTLE", False)
+    portable = SEALER.open(SEALER.seal(sent)).hb_age_ms
+    assert isinstance(native, memoryview) and isinstance(portable, tuple)
+    assert tuple(native) == portable == sent.hb_age_ms
