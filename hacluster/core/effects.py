@@ -63,6 +63,8 @@ def carry_out(outputs: Iterable[Output], effects: Effects) -> None:
     """Carry out a host core's outputs, in order."""
     for out in outputs:
         match out:
+            case Wakeup(at=at):  # first: every input ends with one
+                effects.wake_at(at)
             case SendHeartbeat(report=report, to=to):
                 effects.send_heartbeat(report, to)
             case WriteSlot() | ReadSlots():
@@ -85,8 +87,6 @@ def carry_out(outputs: Iterable[Output], effects: Effects) -> None:
                 effects.suspect(host, channel)
             case Waiting(waits=waits):
                 effects.waiting(waits)
-            case Wakeup(at=at):
-                effects.wake_at(at)
             case _:
                 assert_never(out)
 

@@ -13,7 +13,9 @@ Rules:
   generation is dropped by the receiver and never takes part in a decision.
 * Ages are in milliseconds of the writer's own clock, of the boot it pins for
   each host, and only of hosts it has not removed (``-1``: none): receivers
-  read from them when a host last saw them and whether it hears them.
+  read from them when a host last saw them and whether it hears them. They
+  are any sequence indexed by host (the wire layer's reads them in place);
+  a receiver takes every negative age for none.
 * ``fault_episode`` counts the fault handlers the writer entered this boot,
   so that a receiver can tell a new fault from the round it already decided.
 * ``epoch`` orders liveset commits (:mod:`hacluster.core.coldstart`): a
@@ -24,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -79,8 +82,8 @@ class Report:
     fault_episode: int = 0  # fault handlers this boot has entered
     epoch: int = 0  # of my liveset; a joiner: of the newest liveset it knows (cold start)
     cold_liveset: HostSet = EMPTY  # a joiner: the newest committed liveset it knows
-    hb_age_ms: tuple[int, ...] = field(default=(), compare=False)
-    sf_age_ms: tuple[int, ...] = field(default=(), compare=False)
+    hb_age_ms: Sequence[int] = field(default=(), compare=False)
+    sf_age_ms: Sequence[int] = field(default=(), compare=False)
 
     @property
     def stamp(self) -> tuple[int, int]:

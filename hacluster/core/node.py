@@ -95,6 +95,7 @@ class HostCore(Waits):
             return [Wakeup(math.inf)]
         stalled = event.now - self.now
         self.now = max(self.now, event.now)
+        self._forget_derived()  # what is derived from peers is of one moment
         self._out = []
         if self.armed and stalled > self.timing.stall_limit:
             self._fence(f"daemon stalled for {stalled:.2f}s: peers may have removed me",
@@ -116,10 +117,11 @@ class HostCore(Waits):
         elif isinstance(event, MembersChanged) and not self._change_members(event.members):
             self._ejected()
             return [*self._out, Wakeup(math.inf)]
-        if interesting or self.now >= self._next_eval():
+        if interesting or self.now >= (at := self._next_eval()):
             self._step()
+            at = self._next_eval()
         out = self._out
-        out.append(Wakeup(self._next_eval() if self.phase not in (Phase.FENCED,) else math.inf))
+        out.append(Wakeup(at if self.phase not in (Phase.FENCED,) else math.inf))
         return out
 
     def _next_eval(self) -> float:

@@ -21,11 +21,25 @@ Rules:
   the daemon counts as a drop; the body is decoded by
   :func:`hacluster.wire.unpack.unpack` (every length bounded, no extension
   types, nesting bounded); replay and generation checks are the core's.
+* **Cheap to receive.** Sighting ages travel packed, one little-endian
+  signed 32-bit word per host, a negative one meaning none (a host sends
+  ``-1``, :data:`NO_AGE`; the core reads every negative age as none), so that
+  every byte pattern of the right length is a valid list of ages: the
+  decoder checks the length alone and the report reads the words in place (a
+  read-only ``memoryview``), decoding only the ages the core asks for. An
+  age beyond :data:`MAX_AGE_MS` (24 days) is sent as that maximum. A sealer
+  keeps the host sets it decoded, by their bitmap (:data:`VIEW_CACHE` of
+  them, forgotten all at once when full): an unchanged view decodes once, and
+  every report carrying it shares one set.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import sys
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -37,13 +51,15 @@ from hacluster.wire.keys import Keys, Purpose, aead, as_ring
 from hacluster.wire.unpack import Malformed, unpack
 
 MAGIC = b"HAC1"
-VERSION = 4  # 4: with the liveset epoch and a joiner's cold-start liveset
+VERSION = 5  # 4: with the liveset epoch and a joiner's cold-start liveset; 5: packed ages
 NONCE = 12
 TAG = 16
 HEADER = len(MAGIC) + 1 + NONCE
 MAX_HOSTS = 1024
 MAX_SEALED = 16_384
-MAX_AGE_MS = 2**31
+NO_AGE = -1  # what a host sends for "no sighting"; a receiver reads any negative age so
+MAX_AGE_MS = 2**31 - 1
+VIEW_CACHE = 128  # decoded host sets a sealer keeps, by bitmap (a few MB at most)
 MAX_COUNTER = 2**64 - 1
 SEALING_PURPOSES = (Purpose.HEARTBEAT, Purpose.SLOT)
 
@@ -63,11 +79,31 @@ def _bitmap(hosts: HostSet, width: int) -> bytes:
     return bytes(out)
 
 
-def _hosts(bitmap: Any, width: int, field: str) -> HostSet:
-    if not isinstance(bitmap, bytes) or len(bitmap) != (width + 7) // 8:
-        raise DecodeError(f"{field}: bitmap of the wrong size")
-    found = frozenset(i for i in range(width) if bitmap[i // 8] >> (i % 8) & 1)
-    return found
+_BITS = tuple(tuple(b for b in range(8) if byte >> b & 1) for byte in range(256))
+_NATIVE_LITTLE = sys.byteorder == "little" and array("i").itemsize == 4
+
+
+def _hosts_of(bitmap: bytes, width: int) -> HostSet:
+    """The hosts of a bitmap of the right size (bits beyond ``width`` ignored)."""
+    found: list[int] = []
+    for index, byte in enumerate(bitmap):
+        if byte:
+            base = 8 * index
+            if base + 8 > width:
+                byte &= (1 << (width - base)) - 1
+            found.extend(base + b for b in _BITS[byte])
+    return frozenset(found)
+
+
+def _pack_ages(ages: Sequence[int]) -> bytes:
+    return struct.pack(f"<{len(ages)}i", *(max(NO_AGE, min(a, MAX_AGE_MS)) for a in ages))
+
+
+def _unpack_ages(packed: bytes) -> Sequence[int]:
+    """Packed ages as a read-only sequence indexed at C speed, nothing decoded yet."""
+    if _NATIVE_LITTLE:
+        return memoryview(packed).cast("i")
+    return struct.unpack(f"<{len(packed) // 4}i", packed)  # elsewhere: decoded at once
 
 
 def report_to_fields(report: Report, hosts: int) -> list[Any]:
@@ -79,7 +115,8 @@ def report_to_fields(report: Report, hosts: int) -> list[Any]:
         None if report.proposal is None else _bitmap(report.proposal, hosts),
         report.rule2, report.joining, report.excluded, report.statefile_corrupted,
         report.lock_request, -1 if report.lock_grant is None else report.lock_grant,
-        _bitmap(report.join_acks, hosts), list(report.hb_age_ms), list(report.sf_age_ms),
+        _bitmap(report.join_acks, hosts), _pack_ages(report.hb_age_ms),
+        _pack_ages(report.sf_age_ms),
         report.fault_episode, report.epoch, _bitmap(report.cold_liveset, hosts),
     ]
 
@@ -96,46 +133,67 @@ def _bool(value: Any, field: str) -> bool:
     return value
 
 
-def _ages(value: Any, hosts: int, field: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or len(value) not in (0, hosts):
-        raise DecodeError(f"{field}: not a list of {hosts} ages")
-    return tuple(_int(a, field, -1, MAX_AGE_MS) for a in value)
+def _ages(value: Any, hosts: int, field: str) -> Sequence[int]:
+    if not isinstance(value, bytes) or len(value) not in (0, 4 * hosts):
+        raise DecodeError(f"{field}: not {hosts} packed ages")
+    return _unpack_ages(value)
 
 
-def report_from_fields(fields: Any, hosts: int) -> Report:
-    """Strictly rebuild a report; raise :class:`DecodeError` on any deviation."""
+_PHASES = {p.value: p for p in Phase}
+_MAX_PHASE = max(Phase)
+
+
+def report_from_fields(fields: Any, hosts: int,
+                       views: dict[bytes, HostSet] | None = None) -> Report:
+    """Strictly rebuild a report; raise :class:`DecodeError` on any deviation.
+    ``views``: host sets already decoded, by bitmap (read and added to)."""
     if not isinstance(fields, list) or len(fields) != 22:
         raise DecodeError("not a report record")
     (generation, sender, boot, seq, phase, liveset, hb, sf, access, proposal, rule2, joining,
      excluded, corrupted, request, grant, acks, hb_ages, sf_ages, episode, epoch,
      cold) = fields
-    if _int(phase, "phase", 0, max(Phase)) not in {p.value for p in Phase}:
+    known = _PHASES.get(_int(phase, "phase", 0, _MAX_PHASE))
+    if known is None:
         raise DecodeError("phase: unknown")
     grant_value = _int(grant, "lock_grant", -1, hosts - 1)
-    return Report(
+    cache: dict[bytes, HostSet] = {} if views is None else views
+    size = (hosts + 7) // 8
+
+    def _hosts(bitmap: Any, field: str) -> HostSet:
+        if not isinstance(bitmap, bytes) or len(bitmap) != size:
+            raise DecodeError(f"{field}: bitmap of the wrong size")
+        found = cache.get(bitmap)
+        if found is None:
+            found = cache[bitmap] = _hosts_of(bitmap, hosts)
+        return found
+
+    report = Report(
         generation=_int(generation, "generation", 0, MAX_COUNTER),
         sender=_int(sender, "sender", 0, hosts - 1),
         boot=_int(boot, "boot", 0, MAX_COUNTER),
         seq=_int(seq, "seq", 0, MAX_COUNTER),
-        phase=Phase(phase),
-        liveset=_hosts(liveset, hosts, "liveset"),
-        hbdomain=_hosts(hb, hosts, "hbdomain"),
-        sfdomain=_hosts(sf, hosts, "sfdomain"),
+        phase=known,
+        liveset=_hosts(liveset, "liveset"),
+        hbdomain=_hosts(hb, "hbdomain"),
+        sfdomain=_hosts(sf, "sfdomain"),
         statefile_access=_bool(access, "statefile_access"),
-        proposal=None if proposal is None else _hosts(proposal, hosts, "proposal"),
+        proposal=None if proposal is None else _hosts(proposal, "proposal"),
         rule2=_bool(rule2, "rule2"),
         joining=_bool(joining, "joining"),
         excluded=_bool(excluded, "excluded"),
         statefile_corrupted=_bool(corrupted, "statefile_corrupted"),
         lock_request=_bool(request, "lock_request"),
         lock_grant=None if grant_value == -1 else grant_value,
-        join_acks=_hosts(acks, hosts, "join_acks"),
+        join_acks=_hosts(acks, "join_acks"),
         hb_age_ms=_ages(hb_ages, hosts, "hb_age_ms"),
         sf_age_ms=_ages(sf_ages, hosts, "sf_age_ms"),
         fault_episode=_int(episode, "fault_episode", 0, MAX_COUNTER),
         epoch=_int(epoch, "epoch", 0, MAX_COUNTER),
-        cold_liveset=_hosts(cold, hosts, "cold_liveset"),
+        cold_liveset=_hosts(cold, "cold_liveset"),
     )
+    if len(cache) > VIEW_CACHE:
+        cache.clear()
+    return report
 
 
 def worst_case_report(hosts: int) -> Report:
@@ -172,6 +230,7 @@ class Sealer:
         self._aead = aead(ring.sealing(purpose))
         self.hosts = hosts
         self.purpose = purpose
+        self._views: dict[bytes, HostSet] = {}  # host sets decoded, by bitmap
 
     @classmethod
     def for_heartbeats(cls, keys: Keys, hosts: int) -> Sealer:
@@ -204,8 +263,12 @@ class Sealer:
                 self.purpose, lambda key: aead(key).decrypt(nonce, sealed, header), InvalidTag)
         except InvalidTag:
             raise DecodeError("authentication failed (wrong key or tampered)") from None
+        return self.decode(body)
+
+    def decode(self, body: bytes) -> Report:
+        """The report in an opened (authenticated) body, or :class:`DecodeError`."""
         try:
             fields = unpack(body, MAX_SEALED, items=2 * MAX_HOSTS)
         except Malformed as error:
             raise DecodeError(f"malformed body: {error}") from None
-        return report_from_fields(fields, self.hosts)
+        return report_from_fields(fields, self.hosts, self._views)

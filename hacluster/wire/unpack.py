@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 
 MAX_DEPTH = 32  # the deepest legitimate message (an API answer) nests about 6
+_LEAVES = frozenset({int, bool, float, str, bytes, type(None)})  # msgpack's scalars
 
 
 class Malformed(ValueError):
@@ -56,5 +57,11 @@ def nests_within(value: Any, depth: int) -> bool:
             continue
         if level > depth:
             return False
-        pending.extend((child, level + 1) for child in children)
+        kinds = set(map(type, children))
+        if kinds <= _LEAVES:
+            continue  # a flat list (or map): checked at C speed
+        if any(issubclass(kind, (dict, list)) for kind in kinds):
+            # only containers nest further
+            pending.extend((child, level + 1) for child in children
+                           if isinstance(child, (dict, list)))
     return True

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hacluster.core.messages import Phase, Report
+from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.timing import Timing
 from hacluster.wire import codec
 from hacluster.wire.codec import MAX_SEALED, DecodeError, Sealer, new_pool_key
 
@@ -39,7 +43,7 @@ def reports(draw: st.DrawFn) -> Report:
 def test_round_trip(report: Report) -> None:
     opened = SEALER.open(SEALER.seal(report))
     assert opened == report
-    assert opened.hb_age_ms == report.hb_age_ms
+    assert tuple(opened.hb_age_ms) == report.hb_age_ms
 
 
 @settings(max_examples=200, derandomize=True, database=None)
@@ -101,3 +105,97 @@ def test_bad_keys_and_sizes_are_refused_clearly() -> None:
         Sealer.for_heartbeats(b"short", 3)
     with pytest.raises(ValueError, match="1 to"):
         Sealer.for_heartbeats(KEY, 0)
+
+
+def _sealed_body(fields: object) -> bytes:
+    body = msgpack.packb(fields, use_bin_type=True)
+    header = codec.MAGIC + bytes([codec.VERSION]) + bytes(codec.NONCE)
+    return header + SEALER._aead.encrypt(bytes(codec.NONCE), body, header[:-codec.NONCE])
+
+
+def _report(**changes: object) -> Report:
+    base = dict(generation=7, sender=3, boot=2, seq=9, phase=Phase.NORMAL,
+                liveset=frozenset(range(HOSTS)), hbdomain=frozenset(range(HOSTS)),
+                sfdomain=frozenset({1, 3, 11}), statefile_access=True,
+                hb_age_ms=tuple(range(-1, HOSTS - 1)), sf_age_ms=(-1,) * HOSTS)
+    return Report(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_ages_travel_packed_and_are_refused_in_any_other_form() -> None:
+    fields = codec.report_to_fields(_report(), HOSTS)
+    assert fields[17] == b"".join(a.to_bytes(4, "little", signed=True)
+                                  for a in range(-1, HOSTS - 1))
+    assert SEALER.open(_sealed_body(fields)) == _report()
+    for ages in (list(range(HOSTS)), fields[17][:-1], fields[17] + bytes(4), b"\x00" * 4,
+                 None, 5):
+        with pytest.raises(DecodeError, match="hb_age_ms: not 12 packed ages"):
+            SEALER.open(_sealed_body([*fields[:17], ages, *fields[18:]]))
+    empty = codec.report_to_fields(_report(hb_age_ms=(), sf_age_ms=()), HOSTS)
+    assert len(SEALER.open(_sealed_body(empty)).hb_age_ms) == 0
+
+
+def test_a_packet_of_the_previous_version_is_refused_unread() -> None:
+    sealed = bytearray(SEALER.seal(_report()))
+    sealed[len(codec.MAGIC)] = codec.VERSION - 1
+    with pytest.raises(DecodeError, match=f"unknown version {codec.VERSION - 1}"):
+        SEALER.open(bytes(sealed))
+
+
+def test_packed_ages_read_like_the_ages_sent() -> None:
+    sent = (-1, 0, 7, 1000, codec.MAX_AGE_MS, -1, 3, 4, 5, 6, 8, 2**31 - 2)
+    opened = SEALER.open(SEALER.seal(_report(hb_age_ms=sent))).hb_age_ms
+    assert len(opened) == HOSTS and tuple(opened) == sent
+    assert opened[0] == -1 and opened[-1] == 2**31 - 2 and opened[4] == codec.MAX_AGE_MS
+    assert tuple(opened[2:5]) == sent[2:5]
+    with pytest.raises(IndexError):
+        opened[HOSTS]
+    with pytest.raises(TypeError):
+        opened[0] = 5  # type: ignore[index]  # read-only: a report does not change
+    clamped = SEALER.open(SEALER.seal(_report(sf_age_ms=(2**40, -9) * (HOSTS // 2))))
+    assert tuple(clamped.sf_age_ms) == (codec.MAX_AGE_MS, -1) * (HOSTS // 2)
+
+
+def test_any_negative_age_reads_as_none_to_the_core() -> None:
+    """A key holder may send any negative word: every core reader takes it for none."""
+    fields = codec.report_to_fields(_report(), HOSTS)
+    fields[17] = b"".join((-7).to_bytes(4, "little", signed=True) for _ in range(HOSTS))
+    opened = SEALER.open(_sealed_body(fields))
+    assert list(opened.hb_age_ms) == [-7] * HOSTS
+    timing = Timing.derive(10)
+    core = HostCore(CoreConfig(timing, HOSTS, generation=7), 0, boot=1, now=100.0,
+                    liveset=frozenset(range(HOSTS)))
+    lacking_me = replace(opened, hbdomain=frozenset(range(1, HOSTS)))
+    assert not core._hears_me(lacking_me)
+    assert not core._hears_me(replace(lacking_me, hb_age_ms=(-1,) * HOSTS))
+    assert core._hears_me(replace(lacking_me, hb_age_ms=(5,) * HOSTS))
+
+
+def test_an_unchanged_view_decodes_once_and_the_cache_stays_bounded() -> None:
+    sealer = Sealer.for_heartbeats(KEY, HOSTS)
+    first = sealer.open(SEALER.seal(_report(seq=1)))
+    second = sealer.open(SEALER.seal(_report(seq=2, sender=5)))
+    assert first.liveset is second.liveset is first.hbdomain
+    assert second.sfdomain == frozenset({1, 3, 11}) and second.proposal is None
+    sizes = []
+    for n in range(0, 2**HOSTS, 3):  # more distinct views than the cache keeps
+        views = frozenset(h for h in range(HOSTS) if n >> h & 1)
+        assert sealer.open(SEALER.seal(_report(join_acks=views))).join_acks == views
+        sizes.append(len(sealer._views))
+    assert max(sizes) == codec.VIEW_CACHE and min(sizes[2:]) < 10  # full, then forgotten
+    assert sealer.open(SEALER.seal(_report(seq=3))) == _report(seq=3)
+
+
+def test_bits_beyond_the_pool_are_ignored_as_before() -> None:
+    fields = codec.report_to_fields(_report(), HOSTS)
+    fields[7] = b"\xff\xff"  # sfdomain: bits 12..15 name no host
+    assert SEALER.open(_sealed_body(fields)).sfdomain == frozenset(range(HOSTS))
+
+
+def test_ages_read_alike_where_the_machine_is_not_little_endian(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _report(hb_age_ms=(-1, 0, 7, codec.MAX_AGE_MS) * (HOSTS // 4))
+    native = SEALER.open(SEALER.seal(sent)).hb_age_ms
+    monkeypatch.setattr(codec, "_NATIVE_LITTLE", False)
+    portable = SEALER.open(SEALER.seal(sent)).hb_age_ms
+    assert isinstance(native, memoryview) and isinstance(portable, tuple)
+    assert tuple(native) == portable == sent.hb_age_ms

@@ -61,6 +61,7 @@ class Domains(HostState):
         if peer.report is None or report.stamp > peer.report.stamp:
             peer.report = report
             peer.report_at = self.now
+            self._forget_derived()
 
     def _on_heartbeat(self, report: Report) -> bool:
         peer = self._accept(report)
@@ -103,6 +104,7 @@ class Domains(HostState):
                 peer.slot_changed = self.now
             peer.slot_stamp = content.stamp
             peer.slot_report = content
+            self._forget_derived()
             self._remember(peer, content)
 
     def _counts_for(self, peer: Peer, report: Report) -> bool:
@@ -115,25 +117,36 @@ class Domains(HostState):
         member = self.liveset is not None and report.sender in self.liveset
         if peer.pinned_boot is None or (not member and report.boot > peer.pinned_boot):
             peer.pinned_boot = report.boot
+            self._forget_derived()
         # last words prove the opposite: a host that stalled and fenced must not look
         # alive for another T1 (its survivors, no longer seen by it, stop petting)
         return report.boot == peer.pinned_boot and report.phase is not Phase.FENCED
 
     def _compute_domains(self) -> None:
         t = self.timing
-        hb = {self.me}
+        me, now, T1, T2 = self.me, self.now, t.T1, t.T2
+        hb = {me}
         sf: set[int] = set()
         for index, peer in enumerate(self.peers):
-            if index != self.me and self.now - peer.last_net < t.T1:
+            if index != me and now - peer.last_net < T1:
                 report = peer.report
                 # one-way links: a peer whose report lacks me is not in my hbdomain
                 # (no report yet, or a joiner's, cannot have heard me: grace)
-                if report is None or report.joining or self._hears_me(report):
+                if report is None or report.joining:
                     hb.add(index)
-            if self.now - peer.slot_changed < t.T2:
+                else:
+                    if peer.hears_me_in is not report:  # a report is judged once
+                        peer.hears_me_in, peer.hears_me = report, self._hears_me(report)
+                    if peer.hears_me:
+                        hb.add(index)
+            if now - peer.slot_changed < T2:
                 sf.add(index)
-        self.hbdomain = frozenset(hb)
-        self.sfdomain = frozenset(sf)
+        # an unchanged domain stays the same object: reports republish it as is,
+        # and receivers compare it by identity first (_notable_change)
+        if hb != self.hbdomain:
+            self.hbdomain = frozenset(hb)
+        if sf != self.sfdomain:
+            self.sfdomain = frozenset(sf)
 
     def _hears_me(self, report: Report) -> bool:
         """Whether a peer's report shows it accepted a heartbeat of mine within T1.
@@ -182,21 +195,49 @@ class Domains(HostState):
         return report
 
     def _fresh_members(self, among: HostSet | None = None) -> Iterator[tuple[int, Report]]:
-        """Liveset members (or ``among``), but me, with a fresh report of their pinned boot."""
+        """Liveset members (or ``among``), but me, with a fresh report of their pinned boot.
+
+        Those of the liveset are kept until the next input or change of a peer or the
+        liveset (``_fresh``): a step asks for them several times."""
         assert self.liveset is not None
-        for p in sorted((self.liveset if among is None else among) - {self.me}):
-            report = self._fresh_member_report(p)
-            if report is not None:
+        if among is not None:
+            return self._scan_fresh(among)
+        if self._fresh is None:
+            self._fresh = tuple(self._scan_fresh(self.liveset))
+        return iter(self._fresh)
+
+    def _scan_fresh(self, among: HostSet) -> Iterator[tuple[int, Report]]:
+        """:meth:`_fresh_member_report` of each of ``among`` but me, inlined."""
+        me, now, fresh_for, peers = self.me, self.now, self._fresh_for, self.peers
+        for p in self._in_order(among):
+            if p == me:
+                continue
+            peer = peers[p]
+            report = peer.report
+            if (report is not None and not now - peer.report_at >= fresh_for
+                    and report.boot == peer.pinned_boot):
                 yield p, report
+
+    def _in_order(self, hosts: HostSet) -> tuple[int, ...]:
+        """``hosts`` sorted; the last set sorted is remembered (the liveset, mostly)."""
+        if hosts is not self._order_of:
+            self._order_of, self._order = hosts, tuple(sorted(hosts))
+        return self._order
 
 
 def _notable_change(old: Report, new: Report) -> bool:
     """Whether a new report warrants evaluating now rather than at the next tick."""
     return (
         old.phase is not new.phase
-        or old.liveset != new.liveset
-        or old.proposal != new.proposal
         or old.excluded != new.excluded
-        or old.join_acks != new.join_acks
-        or old.hbdomain != new.hbdomain
+        or _differ(old.liveset, new.liveset)
+        or _differ(old.proposal, new.proposal)
+        or _differ(old.join_acks, new.join_acks)
+        or _differ(old.hbdomain, new.hbdomain)
     )
+
+
+def _differ(old: HostSet | None, new: HostSet | None) -> bool:
+    """Whether two host sets differ; one set object (an unchanged view, decoded
+    once or republished as is) is not compared element by element."""
+    return old is not new and old != new

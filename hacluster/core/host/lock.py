@@ -16,6 +16,8 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hacluster.core import masterlock
 from hacluster.core.events import MasterGained, MasterLost
 from hacluster.core.host.domains import Domains
@@ -25,21 +27,26 @@ from hacluster.core.messages import EMPTY, HostSet, Phase
 class Lock(Domains):
     """Grants, requests and holding of the master lock."""
 
-    def _published_locks(self) -> tuple[dict[int, int | None], HostSet]:
+    def _published_locks(self) -> tuple[Mapping[int, int | None], HostSet]:
         """Each host's latest grant and who requests: from slots in statefile mode
         (the lock lives on the statefile), from heartbeats in clustered mode."""
+        if self._locks is None:
+            self._locks = self._scan_locks()
+        published, others = self._locks
+        grants = published if self.statefile_mode else {**published, self.me: self._grant}
+        return grants, others | {self.me} if self._requesting() else others
+
+    def _scan_locks(self) -> tuple[dict[int, int | None], frozenset[int]]:
+        """Every host's published grant and the other hosts that request."""
         grants: dict[int, int | None] = {}
         requesting = set()
+        me, statefile = self.me, self.statefile_mode
         for index, peer in enumerate(self.peers):
-            report = peer.slot_report if self.statefile_mode else peer.report
+            report = peer.slot_report if statefile else peer.report
             if report is not None and report.boot == peer.pinned_boot:
                 grants[index] = report.lock_grant
-                if report.lock_request and index != self.me:
+                if report.lock_request and index != me:
                     requesting.add(index)
-        if not self.statefile_mode:
-            grants[self.me] = self._grant
-        if self._requesting():
-            requesting.add(self.me)
         return grants, frozenset(requesting)
 
     def _update_lock(self) -> None:

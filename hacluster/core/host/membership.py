@@ -73,6 +73,7 @@ class Membership(Lock, Reports):
                 excluded: HostSet = EMPTY) -> None:
         self.epoch = self._next_epoch()
         self.liveset = liveset
+        self._forget_derived()
         self._proposal = None
         for x in removed:
             self.peers[x] = Peer()
@@ -85,6 +86,7 @@ class Membership(Lock, Reports):
         """The member table changed: start added hosts afresh and forget removed
         ones I no longer list. Returns whether I am still a member."""
         members = frozenset(p for p in members if 0 <= p < self.config.hosts)
+        self._forget_derived()
         for p in members - self.members:
             self.peers[p] = Peer()
             if self.liveset is not None:
@@ -98,6 +100,7 @@ class Membership(Lock, Reports):
     def _settle_members(self) -> None:
         """Members are the wanted ones plus any removed host my liveset still lists."""
         kept = self._wanted | (self.members & (self.liveset or EMPTY))
+        self._forget_derived()
         for p in self.members - kept:
             self.peers[p] = Peer()
             self._removed.discard(p)
@@ -117,6 +120,7 @@ class Membership(Lock, Reports):
         and every other host counts as removed (the pool removed it, or it has yet
         to join)."""
         self.liveset = frozenset(liveset)
+        self._forget_derived()
         self.epoch = epoch
         self._armed_at = self.now
         self._removed = set(self.members - self.liveset)
@@ -143,16 +147,21 @@ class Membership(Lock, Reports):
         """Hosts announcing a join: outside my liveset, or admitted (this same
         boot) but not yet armed; never a member's incarnation that was replaced."""
         assert self.liveset is not None
+        if self._joining is not None:
+            return self._joining
         found = set()
+        liveset, now, fresh_for = self.liveset, self.now, self._fresh_for
         for index, peer in enumerate(self.peers):
-            r = self._fresh_report(index)
+            r = peer.report  # _fresh_report, inlined: this runs for every peer every step
             if (
                 r is not None
                 and r.joining
-                and (index not in self.liveset or r.boot == peer.pinned_boot)
+                and not now - peer.report_at >= fresh_for
+                and (index not in liveset or r.boot == peer.pinned_boot)
             ):
                 found.add(index)
-        return frozenset(found)
+        self._joining = frozenset(found)
+        return self._joining
 
     def _admit_joiners(self) -> None:
         assert self.liveset is not None
@@ -203,7 +212,7 @@ class Membership(Lock, Reports):
         assert self.liveset is not None
         listed: set[int] = set()
         for _, report in self._fresh_members():
-            if report.liveset != self.liveset:  # the common case: nothing to catch up
+            if not self._is_liveset(report.liveset):  # the common case: nothing to catch up
                 listed |= report.liveset
         return frozenset(j for j in (listed & need) - self.liveset
                          if (r := self._fresh_report(j)) is not None
@@ -213,6 +222,7 @@ class Membership(Lock, Reports):
         """Only the incarnation of ``p`` I know now counts as the member."""
         known = self.peers[p].report
         self.peers[p].pinned_boot = known.boot if known is not None else None
+        self._forget_derived()
 
     def _try_join(self) -> None:
         """Joining: adopt a member's liveset once it lists me after acking me.

@@ -80,12 +80,10 @@ class Reports(Domains):
         """Sightings I vouch for: none of a host I removed until I admit it again
         (what I see of it meanwhile is a later boot, which members still holding
         the removed boot must not take for it)."""
-        ages = []
-        for index, peer in enumerate(self.peers):
-            seen: float = getattr(peer, attr)
-            vouched = seen != NEVER and self._vouches_for(index)
-            ages.append(int((self.now - seen) * 1000) if vouched else -1)
-        return tuple(ages)
+        now, vouches_for = self.now, self._vouches_for
+        seen_at = [getattr(peer, attr) for peer in self.peers]
+        return tuple([int((now - seen) * 1000) if seen != NEVER and vouches_for(index)
+                      else -1 for index, seen in enumerate(seen_at)])
 
     def _vouches_for(self, index: int) -> bool:
         return index not in self._removed

@@ -10,6 +10,13 @@ Rules:
   raises.
 * The outputs of the input being handled collect in ``_out``, in order.
 * A host requests the master lock while armed and outside survival-rule-2 mode.
+* **Derived, not stored.** What a step derives from the peers several times
+  (the liveset's fresh members, the grants published, the joiners) is kept
+  only until the next input or change of a peer, a pin or the liveset
+  (:meth:`HostState._forget_derived`), so it is always what computing it
+  afresh would give; so is whether a peer's report shows it heard me (kept
+  with that report, which never changes), and a set equal to my liveset
+  found once (:meth:`HostState._is_liveset`).
 """
 
 from __future__ import annotations
@@ -70,6 +77,9 @@ class Peer:
     report_at: float = NEVER
     slot_report: Report | None = None  # latest report read from its slot
     fenced_boot: int | None = None  # the boot of its latest "I fenced" report
+    # whether ``report`` shows it heard me (Domains._compute_domains): judged once per report
+    hears_me_in: Report | None = None
+    hears_me: bool = False
 
     def last_seen(self) -> float:
         return max(self.last_net, self.slot_changed)
@@ -113,6 +123,17 @@ class HostState:
     hbdomain: HostSet = field(init=False, default=EMPTY)
     sfdomain: HostSet = field(init=False, default=EMPTY)
     _suspected: set[tuple[int, str]] = field(init=False, default_factory=set)
+    _order_of: HostSet | None = field(init=False, default=None)  # the last set sorted
+    _order: tuple[int, ...] = field(init=False, default=())  # ... and its hosts in order
+    # derived from the peers, kept until the next input or change of a peer or the
+    # liveset (_forget_derived): the liveset's fresh members (Domains._fresh_members),
+    # the grants and requests published (Lock._published_locks), the joiners
+    _fresh: tuple[tuple[int, Report], ...] | None = field(init=False, default=None)
+    _locks: tuple[dict[int, int | None], frozenset[int]] | None = field(init=False,
+                                                                        default=None)
+    _joining: HostSet | None = field(init=False, default=None)
+    _twins_of: HostSet | None = field(init=False, default=None)  # _is_liveset: my liveset
+    _twins: dict[int, HostSet] = field(init=False, default_factory=dict)  # ... sets equal to it
     # evaluation and publishing
     _seq: int = field(init=False, default=0)
     _next_beat: float = field(init=False, default=NEVER)
@@ -167,6 +188,28 @@ class HostState:
 
     def _requesting(self) -> bool:
         return self.armed and not self.rule2
+
+    def _forget_derived(self) -> None:
+        """A peer, the liveset or the time changed: what was derived from them is stale."""
+        self._fresh = self._locks = self._joining = None
+
+    def _is_liveset(self, hosts: HostSet) -> bool:
+        """Whether ``hosts`` equals my liveset; each set object found equal is
+        remembered until my liveset changes, so that the livesets peers report
+        are compared element by element once, not every step."""
+        mine = self.liveset
+        if hosts is mine:
+            return True
+        if self._twins_of is not mine:
+            self._twins_of, self._twins = mine, {}
+        if self._twins.get(id(hosts)) is hosts:
+            return True
+        if hosts != mine:
+            return False
+        if len(self._twins) >= 4 * self.config.hosts:
+            self._twins.clear()
+        self._twins[id(hosts)] = hosts  # kept alive here: its id stays its own
+        return True
 
     def _others(self) -> HostSet:
         return self.members - {self.me}
