@@ -19,7 +19,7 @@ from hacluster.model import poolfile
 from hacluster.model.address import ConfigError
 from hacluster.node.config import load
 from hacluster.node.keyfiles import read_key
-from hacluster.storage.sr import BLOCK, BlockDevice, GlobalBlock, PoolState, SRError
+from hacluster.storage.sr import BLOCK, BlockDevice, GlobalBlock, PoolState, SRError, max_pool_hosts
 
 from ..conftest import new_sr
 from .conftest import request
@@ -220,7 +220,8 @@ def test_the_command_prints_what_to_copy_where(tmp_path: Path) -> None:
     (["--hosts", "127.0.0.1:99999"], "a port is a number 1..65535"),
     (["--hosts", "127.0.0.1", "--agent-port", "0"], "a port is a number 1..65535"),
     (["--hosts", "127.0.0.1", "--pool", "missing.toml"], "missing.toml"),
-    (["--hosts", ",".join(f"127.0.{i // 250}.{i % 250 + 1}" for i in range(400))],
+    (["--hosts", ",".join(f"127.0.{i // 250}.{i % 250 + 1}"
+                          for i in range(max_pool_hosts() + 1))],
      "a pool has at most"),
 ])
 def test_bad_command_lines_exit_2_and_write_nothing(tmp_path: Path, words: list[str],
