@@ -31,6 +31,7 @@ from hacluster.node.candidate import JOINED, wait_to_join
 from hacluster.node.config import Candidate, load, load_node
 
 from ..deploy.conftest import request
+from ..mgmt.test_hactl import FakeHost
 from ..mgmt.test_mail import free_port
 
 NEW = "127.0.0.4"
@@ -38,20 +39,10 @@ MEMBERS = [["127.0.0.1:7000"], ["127.0.0.2:7000"], ["127.0.0.3:7000"]]
 
 
 @dataclass
-class ScriptedMaster:
+class ScriptedMaster(FakeHost):
     """The master's API host: records what reaches it, answers pool-admit as told."""
 
-    answer_with: dict[str, Any]
-    calls: list[Call] = field(default_factory=list)
-
-    def is_master(self) -> bool:
-        return True
-
-    def master_endpoint(self) -> tuple[str, int] | None:
-        return None
-
-    def denied_credentials(self) -> frozenset[str]:
-        return frozenset()
+    answer_with: dict[str, Any] = field(default_factory=dict)
 
     async def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(call)
@@ -99,7 +90,7 @@ async def joining(tmp_path: Path) -> AsyncIterator[Joining]:
     assert isinstance(candidate, Candidate)
     mgmt = candidate.config.mgmt
     assert mgmt is not None
-    master = ScriptedMaster({"ok": False, "error": "not scripted"})
+    master = ScriptedMaster(None, answer_with={"ok": False, "error": "not scripted"})
     host0 = created.out / "hosts" / "host0"
     server = api.Server(master, mgmt.secret,
                         server_context(CertFiles(host0 / "host.pem", host0 / "host.key"),
