@@ -39,6 +39,7 @@ class Scenario:
     cold_start: bool = False
     settles: bool = False  # the pool must end settled: every host back, one master
     members: frozenset[int] | None = None  # the pool's hosts at start (None: all)
+    removals: bool = True  # False: no commit after the fault may remove a host
 
 
 @dataclass
@@ -166,6 +167,29 @@ def _total_outage(reboots: dict[int, float]) -> Callable[[Simulation, Schedule],
     return inject
 
 
+def _outage_right_after_a_join(sim: Simulation, at: Schedule) -> None:
+    """Host 3 joins a 3-host pool; every host crashes the moment a member's slot
+    lists 3 and still acks it (3 has not armed yet). Host 3 boots first and reads
+    those slots before the others' next boots write theirs; they follow 0.5T later."""
+    T = sim.timing.T
+
+    def left_acking() -> bool:
+        return any(3 in r.liveset and 3 in r.join_acks for r in sim.storage.slots.values())
+
+    def watch() -> None:
+        if not left_acking():
+            sim.at(sim.t + 0.01 * T, watch)
+            return
+        for h in range(4):
+            sim.crash(h)
+        sim.at(sim.t + 0.2 * T, lambda: sim.reboot(3))
+        for h in range(3):
+            sim.at(sim.t + 0.7 * T, lambda h=h: sim.reboot(h))  # type: ignore[misc]
+
+    at(0, lambda: sim.join(3))
+    at(0, watch)
+
+
 def _stale_liveset(sim: Simulation, at: Schedule) -> None:
     """Host 2 crashes with no last words and stays down: its slot keeps liveset
     [0, 1, 2] at the epoch before hosts 0 and 1 removed it. Then 0 and 1 crash
@@ -271,7 +295,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "every host crashes at once and boots again: the last liveset on the SR "
              "re-forms the pool (cold start) and the master restarts every VM",
              3, _total_outage({0: 0.5, 1: 0.5, 2: 0.5}), survivors=_hosts(0, 1, 2),
-             fenced=_hosts(), restart=False, settles=True),
+             fenced=_hosts(), restart=False, settles=True, removals=False),
     Scenario("total-outage-one-stays-down",
              "every host crashes at once, host 2 stays down: no pool forms, hosts 0 and "
              "1 wait for it", 3, _total_outage({0: 0.5, 1: 0.5}), survivors=_hosts(),
@@ -280,7 +304,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "every host of 4 crashes at once and they boot one by one, in another "
              "order: the pool forms when the last is back",
              4, _total_outage({3: 0.2, 1: 1.0, 0: 2.0, 2: 3.5}), survivors=_hosts(0, 1, 2, 3),
-             fenced=_hosts(), restart=False, settles=True, duration=8.0),
+             fenced=_hosts(), restart=False, settles=True, removals=False, duration=8.0),
+    Scenario("total-outage-right-after-a-join",
+             "a 4th host joins; every host crashes while a member's last slot still acks "
+             "it: the joined host's next boot is not admitted by that dead slot, and all "
+             "four re-form the pool (cold start)",
+             4, _outage_right_after_a_join, survivors=_hosts(0, 1, 2, 3), fenced=_hosts(),
+             restart=False, settles=True, members=_hosts(0, 1, 2), duration=9.0,
+             removals=False),
     Scenario("stale-liveset-on-the-sr",
              "host 2 crashes for good and is removed, then 0 and 1 crash and boot: the "
              "newest liveset on the SR, [0, 1], re-forms, not 2's stale [0, 1, 2]",
@@ -351,6 +382,8 @@ def run_scenario(
         check.settle_due(end, scenario.name, sim.unsettled())
     commits = [e.time for e in sim.trace.of_kind("COMMIT")
                if e.time >= fault_at and "removed" in e.text]
+    if commits and not scenario.removals:
+        check.violate(commits[0], "outcome", "a commit removed hosts, none should be")
     bound = restart_bound(sim.timing)
     commit_at = max(commits) if commits else None
     if scenario.restart and (commit_at is None or commit_at - fault_at > bound):

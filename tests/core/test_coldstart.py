@@ -116,3 +116,28 @@ def test_news_of_an_armed_host_restarts_the_quiet_wait(config: CoreConfig) -> No
     _run_alone(core, 56.5, 56.0 + config.timing.proof_window + 1.0, frozen)
     assert "cold-quiet" not in {w.reason for w in core.waits()}
     assert core.phase is Phase.JOINING  # the others never came back
+
+
+def test_a_dead_boots_slot_that_lists_and_acks_me_admits_nobody(config: CoreConfig) -> None:
+    """A power cut right after host 2 joined: the last slots of hosts 0 and 1 list
+    2 and still ack it (it had not armed yet). Host 2's next boot reads them at its
+    start, before their next boots write. An ack names an index, not a boot, so
+    those slots must not admit it: armed on them, it would pin 0 and 1 to their
+    dead boots, then suspect both and fence the pool (found on real processes)."""
+    def left_behind(p: int) -> Report:
+        return replace(report(p, 40, liveset=ALL), epoch=2, join_acks=frozenset({2}))
+
+    core = HostCore(config, 2, boot=3, now=50.0)
+    _run_alone(core, 50.0, 50.0 + config.timing.T, {0: left_behind(0), 1: left_behind(1)})
+    assert (core.phase, core.liveset) == (Phase.JOINING, None)
+    assert "cold start" in core.waits()[0].text  # the slots are not members it waits on
+
+    # the control: host 0's live boot, acking then listing me, admits me
+    t = 50.0 + config.timing.T
+    for seq in range(41, 45):
+        acked = replace(report(0, seq, liveset=frozenset({0, 1}) if seq < 43 else ALL),
+                        epoch=2, join_acks=frozenset({2}))
+        core.handle(HeartbeatReceived(t, acked))
+        core.handle(Tick(t))
+        t += config.timing.tick
+    assert (core.phase, core.liveset) == (Phase.NORMAL, ALL)

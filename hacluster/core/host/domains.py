@@ -187,6 +187,11 @@ class Domains(HostState):
             return None
         return peer.report
 
+    def _seen_alive(self, p: int) -> bool:
+        """Whether ``p`` sent a heartbeat or changed its slot lately: a slot read
+        once and never since is what a host left behind, not a member."""
+        return self.now - self.peers[p].last_seen() < self._fresh_for
+
     def _fresh_member_report(self, p: int) -> Report | None:
         """Latest report of liveset member ``p`` from its pinned boot, if recent."""
         report = self._fresh_report(p)

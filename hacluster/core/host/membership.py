@@ -14,7 +14,8 @@ Rules:
   longer in their liveset and votes for their master (in a fault handler,
   only if they admitted it and it has not armed yet); when every member acks,
   members add it and it adopts their liveset, from a member that acked it
-  (so a listing admits this boot, never the incarnation that fenced). A
+  and that it hears or sees writing now (so a listing admits this boot, never
+  the incarnation that fenced, and a dead boot's slot admits nobody). A
   member also admits an armed host another member lists and that it hears
   (catch-up).
 * **Epochs.** Every commit takes the next epoch (above every epoch I have
@@ -228,11 +229,15 @@ class Membership(Lock, Reports):
         """Joining: adopt a member's liveset once it lists me after acking me.
 
         A member acks only a joiner outside its liveset, so a listing that
-        follows an ack admits this boot, never the incarnation that fenced.
+        follows an ack admits this boot, never the incarnation that fenced. An
+        ack names an index, not a boot: only a member I hear or see writing
+        now counts, never a slot a dead boot left behind, which may still list
+        and ack my previous boot (a power cut right after I joined).
         """
         for index in sorted(self.members):
             r = self._fresh_report(index)
-            if index == self.me or r is None or r.phase not in (Phase.NORMAL, Phase.PROPOSED):
+            if (index == self.me or r is None or r.phase not in (Phase.NORMAL, Phase.PROPOSED)
+                    or not self._seen_alive(index)):
                 continue
             if self.me in r.join_acks:
                 self._acked_by |= {index}

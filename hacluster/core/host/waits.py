@@ -66,11 +66,6 @@ class Waits(Faults):
                                   + self._why_no_ack(report)))
         return waits
 
-    def _seen_alive(self, p: int) -> bool:
-        """Whether ``p`` sent a heartbeat or changed its slot lately: a slot read
-        once and never since is what a host left behind, not a member."""
-        return self.now - self.peers[p].last_seen() < self._fresh_for
-
     def _why_no_ack(self, report: Report) -> str:
         """Why the member whose latest report is ``report`` does not ack me."""
         if report.phase is not Phase.NORMAL or report.rule2:
