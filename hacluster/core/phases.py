@@ -77,7 +77,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.HA_ENABLE, _from(S.JOINING), S.NORMAL,
                "created with a liveset: HA enable arms the whole pool"),
     Transition(Trigger.JOIN, _from(S.JOINING), S.NORMAL,
-               "a member that acked me lists me in its liveset: I adopt it"),
+               "a member that acked me, and that I hear or see writing, lists me in its "
+               "liveset: I adopt it"),
     Transition(Trigger.COLD_START, _from(S.JOINING), S.NORMAL,
                "no armed host: clustered mode, n/2 + 1 joiners hear the same set; "
                "statefile mode, every host of the newest liveset on the SR joins, "
