@@ -81,19 +81,17 @@ def test_a_host_joins_is_ejected_and_a_new_host_takes_its_index(lab: LocalLab) -
     wait_for(lambda: settled(lab, [0, 1, 2, 3]), 15 * T, "the new host 1 in every liveset")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open finding: in 3 of 3 full CI runs this session (local and netns), about 3 s "
-    "after the cold start the joined host 3 stopped hearing hosts 1-2 on both channels "
-    "while host 0 heard all; the pool ended, safely, on host 0 alone. Alone it passes "
-    "every time. The failure message carries the evidence (status, last events)."))
 def test_a_grown_pool_cold_starts_with_its_joined_hosts(lab: LocalLab) -> None:
     """After a join, a power cut and a restart of every host: the pool re-forms with
     the joined host and runs every protected VM again (the master reaches the joined
-    host's agent: its roster comes from the SR's member table, not node.toml)."""
+    host's agent: its roster comes from the SR's member table, not node.toml). The
+    power cut comes right after the join, while a member's last slot may still
+    ack the joined host: that dead slot must not admit its next boot (it did, and
+    the pool fenced down to one host, in 2 runs of 10 under load)."""
     assert members.join(lab) == 3
     wait_for(lambda: settled(lab, [0, 1, 2, 3]), 15 * T, "4 hosts in every liveset")
     assert lab.kill_all() == [0, 1, 2, 3]
     lab.restart_all()
     wait_for(lambda: settled(lab, [0, 1, 2, 3]) and set(protected_running(lab)) >= PROTECTED,
              30 * T, "the pool re-formed with every protected VM", lambda: evidence(lab))
-    assert not [e for e in lab.events() if e["event"] == "task-failed"]
+    assert not [e for e in lab.events() if e["event"] in ("task-failed", "fence")]
