@@ -176,10 +176,7 @@ def _outage_right_after_a_join(sim: Simulation, at: Schedule) -> None:
     def left_acking() -> bool:
         return any(3 in r.liveset and 3 in r.join_acks for r in sim.storage.slots.values())
 
-    def watch() -> None:
-        if not left_acking():
-            sim.at(sim.t + 0.01 * T, watch)
-            return
+    def power_cut() -> None:
         for h in range(4):
             sim.crash(h)
         sim.at(sim.t + 0.2 * T, lambda: sim.reboot(3))
@@ -187,7 +184,7 @@ def _outage_right_after_a_join(sim: Simulation, at: Schedule) -> None:
             sim.at(sim.t + 0.7 * T, lambda h=h: sim.reboot(h))  # type: ignore[misc]
 
     at(0, lambda: sim.join(3))
-    at(0, watch)
+    at(0, lambda: sim.when(left_acking, power_cut))
 
 
 def _stale_liveset(sim: Simulation, at: Schedule) -> None:
