@@ -57,7 +57,7 @@ def one_run(backend: str, T: float, fault: str, hosts: int) -> float:
                 lab.kill(victim)
             elif fault == "pause":
                 timing = Timing.derive(T)
-                lab.pause(victim, timing.Wh + 1.0)
+                lab.pause(victim, timing.lease + 1.0)
             else:
                 from hacluster.lab.netns import NetnsLab
 

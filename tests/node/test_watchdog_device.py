@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 
 from hacluster.core.events import Watchdog
-from hacluster.core.node import Mode
 from hacluster.core.timing import Timing
 from hacluster.lab.local import LocalLab
 from hacluster.node.config import load
@@ -100,13 +99,14 @@ def test_ioctl_numbers_are_linux_watchdog_h() -> None:
         (0x80045705, 0xC0045706, 0x80045707)
 
 
-def test_device_timeout_is_the_shortest_watchdog_rounded_down() -> None:
-    timing = Timing.derive(3.0)  # Wh 5.1, Ws 5.4
-    assert device_timeout(timing, Mode.STATEFILE) == 5
-    assert device_timeout(timing, Mode.CLUSTERED) == 5
-    assert device_timeout(Timing.derive(60.0), Mode.STATEFILE) == 81  # Wh 81, Ws 84
-    assert device_timeout(timing, Mode.STATEFILE, delay=30) == 35
-    assert device_timeout(Timing.derive(1.0), Mode.STATEFILE) == 1
+def test_device_timeout_is_half_the_lease_rounded_down() -> None:
+    timing = Timing.derive(3.0)  # lease 3
+    assert device_timeout(timing) == 1
+    assert device_timeout(Timing.derive(60.0)) == 30
+    assert device_timeout(timing, delay=30) == 31
+    assert device_timeout(Timing.derive(2.0)) == 1
+    with pytest.raises(WatchdogDeviceError, match="too short"):
+        device_timeout(Timing.derive(1.5))
 
 
 def test_open_pet_and_magic_close(standin: StandIn) -> None:
@@ -194,9 +194,8 @@ def one_host_lab(tmp_path: Path, device: Path) -> LocalLab:
 def petting(lab: LocalLab, standin: StandIn) -> None:
     wait_for(lambda: len(standin.events("pet")) >= 5, 20, "the daemon to pet the device")
     timing = load(lab.host_dir(0) / "node.toml").timing
-    assert standin.events("timeout")[0]["seconds"] == device_timeout(timing, Mode.STATEFILE)
-    assert lab.status()[0]["watchdog_device"]["timeout"] == device_timeout(timing,
-                                                                          Mode.STATEFILE)
+    assert standin.events("timeout")[0]["seconds"] == device_timeout(timing)
+    assert lab.status()[0]["watchdog_device"]["timeout"] == device_timeout(timing)
 
 
 @pytest.mark.slow
@@ -209,7 +208,7 @@ def test_a_clean_exit_does_the_magic_close(tmp_path: Path, standin: StandIn) -> 
         wait_for(lambda: bool(standin.events("close")), 5, "the close")
         close = standin.events("close")[0]
         assert close["magic"] and not close["timer_running"]
-        time.sleep(device_timeout(lab_timing(lab), Mode.STATEFILE) + 1.0)
+        time.sleep(device_timeout(lab_timing(lab)) + 1.0)
         assert not standin.events("fire")
     finally:
         lab.down()
@@ -227,7 +226,7 @@ def test_a_stopped_daemon_stops_petting_and_the_device_fires(tmp_path: Path,
         petting(lab, standin)
         os.kill(lab.pid(0), signal.SIGSTOP)
         stopped = time.monotonic()
-        timeout = device_timeout(lab_timing(lab), Mode.STATEFILE)
+        timeout = device_timeout(lab_timing(lab))
         wait_for(lambda: bool(standin.events("fire")), timeout + 5, "the device to fire")
         last_pet = max(e["time"] for e in standin.events("pet"))
         fired = standin.events("fire")[0]["time"]
@@ -251,7 +250,7 @@ def test_a_fence_leaves_the_timer_running(tmp_path: Path, standin: StandIn) -> N
         lab.pause(0, timing.stall_limit + 1.0)  # wakes stalled: fences itself
         wait_for(lambda: not lab.running(0), 10, "the fenced daemon to exit")
         assert any(e["event"] == "fence" for e in lab.events())
-        wait_for(lambda: bool(standin.events("fire")), device_timeout(timing, Mode.STATEFILE)
+        wait_for(lambda: bool(standin.events("fire")), device_timeout(timing)
                  + 5, "the device to fire")
         close = standin.events("close")[0]
         assert not close["magic"] and close["timer_running"]
