@@ -16,8 +16,6 @@ Rules (see docs/design.md):
   run out of lease by then, give or take a beat of delay and clock drift.
 * A daemon that did not run for ``min(T1, T2)/2`` (a stop-the-world pause)
   fences itself when it wakes: what it queued while frozen is stale.
-* A liveset change is committed no sooner than ``fence_request_reach`` after
-  the decision, so a loser that misjudged can still read the fence request.
 * The fence window satisfies the safety inequality
   ``window >= lease - min(T1, T2) + max(t1, t2) + 2 * drift * lease``: a
   removed host's lease ran out at most a beat (the delay of the evidence)
@@ -141,11 +139,6 @@ class Timing:
         """A daemon that did not run for this long fences itself on waking:
         peers may have judged it gone while it was frozen."""
         return min(self.T1, self.T2) / 2
-
-    @property
-    def fence_request_reach(self) -> float:
-        """Time for a fence request to reach a loser on either channel."""
-        return max(self.t1, 2 * self.t2 + self.io_deadline)
 
     @property
     def proof_window(self) -> float:

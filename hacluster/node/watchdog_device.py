@@ -5,9 +5,9 @@ Rules:
 * The device is opened when HA starts on this host (armed or joining: the
   core pets from its first step) and its timer runs from that moment. Its
   timeout is set with ``WDIOC_SETTIMEOUT`` to :func:`device_timeout`: whole
-  seconds, half the lease, so the device never fires later than the lease the
-  core counts on (a pet is allowed only while the lease has at least the
-  device's timeout left). The driver's answer is the
+  seconds, the lease less three beats, so the device never fires later than
+  the lease the core counts on (a pet is allowed only while the lease has at
+  least the device's timeout left). The driver's answer is the
   timeout it took: one it rounded up, or a refusal, is an error that names
   the device and what to do.
 * A pet writes one byte other than ``'V'``. The caller allows a pet only up
@@ -61,15 +61,16 @@ class WatchdogDeviceError(RuntimeError):
 
 
 def device_timeout(timing: Timing, delay: float = 0.0) -> int:
-    """The device's timeout: whole seconds, at most half the lease, so that a pet
-    with half the lease left still fits (the client drops a pet that would
-    outlast the lease); ``delay`` added (tests only). :class:`WatchdogDeviceError`
-    when the lease is shorter than 2 s: no whole second fits in half of it."""
-    seconds = math.floor(timing.lease / 2 + delay)
+    """The device's timeout: the whole seconds of the lease less three beats (the
+    age the evidence behind a healthy host's lease reaches), so that a healthy
+    host's pets fit in its lease (the client drops a pet that would outlast it);
+    ``delay`` added (tests only). :class:`WatchdogDeviceError` when no whole
+    second fits."""
+    seconds = math.floor(timing.lease - 3 * max(timing.t1, timing.t2) + delay)
     if seconds < 1:
         raise WatchdogDeviceError(
             f"a watchdog device counts whole seconds: the lease of T={timing.T:g} s is "
-            "too short for one (use T >= 2 s, or the watchdog process alone)")
+            "too short for one (use T >= 1.5 s, or the watchdog process alone)")
     return seconds
 
 

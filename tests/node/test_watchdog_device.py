@@ -99,14 +99,14 @@ def test_ioctl_numbers_are_linux_watchdog_h() -> None:
         (0x80045705, 0xC0045706, 0x80045707)
 
 
-def test_device_timeout_is_half_the_lease_rounded_down() -> None:
-    timing = Timing.derive(3.0)  # lease 3
-    assert device_timeout(timing) == 1
-    assert device_timeout(Timing.derive(60.0)) == 30
-    assert device_timeout(timing, delay=30) == 31
-    assert device_timeout(Timing.derive(2.0)) == 1
+def test_device_timeout_is_the_lease_less_three_beats_rounded_down() -> None:
+    timing = Timing.derive(3.0)  # lease 3, beats 0.3
+    assert device_timeout(timing) == 2
+    assert device_timeout(Timing.derive(60.0)) == 51
+    assert device_timeout(timing, delay=30) == 32
+    assert device_timeout(Timing.derive(1.5)) == 1
     with pytest.raises(WatchdogDeviceError, match="too short"):
-        device_timeout(Timing.derive(1.5))
+        device_timeout(Timing.derive(1.0))
 
 
 def test_open_pet_and_magic_close(standin: StandIn) -> None:
@@ -247,7 +247,8 @@ def test_a_fence_leaves_the_timer_running(tmp_path: Path, standin: StandIn) -> N
     try:
         petting(lab, standin)
         timing = lab_timing(lab)
-        lab.pause(0, timing.stall_limit + 1.0)  # wakes stalled: fences itself
+        lab.pause(0, timing.stall_limit + 0.3)  # wakes stalled: fences itself
+        assert timing.stall_limit + 0.3 < device_timeout(timing)  # before the device fires
         wait_for(lambda: not lab.running(0), 10, "the fenced daemon to exit")
         assert any(e["event"] == "fence" for e in lab.events())
         wait_for(lambda: bool(standin.events("fire")), device_timeout(timing)
@@ -266,7 +267,7 @@ def test_a_file_that_is_no_watchdog_stops_the_start_with_the_reason(tmp_path: Pa
     try:
         wait_for(lambda: not lab.running(0), 20, "the daemon to stop")
         said = (lab.host_dir(0) / "node.out").read_text()
-        assert "refuses a 5 s timeout" in said and "not a watchdog" in said, said
+        assert "refuses a 2 s timeout" in said and "not a watchdog" in said, said
         events = list(lab.events())
         assert not any(e["event"] == "ha-on" for e in events)
         assert any(e["event"] == "stopping" and "not a watchdog" in e["reason"] for e in events)

@@ -23,10 +23,11 @@ from hacluster.core.duties import (
     StartAnswered,
     Surveyed,
 )
+from hacluster.core.events import Watchdog
 from hacluster.core.messages import HostSet
 from hacluster.core.node import HostCore, Mode
 from hacluster.core.timing import Timing
-from hacluster.sim.cluster import SimConfig, Simulation
+from hacluster.sim.cluster import SimConfig, SimHost, Simulation
 from hacluster.sim.scenarios import SCENARIOS, run_scenario
 from hacluster.sim.schedules import run_schedule
 from hacluster.sim.storage import IOFault
@@ -40,16 +41,14 @@ def props(violations: list[str]) -> set[str]:
 
 @pytest.fixture
 def late_watchdog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The lease the pool counts on is T, its window computed for it; the watchdog
-    fires 2 s later (a device whose real timeout is longer than the pool was told)."""
-    derive = Timing.derive.__func__  # type: ignore[attr-defined]
+    """Every watchdog fires 2 s after the lease it was petted for (a device whose
+    real timeout is longer than the pool was told)."""
+    pet = Simulation._pet
 
-    def late(cls: type[Timing], timeout: float, drift: float = 0.01) -> Timing:
-        timing = derive(cls, timeout, drift)
-        return replace(timing, lease=timing.lease + 2.0)
+    def late(self: Simulation, host: SimHost, which: Watchdog, timeout: float) -> None:
+        pet(self, host, which, timeout + 2.0)
 
-    monkeypatch.setattr(Timing, "derive", classmethod(late))
-    assert Timing.derive(5.0).lease == 7.0
+    monkeypatch.setattr(Simulation, "_pet", late)
     yield
 
 
