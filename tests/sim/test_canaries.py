@@ -181,7 +181,7 @@ LIVENESS_RULES_UNDONE: dict[str, tuple[str, object, tuple[int, Mode, int]]] = {
     "keep acking admitted hosts that have not armed": (
         "_admitted_unarmed", lambda self: frozenset(), (5, Mode.CLUSTERED, 2418)),
     "a peer hears me by its sighting age of me": (
-        "_hears_me", lambda self, report: self.me in report.hbdomain, (7, Mode.CLUSTERED, 862)),
+        "_hears_me", lambda self, report: self.me in report.hbdomain, (5, Mode.CLUSTERED, 730)),
     "do not chase a decided round": (
         "_peer_in_fault", _chase_every_round, (5, Mode.STATEFILE, 91)),
     "vouch only for hosts not removed": (
