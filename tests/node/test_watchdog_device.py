@@ -153,18 +153,18 @@ def test_refusals_are_named_and_leave_nothing_open(standin: StandIn, tmp_path: P
     assert not standin.events("fire")
 
 
-def test_the_device_is_petted_only_while_every_watchdog_would_fire_later(
+def test_the_device_is_petted_only_while_the_lease_would_fire_later(
         standin: StandIn) -> None:
-    """One watchdog the core stops petting (the statefile one) stops the device too."""
+    """A pet with less of the lease left than the device's timeout is dropped."""
     async def run() -> WatchdogClient:
         client = WatchdogClient(Notifier(), standin.device)
         assert await client.open_device(5) == 5
         now = time.monotonic()
-        client.pet(Watchdog.STATEFILE, 5.5, now - 1.0)  # due in 4.5 s < 5: too late
+        client.pet(Watchdog.LEASE, 5.5, now - 1.0)  # due in 4.5 s < 5: too late
         await client.settle(2)
-        client.pet(Watchdog.HEARTBEAT, 10.0, now)  # the statefile one still lapses first
+        client.pet(Watchdog.LEASE, 4.9, now)  # still too late
         await client.settle(2)
-        client.pet(Watchdog.STATEFILE, 5.5, now)  # both due after 5 s: petted
+        client.pet(Watchdog.LEASE, 5.5, now)  # due after 5 s: petted
         await client.settle(2)
         client.disarm()
         await client.settle(2)

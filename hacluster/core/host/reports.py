@@ -68,7 +68,7 @@ class Reports(Domains):
                 return
         else:
             return
-        self._out.append(PetWatchdog(Watchdog.HEARTBEAT, remaining))
+        self._out.append(PetWatchdog(Watchdog.LEASE, remaining))
 
     def _lease_base(self) -> float:
         """The latest moment that evidence every possible survivor shares vouches
