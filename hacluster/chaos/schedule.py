@@ -100,8 +100,8 @@ def _fault(rng: random.Random, kinds: tuple[str, ...], hosts: int, timing: Timin
     if kind == "kill":
         return Fault(kind, _target(rng, hosts), rng.uniform(0.5, 3.0 * T), gap)
     if kind == "pause":
-        watchdog = max(timing.Wh, timing.Ws)
-        hold = short if rng.random() < 0.5 else rng.uniform(watchdog + 0.5, watchdog + T)
+        hold = short if rng.random() < 0.5 else rng.uniform(timing.lease + 0.5,
+                                                             timing.lease + T)
         return Fault(kind, _target(rng, hosts), hold, gap)
     if kind == "freeze":
         return Fault(kind, _target(rng, hosts), short, gap)

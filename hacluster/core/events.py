@@ -77,8 +77,9 @@ Input = Tick | HeartbeatReceived | SlotWritten | SlotsRead | Shutdown | MembersC
 
 # ---------------------------------------------------------------- outputs
 class Watchdog(Enum):
-    HEARTBEAT = "heartbeat"
-    STATEFILE = "statefile"
+    """The watchdogs a core pets: one lease (issue #14; before it, one per channel)."""
+
+    LEASE = "lease"
 
 
 @dataclass(frozen=True)

@@ -157,5 +157,7 @@ class HostCore(Waits):
         if self.statefile_mode and now >= self._next_io and self._io_pending == 0:
             self._next_io = now + self.timing.t2
             self._io_pending = 2
-            self._out.append(WriteSlot(self._report()))
+            report = self._report()
+            self._write_issued = (report.seq, now)
+            self._out.append(WriteSlot(report))
             self._out.append(ReadSlots())

@@ -53,6 +53,7 @@ class Trigger(Enum):
     NO_QUORUM = "no-quorum"
     FENCE_REQUEST = "fence-request"
     STALL = "stall"
+    LEASE = "lease"
     RULE2_FAILURE = "rule2-failure"
     EJECTED = "ejected"
     SHUTDOWN = "shutdown"
@@ -107,8 +108,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.RULE2_LEAVE, _from(S.NORMAL), S.NORMAL,
                "the whole liveset is back on the statefile: rule-2 mode ends"),
     Transition(Trigger.COMMIT, _from(S.PROPOSED), S.NORMAL,
-               "every removed host provably fenced and the fence request had "
-               "time to arrive: commit liveset ∩ proposal"),
+               "every removed host provably fenced (its lease ran out, or its last "
+               "words): commit liveset ∩ proposal"),
     Transition(Trigger.LOST, _from(S.AGREEING), S.FENCED,
                "the decision does not keep me"),
     Transition(Trigger.NO_QUORUM, _from(S.AGREEING), S.FENCED,
@@ -118,6 +119,9 @@ TRANSITIONS: tuple[Transition, ...] = (
                "a member proposes a liveset without me over a liveset with me"),
     Transition(Trigger.STALL, ARMED, S.FENCED,
                "the core was not run for the stall limit: peers may have removed me"),
+    Transition(Trigger.LEASE, ARMED, S.FENCED,
+               "my watchdog lease has less than a beat left: nothing every possible "
+               "survivor shares vouches for me (I fence before the watchdog does)"),
     Transition(Trigger.RULE2_FAILURE, _from(S.NORMAL), S.FENCED,
                "a member left a domain in survival-rule-2 mode"),
     Transition(Trigger.EJECTED, ARMED, S.FENCED,

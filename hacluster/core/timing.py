@@ -8,18 +8,19 @@ Rules (see docs/design.md):
 * ``T1`` (network heartbeat timeout) and ``T2`` (statefile timeout) equal T.
 * ``agree`` bounds a fault handler: it must decide within
   ``min(T/2, 5 * max(t1, t2))``, enough for several view exchanges.
-* A host pets its watchdogs only while its view is healthy: every host it
-  keeps saw it within ``pet_freshness = 3 * max(t1, t2)`` (by their reports).
-  So each watchdog must outlast detection plus a whole fault handler:
-  ``Wh = T1 + agree + 2*t1``, ``Ws = T2 + agree + 3*t2``.
+* **Lease.** A host's watchdog is a lease of ``lease = min(T1, T2)``: it is
+  petted so that it fires ``lease`` after the latest moment the evidence
+  every possible survivor shares vouches for the host (see
+  :mod:`hacluster.core.host.reports`), in every armed phase, fault handlers
+  included. A host unseen by the survivors for ``min(T1, T2)`` has therefore
+  run out of lease by then, give or take a beat of delay and clock drift.
 * A daemon that did not run for ``min(T1, T2)/2`` (a stop-the-world pause)
   fences itself when it wakes: what it queued while frozen is stale.
-* A liveset change is committed no sooner than ``fence_request_reach`` after
-  the decision, so a loser that misjudged can still read the fence request.
 * The fence window satisfies the safety inequality
-  ``window >= max(Wh, Ws) - min(T1, T2) + pet_freshness + max(t1, t2)``, plus
-  an allowance for clock-rate drift between hosts: a removed host's last pet
-  came at most ``pet_freshness`` after the last sighting a survivor counts.
+  ``window >= lease - min(T1, T2) + max(t1, t2) + 2 * drift * lease``: a
+  removed host's lease ran out at most a beat (the delay of the evidence)
+  after the survivors' last sighting plus ``min(T1, T2)``, and clocks may run
+  apart by ``drift``.
 
 A hand-made parameter set is checked by :meth:`Timing.validate`, which names the
 first violated rule; :meth:`Timing.rules` gives every rule as an
@@ -101,8 +102,7 @@ class Timing:
     T1: float
     T2: float
     agree: float
-    Wh: float
-    Ws: float
+    lease: float
     io_deadline: float
     fence_window: float
     drift: float = DEFAULT_DRIFT
@@ -115,11 +115,9 @@ class Timing:
         t1 = min(timeout / 10, 3.0)
         t2 = min(timeout / 10, max(2.0, timeout / 20))
         agree = min(timeout / 2, AGREEMENT_ROUNDS * max(t1, t2))
-        wh = timeout + agree + 2 * t1
-        ws = timeout + agree + 3 * t2
         timing = cls(
             T=timeout, t1=t1, t2=t2, T1=timeout, T2=timeout, agree=agree,
-            Wh=wh, Ws=ws, io_deadline=t2, fence_window=0.0, drift=drift,
+            lease=timeout, io_deadline=t2, fence_window=0.0, drift=drift,
         )
         window = timing.minimum_fence_window()
         timing = cls(**{**timing.__dict__, "fence_window": window})
@@ -128,15 +126,8 @@ class Timing:
 
     def minimum_fence_window(self) -> float:
         """The safety inequality's right-hand side, with the drift allowance."""
-        watchdog = max(self.Wh, self.Ws)
-        base = watchdog - min(self.T1, self.T2) + self.pet_freshness + max(self.t1, self.t2)
-        return base + 2 * self.drift * watchdog
-
-    @property
-    def pet_freshness(self) -> float:
-        """How lately every host a member keeps must have seen it for it to pet its
-        watchdogs: three beats of the slower channel (a lost packet is not a miss)."""
-        return 3 * max(self.t1, self.t2)
+        return (self.lease - min(self.T1, self.T2) + max(self.t1, self.t2)
+                + 2 * self.drift * self.lease)
 
     @property
     def tick(self) -> float:
@@ -148,11 +139,6 @@ class Timing:
         """A daemon that did not run for this long fences itself on waking:
         peers may have judged it gone while it was frozen."""
         return min(self.T1, self.T2) / 2
-
-    @property
-    def fence_request_reach(self) -> float:
-        """Time for a fence request to reach a loser on either channel."""
-        return max(self.t1, 2 * self.t2 + self.io_deadline)
 
     @property
     def proof_window(self) -> float:
@@ -170,7 +156,7 @@ class Timing:
         :meth:`validate` checks them (the first violated one is named)."""
         named = {
             "T": self.T, "t1": self.t1, "t2": self.t2, "T1": self.T1, "T2": self.T2,
-            "agree": self.agree, "Wh": self.Wh, "Ws": self.Ws,
+            "agree": self.agree, "lease": self.lease,
             "io_deadline": self.io_deadline, "fence_window": self.fence_window,
         }
         smallest = next((name for name, value in named.items() if not value > 0),
@@ -190,14 +176,11 @@ class Timing:
                        max(self.T1, self.T2)),
             Inequality("agreement-rounds", "agree", self.agree, ">=", "2 * max(t1, t2)",
                        2 * max(self.t1, self.t2)),
-            Inequality("heartbeat-watchdog-covers-fault-handler", "Wh", self.Wh, ">=",
-                       "T1 + agree + t1", self.T1 + self.agree + self.t1),
-            Inequality("statefile-watchdog-covers-fault-handler", "Ws", self.Ws, ">=",
-                       "T2 + agree + t2 + io_deadline",
-                       self.T2 + self.agree + self.t2 + self.io_deadline),
+            Inequality("lease-spans-beats", "lease", self.lease, ">=",
+                       f"{MIN_BEATS_PER_TIMEOUT} * max(t1, t2) + io_deadline",
+                       MIN_BEATS_PER_TIMEOUT * max(self.t1, self.t2) + self.io_deadline),
             Inequality("safety-inequality", "fence_window", self.fence_window, ">=",
-                       "max(Wh,Ws) - min(T1,T2) + pet_freshness + max(t1,t2) "
-                       "+ 2*drift*max(Wh,Ws)",
+                       "lease - min(T1,T2) + max(t1,t2) + 2*drift*lease",
                        self.minimum_fence_window()),
         ]
 

@@ -194,8 +194,8 @@ def _timing(config: NodeConfig, report: CheckReport) -> None:
     try:
         timing.validate()
         report.verdict = (f"T={timing.T:g} s: every rule holds (fence window "
-                          f"{timing.fence_window:.2f} s, watchdogs Wh={timing.Wh:.2f} s "
-                          f"Ws={timing.Ws:.2f} s)")
+                          f"{timing.fence_window:.2f} s, watchdog lease "
+                          f"{timing.lease:.2f} s)")
     except TimingError as error:
         report.verdict = str(error)
         report.add(Level.FAIL, "timing", str(error))

@@ -238,7 +238,7 @@ class Liveness:
         members = self._members()
         config = self.config
         took = await self.watchdog.open_device(
-            device_timeout(timing, config.mode, config.unsafe_watchdog_delay))
+            device_timeout(timing, config.unsafe_watchdog_delay))
         if took is not None:
             self.log.write("watchdog-device", path=str(config.watchdog_device), timeout=took)
         previous = None if armed else await self._own_slot()

@@ -4,9 +4,10 @@ Rules:
 
 * The device is opened when HA starts on this host (armed or joining: the
   core pets from its first step) and its timer runs from that moment. Its
-  timeout is set with ``WDIOC_SETTIMEOUT`` to :func:`device_timeout`: the
-  whole seconds of the shortest watchdog the core pets, so the device never
-  fires later than the fence window assumes. The driver's answer is the
+  timeout is set with ``WDIOC_SETTIMEOUT`` to :func:`device_timeout`: whole
+  seconds, the lease less three beats, so the device never fires later than
+  the lease the core counts on (a pet is allowed only while the lease has at
+  least the device's timeout left). The driver's answer is the
   timeout it took: one it rounded up, or a refusal, is an error that names
   the device and what to do.
 * A pet writes one byte other than ``'V'``. The caller allows a pet only up
@@ -39,7 +40,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hacluster.core.node import Mode
 from hacluster.core.timing import Timing
 
 
@@ -60,11 +60,18 @@ class WatchdogDeviceError(RuntimeError):
     """The watchdog device cannot fence this host as configured."""
 
 
-def device_timeout(timing: Timing, mode: Mode, delay: float = 0.0) -> int:
-    """The device's timeout: the whole seconds of the shortest watchdog the core
-    pets (heartbeat, and statefile in statefile mode), ``delay`` added (tests only)."""
-    shortest = timing.Wh if mode is Mode.CLUSTERED else min(timing.Wh, timing.Ws)
-    return max(1, math.floor(shortest + delay))
+def device_timeout(timing: Timing, delay: float = 0.0) -> int:
+    """The device's timeout: the whole seconds of the lease less three beats (the
+    age the evidence behind a healthy host's lease reaches), so that a healthy
+    host's pets fit in its lease (the client drops a pet that would outlast it);
+    ``delay`` added (tests only). :class:`WatchdogDeviceError` when no whole
+    second fits."""
+    seconds = math.floor(timing.lease - 3 * max(timing.t1, timing.t2) + delay)
+    if seconds < 1:
+        raise WatchdogDeviceError(
+            f"a watchdog device counts whole seconds: the lease of T={timing.T:g} s is "
+            "too short for one (use T >= 1.5 s, or the watchdog process alone)")
+    return seconds
 
 
 class WatchdogDevice:

@@ -122,6 +122,16 @@ class Simulation(FaultInjection):
     def at(self, t: float, action: Callable[[], None]) -> None:
         self.clock.at(t, action)
 
+    def when(self, condition: Callable[[], bool], action: Callable[[], None]) -> None:
+        """Run ``action`` at the first moment ``condition()`` holds, checked from
+        now on every hundredth of T (a fault timed by the pool's state)."""
+        def check() -> None:
+            if condition():
+                action()
+            else:
+                self.at(self.t + self.timing.T / 100, check)
+        check()
+
     def run_until(self, end: float) -> None:
         self.clock.run_until(end)
 

@@ -134,6 +134,15 @@ def _pause_after_rejoin(sim: Simulation, at: Schedule) -> None:
     at(5.0, lambda: sim.pause(2, 3 * sim.timing.T))
 
 
+def _statefile_lost_after_rejoin(sim: Simulation, at: Schedule) -> None:
+    """Host 2 is cut off and fences (its last words stay in its slot), restarts,
+    rejoins, then loses the statefile while the network still carries it."""
+    at(0, lambda: sim.isolate(2))
+    at(2.0, sim.heal_network)
+    at(2.5, lambda: sim.reboot(2))
+    at(5.0, lambda: sim.storage_fault(2, IOFault.ERROR))
+
+
 def _eject_then_join(sim: Simulation, at: Schedule) -> None:
     """Host 2 is ejected (it leaves cleanly), then a new host joins on its index."""
     at(0, lambda: sim.eject(2))
@@ -176,10 +185,7 @@ def _outage_right_after_a_join(sim: Simulation, at: Schedule) -> None:
     def left_acking() -> bool:
         return any(3 in r.liveset and 3 in r.join_acks for r in sim.storage.slots.values())
 
-    def watch() -> None:
-        if not left_acking():
-            sim.at(sim.t + 0.01 * T, watch)
-            return
+    def power_cut() -> None:
         for h in range(4):
             sim.crash(h)
         sim.at(sim.t + 0.2 * T, lambda: sim.reboot(3))
@@ -187,7 +193,7 @@ def _outage_right_after_a_join(sim: Simulation, at: Schedule) -> None:
             sim.at(sim.t + 0.7 * T, lambda h=h: sim.reboot(h))  # type: ignore[misc]
 
     at(0, lambda: sim.join(3))
-    at(0, watch)
+    at(0, lambda: sim.when(left_acking, power_cut))
 
 
 def _stale_liveset(sim: Simulation, at: Schedule) -> None:
@@ -270,6 +276,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "watchdog, its first boot's last words prove nothing of its second",
              3, _pause_after_rejoin, survivors=_hosts(0, 1), fenced=_hosts(2),
              restart=False, duration=10.0),
+    Scenario("statefile-lost-after-rejoin",
+             "host 2 fences, rejoins, then loses the statefile: it is seen on the network "
+             "until it fences itself, and its first boot's last words prove nothing of its "
+             "second", 3, _statefile_lost_after_rejoin, survivors=_hosts(0, 1),
+             fenced=_hosts(2), restart=False, duration=10.0),
     Scenario("partition-restart-after-heal",
              "5 hosts split 3|2, the 2 fence and restart right after the heal; the "
              "survivors saw their last words at different times: all settle, none waits",

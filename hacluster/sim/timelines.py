@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from hacluster.core.messages import Phase
 from hacluster.core.pool import VM, Host, Pool, Power, Priority
 from hacluster.sim.cluster import SimConfig, Simulation, VMEvent, default_pool
 from hacluster.sim.scenarios import Schedule, play
@@ -99,26 +100,32 @@ def _paused_crash(sim: Simulation, at: Schedule) -> None:
     at(0, lambda: sim.crash(2))
 
 
-def _commit_offset(sim: Simulation) -> float:
-    """When the survivors commit a crash at offset 0, in units of T: the crashed
-    host unseen for T plus the fence window (give or take a beat)."""
-    return 1.0 + sim.timing.fence_window / sim.timing.T
+def _in(sim: Simulation, host: int, *phases: Phase) -> Callable[[], bool]:
+    """Whether ``host`` is in one of ``phases``."""
+    return lambda: (core := sim.hosts[host].core) is not None and core.phase in phases
 
 
 def _start_to_paused_host(sim: Simulation, at: Schedule) -> None:
-    """Host 2 crashes; host 1, where its VMs fit best, is paused from just before
-    the commit (the master's starts wait in its socket) for less than its stall
-    limit, so it stays a member."""
+    """Host 2 crashes; host 1, where its VMs fit best, is paused once the master
+    holds its answer in the fault handler (the master decides, commits and starts
+    the VMs while it is paused: the starts wait in its socket) for less than its
+    stall limit, so it stays a member."""
+    def master_holds_answer() -> bool:
+        core = sim.hosts[0].core
+        seen = None if core is None else core.peers[1].report
+        return seen is not None and seen.phase in (Phase.AGREEING, Phase.PROPOSED)
+
     at(0, lambda: sim.crash(2))
-    at(_commit_offset(sim) - 0.2, lambda: sim.pause(1, 0.4 * sim.timing.T))
+    at(0, lambda: sim.when(master_holds_answer, lambda: sim.pause(1, 0.4 * sim.timing.T)))
 
 
 def _takeover_with_silent_host(sim: Simulation, at: Schedule) -> None:
-    """The master (host 0) crashes; just before the survivors commit, the link
-    between host 1 (the next master) and host 2 is cut: host 2 cannot answer
-    the new master's first survey."""
+    """The master (host 0) crashes; once host 1 (the next master) handles it, the
+    link between host 1 and host 2 is cut (which nobody notices for T1): host 2
+    cannot answer the new master's first survey."""
     at(0, lambda: sim.crash(0))
-    at(_commit_offset(sim) - 0.1, lambda: sim.cut_link(1, 2))
+    at(0, lambda: sim.when(_in(sim, 1, Phase.STABILIZING, Phase.AGREEING, Phase.PROPOSED),
+                           lambda: sim.cut_link(1, 2)))
 
 
 def _tight_pool() -> Pool:

@@ -42,7 +42,7 @@ def paused_member(directory: Path, unsafe_watchdog_delay: float | None) -> int:
     """Pause host 1's daemon (it runs vm-web1) past its watchdog and the
     survivors' restart: with a true watchdog, its guest is dead long before."""
     timing = Timing.derive(T)
-    hold = max(timing.Wh, timing.Ws) + 3 * T
+    hold = timing.lease + 3 * T
     return run_chaos("netns", 3, T, duration=hold + 20.0, seed=0, rate=1.0,
                      directory=directory,
                      unsafe_watchdog_delay=unsafe_watchdog_delay,

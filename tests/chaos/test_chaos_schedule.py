@@ -29,7 +29,7 @@ def test_every_fault_of_the_backend_and_no_other(backend: str) -> None:
 
 def test_holds_follow_the_timing() -> None:
     timing = Timing.derive(3.0)
-    watchdog = max(timing.Wh, timing.Ws)
+    watchdog = timing.lease
     faults = take("netns", 11, 600) + take("docker", 11, 600)
     pauses = [f.hold for f in faults if f.kind == "pause"]
     # a pause either rides through (below the stall limit) or outlasts the watchdog

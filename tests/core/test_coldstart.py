@@ -104,16 +104,18 @@ def test_news_of_an_armed_host_restarts_the_quiet_wait(config: CoreConfig) -> No
     period; an armed heartbeat (an incarnation still alive) starts it again."""
     frozen = {p: replace(report(p, 40), epoch=2) for p in (1, 2)}
     core = HostCore(config, 0, boot=2, now=50.0, previous=replace(report(0, 40), epoch=2))
-    _run_alone(core, 50.0, 56.0, frozen)
+    window = config.timing.proof_window
+    half = 50.0 + window / 2
+    _run_alone(core, 50.0, half, frozen)
     assert core.statefile_access
     waits = {w.reason: w for w in core.waits()}
     assert {w.on for w in core.waits() if w.reason == "cold-host"} == {1, 2}
-    assert 0 < _quiet_left(core) < config.timing.proof_window - 5.0
+    assert 0 < _quiet_left(core) < window / 2 + config.timing.tick
     assert "news of an armed host" in waits["cold-quiet"].text
-    core.handle(HeartbeatReceived(56.0, replace(report(2, 77), epoch=2)))
-    _run_alone(core, 56.0, 56.5, frozen)
-    assert _quiet_left(core) > config.timing.proof_window - 1.0
-    _run_alone(core, 56.5, 56.0 + config.timing.proof_window + 1.0, frozen)
+    core.handle(HeartbeatReceived(half, replace(report(2, 77), epoch=2)))
+    _run_alone(core, half, half + 0.5, frozen)
+    assert _quiet_left(core) > window - 1.0
+    _run_alone(core, half + 0.5, half + window + 1.0, frozen)
     assert "cold-quiet" not in {w.reason for w in core.waits()}
     assert core.phase is Phase.JOINING  # the others never came back
 

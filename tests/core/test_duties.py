@@ -226,7 +226,7 @@ class Recorder:
 def one_of_each_output() -> list[Output]:
     report = make_report(0, 1)
     return [SendHeartbeat(report, frozenset({1})), WriteSlot(report), ReadSlots(),
-            PetWatchdog(Watchdog.HEARTBEAT, 5.0), Fence("why"), Disarmed("bye"),
+            PetWatchdog(Watchdog.LEASE, 5.0), Fence("why"), Disarmed("bye"),
             LivesetCommitted(ALL_I, frozenset(), frozenset()), MasterGained(),
             MasterLost("lost"), PhaseChanged(Phase.NORMAL, Phase.STABILIZING, "x"),
             Suspect(1, "network"), Waiting((Wait(1, "r", "t"),)), Wakeup(9.0)]
@@ -241,7 +241,7 @@ def test_every_core_output_type_has_an_effect() -> None:
         "send_heartbeat", "request_io", "request_io", "pet_watchdog", "fence", "disarmed",
         "liveset_committed", "master_gained", "master_lost", "phase_changed", "suspect",
         "waiting", "wake_at"]
-    assert recorder.calls[3] == ("pet_watchdog", (Watchdog.HEARTBEAT, 5.0))
+    assert recorder.calls[3] == ("pet_watchdog", (Watchdog.LEASE, 5.0))
 
 
 def test_every_duty_action_type_has_an_effect() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import pytest
+
 from hacluster.core.events import (
     Fence,
     HeartbeatReceived,
@@ -45,7 +47,7 @@ def test_first_tick_beats_writes_reads_and_pets(config: CoreConfig) -> None:
     names = kinds(out)
     assert "SendHeartbeat" in names and "WriteSlot" in names and "ReadSlots" in names
     pets = [o for o in out if isinstance(o, PetWatchdog)]
-    assert pets and all(p.timeout >= config.timing.Wh for p in pets)
+    assert pets and all(p.timeout == pytest.approx(config.timing.lease) for p in pets)
     beat = next(o for o in out if isinstance(o, SendHeartbeat))
     assert beat.to == {1, 2}
 

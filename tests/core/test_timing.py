@@ -15,12 +15,11 @@ def test_derived_sets_satisfy_every_rule(timeout: float) -> None:
     # every timeout spans about ten beats
     assert timing.T1 / timing.t1 >= 10
     assert timing.T2 / timing.t2 >= 10
-    # the safety inequality of the spec
+    # the lease is the timeout: unseen for T1 means out of lease, give or take a beat
+    assert timing.lease == min(timing.T1, timing.T2)
     assert timing.fence_window >= (
-        max(timing.Wh, timing.Ws) - min(timing.T1, timing.T2) + max(timing.t1, timing.t2)
+        timing.lease - min(timing.T1, timing.T2) + max(timing.t1, timing.t2)
     )
-    # a watchdog outlives detection plus a whole fault handler
-    assert timing.Wh >= timing.T1 + timing.agree + timing.t1
 
 
 def test_reference_intervals_are_kept_for_large_timeouts() -> None:
@@ -32,7 +31,7 @@ def test_reference_intervals_are_kept_for_large_timeouts() -> None:
 def test_small_timeouts_are_allowed_and_fast() -> None:
     timing = Timing.derive(3)
     assert timing.t1 == pytest.approx(0.3)
-    assert timing.fence_window < 1.25 * timing.T  # 3.71 s: detection plus this, ~2.2 T
+    assert timing.fence_window < 0.15 * timing.T  # 0.36 s (3.71 s before leases)
 
 
 @pytest.mark.parametrize("timeout", [0.0, -5.0, 0.5, float("nan")])
@@ -51,9 +50,9 @@ def test_timeout_below_floor_is_rejected(timeout: float) -> None:
         ({"io_deadline": 3.0}, "io-deadline"),
         ({"agree": 6.0}, "agreement-bound"),
         ({"agree": 0.5}, "agreement-rounds"),
-        ({"Wh": 5.0}, "heartbeat-watchdog-covers-fault-handler"),
-        ({"Ws": 5.0}, "statefile-watchdog-covers-fault-handler"),
-        ({"fence_window": 1.0}, "safety-inequality"),
+        ({"lease": 1.0}, "lease-spans-beats"),
+        ({"lease": 6.0}, "safety-inequality"),  # a longer lease needs a longer window
+        ({"fence_window": 0.3}, "safety-inequality"),
         ({"drift": 0.5}, "drift-bound"),
     ],
 )
@@ -77,8 +76,8 @@ def test_every_rule_of_a_derived_set_holds_with_its_margin(timeout: float) -> No
 @pytest.mark.parametrize(
     ("change", "rule"),
     [({"t1": 0.0}, "positive"), ({"io_deadline": 3.0}, "io-deadline"),
-     ({"Wh": 5.0}, "heartbeat-watchdog-covers-fault-handler"),
-     ({"fence_window": 1.0}, "safety-inequality"), ({"t2": float("nan")}, "positive")],
+     ({"lease": 1.0}, "lease-spans-beats"),
+     ({"fence_window": 0.3}, "safety-inequality"), ({"t2": float("nan")}, "positive")],
 )
 def test_the_rule_validate_names_is_the_first_with_no_margin(change: dict[str, float],
                                                              rule: str) -> None:

@@ -97,7 +97,7 @@ def test_master_kill_and_reelection(pool: NetnsLab) -> None:
 
 def test_pause_longer_than_t_is_fenced_by_the_watchdog(pool: NetnsLab) -> None:
     timing = load(pool.host_dir(2) / "node.toml").timing
-    pool.pause(2, timing.Wh + 1.0)
+    pool.pause(2, timing.lease + 1.0)
     wait_for(settled(pool, [0, 1]), 15 * T, "host 2 to be removed")
     fired = [e for e in pool.events() if e["event"] == "watchdog" and e["host"] == 2]
     commits = [e["time"] for e in pool.events()

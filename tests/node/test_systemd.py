@@ -89,11 +89,9 @@ def test_the_systemd_pet_follows_the_cores_watchdogs(listener: socket.socket) ->
     client = WatchdogClient(Notifier.from_environment(
         {"NOTIFY_SOCKET": listener.getsockname(), "WATCHDOG_USEC": "2000000"}))
     client.pet_systemd(now=100.0)  # HA off: no watchdog of the core, petted all the same
-    client.pet(Watchdog.HEARTBEAT, 10.0, now=100.0)
-    client.pet(Watchdog.STATEFILE, 5.0, now=100.0)
+    client.pet(Watchdog.LEASE, 5.0, now=100.0)
     client.pet_systemd(now=104.0)
-    client.pet(Watchdog.HEARTBEAT, 10.0, now=104.0)  # the statefile one is not petted
-    client.pet_systemd(now=105.5)  # it is overdue: systemd must not be petted
+    client.pet_systemd(now=105.5)  # the lease is overdue: systemd must not be petted
     assert received(listener) == ["WATCHDOG=1", "WATCHDOG=1"]
     client.disarm()  # HA stopped cleanly: petted again
     client.pet_systemd(now=106.0)

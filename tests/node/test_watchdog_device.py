@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 
 from hacluster.core.events import Watchdog
-from hacluster.core.node import Mode
 from hacluster.core.timing import Timing
 from hacluster.lab.local import LocalLab
 from hacluster.node.config import load
@@ -100,13 +99,14 @@ def test_ioctl_numbers_are_linux_watchdog_h() -> None:
         (0x80045705, 0xC0045706, 0x80045707)
 
 
-def test_device_timeout_is_the_shortest_watchdog_rounded_down() -> None:
-    timing = Timing.derive(3.0)  # Wh 5.1, Ws 5.4
-    assert device_timeout(timing, Mode.STATEFILE) == 5
-    assert device_timeout(timing, Mode.CLUSTERED) == 5
-    assert device_timeout(Timing.derive(60.0), Mode.STATEFILE) == 81  # Wh 81, Ws 84
-    assert device_timeout(timing, Mode.STATEFILE, delay=30) == 35
-    assert device_timeout(Timing.derive(1.0), Mode.STATEFILE) == 1
+def test_device_timeout_is_the_lease_less_three_beats_rounded_down() -> None:
+    timing = Timing.derive(3.0)  # lease 3, beats 0.3
+    assert device_timeout(timing) == 2
+    assert device_timeout(Timing.derive(60.0)) == 51
+    assert device_timeout(timing, delay=30) == 32
+    assert device_timeout(Timing.derive(1.5)) == 1
+    with pytest.raises(WatchdogDeviceError, match="too short"):
+        device_timeout(Timing.derive(1.0))
 
 
 def test_open_pet_and_magic_close(standin: StandIn) -> None:
@@ -153,18 +153,18 @@ def test_refusals_are_named_and_leave_nothing_open(standin: StandIn, tmp_path: P
     assert not standin.events("fire")
 
 
-def test_the_device_is_petted_only_while_every_watchdog_would_fire_later(
+def test_the_device_is_petted_only_while_the_lease_would_fire_later(
         standin: StandIn) -> None:
-    """One watchdog the core stops petting (the statefile one) stops the device too."""
+    """A pet with less of the lease left than the device's timeout is dropped."""
     async def run() -> WatchdogClient:
         client = WatchdogClient(Notifier(), standin.device)
         assert await client.open_device(5) == 5
         now = time.monotonic()
-        client.pet(Watchdog.STATEFILE, 5.5, now - 1.0)  # due in 4.5 s < 5: too late
+        client.pet(Watchdog.LEASE, 5.5, now - 1.0)  # due in 4.5 s < 5: too late
         await client.settle(2)
-        client.pet(Watchdog.HEARTBEAT, 10.0, now)  # the statefile one still lapses first
+        client.pet(Watchdog.LEASE, 4.9, now)  # still too late
         await client.settle(2)
-        client.pet(Watchdog.STATEFILE, 5.5, now)  # both due after 5 s: petted
+        client.pet(Watchdog.LEASE, 5.5, now)  # due after 5 s: petted
         await client.settle(2)
         client.disarm()
         await client.settle(2)
@@ -194,9 +194,8 @@ def one_host_lab(tmp_path: Path, device: Path) -> LocalLab:
 def petting(lab: LocalLab, standin: StandIn) -> None:
     wait_for(lambda: len(standin.events("pet")) >= 5, 20, "the daemon to pet the device")
     timing = load(lab.host_dir(0) / "node.toml").timing
-    assert standin.events("timeout")[0]["seconds"] == device_timeout(timing, Mode.STATEFILE)
-    assert lab.status()[0]["watchdog_device"]["timeout"] == device_timeout(timing,
-                                                                          Mode.STATEFILE)
+    assert standin.events("timeout")[0]["seconds"] == device_timeout(timing)
+    assert lab.status()[0]["watchdog_device"]["timeout"] == device_timeout(timing)
 
 
 @pytest.mark.slow
@@ -209,7 +208,7 @@ def test_a_clean_exit_does_the_magic_close(tmp_path: Path, standin: StandIn) -> 
         wait_for(lambda: bool(standin.events("close")), 5, "the close")
         close = standin.events("close")[0]
         assert close["magic"] and not close["timer_running"]
-        time.sleep(device_timeout(lab_timing(lab), Mode.STATEFILE) + 1.0)
+        time.sleep(device_timeout(lab_timing(lab)) + 1.0)
         assert not standin.events("fire")
     finally:
         lab.down()
@@ -227,7 +226,7 @@ def test_a_stopped_daemon_stops_petting_and_the_device_fires(tmp_path: Path,
         petting(lab, standin)
         os.kill(lab.pid(0), signal.SIGSTOP)
         stopped = time.monotonic()
-        timeout = device_timeout(lab_timing(lab), Mode.STATEFILE)
+        timeout = device_timeout(lab_timing(lab))
         wait_for(lambda: bool(standin.events("fire")), timeout + 5, "the device to fire")
         last_pet = max(e["time"] for e in standin.events("pet"))
         fired = standin.events("fire")[0]["time"]
@@ -248,10 +247,11 @@ def test_a_fence_leaves_the_timer_running(tmp_path: Path, standin: StandIn) -> N
     try:
         petting(lab, standin)
         timing = lab_timing(lab)
-        lab.pause(0, timing.stall_limit + 1.0)  # wakes stalled: fences itself
+        lab.pause(0, timing.stall_limit + 0.3)  # wakes stalled: fences itself
+        assert timing.stall_limit + 0.3 < device_timeout(timing)  # before the device fires
         wait_for(lambda: not lab.running(0), 10, "the fenced daemon to exit")
         assert any(e["event"] == "fence" for e in lab.events())
-        wait_for(lambda: bool(standin.events("fire")), device_timeout(timing, Mode.STATEFILE)
+        wait_for(lambda: bool(standin.events("fire")), device_timeout(timing)
                  + 5, "the device to fire")
         close = standin.events("close")[0]
         assert not close["magic"] and close["timer_running"]
@@ -267,7 +267,7 @@ def test_a_file_that_is_no_watchdog_stops_the_start_with_the_reason(tmp_path: Pa
     try:
         wait_for(lambda: not lab.running(0), 20, "the daemon to stop")
         said = (lab.host_dir(0) / "node.out").read_text()
-        assert "refuses a 5 s timeout" in said and "not a watchdog" in said, said
+        assert "refuses a 2 s timeout" in said and "not a watchdog" in said, said
         events = list(lab.events())
         assert not any(e["event"] == "ha-on" for e in events)
         assert any(e["event"] == "stopping" and "not a watchdog" in e["reason"] for e in events)

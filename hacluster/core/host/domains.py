@@ -83,6 +83,10 @@ class Domains(HostState):
         if event.slots is None:
             self.counters.read_errors += 1
             return
+        mine = event.slots.get(self.me)
+        seq, issued = self._write_issued
+        if isinstance(mine, Report) and (mine.boot, mine.seq) == (self.boot, seq):
+            self._sr_vouched = issued  # my write landed: every reader of the SR sees it
         for index, content in event.slots.items():
             if content is None:
                 continue

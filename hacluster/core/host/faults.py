@@ -5,18 +5,21 @@ Rules:
 * **Entering.** When a liveset member leaves a domain I need (both in
   statefile mode, the network otherwise), or a fresh report of a member shows
   it handling a fault over my liveset (an episode newer than the one I saw
-  when I last decided), I stop petting my watchdogs and enter STABILIZING.
+  when I last decided), I enter STABILIZING (my lease goes on only while the
+  evidence survivors share still vouches for me: :mod:`hacluster.core.host.reports`).
 * STABILIZING lasts until every peer is fresh or timed out; survival rule 1
   may decide there (statefile mode, nobody exchanging views). AGREEING lasts
-  while views are exchanged, until every reachable member agrees and views
-  settle, at most ``agree`` after the fault began; then I decide
+  while views are exchanged, until every reachable member agrees (or has
+  already committed a change of my liveset) and views settle, at most
+  ``agree`` after the fault began; then I decide
   (:mod:`hacluster.core.survival`).
 * Losing fences at once. Winning publishes the proposal (the fence request),
-  resumes petting and commits ``liveset & proposal`` once every removed host
+  commits ``liveset & proposal`` once every removed host
   has been invisible on both channels, to me and to every member of the
   proposal (by the ages in their reports), for ``min(T1, T2) +
-  fence_window``, or its pinned boot reported itself fenced, and the fence
-  request has had ``fence_request_reach`` to arrive.
+  fence_window``, or its pinned boot reported itself fenced. (Its lease ran
+  out by then: the wait for the fence request to reach it, before leases,
+  is gone.)
 * **Fence requests.** A member whose latest report proposes a liveset without
   me, over a liveset with me, makes me fence at once.
 * **Quorum of the proposal** (clustered mode): a winner whose proposal, once
@@ -34,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hacluster.core import survival
-from hacluster.core.events import Fence, MasterLost, Wait
+from hacluster.core.events import Wait
 from hacluster.core.host.membership import Membership
 from hacluster.core.messages import EMPTY, HostSet, Phase, Report
 from hacluster.core.phases import Trigger
@@ -50,13 +53,6 @@ class Faults(Membership):
             self._fence("ejected from the pool while armed", Trigger.EJECTED)
         else:
             self._shutdown("ejected from the pool")
-
-    def _fence(self, reason: str, trigger: Trigger) -> None:
-        self._set_phase(Phase.FENCED, trigger, reason)
-        if self.is_master:
-            self.is_master = False
-            self._out.append(MasterLost("fenced"))
-        self._out.append(Fence(reason))
 
     def _proposals(self) -> Iterator[tuple[int, HostSet, Report]]:
         """Members currently proposing a liveset: their proposal and report."""
@@ -183,7 +179,10 @@ class Faults(Membership):
             self._views_changed = self.now
         reachable = (self.hbdomain | self.sfdomain) & self.liveset - {self.me}
         done = (Phase.AGREEING, Phase.PROPOSED, Phase.FENCED)
-        answered = {p for p, report in self._fresh_members(reachable) if report.phase in done}
+        # a member that already committed a change of my liveset decided this round
+        answered = {p for p, report in self._fresh_members(reachable)
+                    if report.phase in done or (report.phase is Phase.NORMAL
+                                                and not self._is_liveset(report.liveset))}
         if answered != reachable:
             return False
         return self.now - self._views_changed >= self._settle()
@@ -259,11 +258,7 @@ class Faults(Membership):
                     f"commit waits for host {x}: last seen by {who} "
                     f"{self.now - seen:.1f}s ago, needs {window:.1f}s unseen "
                     f"or its own fence report")))
-        reach = self._last_decision + t.fence_request_reach
-        if waits or self.now >= reach:
-            return waits
-        return [Wait(x, "reach", f"commit waits {reach - self.now:.1f}s more for the fence "
-                     f"request to reach host {x}") for x in sorted(self.liveset - self._proposal)]
+        return waits
 
     def _proved_fenced(self, x: int) -> bool:
         """Whether the member incarnation of ``x`` reported itself fenced: last

@@ -27,7 +27,7 @@ from enum import Enum
 
 from hacluster.core import phases
 from hacluster.core.coldstart import ColdWatch
-from hacluster.core.events import Output, PhaseChanged
+from hacluster.core.events import Fence, MasterLost, Output, PhaseChanged
 from hacluster.core.messages import EMPTY, HostSet, Phase, Report
 from hacluster.core.phases import Trigger
 from hacluster.core.timing import Timing
@@ -139,6 +139,8 @@ class HostState:
     _next_beat: float = field(init=False, default=NEVER)
     _next_io: float = field(init=False, default=NEVER)
     _io_pending: int = field(init=False, default=0)
+    _write_issued: tuple[int, float] = field(init=False, default=(-1, NEVER))  # seq, when
+    _sr_vouched: float = field(init=False, default=NEVER)  # issued, then read back: my lease
     _out: list[Output] = field(init=False, default_factory=list)
     # fault handler
     _fault_start: float = field(init=False, default=NEVER)
@@ -182,6 +184,14 @@ class HostState:
         if new is not self.phase:
             self._out.append(PhaseChanged(self.phase, new, why))
             self.phase = new
+
+    def _fence(self, reason: str, trigger: Trigger) -> None:
+        """Fence: the phase, the master lock given up, the effect."""
+        self._set_phase(Phase.FENCED, trigger, reason)
+        if self.is_master:
+            self.is_master = False
+            self._out.append(MasterLost("fenced"))
+        self._out.append(Fence(reason))
 
     def _settle(self) -> float:
         return 2 * max(self.timing.t1, self.timing.t2)
