@@ -8,9 +8,11 @@ Rules:
   and ``WATCHDOG_PID`` once and removes them from the environment, so the
   workloads the daemon starts can never speak for it.
 * ``WATCHDOG_USEC`` (``WatchdogSec=``) applies when ``WATCHDOG_PID`` is unset
-  or names this process; the daemon then pets every half of it
-  (:attr:`Notifier.pet_interval`). A malformed value is kept as a
-  :attr:`Notifier.problem` for the daemon to report, and ignored.
+  or names this process; the daemon then pets every half of it, or every
+  second if that is sooner (:attr:`Notifier.pet_interval`), so that systemd
+  kills it only for a pause of ``WatchdogSec=`` less a second at most. A
+  malformed value is kept as a :attr:`Notifier.problem` for the daemon to
+  report, and ignored.
 * A message never blocks and never fails its caller: the socket is
   non-blocking and a send that fails (systemd gone, its queue full) is
   dropped. A dropped pet only brings systemd's watchdog closer, as a missed
@@ -32,6 +34,7 @@ from collections.abc import MutableMapping
 from hacluster.core.timing import Timing
 
 VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+PET_AT_LEAST = 1.0  # seconds between systemd pets, at most
 
 
 class Notifier:
@@ -76,8 +79,9 @@ class Notifier:
 
     @property
     def pet_interval(self) -> float | None:
-        """How often to send ``WATCHDOG=1``: half the timeout, as systemd advises."""
-        return self.watchdog_usec / 2e6 if self.watchdog_usec else None
+        """How often to send ``WATCHDOG=1``: half the timeout, as systemd advises,
+        or every second if that is sooner."""
+        return min(self.watchdog_usec / 2e6, PET_AT_LEAST) if self.watchdog_usec else None
 
     def notify(self, message: str) -> None:
         if self.socket is not None:
@@ -113,10 +117,13 @@ def status_text(phase: str | None, master: bool, master_host: int | None, livese
 
 
 def watchdog_sec_problem(watchdog_sec: float | None, timing: Timing) -> str | None:
-    """Why ``WatchdogSec=`` is too short for ``timing``, or None."""
-    if watchdog_sec is None or watchdog_sec >= timing.stall_limit:
+    """Why ``WatchdogSec=`` is too short for ``timing``, or None: systemd must
+    not kill the daemon for a pause shorter than the stall limit, which the HA
+    protocol rides out (pets come every second at most)."""
+    needed = timing.stall_limit + PET_AT_LEAST
+    if watchdog_sec is None or watchdog_sec >= needed:
         return None
     return (f"WatchdogSec={watchdog_sec:g}s is shorter than the liveness path's stall limit "
-            f"({timing.stall_limit:g} s, T/2 with T={timing.T:g} s): systemd would kill the "
-            "daemon for a pause the HA protocol rides out; set WatchdogSec to at least "
-            f"{timing.stall_limit:g}s")
+            f"({timing.stall_limit:g} s, T/2 with T={timing.T:g} s) plus a second: systemd "
+            "would kill the daemon for a pause the HA protocol rides out; set WatchdogSec "
+            f"to at least {needed:g}s")

@@ -43,9 +43,10 @@ from .test_docker import LOCK, ROOT, _engine, _run
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = "hacluster-systemd:latest"
 UNIT = ROOT / "contrib" / "systemd" / "hacluster-node.service"
-T = 10.0  # stall limit 5 s, watchdog process after Wh = 17 s
-WATCHDOG_SEC = 14  # >= T/2 (no warning), < Wh: systemd's watchdog acts first
-PAUSE = 6.0  # past the stall limit (a fence on waking), short of WATCHDOG_SEC / 2
+T = 20.0  # stall limit 10 s; the watchdog process fires a lease (<= 20 s) after the
+# evidence that vouched for the host, which is up to a few beats (2 s each) old
+WATCHDOG_SEC = 14  # >= T/2 + 1 (no warning), < the lease left: systemd's watchdog acts first
+PAUSE = 11.0  # past the stall limit (a fence on waking), short of WATCHDOG_SEC - 1 s
 DROP_IN = f"[Service]\nWatchdogSec={WATCHDOG_SEC}s\nRestartSec=1s\n"
 
 
@@ -200,7 +201,7 @@ def _scenario(box: Box, lab: LocalLab) -> None:
     # a fenced daemon (a pause past the stall limit: it fences on waking) exits 75,
     # is restarted and rejoins
     timing = load(lab.host_dir(0) / "node.toml").timing
-    assert timing.stall_limit < PAUSE < WATCHDOG_SEC / 2
+    assert timing.stall_limit < PAUSE < WATCHDOG_SEC - 1
     pid = box.show("hacluster-node", "MainPID")["MainPID"]
     box.sh(f"kill -STOP {pid} && sleep {PAUSE} && kill -CONT {pid}")
     wait_for(lambda: restarted(box, 2, pid), 60, "the fenced node to be restarted")
