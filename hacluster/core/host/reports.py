@@ -75,13 +75,13 @@ class Reports(Domains):
         for me (the module rules); my lease runs ``lease`` from it."""
         keep = self._proposal if self.phase is Phase.PROPOSED else self.liveset
         assert keep is not None
-        seen = sorted(((self._sighting(p), p) for p in keep - {self.me}), reverse=True)
-        base = seen[-1][0] if seen else self.now
+        seen = [(self._sighting(p), p) for p in keep - {self.me}]
+        base = min(seen)[0] if seen else self.now
         if self.statefile_mode:
             if not self.rule2:
                 base = max(base, self._sr_vouched)
         else:
-            base = max(base, self._quorum_base(seen))
+            base = max(base, self._quorum_base(sorted(seen, reverse=True)))
         return base
 
     def _sighting(self, p: int) -> float:
