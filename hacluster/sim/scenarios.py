@@ -125,22 +125,21 @@ def _restart_right_after_heal(sim: Simulation, at: Schedule) -> None:
         at(1.95, lambda h=h: sim.reboot(h))  # type: ignore[misc]
 
 
-def _pause_after_rejoin(sim: Simulation, at: Schedule) -> None:
-    """Host 2 is cut off and fences (its last words stay in its slot), restarts,
-    rejoins, then its daemon stops for 3T with its VMs running."""
-    at(0, lambda: sim.isolate(2))
-    at(2.0, sim.heal_network)
-    at(2.5, lambda: sim.reboot(2))
-    at(5.0, lambda: sim.pause(2, 3 * sim.timing.T))
+def _after_rejoin(fault: Callable[[Simulation], None]) -> Callable[[Simulation, Schedule], None]:
+    """Host 2 is cut off and fences (its last words stay in its slot), restarts
+    and rejoins; then ``fault`` strikes its second boot."""
+    def inject(sim: Simulation, at: Schedule) -> None:
+        at(0, lambda: sim.isolate(2))
+        at(2.0, sim.heal_network)
+        at(2.5, lambda: sim.reboot(2))
+        at(5.0, lambda: fault(sim))
+    return inject
 
 
-def _statefile_lost_after_rejoin(sim: Simulation, at: Schedule) -> None:
-    """Host 2 is cut off and fences (its last words stay in its slot), restarts,
-    rejoins, then loses the statefile while the network still carries it."""
-    at(0, lambda: sim.isolate(2))
-    at(2.0, sim.heal_network)
-    at(2.5, lambda: sim.reboot(2))
-    at(5.0, lambda: sim.storage_fault(2, IOFault.ERROR))
+# its daemon stops for 3T with its VMs running
+_pause_after_rejoin = _after_rejoin(lambda sim: sim.pause(2, 3 * sim.timing.T))
+# it loses the statefile while the network still carries it
+_statefile_lost_after_rejoin = _after_rejoin(lambda sim: sim.storage_fault(2, IOFault.ERROR))
 
 
 def _eject_then_join(sim: Simulation, at: Schedule) -> None:
