@@ -156,10 +156,11 @@ def fuse_medium(tmp_path: Path) -> Iterator[Callable[[bool], tuple[Path, Path]]]
              "--mount", str(where), *(["--refuse-direct"] if refuse_direct else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         mounts.append((where, process))
-        if wait_until(lambda: (where / "control").exists() or process.poll() is not None,
-                      10) is None or not (where / "control").exists():
+        host = where / "0"  # the layer serves one directory per host
+        if wait_until(lambda: (host / "control").exists() or process.poll() is not None,
+                      10) is None or not (host / "control").exists():
             pytest.fail("the FUSE layer did not start")
-        return where / "sr", where / "control"
+        return host / "sr", host / "control"
 
     try:
         yield mount

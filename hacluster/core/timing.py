@@ -36,6 +36,8 @@ from dataclasses import dataclass
 MIN_TIMEOUT = 1.0
 #: a timeout must span at least this many beats of its channel
 MIN_BEATS_PER_TIMEOUT = 3
+#: seconds at least that HA enable waits for a member it has never heard from
+ENABLE_GRACE_FLOOR = 60.0
 #: beats of the slower channel a fault handler may spend exchanging views
 AGREEMENT_ROUNDS = 5
 #: largest relative clock-rate difference between two hosts the window allows for
@@ -139,6 +141,13 @@ class Timing:
         """A daemon that did not run for this long fences itself on waking:
         peers may have judged it gone while it was frozen."""
         return min(self.T1, self.T2) / 2
+
+    @property
+    def enable_grace(self) -> float:
+        """After HA enable, how long a member never heard from yet counts as still
+        starting rather than missing: hosts arm as each gets to it, and a pool's
+        daemons may start over more than T (many hosts, busy hosts)."""
+        return max(ENABLE_GRACE_FLOOR, 2 * self.T)
 
     @property
     def proof_window(self) -> float:

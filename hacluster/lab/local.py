@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -300,7 +301,8 @@ class LocalLab:
             from hacluster.lab import iscsi
 
             iscsi.stop(self.root, data)
-        self.meta.unlink()
+        shutil.rmtree(self.ca_key_dir, ignore_errors=True)  # the lab's own CA: a new
+        self.meta.unlink()  # lab in this directory makes a new one
 
     # ------------------------------------------------------------ chaos
     def _check(self, index: int, data: dict[str, Any]) -> None:

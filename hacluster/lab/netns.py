@@ -7,10 +7,12 @@ Rules:
   its daemon runs as PID 1's child of a fresh PID namespace
   (``unshare --pid --fork --kill-child``), so killing the host kills, by the
   kernel, everything it started.
-* The heartbeat SR is a loop device over the lab's SR file. Each host reaches
-  it through its own FUSE fault layer (:mod:`hacluster.lab.faultfs`, direct
-  I/O), so ``storage HOST error|hang|slow|ok`` fails one host's storage under
-  the descriptors its daemon already holds.
+* The heartbeat SR is a loop device over the lab's SR file. Every host reaches
+  it through the lab's one FUSE fault layer (:mod:`hacluster.lab.faultfs`,
+  direct I/O), host ``i`` at ``sr.d/<i>/sr`` in the lab directory, so
+  ``storage HOST error|hang|slow|ok`` fails one host's storage under the
+  descriptors its daemon already holds. One process serves the whole index
+  space (joins included): a 64-host lab does not run 64 of them.
 * Network faults are nftables rules in the receiving host's namespace:
   ``partition`` drops every packet between groups, ``drop-from A B`` makes B
   deaf to A (one-way), ``heal`` flushes them all.
@@ -31,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hacluster.lab.local import BridgedLab, LabError
+from hacluster.lab.local import BridgedLab, LabError, members
 from hacluster.lab.poll import wait_until
 
 TABLE = "hacluster"
@@ -74,7 +76,7 @@ class NetnsLab(BridgedLab):
         return f"{self.net}.{index + 1}"
 
     def sr_path(self, index: int) -> str:
-        return "sr.d/sr"  # this host's fault layer over the shared loop device
+        return f"../sr.d/{index}/sr"  # its own view through the lab's fault layer
 
     def prepare(self, hosts: int) -> None:
         if os.geteuid() != 0:
@@ -87,10 +89,8 @@ class NetnsLab(BridgedLab):
         data["lab_id"] = free[int.from_bytes(os.urandom(2), "big") % len(free)]
         data["loop"] = sh("losetup", "--find", "--show", "--direct-io=on",
                           str(self.root / "heartbeat.sr")).strip()
-        data["faultfs"] = {}
         self.save(data)
-        for index in range(hosts):
-            self._mount_fault_layer(index)
+        self._mount_fault_layer()
         bridge = self.bridge()
         sh("ip", "link", "add", bridge, "type", "bridge")
         sh("ip", "link", "set", bridge, "up")
@@ -101,19 +101,19 @@ class NetnsLab(BridgedLab):
             self._add_namespace(index)
 
     def prepare_host(self, index: int) -> None:
-        """One more host (a join): its fault layer and its namespace on the bridge."""
-        self._mount_fault_layer(index)
+        """One more host (a join): its namespace on the bridge (the fault layer
+        already serves every index of the pool)."""
         self._add_namespace(index)
 
     def release_host(self, index: int) -> None:
-        """The host's namespace and fault layer go (an eject): a join may take its index."""
+        """The host's namespace goes, and its storage is healed (an eject): a join
+        may take its index."""
         sh("ip", "netns", "del", self.ns(index), check=False)
-        data = self.load()
-        self._unmount_fault_layer(index, data["faultfs"].pop(str(index), None))
-        self.save(data)
+        with contextlib.suppress(OSError):
+            self._control(index).write_text("ok\n")
 
-    def _unmount_fault_layer(self, index: int, pid: int | None) -> None:
-        sh("fusermount3", "-u", "-z", str(self.host_dir(index) / "sr.d"), check=False)
+    def _unmount_fault_layer(self, pid: int | None) -> None:
+        sh("fusermount3", "-u", "-z", str(self.root / "sr.d"), check=False)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -141,21 +141,25 @@ class NetnsLab(BridgedLab):
             sh("iptables", action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
                check=False)
 
-    def _mount_fault_layer(self, index: int) -> None:
-        mount = self.host_dir(index) / "sr.d"
+    def _control(self, index: int) -> Path:
+        return self.root / "sr.d" / str(index) / "control"
+
+    def _mount_fault_layer(self) -> None:
+        """The lab's one storage fault layer, serving every index of the pool."""
+        mount = self.root / "sr.d"
         mount.mkdir(parents=True, exist_ok=True)
         data = self.load()
-        with (self.host_dir(index) / "faultfs.out").open("ab") as out:
+        with (self.root / "faultfs.out").open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "hacluster.lab.faultfs", "--backing", data["loop"],
-                 "--mount", str(mount)], stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        data["faultfs"][str(index)] = process.pid
+                 "--mount", str(mount), "--hosts", str(data["slots"])],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        data["fault_layer"] = process.pid
         self.save(data)
-        wait_until(lambda: (mount / "control").exists() or process.poll() is not None, 10)
-        if not (mount / "control").exists():
-            raise LabError(f"the storage fault layer of host {index} did not start "
-                           f"(see {self.host_dir(index) / 'faultfs.out'}; is fuse3 installed?)")
+        wait_until(lambda: self._control(0).exists() or process.poll() is not None, 10)
+        if not self._control(0).exists():
+            raise LabError(f"the storage fault layer did not start (see "
+                           f"{self.root / 'faultfs.out'}; is fuse3 installed?)")
 
     def storage(self, index: int, mode: str) -> None:
         """Put host ``index``'s storage into ``mode``: ok, error, hang or slow."""
@@ -164,7 +168,7 @@ class NetnsLab(BridgedLab):
         self._check(index, self.load())
         if mode not in MODES:
             raise LabError(f"storage mode must be one of {', '.join(MODES)}, not {mode!r}")
-        (self.host_dir(index) / "sr.d" / "control").write_text(mode + "\n")
+        self._control(index).write_text(mode + "\n")
 
     def wrap(self, index: int, command: list[str]) -> list[str]:
         # a shell is PID 1 of the namespace, so the daemon is an ordinary process
@@ -176,9 +180,11 @@ class NetnsLab(BridgedLab):
 
     def down(self) -> None:
         # release hung requests first, or their processes cannot finish dying
-        for index in self.load().get("faultfs", {}):
-            with contextlib.suppress(OSError):
-                self.storage(int(index), "ok")
+        data = self.load()
+        if data.get("fault_layer"):
+            for index in members(data):
+                with contextlib.suppress(OSError):
+                    self._control(index).write_text("ok\n")
         super().down()
 
     def teardown(self, data: dict[str, Any]) -> None:
@@ -187,8 +193,8 @@ class NetnsLab(BridgedLab):
             return
         for index in range(data["hosts"]):
             sh("ip", "netns", "del", f"ha{lab_id}-h{index}", check=False)
-        for index, pid in data.get("faultfs", {}).items():
-            self._unmount_fault_layer(int(index), pid)
+        if "fault_layer" in data:
+            self._unmount_fault_layer(data["fault_layer"])
         self._forward(f"ha{lab_id}br", "-D")
         sh("ip", "link", "del", f"ha{lab_id}br", check=False)
         if data.get("loop"):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hacluster.lab.local import LabError, LocalLab
+from hacluster.mgmt.tls import TLSError
 from hacluster.model.address import ConfigError
 from hacluster.storage.sr import SRError
 
@@ -38,8 +39,8 @@ def open_lab(root: Path, backend: str | None = None) -> LocalLab:
 
 
 def reporting_bad_input(parser: argparse.ArgumentParser, command: Callable[[], int]) -> int:
-    """Run ``command``; a lab, configuration, SR or OS error exits 2 with one line."""
+    """Run ``command``; a lab, configuration, SR, TLS or OS error exits 2 with one line."""
     try:
         return command()
-    except (ConfigError, SRError, LabError, OSError) as error:
+    except (ConfigError, SRError, LabError, TLSError, OSError) as error:
         parser.exit(2, f"hacluster: {error}\n")

@@ -18,6 +18,7 @@ from hacluster.core.events import (
     SlotCorrupt,
     SlotsRead,
     SlotWritten,
+    Suspect,
     Tick,
     Waiting,
     Wakeup,
@@ -113,6 +114,8 @@ def test_host_missing_everywhere_is_removed_after_the_window(config: CoreConfig)
         peer = report(1, seq, hb=frozenset({0, 1}) if lost_2 else frozenset({0, 1, 2}),
                       sf=frozenset({0, 1}) if lost_2 else frozenset({0, 1, 2}))
         pending: list[Input] = [HeartbeatReceived(t, peer), Tick(t)]
+        if t <= 100.0 + config.timing.tick:  # host 2 showed up, then went silent
+            pending.insert(0, HeartbeatReceived(t, report(2, 1)))
         while pending:
             for o in core.handle(pending.pop(0)):
                 outputs.append((t, o))
@@ -166,6 +169,8 @@ def test_a_removed_hosts_late_last_words_do_not_block_its_next_boot(
         hosts = frozenset({0, 1}) if gone else frozenset({0, 1, 2})
         pending: list[Input] = [HeartbeatReceived(t, report(1, seq, liveset=core.liveset
                                                             or hosts, hb=hosts, sf=hosts))]
+        if not gone:
+            pending.append(HeartbeatReceived(t, report(2, seq)))
         if removed_at is not None:
             if t < removed_at + config.timing.tick * 2:
                 pending.append(HeartbeatReceived(t, report(2, 10**6, boot=1,
@@ -226,3 +231,66 @@ def test_a_fenced_boots_last_words_outlive_its_next_boots_reports(config: CoreCo
     peer = core.peers[2]
     assert peer.report is not None and peer.report.boot == 2
     assert peer.pinned_boot == 1 and peer.fenced_boot == 1
+
+
+def _run_with_host_1(core: HostCore, until: float, start: float = 100.0,
+                     host_2_from: float | None = None) -> list[tuple[float, object]]:
+    """Host 1 talks on both channels all along; host 2 says nothing (before
+    ``host_2_from``, if given: from then on it talks too)."""
+    t, seq = start, 0
+    outputs: list[tuple[float, object]] = []
+    tick = core.timing.tick
+    while t < until:
+        t += tick
+        seq += 1
+        liveset = core.liveset or frozenset()
+        one = report(1, seq, liveset=liveset, hb=core.hbdomain | {0, 1},
+                     sf=core.sfdomain | {0, 1})
+        pending: list[Input] = [HeartbeatReceived(t, one)]
+        talking_2 = host_2_from is not None and t >= host_2_from
+        if talking_2:
+            pending.append(HeartbeatReceived(t, report(2, seq)))
+        pending.append(Tick(t))
+        while pending:
+            for o in core.handle(pending.pop(0)):
+                outputs.append((t, o))
+                if isinstance(o, WriteSlot):
+                    slots = {0: o.report, 1: one}
+                    if talking_2:
+                        slots[2] = report(2, seq)
+                    pending += [SlotWritten(t, True), SlotsRead(t, slots)]
+    return outputs
+
+
+def test_ha_enable_waits_its_grace_for_a_member_that_never_showed_up(
+        config: CoreConfig) -> None:
+    """At HA enable every member is taken for starting until it first shows up:
+    host 2, never heard, is neither suspected nor removed during the grace
+    (the pool's hosts arm one by one); once the grace is over it is missing as
+    usual, and removed."""
+    core = armed_core(config, me=0)
+    grace = config.timing.enable_grace
+    assert grace >= 2 * config.timing.T
+    outputs = _run_with_host_1(core, 100.0 + grace - 0.5)
+    assert not [o for _, o in outputs if isinstance(o, Suspect)], "suspected while starting"
+    assert core.phase is Phase.NORMAL and core.liveset == frozenset({0, 1, 2})
+    outputs = _run_with_host_1(core, 100.0 + grace + 4 * config.timing.T,
+                               start=100.0 + grace - 0.5)
+    suspected = [(when, o) for when, o in outputs if isinstance(o, Suspect) and o.host == 2]
+    assert suspected and suspected[0][0] >= 100.0 + grace
+    commits = [(when, o) for when, o in outputs if isinstance(o, LivesetCommitted)]
+    # (only the first: this fake host 1 never commits anything itself)
+    assert commits and commits[0][1].removed == {2} and commits[0][1].liveset == {0, 1}
+    assert commits[0][0] >= 100.0 + grace
+    assert not any(isinstance(o, Fence) for when, o in outputs if when <= commits[0][0])
+
+
+def test_a_late_starter_that_shows_up_within_the_grace_is_kept(config: CoreConfig) -> None:
+    """Host 2 arms 3·T after host 0 (a large pool starting on a busy machine):
+    it is kept, with no fault handler at all."""
+    core = armed_core(config, me=0)
+    outputs = _run_with_host_1(core, 100.0 + 8 * config.timing.T,
+                               host_2_from=100.0 + 3 * config.timing.T)
+    assert not [o for _, o in outputs if isinstance(o, Suspect)]
+    assert core.phase is Phase.NORMAL and core.liveset == frozenset({0, 1, 2})
+    assert not [o for _, o in outputs if isinstance(o, LivesetCommitted)]

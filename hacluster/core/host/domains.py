@@ -30,6 +30,13 @@ Rules:
   counts only if of its pinned boot.
 * A new heartbeat that changes a peer's phase, liveset, proposal, exclusion,
   acks or hbdomain is evaluated at once; others wait for the next tick.
+* **Starting.** After HA enable, a liveset member that has not shown up on a
+  channel since I armed (no heartbeat accepted; its slot not seen changing)
+  is in that channel's domain until ``enable_grace`` after I armed: the
+  pool's hosts arm one by one, and a large or busy pool takes longer than T
+  to start. A member that has not shown up by then is missing as usual
+  (arming counted as its sighting). The grace only delays suspicion, and a
+  later removal is no less safe: the lease rule is unchanged.
 * A member newly missing from a domain is announced once as a :class:`Suspect`.
 """
 
@@ -131,8 +138,14 @@ class Domains(HostState):
         me, now, T1, T2 = self.me, self.now, t.T1, t.T2
         hb = {me}
         sf: set[int] = set()
+        # HA enable's grace: members yet to show up on a channel are starting
+        starting = self.liveset if now < self._starting_until else None
+        armed_at, statefile = self._armed_at, self.statefile_mode
         for index, peer in enumerate(self.peers):
-            if index != me and now - peer.last_net < T1:
+            waited = starting is not None and index in starting and index != me
+            if waited and peer.last_net <= armed_at:
+                hb.add(index)
+            elif index != me and now - peer.last_net < T1:
                 report = peer.report
                 # one-way links: a peer whose report lacks me is not in my hbdomain
                 # (no report yet, or a joiner's, cannot have heard me: grace)
@@ -143,7 +156,8 @@ class Domains(HostState):
                         peer.hears_me_in, peer.hears_me = report, self._hears_me(report)
                     if peer.hears_me:
                         hb.add(index)
-            if now - peer.slot_changed < T2:
+            if now - peer.slot_changed < T2 or (
+                    waited and statefile and peer.slot_changed <= armed_at):
                 sf.add(index)
         # an unchanged domain stays the same object: reports republish it as is,
         # and receivers compare it by identity first (_notable_change)

@@ -124,6 +124,8 @@ class Membership(Lock, Reports):
         self._forget_derived()
         self.epoch = epoch
         self._armed_at = self.now
+        if trigger is Trigger.HA_ENABLE:
+            self._starting_until = self.now + self.timing.enable_grace
         self._removed = set(self.members - self.liveset)
         for p in self.liveset:
             self._count_as_fresh(p)

@@ -152,6 +152,7 @@ class HostState:
     _proposal: HostSet | None = field(init=False, default=None)
     # membership
     _armed_at: float = field(init=False, default=NEVER)  # when I last armed
+    _starting_until: float = field(init=False, default=NEVER)  # HA enable's grace ends
     _join_acks: HostSet = field(init=False, default=EMPTY)
     _acked_by: HostSet = field(init=False, default=EMPTY)
     _removed: set[int] = field(init=False, default_factory=set)
