@@ -12,6 +12,9 @@ Rules:
   enable (``hactl pool-ha-enable``); ``restart`` starts one node joining, as
   after a fence. ``kill_all`` is a power cut; ``restart_all`` starts every
   stopped node joining, and with no armed host left they cold-start.
+  Both start hosts in waves, a few more than the machine's cores at a time
+  (the next when one is up), so that a 64-host lab on 2 cores starts in
+  order instead of all late (HA enable then waits for the last of them).
 * Every lab is a managed pool: a pool CA and a certificate per host
   (``tls/``), a pool secret, the management API on ``base_port + 2000`` and
   ``hactl.toml`` in the lab directory (``hactl --config DIR/hactl.toml ...``).
@@ -43,7 +46,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,9 @@ def members(data: dict[str, Any]) -> list[int]:
 
 
 KILL_WAIT = 10.0  # seconds kill_all waits for the killed daemons to be gone
+#: hosts a lab starts at once (the rest wait until one is up): twice the cores
+STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
+START_WAIT = 30.0  # seconds a host may take to start before the next starts anyway
 
 
 class LabError(RuntimeError):
@@ -170,8 +176,7 @@ class LocalLab:
             self.prepare(hosts)
             self.configure(hosts, timeout, base_port, networks, mode, unsafe_watchdog_delay,
                            guest_lock)
-            for index in range(hosts):
-                self.start(index, armed=not ha_off)
+            self._start_in_waves(range(hosts), armed=not ha_off)
         except BaseException:
             self.down()
             raise
@@ -274,6 +279,20 @@ class LocalLab:
         self.save(data)
         return process.pid
 
+    def _start_in_waves(self, indices: Iterable[int], armed: bool) -> None:
+        """Start the hosts, at most :data:`STARTING_AT_ONCE` of them still starting
+        (running, its status socket not there yet) at any moment: a machine that
+        starts more daemons than it has cores at once starts them all late."""
+        starting: list[int] = []
+        for index in indices:
+            def room() -> bool:
+                starting[:] = [i for i in starting if self.running(i) and
+                               not (self.host_dir(i) / "status.sock").exists()]
+                return len(starting) < STARTING_AT_ONCE
+            wait_until(room, START_WAIT)
+            self.start(index, armed)
+            starting.append(index)
+
     def restart(self, index: int) -> int:
         if self.running(index):
             raise LabError(f"host {index} is running: kill it first")
@@ -284,8 +303,7 @@ class LocalLab:
         stopped = [i for i in members(self.load()) if not self.running(i)]
         if not stopped:
             raise LabError("every host is running: kill one first (or kill all)")
-        for index in stopped:
-            self.start(index, armed=False)
+        self._start_in_waves(stopped, armed=False)
         return stopped
 
     def down(self) -> None:

@@ -40,6 +40,11 @@ Rules:
   here, is fed to the core (:class:`~hacluster.core.events.MembersChanged`;
   an index now held by another host than this one counts as this host
   ejected) and is posted to the main loop.
+* Heartbeats are read in batches (:mod:`hacluster.node.heartbeat_sockets`):
+  while this host is NORMAL, up to a quarter beat (:data:`IDLE_BATCH`)
+  after the first arrived; in any other phase, at once. Each is stamped with
+  when its batch began: older evidence, never younger. A peer entering a
+  fault is therefore noticed at most a quarter beat late, once.
 * A heartbeat datagram is looked at only if it comes from the address a peer
   has on that heartbeat network (one set lookup: a stranger's flood costs no
   decryption); then one that fails to open (wrong key, truncated, oversized,
@@ -75,12 +80,13 @@ from hacluster.core.events import (
     Watchdog,
     WriteSlot,
 )
-from hacluster.core.messages import HostSet, Report
+from hacluster.core.messages import HostSet, Phase, Report
 from hacluster.core.node import CoreConfig, HostCore
 from hacluster.core.phases import IllegalTransition, InvariantViolation
 from hacluster.core.timing import Timing
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
+from hacluster.node.heartbeat_sockets import Datagram, HeartbeatSockets
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.systemd import status_text
@@ -92,6 +98,9 @@ from hacluster.wire.codec import DecodeError, Sealer
 from hacluster.wire.keys import KeyRing
 
 FENCED_EXIT = 75
+#: how long heartbeats may wait in their sockets for the batch they are read
+#: in, as a fraction of a beat, while this host is NORMAL (otherwise: not at all)
+IDLE_BATCH = 0.25
 EXIT_GRACE = 5.0  # a fenced process whose main loop does not end it exits after this
 T = TypeVar("T")
 
@@ -108,25 +117,15 @@ class NodeSide(Protocol):
     def members_changed(self, roster: Roster) -> None: ...
 
 
-class Heartbeats(asyncio.DatagramProtocol):
-    def __init__(self, liveness: Liveness, network: int) -> None:
-        self.liveness = liveness
-        self.network = network
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        liveness = self.liveness
-        if addr[0] not in liveness.peer_hosts[self.network]:
-            liveness.strangers += 1
-            return
-        liveness.received[self.network] += 1
-        try:
-            report = liveness.sealer.open(data)
-        except DecodeError as error:
-            liveness.bad_packets += 1
-            liveness.last_bad_packet = str(error)
-            return
-        liveness.feed(HeartbeatReceived(liveness.now(), report))
-
+def _same_kind_of_loop() -> asyncio.AbstractEventLoop:
+    """A new loop of the kind the entry point chose (uvloop in the daemon), so
+    the liveness loop is no slower than the main one; a plain one otherwise."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = type(running)()
+    return loop
 
 class Liveness:
     """One host's liveness core and its I/O, run on a thread of their own."""
@@ -150,8 +149,9 @@ class Liveness:
         self.last_bad_packet = ""
         self.stopped = False  # fenced: the core is trusted no further
         self.in_rule2 = False
-        self.transports: list[asyncio.DatagramTransport] = []
-        self.loop = asyncio.new_event_loop()
+        self.loop = _same_kind_of_loop()
+        self.sockets = HeartbeatSockets(self.loop, config.addresses, self._heartbeats,
+                                        self._batch_interval)
         self._main: asyncio.AbstractEventLoop | None = None
         self._node: NodeSide | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -175,8 +175,7 @@ class Liveness:
         try:
             self.loop.run_until_complete(self._serve())
         finally:
-            for transport in self.transports:
-                transport.close()
+            self.sockets.close()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
@@ -184,11 +183,7 @@ class Liveness:
         self._done = asyncio.Event()
         self._io = asyncio.Queue()
         try:
-            for network, address in enumerate(self.config.addresses):
-                transport, _ = await self.loop.create_datagram_endpoint(
-                    lambda n=network: Heartbeats(self, n),  # type: ignore[misc]
-                    local_addr=(address.host, address.port))
-                self.transports.append(transport)
+            self.sockets.open()
         except BaseException as error:
             self._started.set_exception(error)
             return
@@ -369,6 +364,35 @@ class Liveness:
         return {"bad_packets": self.bad_packets, "strangers": self.strangers}
 
     # ------------------------------------------------------------ core driving
+    def _batch_interval(self) -> float:
+        """A quarter beat while this host is NORMAL (a settled pool: one wakeup per
+        batch, not per datagram, is what lets many daemons share a machine);
+        none in any other phase, where every exchange of a fault handler, a
+        join or a proposal counts."""
+        core = self.core
+        if core is not None and core.phase is Phase.NORMAL:
+            return IDLE_BATCH * self.timing.t1
+        return 0.0
+
+    def _heartbeats(self, stamp: float, batch: list[Datagram]) -> None:
+        """One batch of datagrams (:mod:`hacluster.node.heartbeat_sockets`), each
+        stamped ``stamp`` (or the core's present, if that is later)."""
+        hosts, received, sealer = self.peer_hosts, self.received, self.sealer
+        if self.core is not None:
+            stamp = max(stamp, self.core.now)
+        for network, data, host in batch:
+            if host not in hosts[network]:
+                self.strangers += 1
+                continue
+            received[network] += 1
+            try:
+                report = sealer.open(data)
+            except DecodeError as error:
+                self.bad_packets += 1
+                self.last_bad_packet = str(error)
+                continue
+            self.feed(HeartbeatReceived(stamp, report))
+
     def feed(self, event: Input) -> None:
         if self.stopped or self.core is None:
             return
@@ -472,10 +496,10 @@ class Liveness:
 
     def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
         """Send on every heartbeat network: the copies after the first are stale."""
+        send = self.sockets.send
         for peer in peers:
-            addresses = self.roster.addresses.get(peer, ())
-            for transport, address in zip(self.transports, addresses, strict=False):
-                transport.sendto(packet, (address.host, address.port))
+            for network, address in enumerate(self.roster.addresses.get(peer, ())):
+                send(packet, network, address.host, address.port)
 
 
 def handle_or_fence(core: HostCore, event: Input,

@@ -55,6 +55,7 @@ from hacluster.wire.listener import CALLS_PER_PEER
 
 LIST_TIMEOUT = 2.0
 START_TIMEOUT = 15.0
+MIN_GAP = 0.01  # seconds between passes at least: a due time that a pass does not clear never spins
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class MasterDuties:
         (an order delay ending: the next group starts then, not a pass later)."""
         now = self.clock()
         due = self.core.next_wake(now)
-        return self.interval if due is None else min(self.interval, max(0.0, due - now))
+        return self.interval if due is None else min(self.interval, max(MIN_GAP, due - now))
 
     async def _pass(self) -> None:
         live = self.live_hosts()
