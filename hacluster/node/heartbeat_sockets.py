@@ -11,7 +11,9 @@ Rules:
 * Every datagram of a batch is stamped with the moment the batch began (the
   first readiness), never later: a peer looks at most one batch interval
   staler than it is, never fresher, so the evidence the core reckons with
-  (domains, sightings, leases) errs on the safe side only.
+  (domains, sightings, leases) errs on the safe side only. The owner calls
+  :meth:`HeartbeatSockets.flush` before it stamps any other input, so a
+  batch never comes after a later input.
 * What a drain leaves behind (a flood) waits for the next batch; the loop is
   never held longer than one drain.
 * Sending never blocks and never raises: a datagram the kernel will not take
@@ -68,6 +70,13 @@ class HeartbeatSockets:
     def send(self, packet: bytes, network: int, host: str, port: int) -> None:
         with contextlib.suppress(OSError):
             self.sockets[network].sendto(packet, (host, port))
+
+    def flush(self) -> None:
+        """Hand over the batch under way now, if any: called before any other
+        input is stamped, so that no datagram is stamped after a later input."""
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain_all()
 
     def close(self) -> None:
         if self._drain is not None:

@@ -376,10 +376,8 @@ class Liveness:
 
     def _heartbeats(self, stamp: float, batch: list[Datagram]) -> None:
         """One batch of datagrams (:mod:`hacluster.node.heartbeat_sockets`), each
-        stamped ``stamp`` (or the core's present, if that is later)."""
+        stamped ``stamp``: no later input was fed before it (:meth:`feed` flushes)."""
         hosts, received, sealer = self.peer_hosts, self.received, self.sealer
-        if self.core is not None:
-            stamp = max(stamp, self.core.now)
         for network, data, host in batch:
             if host not in hosts[network]:
                 self.strangers += 1
@@ -396,6 +394,8 @@ class Liveness:
     def feed(self, event: Input) -> None:
         if self.stopped or self.core is None:
             return
+        if not isinstance(event, HeartbeatReceived):
+            self.sockets.flush()  # the batch under way is older than this input
         outputs = handle_or_fence(self.core, event, self.fence)
         if outputs is not None:
             carry_out(outputs, self)

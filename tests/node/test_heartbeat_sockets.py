@@ -91,3 +91,18 @@ async def test_sending_never_raises_and_a_port_in_use_raises_on_open() -> None:
         assert taken.sockets == []
     finally:
         sockets.close()
+
+
+async def test_a_flush_hands_over_the_batch_under_way_at_once() -> None:
+    sockets, batches, address = await _open(5.0)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"early", (address.host, address.port))
+            await asyncio.sleep(0.05)
+        assert batches == []
+        sockets.flush()
+        assert [[data for _, data, _ in batch] for _, batch in batches] == [[b"early"]]
+        sockets.flush()  # nothing under way: nothing more
+        assert len(batches) == 1
+    finally:
+        sockets.close()
