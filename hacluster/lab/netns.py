@@ -13,6 +13,8 @@ Rules:
   ``storage HOST error|hang|slow|ok`` fails one host's storage under the
   descriptors its daemon already holds. One process serves the whole index
   space (joins included): a 64-host lab does not run 64 of them.
+* The machine's ARP table (one for all namespaces) is made to fit the lab:
+  its limits are raised, never lowered, to the hosts squared and more.
 * Network faults are nftables rules in the receiving host's namespace:
   ``partition`` drops every packet between groups, ``drop-from A B`` makes B
   deaf to A (one-way), ``heal`` flushes them all.
@@ -58,6 +60,23 @@ def daemon_pid(root: int, index: int) -> int:
     raise LabError(f"host {index} has no running daemon")
 
 
+#: the kernel's ARP table limits (one table for every namespace of the machine)
+NEIGHBOUR_LIMITS = [f"/proc/sys/net/ipv4/neigh/default/gc_thresh{n}" for n in (1, 2, 3)]
+
+
+def _room_for_neighbours(hosts: int) -> None:
+    """Raise the ARP table's limits to fit the lab: every host's namespace holds
+    a neighbour entry for each other host, and the machine's one table counts
+    them all (the default hard limit, 1024, is 32 hosts' worth: past it the
+    kernel drops ARP entries and hosts stop hearing each other). Never lowered."""
+    need = hosts * hosts + 1024  # what may be there besides: other labs, the host's own
+    for path, wanted in zip(NEIGHBOUR_LIMITS, (need, 2 * need, 4 * need), strict=True):
+        limit = Path(path)
+        with contextlib.suppress(OSError, ValueError):
+            if int(limit.read_text()) < wanted:
+                limit.write_text(str(wanted))
+
+
 class NetnsLab(BridgedLab):
     backend = "netns"
 
@@ -90,6 +109,7 @@ class NetnsLab(BridgedLab):
         data["loop"] = sh("losetup", "--find", "--show", "--direct-io=on",
                           str(self.root / "heartbeat.sr")).strip()
         self.save(data)
+        _room_for_neighbours(hosts)
         self._mount_fault_layer()
         bridge = self.bridge()
         sh("ip", "link", "add", bridge, "type", "bridge")

@@ -154,7 +154,10 @@ class Liveness:
                                         self._batch_interval)
         self._main: asyncio.AbstractEventLoop | None = None
         self._node: NodeSide | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None  # the core's next Tick
+        self._timer_at = 0.0  # when it was asked for
+        self._in_batch = False  # handing a batch of heartbeats to the core
+        self._wake: float | None = None  # the core's wakeup, asked during a batch
         self._systemd_timer: asyncio.TimerHandle | None = None
         self._io: asyncio.Queue[WriteSlot | ReadSlots] | None = None
         self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)
@@ -389,7 +392,15 @@ class Liveness:
                 self.bad_packets += 1
                 self.last_bad_packet = str(error)
                 continue
-            self.feed(HeartbeatReceived(stamp, report))
+            self._in_batch = True  # the timer and the status: once per batch
+            try:
+                self.feed(HeartbeatReceived(stamp, report))
+            finally:
+                self._in_batch = False
+        if self._wake is not None:
+            at, self._wake = self._wake, None
+            self.wake_at(at)
+        self._report_status()
 
     def feed(self, event: Input) -> None:
         if self.stopped or self.core is None:
@@ -399,7 +410,8 @@ class Liveness:
         outputs = handle_or_fence(self.core, event, self.fence)
         if outputs is not None:
             carry_out(outputs, self)
-        self._report_status()
+        if not self._in_batch:
+            self._report_status()
 
     async def _storage_worker(self) -> None:
         assert self._io is not None
@@ -452,6 +464,7 @@ class Liveness:
         self.log.write("disarmed", reason=reason)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self.core = None  # HA off here; what becomes of the VMs is the node's call
         self._report_status()
         assert self._node is not None
@@ -489,10 +502,20 @@ class Liveness:
         self.log.write("waiting", waits=[w.text for w in waits])
 
     def wake_at(self, at: float) -> None:
+        if self._in_batch:
+            self._wake = at  # set once, when the batch is done
+            return
         if self._timer is not None:
+            if self._timer_at == at:
+                return
             self._timer.cancel()
+            self._timer = None
         if at != float("inf"):
-            self._timer = self.loop.call_at(at, lambda: self.feed(Tick(self.now())))
+            self._timer, self._timer_at = self.loop.call_at(at, self._tick), at
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.feed(Tick(self.now()))
 
     def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
         """Send on every heartbeat network: the copies after the first are stale."""
