@@ -12,7 +12,8 @@ loop even starts; the same 2 s order delay is added to compare "all".
 The reference refuses T < 10; its bound is still shown.
 
 Also ``--soak MINUTES``: an idle pool of ``--soak-hosts`` at each T, counting
-fences that happened with no fault at all (false fences).
+fences that happened with no fault at all (false fences), with each node
+daemon's mean CPU and its RSS over the soak.
 
 Prints Markdown tables and the command; never asserts on time. ``--plot PNG
 LOG...`` draws the crash tables of earlier runs' printed output as a figure.
@@ -21,6 +22,7 @@ LOG...`` draws the crash tables of earlier runs' printed output as a figure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -83,21 +85,42 @@ def crash_once(backend: str, hosts: int, T: float) -> tuple[float, float]:
             lab.down()
 
 
-def soak(backend: str, hosts: int, T: float, minutes: float) -> tuple[int, int]:
-    """Fences and liveset removals on an idle pool over ``minutes``."""
+def _daemons() -> dict[int, tuple[float, int]]:
+    """Every ``hacluster node`` process on the machine: pid -> (CPU seconds, RSS bytes)."""
+    found = {}
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
+                    sys.executable.encode() + b"\0-m\0hacluster\0node\0"):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                rss = int((entry / "statm").read_text().split()[1]) * page
+                found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick, rss)
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def soak(backend: str, hosts: int, T: float, minutes: float) -> tuple[int, int, float, float]:
+    """Fences and liveset removals on an idle pool over ``minutes``, and each node
+    daemon's mean CPU (cores) and RSS (MiB) over that time."""
     with tempfile.TemporaryDirectory(prefix="hacluster-soak-") as tmp:
         lab, runner = _up(backend, Path(tmp), hosts, T)
         try:
             if runner.settle(60 + 20 * T) is None:
                 raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")
-            start = time.time()
+            start, before = time.time(), _daemons()
             time.sleep(minutes * 60)
+            after, took = _daemons(), time.time() - start
             events = [e for e in read_events(lab.root) if e["time"] >= start]
         finally:
             lab.down()
     fences = sum(1 for e in events if e["event"] in ("fence", "watchdog"))
     removals = sum(len(e.get("removed", [])) for e in events if e["event"] == "commit")
-    return fences, removals
+    alive = [pid for pid in before if pid in after]
+    cpu = sum(after[p][0] - before[p][0] for p in alive) / took / max(1, len(alive))
+    rss = sum(after[p][1] for p in alive) / max(1, len(alive)) / 2**20
+    return fences, removals, cpu, rss
 
 
 def plot(png: Path, logs: list[Path]) -> None:
@@ -148,12 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("command: python tools/bench_recovery.py " + " ".join(argv or sys.argv[1:]))
     print()
     if args.soak:
-        print("| T (s) | hosts | backend | minutes idle | fences | hosts removed |")
-        print("|---:|---:|---|---:|---:|---:|")
+        print("| T (s) | hosts | backend | minutes idle | fences | hosts removed "
+              "| CPU per node (cores) | RSS per node (MiB) |")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|")
         for T in timeouts:
-            fences, removals = soak(args.backend, args.soak_hosts, T, args.soak)
+            fences, removals, cpu, rss = soak(args.backend, args.soak_hosts, T, args.soak)
             print(f"| {T:g} | {args.soak_hosts} | {args.backend} | {args.soak:g} | {fences} "
-                  f"| {removals} |", flush=True)
+                  f"| {removals} | {cpu:.4f} | {rss:.0f} |", flush=True)
         return 0
     print("| hosts | T (s) | ours: first VM (s) | ours: all VMs (s) | reference: restarts "
           "begin (s) | reference + order delay (s) | ours all / reference |")
