@@ -171,3 +171,29 @@ def test_rule_2_is_mailed_at_once_and_stored_once_a_master_is_back(pool: NetnsLa
             "ha_survival_rule_2") == 3, 15, "the three alerts stored")
     finally:
         smtp.stop()
+
+
+def test_the_arp_table_limits_are_raised_to_fit_and_never_lowered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One ARP table serves every namespace: 64 hosts need 64·64 entries and more."""
+    from hacluster.lab import netns
+
+    limits = [tmp_path / f"gc_thresh{n}" for n in (1, 2, 3)]
+    for limit, value in zip(limits, (128, 512, 100000), strict=True):
+        limit.write_text(f"{value}\n")
+    monkeypatch.setattr(netns, "NEIGHBOUR_LIMITS", [str(p) for p in limits])
+    netns._room_for_neighbours(64)
+    need = 64 * 64 + 1024
+    assert [int(p.read_text()) for p in limits] == [need, 2 * need, 100000]
+
+
+@pytest.mark.parametrize("pool", [40], indirect=True)
+def test_forty_hosts_all_hear_each_other_and_settle(pool: NetnsLab) -> None:
+    """Past 32 namespaces the machine's default ARP table overflowed and hosts
+    stopped hearing each other; the lab starts 40 in waves, HA enable waits for
+    the last, and the pool settles whole with nobody fenced."""
+    everyone = list(range(40))
+    wait_for(settled(pool, everyone), 60 + 10 * T, "all 40 hosts NORMAL in one liveset",
+             lambda: pool.status())
+    fences = [e for e in pool.events() if e["event"] == "fence"]
+    assert fences == []
