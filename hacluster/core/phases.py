@@ -87,8 +87,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.MEMBER_MISSING, _from(S.NORMAL), S.STABILIZING,
                "a liveset member left a domain I need"),
     Transition(Trigger.PEER_IN_FAULT, _from(S.NORMAL), S.STABILIZING,
-               "a member reports a fault over my liveset, newer than the round "
-               "I last decided"),
+               "a member reports a fault of its own, or a proposal, over my "
+               "liveset, newer than the round I last decided"),
     Transition(Trigger.PROPOSAL_MEMBER_MISSING, _from(S.PROPOSED), S.STABILIZING,
                "a member of my proposal left a domain I need"),
     Transition(Trigger.VIEW_STABLE, _from(S.STABILIZING), S.AGREEING,

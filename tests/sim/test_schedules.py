@@ -54,3 +54,15 @@ def test_clustered_isolated_lone_survivor_and_cold_start_do_not_split_the_pool(
     monkeypatch.setattr(schedules, "HOST_FAULTS", [*schedules.HOST_FAULTS, "vm-exit"])
     result = run_schedule(3, 83379, Mode.CLUSTERED)
     assert result.ok, result.report()
+
+
+def test_a_fault_joined_by_everyone_is_not_echoed_round_after_round() -> None:
+    """Found by ``hacluster simulate --hosts 7 --schedules 300 --seed 4242 --mode
+    clustered`` (issue #14's done-when): a rejoined host missed one peer for a
+    moment; everyone joined its fault, and each host that decided "nobody to
+    remove" early saw a later joiner still in fault and joined that one in turn,
+    so the pool ran fault after fault, all of them seeing everyone, and never
+    settled. A host now joins only a fault of its own (a member missing from its
+    domains) or a proposal."""
+    result = run_schedule(7, 4420, Mode.CLUSTERED)
+    assert result.ok, result.report()

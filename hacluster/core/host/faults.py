@@ -5,7 +5,8 @@ Rules:
 * **Entering.** When a liveset member leaves a domain I need (both in
   statefile mode, the network otherwise), or a fresh report of a member shows
   it handling a fault over my liveset (an episode newer than the one I saw
-  when I last decided), I enter STABILIZING (my lease goes on only while the
+  when I last decided) that is its own (its report misses a member from a
+  domain it needs) or a proposal, I enter STABILIZING (my lease goes on only while the
   evidence survivors share still vouches for me: :mod:`hacluster.core.host.reports`).
 * STABILIZING lasts until every peer is fresh or timed out; survival rule 1
   may decide there (statefile mode, nobody exchanging views). AGREEING lasts
@@ -76,9 +77,17 @@ class Faults(Membership):
                 and report.liveset == self.liveset
                 and report.fault_episode > self._episodes_decided.get(p, -1)
                 and self.peers[p].report_at > self._last_decision + self._settle()
+                and (report.phase is Phase.PROPOSED or self._misses_someone(report))
             ):
                 return p
         return None
+
+    def _misses_someone(self, report: Report) -> bool:
+        """Whether a peer's report shows a member of its liveset missing from a
+        domain it needs: a fault of its own, not one it joined (joining those
+        would echo a fault round after round among hosts that all see everyone)."""
+        seen = report.hbdomain & report.sfdomain if self.statefile_mode else report.hbdomain
+        return not report.liveset <= seen
 
     def _run_fault_handler(self) -> None:
         assert self.liveset is not None
