@@ -284,11 +284,13 @@ class LocalLab:
         (running, its status socket not there yet) at any moment: a machine that
         starts more daemons than it has cores at once starts them all late."""
         starting: list[int] = []
+
+        def room() -> bool:
+            starting[:] = [i for i in starting if self.running(i) and
+                           not (self.host_dir(i) / "status.sock").exists()]
+            return len(starting) < STARTING_AT_ONCE
+
         for index in indices:
-            def room() -> bool:
-                starting[:] = [i for i in starting if self.running(i) and
-                               not (self.host_dir(i) / "status.sock").exists()]
-                return len(starting) < STARTING_AT_ONCE
             wait_until(room, START_WAIT)
             self.start(index, armed)
             starting.append(index)

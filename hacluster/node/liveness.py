@@ -127,6 +127,7 @@ def _same_kind_of_loop() -> asyncio.AbstractEventLoop:
     loop: asyncio.AbstractEventLoop = type(running)()
     return loop
 
+
 class Liveness:
     """One host's liveness core and its I/O, run on a thread of their own."""
 
@@ -381,22 +382,22 @@ class Liveness:
         """One batch of datagrams (:mod:`hacluster.node.heartbeat_sockets`), each
         stamped ``stamp``: no later input was fed before it (:meth:`feed` flushes)."""
         hosts, received, sealer = self.peer_hosts, self.received, self.sealer
-        for network, data, host in batch:
-            if host not in hosts[network]:
-                self.strangers += 1
-                continue
-            received[network] += 1
-            try:
-                report = sealer.open(data)
-            except DecodeError as error:
-                self.bad_packets += 1
-                self.last_bad_packet = str(error)
-                continue
-            self._in_batch = True  # the timer and the status: once per batch
-            try:
+        self._in_batch = True  # the timer and the status: once per batch
+        try:
+            for network, data, host in batch:
+                if host not in hosts[network]:
+                    self.strangers += 1
+                    continue
+                received[network] += 1
+                try:
+                    report = sealer.open(data)
+                except DecodeError as error:
+                    self.bad_packets += 1
+                    self.last_bad_packet = str(error)
+                    continue
                 self.feed(HeartbeatReceived(stamp, report))
-            finally:
-                self._in_batch = False
+        finally:
+            self._in_batch = False
         if self._wake is not None:
             at, self._wake = self._wake, None
             self.wake_at(at)
@@ -519,9 +520,10 @@ class Liveness:
 
     def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
         """Send on every heartbeat network: the copies after the first are stale."""
-        send = self.sockets.send
+        send, networks = self.sockets.send, range(len(self.sockets.sockets))
         for peer in peers:
-            for network, address in enumerate(self.roster.addresses.get(peer, ())):
+            for network, address in zip(networks, self.roster.addresses.get(peer, ()),
+                                        strict=False):
                 send(packet, network, address.host, address.port)
 
 

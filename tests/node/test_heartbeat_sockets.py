@@ -18,6 +18,11 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def _payloads(batches: list[tuple[float, list[Datagram]]]) -> list[list[bytes]]:
+    """Each batch's datagrams, as their bytes."""
+    return [[data for _, data, _ in batch] for _, batch in batches]
+
+
 async def _open(interval: float) -> tuple[HeartbeatSockets, list[tuple[float, list[Datagram]]],
                                           Address]:
     loop = asyncio.get_running_loop()
@@ -56,8 +61,7 @@ async def test_with_no_interval_every_datagram_is_handled_at_once() -> None:
             for n in range(3):
                 sender.sendto(b"%d" % n, (address.host, address.port))
                 await asyncio.sleep(0.05)
-        assert [[data for _, data, _ in batch] for _, batch in batches] == [[b"0"], [b"1"],
-                                                                             [b"2"]]
+        assert _payloads(batches) == [[b"0"], [b"1"], [b"2"]]
     finally:
         sockets.close()
 
@@ -101,7 +105,7 @@ async def test_a_flush_hands_over_the_batch_under_way_at_once() -> None:
             await asyncio.sleep(0.05)
         assert batches == []
         sockets.flush()
-        assert [[data for _, data, _ in batch] for _, batch in batches] == [[b"early"]]
+        assert _payloads(batches) == [[b"early"]]
         sockets.flush()  # nothing under way: nothing more
         assert len(batches) == 1
     finally:

@@ -183,10 +183,14 @@ class Domains(HostState):
     def _missing(self) -> HostSet:
         """Liveset members absent from a domain this mode relies on."""
         assert self.liveset is not None
-        need = self.hbdomain
-        if self.statefile_mode and not self.rule2:
-            need = need & self.sfdomain
-        return self.liveset - need
+        return self._unseen(self.liveset, self.hbdomain, self.sfdomain, self.rule2)
+
+    def _unseen(self, liveset: HostSet, hbdomain: HostSet, sfdomain: HostSet,
+                rule2: bool = False) -> HostSet:
+        """Members of ``liveset`` absent from a domain this mode relies on (the
+        statefile's not in survival-rule-2 mode), by my domains or a peer's."""
+        need = hbdomain & sfdomain if self.statefile_mode and not rule2 else hbdomain
+        return liveset - need
 
     def _track_suspects(self) -> None:
         if self.liveset is None:

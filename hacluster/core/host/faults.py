@@ -86,8 +86,7 @@ class Faults(Membership):
         """Whether a peer's report shows a member of its liveset missing from a
         domain it needs: a fault of its own, not one it joined (joining those
         would echo a fault round after round among hosts that all see everyone)."""
-        seen = report.hbdomain & report.sfdomain if self.statefile_mode else report.hbdomain
-        return not report.liveset <= seen
+        return bool(self._unseen(report.liveset, report.hbdomain, report.sfdomain))
 
     def _run_fault_handler(self) -> None:
         assert self.liveset is not None
