@@ -55,7 +55,12 @@ from hacluster.wire.listener import CALLS_PER_PEER
 
 LIST_TIMEOUT = 2.0
 START_TIMEOUT = 15.0
-MIN_GAP = 0.01  # seconds between passes at least: a due time that a pass does not clear never spins
+#: seconds before the next pass when a due time is already past: one a pass does not
+#: clear never spins the loop
+MIN_GAP = 0.01
+#: a due time nearer than this is float noise a loop may fire at once without moving
+#: its clock (asyncio's clock resolution, looptime's tick): wait this long instead
+TICK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,10 @@ class MasterDuties:
         (an order delay ending: the next group starts then, not a pass later)."""
         now = self.clock()
         due = self.core.next_wake(now)
-        return self.interval if due is None else min(self.interval, max(MIN_GAP, due - now))
+        if due is None:
+            return self.interval
+        ahead = due - now
+        return min(self.interval, MIN_GAP if ahead <= 0 else max(ahead, TICK))
 
     async def _pass(self) -> None:
         live = self.live_hosts()

@@ -19,7 +19,7 @@ import pytest
 
 from hacluster.core.events import LivesetCommitted
 from hacluster.mgmt.database import Database
-from hacluster.node.master import START_TIMEOUT, Guests, MasterDuties
+from hacluster.node.master import MIN_GAP, START_TIMEOUT, TICK, Guests, MasterDuties
 
 from ..conftest import LOOPTIME
 from ..fakes import PLACEMENT, UUIDS, FakeAgent, Fault, Records, network, now, open_database
@@ -71,15 +71,15 @@ class Master:
             excluded=gone if shut_down else frozenset()), UUIDS)
 
     def starts(self) -> list[tuple[float, str, str]]:
-        """Every start request: (loop time since taking office, host, vm)."""
-        return [(round(t - self.t0, 6), host, r["vm"]) for t, host, r in self.net.requests("start")]
+        """Every start request: (loop time since taking office, to the millisecond, host, vm)."""
+        return [(round(t - self.t0, 3), host, r["vm"]) for t, host, r in self.net.requests("start")]
 
     def started(self, vm: str) -> list[str]:
         return [host for _, host, v in self.starts() if v == vm]
 
     def listed(self, host: str) -> list[tuple[float, int]]:
         """The surveys of ``host``: (loop time since taking office, the cursor asked from)."""
-        return [(round(t - self.t0, 6), r["since"]) for t, h, r in self.net.requests("list")
+        return [(round(t - self.t0, 3), r["since"]) for t, h, r in self.net.requests("list")
                 if h == host]
 
     def said(self, event: str, **fields: Any) -> list[dict[str, Any]]:
@@ -111,6 +111,21 @@ async def test_the_first_pass_takes_the_pool_over_and_passes_follow_each_interva
         "why": master.log.events("plan")[0]["why"]}
     assert master.duties.status()["running"] == PLACEMENT
     assert master.starts() == [] and master.alerts == []
+
+
+@pytest.mark.parametrize(("ahead", "wait"), [
+    (None, 1.0),  # nothing waits: the interval
+    (0.25, 0.25),  # an order delay ends in a quarter second: exactly then
+    (1e-12, TICK),  # float noise ahead: a loop may fire that at once without moving its clock
+    (0.0, MIN_GAP), (-3.0, MIN_GAP),  # due and not cleared by the pass: never spin
+])
+async def test_the_next_pass_waits_for_the_next_due_time(
+        master: Master, monkeypatch: pytest.MonkeyPatch, ahead: float | None, wait: float) -> None:
+    now = master.duties.clock()
+    monkeypatch.setattr(master.duties.core, "next_wake",
+                        lambda at: None if ahead is None else at + ahead)
+    monkeypatch.setattr(master.duties, "clock", lambda: now)
+    assert master.duties._until_next_pass() == pytest.approx(wait, abs=1e-15)
 
 
 async def test_a_crash_a_host_reports_is_restarted_and_its_cursor_moves_on(
