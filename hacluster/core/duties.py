@@ -6,8 +6,9 @@ Rules (spec sections 7 and 9):
   output is plain data. The daemon (:mod:`hacluster.node.master`) and the
   simulator (:mod:`hacluster.sim.cluster`) drive this same code; they differ
   only in how they ask hosts and start VMs.
-* A **pass** (each heartbeat interval, and at once after a liveset commit or
-  a start's answer) is one :class:`Surveyed` input: the committed liveset,
+* A **pass** (each heartbeat interval but at most once a second,
+  :func:`pass_interval`, and at once after a liveset commit or a start's
+  answer) is one :class:`Surveyed` input: the committed liveset,
   every live host's answer to "what do you run, which VMs exited since
   :meth:`Duties.cursor`" (``None``: it did not answer), and the pool
   database's view.
@@ -75,6 +76,17 @@ class ExitRecord:
     kind: str
     returncode: int | None = None
 
+
+#: seconds between two passes of a settled pool at least: a pass asks every live
+#: host over the network (each host answers on its management thread), and at a
+#: short T a pass every heartbeat interval was a third of an idle host's CPU
+SURVEY_FLOOR = 1.0
+
+
+def pass_interval(t1: float) -> float:
+    """Seconds between the passes of a settled pool, for heartbeat interval ``t1``:
+    a VM that crashes is noticed within this, a failed host at once (its commit)."""
+    return max(t1, SURVEY_FLOOR)
 
 @dataclass(frozen=True)
 class HostList:

@@ -57,6 +57,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hacluster.core.duties import pass_interval
 from hacluster.core.events import LivesetCommitted
 from hacluster.core.node import HostCore
 from hacluster.core.timing import Timing
@@ -326,7 +327,7 @@ class Node:
         """The plane holds the database as master: run the master's duties."""
         if self.plane is None or self.config.vm_dir is None or self.duties is not None:
             return
-        self.duties = self.plane.duties(self.timing.t1)
+        self.duties = self.plane.duties(pass_interval(self.timing.t1))
         self._duties_task = self.tasks.spawn(self.duties.run(), "master duties", critical=True)
 
     def _stop_duties(self) -> None:

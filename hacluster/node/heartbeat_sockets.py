@@ -2,18 +2,27 @@
 
 Rules:
 
-* A socket that becomes readable is not read at once: it stops being
-  watched, and a batch interval later every socket is drained (every
-  datagram waiting, up to :data:`MAX_PER_DRAIN` each) and watched again. A
-  host of an n-host pool therefore wakes for heartbeats at most once per
-  batch, not (n - 1) times a beat: on a machine running many daemons, the
-  cost of a wakeup, not of a datagram, is what adds up.
-* Every datagram of a batch is stamped with the moment the batch began (the
-  first readiness), never later: a peer looks at most one batch interval
-  staler than it is, never fresher, so the evidence the core reckons with
-  (domains, sightings, leases) errs on the safe side only. The owner calls
-  :meth:`HeartbeatSockets.flush` before it stamps any other input, so a
-  batch never comes after a later input.
+* Two paces, chosen by the owner's ``interval()`` (seconds; re-read after
+  every batch and whenever the owner calls :meth:`HeartbeatSockets.pace`):
+
+  - **Polled** (interval > 0: a settled pool). Nobody watches the sockets:
+    every interval a timer drains them all (every datagram waiting, up to
+    :data:`MAX_PER_DRAIN` each), and so does :meth:`HeartbeatSockets.flush`.
+    A host of an n-host pool therefore wakes for heartbeats once an interval,
+    not (n - 1) times a beat, and never registers or unregisters a reader
+    (each of which costs a loop several system calls): on a machine running
+    many daemons, the cost of a wakeup, not of a datagram, is what adds up.
+  - **At once** (interval 0: anything else). The sockets are watched, and a
+    socket that becomes readable drains every socket at once.
+
+* A polled batch is stamped with the moment of the drain before it: every
+  datagram in it arrived after that, so a peer looks at most one interval
+  staler than it is, never fresher, and the evidence the core reckons with
+  (domains, sightings, leases) errs on the safe side only. A drain cut short
+  by a flood does not move that moment on. A batch read at once is stamped
+  when the loop saw it readable.
+* The owner calls :meth:`HeartbeatSockets.flush` before it stamps any other
+  input, so a batch never comes after a later input.
 * What a drain leaves behind (a flood) waits for the next batch; the loop is
   never held longer than one drain.
 * Sending never blocks and never raises: a datagram the kernel will not take
@@ -47,13 +56,14 @@ class HeartbeatSockets:
         self.loop = loop
         self.addresses = addresses
         self.on_batch = on_batch  # (stamp, datagrams)
-        self.interval = interval  # the batch interval now, in seconds
+        self.interval = interval  # the polling interval now, in seconds (0: at once)
         self.sockets: list[socket.socket] = []
-        self._began: float | None = None  # when the batch under way began
-        self._drain: asyncio.TimerHandle | None = None
+        self._poll: asyncio.TimerHandle | None = None  # polled: the next drain
+        self._since = 0.0  # polled: every datagram waiting arrived after this
+        self._watched = False  # at once: the sockets' readers are registered
 
     def open(self) -> None:
-        """Bind every network's socket and start watching them (OSError: a port in use)."""
+        """Bind every network's socket and start reading them (OSError: a port in use)."""
         try:
             for address in self.addresses:
                 family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
@@ -64,42 +74,72 @@ class HeartbeatSockets:
         except OSError:
             self.close()
             raise
-        for network in range(len(self.sockets)):
-            self._watch(network)
+        self._since = self.loop.time()
+        self.pace()
 
     def send(self, packet: bytes, network: int, host: str, port: int) -> None:
         with contextlib.suppress(OSError):
             self.sockets[network].sendto(packet, (host, port))
 
     def flush(self) -> None:
-        """Hand over the batch under way now, if any: called before any other
-        input is stamped, so that no datagram is stamped after a later input."""
-        if self._drain is not None:
-            self._drain.cancel()
-            self._drain_all()
+        """Hand over what is waiting now, if polled: called before any other input
+        is stamped, so that no datagram is stamped after a later input."""
+        if self._poll is not None:
+            self._drain(self._since)
+
+    def pace(self) -> None:
+        """Poll or read at once, as ``interval()`` now says (the owner calls this
+        when what it depends on changed; not from inside :attr:`on_batch`)."""
+        if not self.sockets:
+            return
+        interval = self.interval()
+        if interval > 0 and self._poll is None:
+            if self._watched:  # read at once until now: the last such batch
+                self._unwatch()
+                self._drain(self.loop.time())
+            self._poll = self.loop.call_later(interval, self._polled)
+        elif interval <= 0 and (self._poll is not None or not self._watched):
+            if self._poll is not None:
+                self._poll.cancel()
+                self._poll = None
+                self._drain(self._since)
+            self._watch()
 
     def close(self) -> None:
-        if self._drain is not None:
-            self._drain.cancel()
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        self._unwatch()
         for sock in self.sockets:
-            with contextlib.suppress(ValueError, RuntimeError):
-                self.loop.remove_reader(sock.fileno())
             sock.close()
         self.sockets = []
 
-    def _watch(self, network: int) -> None:
-        self.loop.add_reader(self.sockets[network].fileno(), self._readable, network)
+    def _polled(self) -> None:
+        self._poll = None
+        self._drain(self._since)
+        self.pace()
 
-    def _readable(self, network: int) -> None:
-        self.loop.remove_reader(self.sockets[network].fileno())
-        if self._began is None:
-            self._began = self.loop.time()
-            self._drain = self.loop.call_later(self.interval(), self._drain_all)
+    def _readable(self) -> None:
+        self._drain(self.loop.time())
+        self.pace()
 
-    def _drain_all(self) -> None:
-        began, self._began, self._drain = self._began, None, None
-        assert began is not None
+    def _watch(self) -> None:
+        for sock in self.sockets:
+            self.loop.add_reader(sock.fileno(), self._readable)
+        self._watched = True
+
+    def _unwatch(self) -> None:
+        if self._watched:
+            for sock in self.sockets:
+                with contextlib.suppress(ValueError, RuntimeError):
+                    self.loop.remove_reader(sock.fileno())
+        self._watched = False
+
+    def _drain(self, stamp: float) -> None:
+        """Read what waits on every socket; hand it over stamped ``stamp``."""
+        began = self.loop.time()
         batch: list[Datagram] = []
+        flooded = False
         for network, sock in enumerate(self.sockets):
             for _ in range(MAX_PER_DRAIN):
                 try:
@@ -109,7 +149,10 @@ class HeartbeatSockets:
                 except OSError:
                     continue  # an ICMP error queued on the socket: the next one
                 batch.append((network, data, sender[0]))
-        for network in range(len(self.sockets)):
-            self._watch(network)
+            else:
+                flooded = True
+        # what waits from now on arrived after this drain began; after a flood,
+        # what it left behind is as old as this batch
+        self._since = stamp if flooded else began
         if batch:
-            self.on_batch(began, batch)
+            self.on_batch(stamp, batch)

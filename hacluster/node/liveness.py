@@ -41,10 +41,11 @@ Rules:
   an index now held by another host than this one counts as this host
   ejected) and is posted to the main loop.
 * Heartbeats are read in batches (:mod:`hacluster.node.heartbeat_sockets`):
-  while this host is NORMAL, up to a quarter beat (:data:`IDLE_BATCH`)
-  after the first arrived; in any other phase, at once. Each is stamped with
-  when its batch began: older evidence, never younger. A peer entering a
-  fault is therefore noticed at most a quarter beat late, once.
+  while this host is NORMAL, polled every quarter beat (:data:`IDLE_BATCH`)
+  and before every other input; in any other phase, at once. A polled batch
+  is stamped with the drain before it: older evidence, never younger. A
+  peer entering a fault is therefore noticed at most a quarter beat late,
+  once; a change of phase changes the pace at once.
 * A heartbeat datagram is looked at only if it comes from the address a peer
   has on that heartbeat network (one set lookup: a stranger's flood costs no
   decryption); then one that fails to open (wrong key, truncated, oversized,
@@ -98,8 +99,8 @@ from hacluster.wire.codec import DecodeError, Sealer
 from hacluster.wire.keys import KeyRing
 
 FENCED_EXIT = 75
-#: how long heartbeats may wait in their sockets for the batch they are read
-#: in, as a fraction of a beat, while this host is NORMAL (otherwise: not at all)
+#: how often heartbeats are polled from their sockets, as a fraction of a beat,
+#: while this host is NORMAL (otherwise they are read at once)
 IDLE_BATCH = 0.25
 EXIT_GRACE = 5.0  # a fenced process whose main loop does not end it exits after this
 T = TypeVar("T")
@@ -490,6 +491,7 @@ class Liveness:
 
     def phase_changed(self, change: PhaseChanged) -> None:
         self.log.write("phase", old=change.old.name, new=change.new.name, why=change.why)
+        self.loop.call_soon(self.sockets.pace)  # polled while NORMAL, else read at once
         rule2 = self.core is not None and self.core.rule2
         if rule2 and not self.in_rule2:
             assert self._node is not None

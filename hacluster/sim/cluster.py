@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 
+from hacluster.core.duties import pass_interval
 from hacluster.core.effects import carry_out
 from hacluster.core.events import (
     HeartbeatReceived,
@@ -95,8 +96,8 @@ class Simulation(FaultInjection):
         self.vms = [vm.uuid for vm in pool.vms]
         self._index = {h.uuid: i for i, h in enumerate(pool.hosts)}
         self.master = SimMaster(self.clock, self.hosts, pool, config.resolved_restart(),
-                                self.timing.t1, config.boot_time, self.checker, self.trace,
-                                self.network.reachable)
+                                pass_interval(self.timing.t1), config.boot_time,
+                                self.checker, self.trace, self.network.reachable)
         for vm in pool.vms:
             if vm.resident is not None:
                 self.hosts[self._index[vm.resident]].vms.add(vm.uuid)

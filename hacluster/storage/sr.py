@@ -170,7 +170,7 @@ def decode_slot(sealer: Sealer, block: bytes, index: int) -> SlotContent:
     (crc,) = struct.unpack(">I", block[end : end + 4])
     if crc != zlib.crc32(block[:end]):
         return SlotCorrupt("checksum mismatch")
-    if block[end + 4 :].strip(b"\0"):
+    if block[end + 4 :] != EMPTY_BLOCK[end + 4 :]:  # a compare, not a scan
         return SlotCorrupt("garbage after the record")
     try:
         report = _slot_sealer(sealer).open(block[6:end])

@@ -1,4 +1,4 @@
-"""The heartbeat sockets on real UDP sockets: batches, their stamps, floods, sends."""
+"""The heartbeat sockets on real UDP sockets: polled and at once, stamps, floods, sends."""
 
 from __future__ import annotations
 
@@ -23,19 +23,22 @@ def _payloads(batches: list[tuple[float, list[Datagram]]]) -> list[list[bytes]]:
     return [[data for _, data, _ in batch] for _, batch in batches]
 
 
-async def _open(interval: float) -> tuple[HeartbeatSockets, list[tuple[float, list[Datagram]]],
-                                          Address]:
+async def _open(interval: float | list[float]) -> tuple[
+        HeartbeatSockets, list[tuple[float, list[Datagram]]], Address]:
+    """Sockets on a free port; ``interval`` a list: its first element, changeable."""
     loop = asyncio.get_running_loop()
     batches: list[tuple[float, list[Datagram]]] = []
     address = Address("127.0.0.1", _free_port())
+    pace = interval if isinstance(interval, list) else [interval]
     sockets = HeartbeatSockets(loop, [address], lambda stamp, batch: batches.append(
-        (stamp, batch)), lambda: interval)
+        (stamp, batch)), lambda: pace[0])
     sockets.open()
     return sockets, batches, address
 
 
-async def test_datagrams_of_one_interval_come_in_one_batch_stamped_when_it_began() -> None:
+async def test_polled_datagrams_come_in_one_batch_stamped_with_the_drain_before() -> None:
     loop = asyncio.get_running_loop()
+    opened = loop.time()
     sockets, batches, address = await _open(0.2)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -43,13 +46,41 @@ async def test_datagrams_of_one_interval_come_in_one_batch_stamped_when_it_began
             for n in range(5):
                 sender.sendto(b"beat %d" % n, (address.host, address.port))
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)
-        assert len(batches) == 1, batches
-        stamp, batch = batches[0]
-        assert [data for _, data, _ in batch] == [b"beat %d" % n for n in range(5)]
-        assert all(network == 0 and host == "127.0.0.1" for network, _, host in batch)
-        # stamped when the first arrived, not when the batch was read (0.1 s later)
-        assert first <= stamp < first + 0.05
+            await asyncio.sleep(0.3)  # the drain at 0.2 s reads them
+            drained = loop.time()
+            sender.sendto(b"later", (address.host, address.port))
+            await asyncio.sleep(0.25)
+        assert _payloads(batches) == [[b"beat %d" % n for n in range(5)], [b"later"]]
+        assert all(network == 0 and host == "127.0.0.1" for network, _, host in batches[0][1])
+        # stamped when the sockets were last drained (here: opened), never after
+        # any of them arrived; the next batch, with the drain that read the first
+        assert opened <= batches[0][0] <= first
+        assert batches[0][0] + 0.15 < batches[1][0] <= drained
+    finally:
+        sockets.close()
+
+
+async def test_polled_sockets_are_not_watched_and_a_change_of_pace_reads_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    pace = [5.0]
+    sockets, batches, address = await _open(pace)
+    try:
+        fd = sockets.sockets[0].fileno()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"waits", (address.host, address.port))
+            await asyncio.sleep(0.05)
+            assert batches == []  # polled: nobody is woken before the interval
+            pace[0] = 0.0
+            sockets.pace()  # what waited is handed over, then each one at once
+            assert _payloads(batches) == [[b"waits"]]
+            sender.sendto(b"now", (address.host, address.port))
+            await asyncio.sleep(0.05)
+            assert _payloads(batches)[1:] == [[b"now"]]
+            pace[0] = 5.0
+            sender.sendto(b"read at once, then polled", (address.host, address.port))
+            await asyncio.sleep(0.05)
+        assert _payloads(batches)[2:] == [[b"read at once, then polled"]]
+        assert not loop.remove_reader(fd)  # the batch switched to polling: no reader
     finally:
         sockets.close()
 
@@ -79,6 +110,8 @@ async def test_a_flood_is_read_a_bounded_drain_at_a_time() -> None:
                 break
         sizes = [len(batch) for _, batch in batches]
         assert max(sizes) <= MAX_PER_DRAIN and sum(sizes) == MAX_PER_DRAIN + 100, sizes
+        # what the flood left behind arrived before that drain: stamped as early
+        assert len({stamp for stamp, _ in batches}) == 1, [(s, len(b)) for s, b in batches]
     finally:
         sockets.close()
 
@@ -97,7 +130,7 @@ async def test_sending_never_raises_and_a_port_in_use_raises_on_open() -> None:
         sockets.close()
 
 
-async def test_a_flush_hands_over_the_batch_under_way_at_once() -> None:
+async def test_a_flush_hands_over_what_waits_at_once() -> None:
     sockets, batches, address = await _open(5.0)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
