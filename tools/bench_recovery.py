@@ -13,7 +13,10 @@ The reference refuses T < 10; its bound is still shown.
 
 Also ``--soak MINUTES``: an idle pool of ``--soak-hosts`` at each T, counting
 fences that happened with no fault at all (false fences), with each node
-daemon's mean CPU and its RSS over the soak.
+daemon's mean CPU and its RSS over the soak. The soak's pool is brought up
+as an operator would: every host started with HA off, then HA enabled once
+all of them run (``hactl pool-ha-enable``), so that starting 64 daemons on two
+cores does not count against the pool it soaks.
 
 Prints Markdown tables and the command; never asserts on time. ``--plot PNG
 LOG...`` draws the crash tables of earlier runs' printed output as a figure.
@@ -34,6 +37,8 @@ from bench_failover import reference_bound  # tools/ is on the path of its scrip
 from hacluster.chaos.journal import Journal
 from hacluster.chaos.runner import Runner, vm_running
 from hacluster.core.timing import Timing
+from hacluster.deploy.poolfiles import HACTL_FILE
+from hacluster.lab.docker import enable_ha
 from hacluster.lab.local import LocalLab, read_events
 from hacluster.lab.open import open_lab
 from hacluster.lab.workloads import START_DELAY, VM_SR, runs
@@ -46,9 +51,20 @@ def reference_restarts(T: float) -> float:
     return reference_bound(T) + POLLING
 
 
-def _up(backend: str, root: Path, hosts: int, T: float) -> tuple[LocalLab, Runner]:
+def _up(backend: str, root: Path, hosts: int, T: float,
+        enable_when_up: bool = False) -> tuple[LocalLab, Runner]:
+    """A lab pool of ``hosts`` at ``T``, armed as each host starts, or with HA
+    enabled through the management plane once every host runs (``enable_when_up``)."""
     lab = open_lab(root / "lab", backend)
-    lab.up(hosts, T, base_port=21000)
+    lab.up(hosts, T, base_port=21000, ha_off=enable_when_up)
+    if enable_when_up:
+        deadline = time.monotonic() + 60 + 2 * hosts
+        while not all(row.get("phase") == "HA_OFF" for row in lab.status()):
+            if time.monotonic() > deadline:
+                lab.down()
+                raise TimeoutError(f"{hosts} hosts never all started with HA off")
+            time.sleep(1)
+        enable_ha(lab.root / HACTL_FILE, T, wait=120)
     runner = Runner(lab, hosts, Journal(root / "journal.jsonl"), settle_limit=60 + 10 * T)
     return lab, runner
 
@@ -105,7 +121,7 @@ def soak(backend: str, hosts: int, T: float, minutes: float) -> tuple[int, int, 
     """Fences and liveset removals on an idle pool over ``minutes``, and each node
     daemon's mean CPU (cores) and RSS (MiB) over that time."""
     with tempfile.TemporaryDirectory(prefix="hacluster-soak-") as tmp:
-        lab, runner = _up(backend, Path(tmp), hosts, T)
+        lab, runner = _up(backend, Path(tmp), hosts, T, enable_when_up=True)
         try:
             if runner.settle(60 + 20 * T) is None:
                 raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")

@@ -12,7 +12,11 @@ Rules:
   direct I/O), host ``i`` at ``sr.d/<i>/sr`` in the lab directory, so
   ``storage HOST error|hang|slow|ok`` fails one host's storage under the
   descriptors its daemon already holds. One process serves the whole index
-  space (joins included): a 64-host lab does not run 64 of them.
+  space (joins included): a 64-host lab does not run 64 of them. It runs at
+  a higher CPU priority than the hosts (:data:`FAULT_LAYER_NICE`): it stands
+  in for a storage array, which does not queue behind the hosts for CPU, and
+  the hosts' I/O deadline is a tenth of T (64 busy daemons on two cores
+  starved it past that, and every host of the pool lost its lease).
 * The machine's ARP table (one for all namespaces) is made to fit the lab:
   its limits are raised, never lowered, to the hosts squared and more.
 * Network faults are nftables rules in the receiving host's namespace:
@@ -37,6 +41,9 @@ from typing import Any
 
 from hacluster.lab.local import BridgedLab, LabError, members
 from hacluster.lab.poll import wait_until
+
+#: the fault layer's nice value: about 28 times a host daemon's share of a busy CPU
+FAULT_LAYER_NICE = -15
 
 TABLE = "hacluster"
 
@@ -171,7 +178,8 @@ class NetnsLab(BridgedLab):
         data = self.load()
         with (self.root / "faultfs.out").open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "hacluster.lab.faultfs", "--backing", data["loop"],
+                ["nice", "-n", str(FAULT_LAYER_NICE),
+                 sys.executable, "-m", "hacluster.lab.faultfs", "--backing", data["loop"],
                  "--mount", str(mount), "--hosts", str(data["slots"])],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         data["fault_layer"] = process.pid
