@@ -6,12 +6,13 @@ Rules:
   every batch and whenever the owner calls :meth:`HeartbeatSockets.pace`):
 
   - **Polled** (interval > 0: a settled pool). Nobody watches the sockets:
-    every interval a timer drains them all (every datagram waiting, up to
-    :data:`MAX_PER_DRAIN` each), and so does :meth:`HeartbeatSockets.flush`.
-    A host of an n-host pool therefore wakes for heartbeats once an interval,
-    not (n - 1) times a beat, and never registers or unregisters a reader
-    (each of which costs a loop several system calls): on a machine running
-    many daemons, the cost of a wakeup, not of a datagram, is what adds up.
+    :meth:`HeartbeatSockets.flush` drains them all (every datagram waiting,
+    up to :data:`MAX_PER_DRAIN` each), and a timer does an interval after
+    the last drain. An owner that flushes before each of its own inputs,
+    more often than the interval, therefore never wakes for heartbeats at
+    all, and nothing registers or unregisters a reader (each of which costs
+    a loop several system calls): on a machine running many daemons, the
+    cost of a wakeup, not of a datagram, is what adds up.
   - **At once** (interval 0: anything else). The sockets are watched, and a
     socket that becomes readable drains every socket at once.
 
@@ -25,6 +26,10 @@ Rules:
   input, so a batch never comes after a later input.
 * What a drain leaves behind (a flood) waits for the next batch; the loop is
   never held longer than one drain.
+* Each socket asks for a receive buffer of :data:`RECEIVE_BUFFER` (forced
+  where the process may, else as much as the system allows): a polled socket
+  holds an interval's datagrams from every peer, over 200 KiB (Linux's
+  default) at 256 hosts.
 * Sending never blocks and never raises: a datagram the kernel will not take
   (a full buffer, an unreachable address) is dropped, as the network might.
 """
@@ -42,6 +47,11 @@ from hacluster.model.address import Address
 MAX_PER_DRAIN = 4096
 #: bytes of the largest datagram read (a sealed report is far smaller)
 MAX_DATAGRAM = 65535
+
+#: bytes of receive buffer each socket asks for
+RECEIVE_BUFFER = 4 << 20
+#: Linux's SO_RCVBUFFORCE (Python's socket module does not name it)
+SO_RCVBUFFORCE = 33
 
 #: ``(network, datagram, sender's host)`` of one batch
 Datagram = tuple[int, bytes, str]
@@ -70,6 +80,7 @@ class HeartbeatSockets:
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 self.sockets.append(sock)
                 sock.setblocking(False)
+                _ask_for_buffer(sock)
                 sock.bind((address.host, address.port))
         except OSError:
             self.close()
@@ -83,9 +94,12 @@ class HeartbeatSockets:
 
     def flush(self) -> None:
         """Hand over what is waiting now, if polled: called before any other input
-        is stamped, so that no datagram is stamped after a later input."""
+        is stamped, so that no datagram is stamped after a later input. The
+        next poll is then an interval from now: an owner whose own inputs come
+        more often than that wakes for nothing else."""
         if self._poll is not None:
-            self._drain(self._since)
+            self._poll.cancel()
+            self._polled()
 
     def pace(self) -> None:
         """Poll or read at once, as ``interval()`` now says (the owner calls this
@@ -156,3 +170,12 @@ class HeartbeatSockets:
         self._since = stamp if flooded else began
         if batch:
             self.on_batch(stamp, batch)
+
+
+def _ask_for_buffer(sock: socket.socket) -> None:
+    """:data:`RECEIVE_BUFFER` forced if allowed (CAP_NET_ADMIN), else up to rmem_max."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)

@@ -41,10 +41,11 @@ Rules:
   an index now held by another host than this one counts as this host
   ejected) and is posted to the main loop.
 * Heartbeats are read in batches (:mod:`hacluster.node.heartbeat_sockets`):
-  while this host is NORMAL, polled every quarter beat (:data:`IDLE_BATCH`)
-  and before every other input; in any other phase, at once. A polled batch
-  is stamped with the drain before it: older evidence, never younger. A
-  peer entering a fault is therefore noticed at most a quarter beat late,
+  while this host is NORMAL, drained before every other input (the core's
+  ticks come at least every half beat) or at the latest :data:`IDLE_BATCH`
+  of a beat after the last drain; in any other phase, at once. A polled
+  batch is stamped with the drain before it: older evidence, never younger.
+  A peer entering a fault is therefore noticed at most half a beat late,
   once; a change of phase changes the pace at once.
 * A heartbeat datagram is looked at only if it comes from the address a peer
   has on that heartbeat network (one set lookup: a stranger's flood costs no
@@ -99,9 +100,11 @@ from hacluster.wire.codec import DecodeError, Sealer
 from hacluster.wire.keys import KeyRing
 
 FENCED_EXIT = 75
-#: how often heartbeats are polled from their sockets, as a fraction of a beat,
-#: while this host is NORMAL (otherwise they are read at once)
-IDLE_BATCH = 0.25
+#: how long heartbeats may wait in their sockets, as a fraction of a beat, while
+#: this host is NORMAL (otherwise they are read at once): more than the core's
+#: tick (half a beat at most), so that the drain before each of its inputs is
+#: the only one and a settled host wakes only for its core
+IDLE_BATCH = 0.6
 EXIT_GRACE = 5.0  # a fenced process whose main loop does not end it exits after this
 T = TypeVar("T")
 
@@ -370,10 +373,10 @@ class Liveness:
 
     # ------------------------------------------------------------ core driving
     def _batch_interval(self) -> float:
-        """A quarter beat while this host is NORMAL (a settled pool: one wakeup per
-        batch, not per datagram, is what lets many daemons share a machine);
-        none in any other phase, where every exchange of a fault handler, a
-        join or a proposal counts."""
+        """:data:`IDLE_BATCH` of a beat while this host is NORMAL (a settled pool:
+        no wakeup but the core's, not one per datagram, is what lets many
+        daemons share a machine); none in any other phase, where every exchange
+        of a fault handler, a join or a proposal counts."""
         core = self.core
         if core is not None and core.phase is Phase.NORMAL:
             return IDLE_BATCH * self.timing.t1

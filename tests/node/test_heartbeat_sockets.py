@@ -143,3 +143,27 @@ async def test_a_flush_hands_over_what_waits_at_once() -> None:
         assert len(batches) == 1
     finally:
         sockets.close()
+
+
+async def test_an_owner_that_flushes_often_enough_is_never_woken_by_the_poll() -> None:
+    loop = asyncio.get_running_loop()
+    sockets, batches, address = await _open(0.2)
+    try:
+        drains: list[float] = []
+        drain = sockets._drain
+
+        def counted(stamp: float) -> None:
+            drains.append(loop.time())
+            drain(stamp)
+
+        sockets._drain = counted  # type: ignore[method-assign]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for n in range(8):  # the owner's own inputs, every 0.1 s
+                sender.sendto(b"%d" % n, (address.host, address.port))
+                await asyncio.sleep(0.1)
+                sockets.flush()
+        assert len(drains) == 8  # one per flush: the poll, 0.2 s after each, never came
+        assert _payloads(batches) == [[b"%d" % n] for n in range(8)]
+        assert sockets.sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 1 << 20
+    finally:
+        sockets.close()
