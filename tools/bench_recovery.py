@@ -16,7 +16,8 @@ fences that happened with no fault at all (false fences), with each node
 daemon's mean CPU and its RSS over the soak. The soak's pool is brought up
 as an operator would: every host started with HA off, then HA enabled once
 all of them run (``hactl pool-ha-enable``), so that starting 64 daemons on two
-cores does not count against the pool it soaks.
+cores does not count against the pool it soaks. ``--mode clustered`` runs
+either without the heartbeat SR (network quorum only).
 
 Prints Markdown tables and the command; never asserts on time. ``--plot PNG
 LOG...`` draws the crash tables of earlier runs' printed output as a figure.
@@ -51,12 +52,12 @@ def reference_restarts(T: float) -> float:
     return reference_bound(T) + POLLING
 
 
-def _up(backend: str, root: Path, hosts: int, T: float,
+def _up(backend: str, root: Path, hosts: int, T: float, mode: str = "statefile",
         enable_when_up: bool = False) -> tuple[LocalLab, Runner]:
     """A lab pool of ``hosts`` at ``T``, armed as each host starts, or with HA
     enabled through the management plane once every host runs (``enable_when_up``)."""
     lab = open_lab(root / "lab", backend)
-    lab.up(hosts, T, base_port=21000, ha_off=enable_when_up)
+    lab.up(hosts, T, base_port=21000, mode=mode, ha_off=enable_when_up)
     if enable_when_up:
         deadline = time.monotonic() + 60 + 2 * hosts
         while not all(row.get("phase") == "HA_OFF" for row in lab.status()):
@@ -69,10 +70,10 @@ def _up(backend: str, root: Path, hosts: int, T: float,
     return lab, runner
 
 
-def crash_once(backend: str, hosts: int, T: float) -> tuple[float, float]:
+def crash_once(backend: str, hosts: int, T: float, mode: str) -> tuple[float, float]:
     """Seconds from killing the master to its first and to its last protected VM running."""
     with tempfile.TemporaryDirectory(prefix="hacluster-recovery-") as tmp:
-        lab, runner = _up(backend, Path(tmp), hosts, T)
+        lab, runner = _up(backend, Path(tmp), hosts, T, mode)
         try:
             if runner.settle(60 + 20 * T) is None:
                 raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")
@@ -117,11 +118,12 @@ def _daemons() -> dict[int, tuple[float, int]]:
     return found
 
 
-def soak(backend: str, hosts: int, T: float, minutes: float) -> tuple[int, int, float, float]:
+def soak(backend: str, hosts: int, T: float, minutes: float,
+         mode: str) -> tuple[int, int, float, float]:
     """Fences and liveset removals on an idle pool over ``minutes``, and each node
     daemon's mean CPU (cores) and RSS (MiB) over that time."""
     with tempfile.TemporaryDirectory(prefix="hacluster-soak-") as tmp:
-        lab, runner = _up(backend, Path(tmp), hosts, T, enable_when_up=True)
+        lab, runner = _up(backend, Path(tmp), hosts, T, mode, enable_when_up=True)
         try:
             if runner.settle(60 + 20 * T) is None:
                 raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")
@@ -172,6 +174,7 @@ def plot(png: Path, logs: list[Path]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["netns", "local"], default="netns")
+    parser.add_argument("--mode", choices=["statefile", "clustered"], default="statefile")
     parser.add_argument("--hosts", default="3,8,16", help="pool sizes, comma-separated")
     parser.add_argument("--timeouts", default="3,5,10", help="values of T, comma-separated")
     parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES",
@@ -187,13 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("command: python tools/bench_recovery.py " + " ".join(argv or sys.argv[1:]))
     print()
     if args.soak:
-        print("| T (s) | hosts | backend | minutes idle | fences | hosts removed "
+        print("| T (s) | hosts | backend | mode | minutes idle | fences | hosts removed "
               "| CPU per node (cores) | RSS per node (MiB) |")
-        print("|---:|---:|---|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---|---|---:|---:|---:|---:|---:|")
         for T in timeouts:
-            fences, removals, cpu, rss = soak(args.backend, args.soak_hosts, T, args.soak)
-            print(f"| {T:g} | {args.soak_hosts} | {args.backend} | {args.soak:g} | {fences} "
-                  f"| {removals} | {cpu:.4f} | {rss:.0f} |", flush=True)
+            fences, removals, cpu, rss = soak(args.backend, args.soak_hosts, T, args.soak,
+                                              args.mode)
+            print(f"| {T:g} | {args.soak_hosts} | {args.backend} | {args.mode} | {args.soak:g} "
+                  f"| {fences} | {removals} | {cpu:.4f} | {rss:.0f} |", flush=True)
         return 0
     print("| hosts | T (s) | ours: first VM (s) | ours: all VMs (s) | reference: restarts "
           "begin (s) | reference + order delay (s) | ours all / reference |")
@@ -202,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for T in timeouts:
             Timing.derive(T)
             try:
-                first, last = crash_once(args.backend, hosts, T)
+                first, last = crash_once(args.backend, hosts, T, args.mode)
             except TimeoutError as error:
                 print(f"| {hosts} | {T:g} | {error} | | | | |", flush=True)
                 continue
