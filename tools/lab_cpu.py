@@ -3,11 +3,9 @@
 ``python tools/lab_cpu.py DIR [--seconds S]`` samples ``/proc`` twice, S
 seconds apart, for every ``hacluster node`` process whose config lies in the
 lab directory DIR, and prints milliseconds of CPU per second (user and
-system) per daemon, then the same split by thread: the main loop, the
-liveness loop, the SR lanes and the rest. A thread is known by the order
-Python started it in (``/proc`` does not carry Python's thread names):
-the first is the main thread, and the liveness thread is the one that
-spent most among the others, the SR lane the next.
+system) per daemon, then the same split by thread, by the names the daemon
+gives its threads (:mod:`hacluster.node.osthread`): the main loop, the
+liveness loop, the SR lanes, the event log and the rest.
 
 Prints figures; never asserts on them.
 """
@@ -40,15 +38,17 @@ def daemons(lab: Path) -> list[int]:
     return found
 
 
-def threads(pid: int) -> dict[int, tuple[int, int]]:
-    """Each thread of ``pid``: (user ticks, system ticks)."""
+def threads(pid: int) -> dict[int, tuple[str, int, int]]:
+    """Each thread of ``pid``: (its name, user ticks, system ticks)."""
     times = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
+            name = (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        times[int(task.name)] = (int(fields[11]), int(fields[12]))
+        times[int(task.name)] = ("main" if int(task.name) == pid else name,
+                                 int(fields[11]), int(fields[12]))
     return times
 
 
@@ -64,24 +64,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = {pid: threads(pid) for pid in pids}
     time.sleep(args.seconds)
     after = {pid: threads(pid) for pid in pids}
-    kinds: dict[str, list[int]] = {"main": [0, 0], "liveness": [0, 0], "SR lane": [0, 0],
-                                   "other": [0, 0]}
+    kinds: dict[str, list[int]] = {}
     alive = [pid for pid in pids if after[pid]]
     for pid in alive:
-        spent = {tid: (after[pid][tid][0] - before[pid][tid][0],
-                       after[pid][tid][1] - before[pid][tid][1])
-                 for tid in after[pid] if tid in before[pid]}
-        others = sorted((t for t in spent if t != pid), key=lambda t: -sum(spent[t]))
-        names = {pid: "main"} | dict(zip(others, ["liveness", "SR lane"], strict=False))
-        for tid, (user, system) in spent.items():
-            kind = kinds[names.get(tid, "other")]
-            kind[0] += user
-            kind[1] += system
+        for tid, (name, user, system) in after[pid].items():
+            if tid in before[pid]:
+                kind = kinds.setdefault(name, [0, 0])
+                kind[0] += user - before[pid][tid][1]
+                kind[1] += system - before[pid][tid][2]
     scale = 1000 / TICK / args.seconds / len(alive)
     total = [sum(k[0] for k in kinds.values()), sum(k[1] for k in kinds.values())]
     print(f"{len(alive)} daemons over {args.seconds:g} s, ms of CPU per second per daemon")
-    for name, (user, system) in [*kinds.items(), ("all", total)]:
-        print(f"  {name:9} user {user * scale:6.2f}  system {system * scale:6.2f}  "
+    ranked = sorted(kinds.items(), key=lambda kind: -sum(kind[1]))
+    for name, (user, system) in [*ranked, ("all", total)]:
+        print(f"  {name:15} user {user * scale:6.2f}  system {system * scale:6.2f}  "
               f"total {(user + system) * scale:6.2f}")
     return 0
 

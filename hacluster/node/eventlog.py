@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hacluster.node.osthread import name_os_thread
+
 MAX_PENDING = 10_000
 SYNC_WAIT = 1.0
 CLOSE_WAIT = 2.0
@@ -68,6 +70,7 @@ class EventLog:
         self._writer.join(CLOSE_WAIT)
 
     def _write_all(self) -> None:
+        name_os_thread("event log")
         reported = 0
         while (item := self._queue.get()) is not None:
             line, done = item

@@ -89,6 +89,7 @@ from hacluster.core.timing import Timing
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.heartbeat_sockets import Datagram, HeartbeatSockets
+from hacluster.node.osthread import name_os_thread
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.systemd import status_text
@@ -179,6 +180,7 @@ class Liveness:
         await asyncio.wrap_future(self._started)
 
     def _run(self) -> None:
+        name_os_thread("liveness")
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._serve())

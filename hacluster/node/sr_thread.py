@@ -34,6 +34,7 @@ from typing import Any
 from hacluster.core.events import SlotContent
 from hacluster.core.messages import Report
 from hacluster.node.config import NodeConfig
+from hacluster.node.osthread import name_os_thread
 from hacluster.storage.members import MemberTable, read_table, write_table
 from hacluster.storage.sr import (
     BLOCK,
@@ -59,7 +60,8 @@ class Lane:
 
     def __init__(self, path: str, name: str, deadline: float) -> None:
         self.device = BlockDevice(path)
-        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=name, initializer=name_os_thread, initargs=(name,))
         self.busy = False  # a request is in the thread (past its deadline, too)
         self.deadline = deadline
 
