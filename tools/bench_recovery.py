@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench_failover import reference_bound  # tools/ is on the path of its scripts
+from lab_cpu import cpu_ticks, daemons
 
 from hacluster.chaos.journal import Journal
 from hacluster.chaos.runner import Runner, vm_running
@@ -42,6 +43,7 @@ from hacluster.deploy.poolfiles import HACTL_FILE
 from hacluster.lab.docker import enable_ha
 from hacluster.lab.local import LocalLab, read_events
 from hacluster.lab.open import open_lab
+from hacluster.lab.poll import wait_until
 from hacluster.lab.workloads import START_DELAY, VM_SR, runs
 
 POLLING = 20.0  # the reference polls the liveset this often before restarting
@@ -59,12 +61,10 @@ def _up(backend: str, root: Path, hosts: int, T: float, mode: str = "statefile",
     lab = open_lab(root / "lab", backend)
     lab.up(hosts, T, base_port=21000, mode=mode, ha_off=enable_when_up)
     if enable_when_up:
-        deadline = time.monotonic() + 60 + 2 * hosts
-        while not all(row.get("phase") == "HA_OFF" for row in lab.status()):
-            if time.monotonic() > deadline:
-                lab.down()
-                raise TimeoutError(f"{hosts} hosts never all started with HA off")
-            time.sleep(1)
+        if wait_until(lambda: all(row.get("phase") == "HA_OFF" for row in lab.status()),
+                      60 + 2 * hosts, poll=1.0) is None:
+            lab.down()
+            raise TimeoutError(f"{hosts} hosts never all started with HA off")
         enable_ha(lab.root / HACTL_FILE, T, wait=120)
     runner = Runner(lab, hosts, Journal(root / "journal.jsonl"), settle_limit=60 + 10 * T)
     return lab, runner
@@ -102,19 +102,17 @@ def crash_once(backend: str, hosts: int, T: float, mode: str) -> tuple[float, fl
             lab.down()
 
 
-def _daemons() -> dict[int, tuple[float, int]]:
-    """Every ``hacluster node`` process on the machine: pid -> (CPU seconds, RSS bytes)."""
+def _daemons(lab: Path) -> dict[int, tuple[float, int]]:
+    """The lab's node daemons: pid -> (CPU seconds, RSS bytes)."""
     found = {}
     tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
-    for entry in Path("/proc").iterdir():
+    for pid in daemons(lab):
         try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
-                    sys.executable.encode() + b"\0-m\0hacluster\0node\0"):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                rss = int((entry / "statm").read_text().split()[1]) * page
-                found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick, rss)
+            user, system = cpu_ticks(Path(f"/proc/{pid}/stat"))
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
+        found[pid] = ((user + system) / tick, rss)
     return found
 
 
@@ -127,9 +125,9 @@ def soak(backend: str, hosts: int, T: float, minutes: float,
         try:
             if runner.settle(60 + 20 * T) is None:
                 raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")
-            start, before = time.time(), _daemons()
+            start, before = time.time(), _daemons(lab.root)
             time.sleep(minutes * 60)
-            after, took = _daemons(), time.time() - start
+            after, took = _daemons(lab.root), time.time() - start
             events = [e for e in read_events(lab.root) if e["time"] >= start]
         finally:
             lab.down()

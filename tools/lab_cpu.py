@@ -23,7 +23,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def daemons(lab: Path) -> list[int]:
-    """The pids of the lab's node daemons (not the wrappers that start them)."""
+    """The pids of the lab's node daemons: ``<python> -m hacluster node`` with a
+    config in ``lab`` (not the wrappers that start them in namespaces)."""
     found = []
     marker = f"{lab.resolve()}/".encode()
     for entry in Path("/proc").iterdir():
@@ -31,24 +32,33 @@ def daemons(lab: Path) -> list[int]:
             words = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (entry.name.isdigit() and b"-m" in words and b"hacluster" in words
-                and b"node" in words and any(w.startswith(marker) for w in words)
-                and Path(os.fsdecode(words[0])).name.startswith("python")):
+        if (entry.name.isdigit() and words[1:4] == [b"-m", b"hacluster", b"node"]
+                and Path(os.fsdecode(words[0])).name.startswith("python")
+                and any(w.startswith(marker) for w in words)):
             found.append(int(entry.name))
     return found
 
 
+def cpu_ticks(stat: Path) -> tuple[int, int]:
+    """User and system clock ticks from a process's or thread's ``stat`` file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def threads(pid: int) -> dict[int, tuple[str, int, int]]:
-    """Each thread of ``pid``: (its name, user ticks, system ticks)."""
+    """Each thread of ``pid``: (its name, user ticks, system ticks); none once gone."""
     times = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            user, system = cpu_ticks(task / "stat")
         except OSError:
             continue
-        times[int(task.name)] = ("main" if int(task.name) == pid else name,
-                                 int(fields[11]), int(fields[12]))
+        times[int(task.name)] = ("main" if int(task.name) == pid else name, user, system)
     return times
 
 
@@ -66,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     after = {pid: threads(pid) for pid in pids}
     kinds: dict[str, list[int]] = {}
     alive = [pid for pid in pids if after[pid]]
+    if not alive:
+        print(f"the daemons of {args.lab} are gone", file=sys.stderr)
+        return 1
     for pid in alive:
         for tid, (name, user, system) in after[pid].items():
             if tid in before[pid]:
