@@ -52,17 +52,26 @@ def recovery_plan(pool: Pool, live: Iterable[str] | None = None, max_sets: int =
                   cap: int | None = None, budget: int = 200_000) -> RecoveryPlan:
     problem = Problem.from_pool(pool, live)
     uuids = [h.uuid for h in problem.hosts]
-    scenarios = []
+    scenarios: list[Scenario] = []
     for r in range(1, len(uuids)):
         if r > 1 and math.comb(len(uuids), r) > max_sets:
             break
-        for failed in itertools.combinations(uuids, r):
-            decision = plan_for(problem, failed)
-            moves = len(problem.items_for(failed))
-            scenarios.append(Scenario(failed, moves, decision.verdict,
-                                      decision.placement or {}))
+        scenarios.extend(_scenario(problem, failed)
+                         for failed in itertools.combinations(uuids, r))
     return RecoveryPlan(max_failures(problem, cap=cap, budget=budget),
                         pool.host_failures_to_tolerate, tuple(scenarios))
+
+
+def single_failures(pool: Pool, live: Iterable[str] | None = None) -> tuple[Scenario, ...]:
+    """For each of ``live`` (every host if None) failing alone: where its protected VMs go."""
+    problem = Problem.from_pool(pool, live)
+    return tuple(_scenario(problem, (host.uuid,)) for host in problem.hosts)
+
+
+def _scenario(problem: Problem, failed: tuple[str, ...]) -> Scenario:
+    decision = plan_for(problem, failed)
+    return Scenario(failed, len(problem.items_for(failed)), decision.verdict,
+                    decision.placement or {})
 
 
 def tolerance(pool: Pool, live: Iterable[str] | None = None) -> Tolerance:

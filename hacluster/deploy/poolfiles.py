@@ -59,6 +59,8 @@ class NodeSettings:
     guest_lock: bool = True  # False: guests start on a disk in use (chaos runs)
     unsafe_watchdog_delay: float | None = None  # tests only: a late watchdog
     slots: int = 0  # the pool's index space (0: as many as the hosts listed)
+    http_port: int | None = None  # health, status, metrics and the status page
+    http_address: str | None = None  # where they listen (None: 127.0.0.1)
 
 
 Hosts = Sequence[Sequence[Address]]  # per host, in index order: one address per network
@@ -132,6 +134,10 @@ def _node_file(head: list[str], settings: NodeSettings, uuid: str, name: str) ->
     )
     if uuid:
         fields += toml_fields(uuid=uuid, name=name or uuid)
+    if settings.http_port is not None:
+        fields += toml_fields(http_port=settings.http_port)
+        if settings.http_address is not None:
+            fields += toml_fields(http_address=settings.http_address)
     if settings.unsafe_watchdog_delay is not None:
         fields += toml_fields(unsafe_watchdog_delay=settings.unsafe_watchdog_delay)
     if not settings.guest_lock:

@@ -16,7 +16,8 @@ Rules:
   (the next when one is up), so that a 64-host lab on 2 cores starts in
   order instead of all late (HA enable then waits for the last of them).
 * Every lab is a managed pool: a pool CA and a certificate per host
-  (``tls/``), a pool secret, the management API on ``base_port + 2000`` and
+  (``tls/``), a pool secret, the management API on ``base_port + 2000``, the
+  HTTP face (health, metrics, status page) on ``base_port + 3000`` and
   ``hactl.toml`` in the lab directory (``hactl --config DIR/hactl.toml ...``).
 * Every host keeps its own copy of the pool key (``hostN/pool.key``, made from
   the lab's ``pool.key``), as real hosts do: a key rotation
@@ -39,6 +40,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -76,6 +78,7 @@ KILL_WAIT = 10.0  # seconds kill_all waits for the killed daemons to be gone
 #: hosts a lab starts at once (the rest wait until one is up): twice the cores
 STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
 START_WAIT = 30.0  # seconds a host may take to start before the next starts anyway
+HTTP_PORT_OFFSET = 3000  # a host serves HTTP on the base port plus this (agents +1000, API +2000)
 
 
 class LabError(RuntimeError):
@@ -264,7 +267,20 @@ class LocalLab:
             secret_file=f"../{poolfiles.SECRET_FILE}", vm_dir=f"../{VM_SR}",
             guest_lock=chosen["guest_lock"],
             unsafe_watchdog_delay=chosen["unsafe_watchdog_delay"],
-            slots=data.get("slots", 0))
+            slots=data.get("slots", 0), http_port=base_port + HTTP_PORT_OFFSET,
+            http_address=self.http_address(index, base_port))
+
+    def http_address(self, index: int, base_port: int) -> str | None:
+        """Where host ``index`` serves HTTP: its own address if that is loopback (the
+        local backend), else None (loopback inside its namespace or container)."""
+        address = self.address(index, base_port)
+        return address.host if ipaddress.ip_address(address.host).is_loopback else None
+
+    def http_url(self, index: int) -> str:
+        """Host ``index``'s status page, as reached from where it listens."""
+        base_port = self.load()["settings"]["base_port"]
+        host = self.http_address(index, base_port) or "127.0.0.1"
+        return f"http://{host}:{base_port + HTTP_PORT_OFFSET}/"
 
     def start(self, index: int, armed: bool) -> int:
         data = self.load()

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -56,7 +57,7 @@ import msgpack
 from hacluster.core.pool import PoolError
 from hacluster.mgmt.roles import Credential, CredentialError, authenticate, refusal
 from hacluster.mgmt.tls import peer_credential
-from hacluster.mgmt.verbs import Call, UsageError, check, lookup
+from hacluster.mgmt.verbs import VERBS, Call, UsageError, check, lookup
 from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.rpc import (
     LENGTH,
@@ -115,10 +116,30 @@ class Server:
     refused: int = 0  # peers that did not prove themselves, or sent a bad request
     failed: int = 0  # calls whose handling raised (answered as an error)
     gate: ConnectionGate = field(default_factory=ConnectionGate)
+    # answered calls by (verb, result): a verb not in the verb table counts as "unknown"
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def counts(self) -> dict[str, int | str]:
         """For status displays."""
         return {**self.gate.counts(), "refused": self.refused, "failed": self.failed}
+
+    def call_counts(self) -> list[dict[str, Any]]:
+        """Answered calls: verb, result (ok, error or failed) and how many."""
+        return [{"verb": verb, "result": result, "count": count}
+                for (verb, result), count in sorted(self.calls.items())]
+
+    async def ask(self, verb: str, credential: Credential) -> Any:
+        """The result of ``verb`` (no parameters) for ``credential``, answered here or
+        by the master as a call over the API would be (this host's own pages use
+        it); :class:`ApiError` saying why not."""
+        result: Any = None
+        async for answer in self._answers({"verb": verb}, credential):
+            if "progress" in answer:
+                continue
+            if not answer.get("ok"):
+                raise ApiError(str(answer.get("error", "failed without a reason")))
+            result = answer.get("result")
+        return result
 
     async def serve(self, address: str, port: int) -> Listener:
         return await start_listener(self.gate, self._connection, address, port,
@@ -138,14 +159,19 @@ class Server:
                 self.refused += 1
                 await self._send(writer, {"ok": False, "error": f"bad request: {error}"})
                 return
+            verb, result = _verb_label(request.get("verb")), "error"
             try:
                 async for answer in self._answers(request, credential):
+                    if answer.get("ok"):
+                        result = "ok"
                     if not await self._send(writer, answer):
                         return
+                self.calls[verb, result] += 1
             except (ConnectionError, ssl.SSLError):
                 raise
             except Exception as error:  # a failure inside the call: the client hears of it
                 self.failed += 1
+                self.calls[verb, "failed"] += 1
                 await self._send(writer, {"ok": False, "error": f"the call failed on this host "
                                           f"({type(error).__name__}: {error}); read the state "
                                           "back before retrying"})
@@ -307,6 +333,11 @@ async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: b
         raise ApiError(f"{where}: connection lost or malformed answer ({error})") from None
     except (ssl.SSLError, ConnectionError) as error:
         raise ApiError(f"{where}: {error}") from None
+
+
+def _verb_label(verb: object) -> str:
+    """A request's verb as a metric label: only the verb table's names (a bounded set)."""
+    return verb if isinstance(verb, str) and verb in VERBS else "unknown"
 
 
 async def call(endpoints: Sequence[tuple[str, int]], context: ssl.SSLContext, secret: bytes,

@@ -70,7 +70,12 @@ from hacluster.core.pool import (
     is_agile,
 )
 from hacluster.core.pooldb import PoolDB
-from hacluster.core.recovery import memory_by_priority, overcommitted, tolerance
+from hacluster.core.recovery import (
+    memory_by_priority,
+    overcommitted,
+    single_failures,
+    tolerance,
+)
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
@@ -84,6 +89,7 @@ REDACTED = "(redacted)"
 SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
 LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every liveset
+STATUS_ALERTS = 10  # the newest alerts the status verb shows
 # the audit record of the call being answered, until a commit carries it; each
 # connection is its own task, hence its own context
 _pending_audit: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -204,7 +210,12 @@ class Service:
                                    "exact": tolerated.exact,
                                    "configured": configured,
                                    "overcommitted": overcommitted(tolerated, configured)}},
-            "hosts": hosts, "vms": vms, "memory_by_priority": memory_by_priority(pool)})
+            "hosts": hosts, "vms": vms, "memory_by_priority": memory_by_priority(pool),
+            "failover": [{"host": scenario.failed[0], "moves": scenario.moves,
+                          "verdict": scenario.verdict.value, "placement": scenario.placement}
+                         for scenario in single_failures(pool, live)],
+            "alerts": [{"time": m.time, "name": m.name, "obj": m.obj, "body": m.body}
+                       for m in db.messages[-STATUS_ALERTS:]]})
 
     def _pool_record(self) -> dict[str, Any]:
         db = self._db().db

@@ -25,6 +25,10 @@ operators' tools present), all or none. ``watchdog_device`` (optional) names a
 Linux watchdog device (``/dev/watchdog``) that fences this host on top of the
 watchdog process: it must exist and not be a directory (whether it is a
 watchdog is learnt when HA starts, from its answer to the timeout ioctl).
+``http_port`` (optional) serves health, status, metrics and the status page
+(:mod:`hacluster.node.web`) on ``http_address`` (default ``127.0.0.1``): plain
+HTTP on a loopback address only; any other address needs the management API
+(its TLS and credentials guard the page).
 
 Limits: every value is type-checked by :func:`~hacluster.model.tomlfile.checked`
 (no bool for a number, no NaN, infinity or absurd size); ports are 1..65535 in
@@ -38,6 +42,7 @@ report fits a heartbeat SR slot), and a key file is read only up to
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +60,7 @@ from hacluster.storage.sr import BLOCK, max_pool_hosts
 from hacluster.wire.keys import KeyRing
 
 __all__ = ["MAX_KEY_FILE", "MAX_TIMEOUT", "MGMT_FIELDS", "Address", "Candidate", "ConfigError",
-           "Management", "NodeConfig", "load", "load_node", "read_key"]
+           "HttpFace", "Management", "NodeConfig", "load", "load_node", "read_key"]
 
 MAX_TIMEOUT = 3600.0  # seconds: an hour-long T means hours before a failed host's VMs restart
 
@@ -70,6 +75,42 @@ class Management:
 
 
 MGMT_FIELDS = ("mgmt_port", "tls_cert", "tls_key", "ca", "secret_file")
+HTTP_FIELDS = ("http_port", "http_address")
+HTTP_LOOPBACK = "127.0.0.1"  # where the HTTP face listens unless told
+
+
+@dataclass(frozen=True)
+class HttpFace:
+    """Where the node serves HTTP (:mod:`hacluster.node.web`); plain on a loopback
+    address only, TLS with the management API's certificate anywhere else."""
+
+    port: int
+    address: str = HTTP_LOOPBACK
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.address).is_loopback
+
+
+def _http(table: dict[str, Any], mgmt: Management | None, where: str) -> HttpFace | None:
+    if "http_port" not in table:
+        if "http_address" in table:
+            raise ConfigError(f"{where}: http_address needs http_port")
+        return None
+    port = _port(table, "http_port", where)
+    address = checked(table.get("http_address", HTTP_LOOPBACK), str,
+                      f"{where}: field 'http_address'", ConfigError)
+    try:
+        face = HttpFace(port, str(ipaddress.ip_address(address)))
+    except ValueError:
+        raise ConfigError(f"{where}: http_address must be an IP address, got "
+                          f"{address!r}") from None
+    if not face.loopback and mgmt is None:
+        raise ConfigError(f"{where}: http_address {address} is not a loopback address: "
+                          "off loopback the HTTP face speaks TLS and asks for credentials, "
+                          "which needs the management API configured (mgmt_port, tls_cert, "
+                          "tls_key, ca, secret_file); or listen on 127.0.0.1")
+    return face
 
 
 def _management(table: dict[str, Any], base: Path, where: str) -> Management | None:
@@ -115,6 +156,7 @@ class NodeConfig:
     uuid: str = ""  # this host's uuid if the pool file does not list it (a joined host)
     name: str = ""
     watchdog_device: Path | None = None  # /dev/watchdog: fences on top of the process
+    http: HttpFace | None = None  # health, status, metrics and the status page
 
     @property
     def capacity(self) -> int:
@@ -211,7 +253,7 @@ CANDIDATE_FIELDS = ("address", "memory")  # what it says of itself until then
 KNOWN_FIELDS = frozenset({
     *MEMBER_FIELDS, *CANDIDATE_FIELDS, "sr", "key_file", "timeout", "mode", "status_socket",
     "log", "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", "uuid",
-    "name", "watchdog_device", *MGMT_FIELDS})
+    "name", "watchdog_device", *MGMT_FIELDS, *HTTP_FIELDS})
 MAX_MEMORY = 1 << 40  # MiB: a host's memory for planning
 
 
@@ -339,6 +381,7 @@ def _member(table: dict[str, Any], path: str | Path) -> NodeConfig:
                               "(or name this host with 'uuid')")
     key_file = _path(table, "key_file", base, where)
     ring = load_ring(key_file)
+    mgmt = _management(table, base, where) if pool is not None else None
     return NodeConfig(
         index=index,
         hosts=hosts,
@@ -351,7 +394,8 @@ def _member(table: dict[str, Any], path: str | Path) -> NodeConfig:
         pool=pool_file if pool is not None else None,
         agent_port=agent_port if pool is not None else 0,
         vm_dir=vm_dir if pool is not None else None,
-        mgmt=_management(table, base, where) if pool is not None else None,
+        mgmt=mgmt,
+        http=_http(table, mgmt, where),
         guest_lock=_need(table, "guest_lock", bool, where) if "guest_lock" in table else True,
         unsafe_watchdog_delay=_unsafe_watchdog_delay(table, where),
         key_file=key_file,

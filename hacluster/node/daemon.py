@@ -31,6 +31,12 @@ Rules:
 * A Unix socket answers every connection with the node's status as JSON
   (:mod:`hacluster.node.status`); the liveness part is a snapshot taken on the
   liveness loop.
+* With ``http_port`` the node serves health, status, metrics and the status
+  page (:mod:`hacluster.node.web`) on this loop. The status socket and the
+  HTTP face share one :class:`~hacluster.node.status.SharedStatus`, so
+  readers never make the liveness loop snapshot more than once per
+  :data:`~hacluster.node.status.STATUS_TTL`; a probe measures this loop's
+  own lag for the metrics.
 * Every task runs under a :class:`~hacluster.node.tasks.Supervisor`; the
   storage worker and the master's duties are critical: if either ends
   unexpectedly while HA is armed, the node fences.
@@ -61,20 +67,24 @@ from hacluster.core.duties import pass_interval
 from hacluster.core.events import LivesetCommitted
 from hacluster.core.node import HostCore
 from hacluster.core.timing import Timing
+from hacluster.mgmt.roles import Credential, Role
+from hacluster.mgmt.tls import CertFiles, server_context
 from hacluster.node.agent import Agent
-from hacluster.node.config import NodeConfig
+from hacluster.node.config import HttpFace, NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
 from hacluster.node.master import MasterDuties
+from hacluster.node.measure import LoopLag
 from hacluster.node.plane import Plane
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
-from hacluster.node.status import query_status, serve_status
+from hacluster.node.status import SharedStatus, query_status, serve_status
 from hacluster.node.systemd import Notifier, watchdog_sec_problem
 from hacluster.node.tasks import Supervisor
 from hacluster.node.watchdog_client import WatchdogClient
 from hacluster.node.watchdog_device import WatchdogDeviceError
+from hacluster.node.web import Guard, WebFace
 from hacluster.storage.members import MembersError
 from hacluster.storage.sr import GlobalBlock, PoolState, SRError
 from hacluster.vm.driver import ProcessDriver
@@ -86,6 +96,8 @@ __all__ = ["FENCED_EXIT", "NOT_A_MEMBER_EXIT", "Node", "handle_or_fence", "next_
 
 NOT_A_MEMBER_EXIT = 78  # EX_CONFIG: the SR's member table does not list this host
 
+#: who the status page is to the management API (a relayed read of the pool's status)
+PAGE_READER = Credential("http:status-page", Role.READ_ONLY, "status page")
 STATUS_WAIT = 2.0  # the status socket's wait for the liveness loop's snapshot
 DEVICE_SETTLE = 2.0  # an exiting daemon's wait for its watchdog device's magic close
 
@@ -117,6 +129,9 @@ class Node:
         self._duties_task: asyncio.Task[None] | None = None
         self.plane = Plane(self) if config.mgmt is not None and config.pool is not None \
             else None
+        self.shared_status = SharedStatus(self.status, self.now)
+        self.main_lag = LoopLag()
+        self.web: WebFace | None = None
 
     @property
     def core(self) -> HostCore | None:
@@ -153,7 +168,12 @@ class Node:
                     self.agent.stats, target=rpc.target(config.my_uuid)))
             if self.plane is not None:
                 servers.append(await self.plane.start())
-            servers.append(await serve_status(config.status_socket, self.status))
+            servers.append(await serve_status(config.status_socket, self.shared_status))
+            self.tasks.spawn(self.main_lag.run(), "main loop lag probe")
+            if config.http is not None:
+                self.web = self._web_face(config.http)
+                await self.web.start()
+                self.log.write("http", url=self.web.url)
             self.loop.add_signal_handler(signal.SIGTERM, self.leave)
             if self.plane is not None:
                 self.plane.started(header.generation, header.state is PoolState.ACTIVE,
@@ -180,11 +200,30 @@ class Node:
             self.driver.kill_all()
             for each in servers:
                 each.close()
+            if self.web is not None:
+                await self.web.stop()
             self.liveness.stop()
             await self.watchdog.settle(DEVICE_SETTLE)
             self.log.close()
             with contextlib.suppress(OSError):
                 config.status_socket.unlink()
+
+    def _web_face(self, face: HttpFace) -> WebFace:
+        """The HTTP face: plain on loopback; off it, the management API's TLS and credentials."""
+        plane = self.plane
+        pool = None if plane is None else self._pool_view
+        if face.loopback:
+            return WebFace(face, self.shared_status, pool)
+        assert plane is not None and plane.mgmt is not None  # NodeConfig checked it
+        mgmt = plane.mgmt
+        return WebFace(face, self.shared_status, pool, Guard(mgmt.secret, plane.denied_credentials),
+                       server_context(CertFiles(mgmt.cert, mgmt.key), mgmt.ca))
+
+    async def _pool_view(self) -> dict[str, Any]:
+        """The pool as the master sees it (its ``status`` verb), for the status page."""
+        assert self.plane is not None and self.plane.server is not None
+        answer: dict[str, Any] = await self.plane.server.ask("status", PAGE_READER)
+        return answer
 
     def _warn(self, text: str) -> None:
         """A warning for the event log and the daemon's stderr (systemd's journal)."""
@@ -389,9 +428,13 @@ class Node:
             "vms": sorted(self.driver.running()),
             "log": self.log.stats(),
             "rpc": self.agent.stats.counts(),
+            "roster": {str(i): {"uuid": self.roster.uuids.get(i, ""), "name": name}
+                       for i, name in sorted(self.roster.names.items())},
             **({"pool": self.duties.status()} if self.duties is not None else {}),
             **(self.plane.status() if self.plane is not None else {}),
             **liveness,
+            "measured": {**liveness.get("measured", {}),
+                         "main_lag": self.main_lag.samples.summary()},
         }
 
 

@@ -62,6 +62,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -89,6 +90,7 @@ from hacluster.core.timing import Timing
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.heartbeat_sockets import Datagram, HeartbeatSockets
+from hacluster.node.measure import FaultTimeline, Samples
 from hacluster.node.osthread import name_os_thread
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
@@ -106,6 +108,9 @@ FENCED_EXIT = 75
 #: tick (half a beat at most), so that the drain before each of its inputs is
 #: the only one and a settled host wakes only for its core
 IDLE_BATCH = 0.6
+#: the liveness loop's measured figures: slot I/O from request to answer, how
+#: late the core's timer fires, and each fault handler from NORMAL back to NORMAL
+MEASURED = ("slot_write", "slot_read", "liveness_lag", "fault_handler")
 EXIT_GRACE = 5.0  # a fenced process whose main loop does not end it exits after this
 T = TypeVar("T")
 
@@ -153,6 +158,12 @@ class Liveness:
         self.strangers = 0  # datagrams from no peer's address: dropped unopened
         self.received = [0] * len(config.addresses)
         self.last_bad_packet = ""
+        # what the metrics show of this loop (hacluster.node.measure: O(1) to record)
+        self.measured = {name: Samples() for name in MEASURED}
+        self.commits = 0  # liveset commits seen here
+        self.failures = 0  # hosts those commits removed as failed (not those that left)
+        self._fault_since: float | None = None  # left NORMAL then (a fault handler runs)
+        self.last_fault = FaultTimeline(time.time)
         self.stopped = False  # fenced: the core is trusted no further
         self.in_rule2 = False
         self.loop = _same_kind_of_loop()
@@ -323,14 +334,17 @@ class Liveness:
         """The liveness side of the node's status, taken on this loop."""
         common: dict[str, Any] = {"received_per_network": list(self.received),
                                   "timeout": self.timing.T,
-                                  "last_bad_packet": self.last_bad_packet}
+                                  "last_bad_packet": self.last_bad_packet,
+                                  "measured": {k: v.summary() for k, v in self.measured.items()},
+                                  "commits": self.commits, "failures": self.failures,
+                                  "last_fault": self.last_fault.view()}
         if self.watchdog.device is not None:
             common["watchdog_device"] = self.watchdog.device.status()
         core = self.core
         if core is None:
             return {**common, "phase": "HA_OFF", "armed": False, "master": False,
                     "liveset": [], "hbdomain": [], "sfdomain": [], "rule2": False,
-                    "last_beat_age": {}, "dropped": self._dropped()}
+                    "last_beat_age": {}, "last_slot_age": {}, "dropped": self._dropped()}
         t = core.now
         return {
             **common,
@@ -344,10 +358,10 @@ class Liveness:
             "members": sorted(core.members),
             "members_version": self.roster.version,
             "waiting": [w.text for w in core.waits()],
-            "last_beat_age": {
-                str(i): round(t - p.last_net, 3) for i, p in enumerate(core.peers)
-                if i != self.config.index and p.last_net != float("-inf")
-            },
+            "last_beat_age": _ages(t, [p.last_net for p in core.peers], self.config.index),
+            "last_slot_age": _ages(t, [p.slot_changed for p in core.peers], self.config.index),
+            "peer_phase": {str(i): p.report.phase.name for i, p in enumerate(core.peers)
+                           if i != self.config.index and p.report is not None},
             "dropped": {**core.counters.__dict__, **self._dropped()},
         }
 
@@ -424,11 +438,14 @@ class Liveness:
         assert self._io is not None
         while True:
             request = await self._io.get()
+            asked = self.now()
             if isinstance(request, WriteSlot):
                 ok, error = await self.storage.write(request.report)
+                self.measured["slot_write"].add(self.now() - asked)
                 self.feed(SlotWritten(self.now(), ok, error))
             else:
                 slots, table, error = await self.storage.read()
+                self.measured["slot_read"].add(self.now() - asked)
                 self.feed(SlotsRead(self.now(), slots, error))
                 if table is not None:
                     self.adopt(table)
@@ -478,6 +495,10 @@ class Liveness:
         self._tell(self._node.ha_disarmed)
 
     def liveset_committed(self, commit: LivesetCommitted) -> None:
+        self.commits += 1
+        self.failures += len(commit.removed - commit.excluded)
+        self.last_fault.step(f"commit: liveset {sorted(commit.liveset)}, removed "
+                             f"{sorted(commit.removed)}, added {sorted(commit.added)}")
         self.log.write("commit", liveset=commit.liveset, removed=commit.removed,
                        added=commit.added, left=commit.excluded)
         node = self._node
@@ -496,6 +517,16 @@ class Liveness:
 
     def phase_changed(self, change: PhaseChanged) -> None:
         self.log.write("phase", old=change.old.name, new=change.new.name, why=change.why)
+        text = f"{change.old.name} -> {change.new.name}: {change.why}"
+        if change.old is Phase.NORMAL:
+            self._fault_since = self.now()
+            self.last_fault.began(text)
+        elif change.new is Phase.NORMAL and self._fault_since is not None:
+            self.measured["fault_handler"].add(self.now() - self._fault_since)
+            self._fault_since = None
+            self.last_fault.end(text)
+        else:
+            self.last_fault.step(text)
         self.loop.call_soon(self.sockets.pace)  # polled while NORMAL, else read at once
         rule2 = self.core is not None and self.core.rule2
         if rule2 and not self.in_rule2:
@@ -523,7 +554,9 @@ class Liveness:
 
     def _tick(self) -> None:
         self._timer = None
-        self.feed(Tick(self.now()))
+        now = self.now()
+        self.measured["liveness_lag"].add(max(0.0, now - self._timer_at))
+        self.feed(Tick(now))
 
     def _broadcast(self, packet: bytes, peers: frozenset[int]) -> None:
         """Send on every heartbeat network: the copies after the first are stale."""
@@ -532,6 +565,12 @@ class Liveness:
             for network, address in zip(networks, self.roster.addresses.get(peer, ()),
                                         strict=False):
                 send(packet, network, address.host, address.port)
+
+
+def _ages(now: float, seen: list[float], me: int) -> dict[str, float]:
+    """Seconds since each peer (by index, as a string) was last seen; never-seen ones left out."""
+    return {str(i): round(now - at, 3) for i, at in enumerate(seen)
+            if i != me and at != float("-inf")}
 
 
 def handle_or_fence(core: HostCore, event: Input,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from hacluster.core.duties import (
 )
 from hacluster.core.effects import carry_out_duties, duty_inputs
 from hacluster.core.events import LivesetCommitted
-from hacluster.core.pool import Pool, Power
+from hacluster.core.pool import Pool, PoolError, Power
 from hacluster.core.pooldb import PoolDB
 from hacluster.core.restarts import Alert, RestartConfig
 from hacluster.mgmt.database import Database
@@ -125,6 +126,7 @@ class MasterDuties:
         self.clock = clock
         self.core = Duties(RestartConfig(retry_interval=max(2 * interval, 1)))
         self.plan: dict[str, Any] = {}
+        self.starts: Counter[tuple[str, str]] = Counter()  # (restart priority, outcome)
         self._wake = asyncio.Event()
         self._starts = Supervisor(log, lambda why: None)  # a start's end is not critical
 
@@ -188,14 +190,22 @@ class MasterDuties:
                                             START_TIMEOUT)
         except rpc.RpcError as error:
             self.log("vm-start-unsure", vm=vm, on=host, error=str(error))
+            self._count_start(vm, Outcome.UNSURE)
             self.feed(StartAnswered(self.clock(), vm, host, Outcome.UNSURE, str(error)))
             return
         ok = bool(answer.get("ok"))
         self.log("vm-started" if ok else "vm-start-failed", vm=vm, on=host,
                  error=answer.get("error", ""))
-        self.feed(StartAnswered(self.clock(), vm, host,
-                                Outcome.STARTED if ok else Outcome.FAILED,
-                                str(answer.get("error", ""))))
+        outcome = Outcome.STARTED if ok else Outcome.FAILED
+        self._count_start(vm, outcome)
+        self.feed(StartAnswered(self.clock(), vm, host, outcome, str(answer.get("error", ""))))
+
+    def _count_start(self, vm: str, outcome: Outcome) -> None:
+        try:
+            priority = self.pool.vm(vm).priority.value or "none"
+        except PoolError:
+            priority = "unknown"  # it left the pool while starting
+        self.starts[priority, outcome.name.lower()] += 1
 
     # ------------------------------------------------------------ effects.DutyEffects
     def start_vm(self, vm: str, host: str) -> None:
@@ -231,6 +241,8 @@ class MasterDuties:
             "running": {vm.uuid: vm.resident for vm in self.pool.vms if vm.resident},
             "halted": sorted(vm.uuid for vm in self.pool.vms if vm.power is Power.HALTED),
             "plan": self.plan,
+            "starts": [{"priority": p, "outcome": o, "count": n}
+                       for (p, o), n in sorted(self.starts.items())],
             "alerts": [{"time": m.time, "name": m.name, "obj": m.obj, "body": m.body}
                        for m in self.database.db.messages[-10:]],
         }

@@ -552,4 +552,5 @@ class Plane:
         return {"mgmt": {"master_known": self.known_master, "generation": self.known.generation,
                          "database_open": self.database is not None,
                          "ha_enabled": self.known.ha.enabled, "last_error": self.last_error,
-                         **({"api": self.server.counts()} if self.server is not None else {})}}
+                         **({"api": self.server.counts(), "calls": self.server.call_counts()}
+                            if self.server is not None else {})}}

@@ -4,6 +4,12 @@ Rules: the server writes the node's status (one JSON object and a newline)
 and closes; it reads nothing, so a client cannot make it wait. The status is
 gathered by an async callable (the liveness part is asked of its own loop). A client that
 gets no JSON (the node died while accepting) raises ``ConnectionError``.
+
+Every reader of the status (this socket, the HTTP face) shares one
+:class:`SharedStatus`: a status at most :data:`STATUS_TTL` old is reused, and
+callers that ask while one is being taken wait for that one, so no number
+of readers makes the liveness loop take more than one snapshot per
+:data:`STATUS_TTL`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,37 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+STATUS_TTL = 0.5  # seconds a status is reused for
+
+
+class SharedStatus:
+    """One status for every reader: reused while fresh, taken once when asked together."""
+
+    def __init__(self, take: Callable[[], Awaitable[dict[str, Any]]],
+                 clock: Callable[[], float], ttl: float = STATUS_TTL) -> None:
+        self.take = take
+        self.clock = clock
+        self.ttl = ttl
+        self.taken = 0  # snapshots taken (for tests and curious operators)
+        self._latest: tuple[float, dict[str, Any]] | None = None
+        self._taking: asyncio.Future[dict[str, Any]] | None = None
+
+    async def __call__(self) -> dict[str, Any]:
+        if self._latest is not None and self.clock() - self._latest[0] < self.ttl:
+            return self._latest[1]
+        if self._taking is None:
+            self._taking = asyncio.ensure_future(self._take())
+        return await asyncio.shield(self._taking)
+
+    async def _take(self) -> dict[str, Any]:
+        try:
+            status = await self.take()
+            self.taken += 1
+            self._latest = (self.clock(), status)
+            return status
+        finally:
+            self._taking = None
 
 
 async def serve_status(path: Path,
