@@ -18,6 +18,7 @@ import os
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hacluster.core.node import Mode
@@ -122,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--check", action="store_true",
                       help="check the configuration, the SR and the timing, print a report "
                       "and exit (0: ready, 1: not) without starting anything")
+
+    check = sub.add_parser("health", help="ask a node on this host for its /health: exit 0 "
+                           "if healthy (armed and NORMAL), 1 if not (for HEALTHCHECK)")
+    check.add_argument("--config", type=Path, default=None,
+                       help="its node.toml (default: that of the node daemon running here)")
 
     status = sub.add_parser("status", help="show a running node's status")
     status.add_argument("--socket", required=True, help="the node's status socket")
@@ -230,6 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hacluster.deploy import command as deploy
 
         return deploy.run(parser, args)
+    if args.command == "health":
+        from hacluster.node.healthcheck import check
+
+        code, text = check(args.config)
+        print(text)
+        return code
     if args.command in ("node", "status", "sr-format", "lab"):
         from hacluster.lab.commands import run_command
 

@@ -128,3 +128,20 @@ def test_watchdog_device_is_optional_and_checked(folder: Path) -> None:
                            ("1", "watchdog_device")):
         with pytest.raises(ConfigError, match=message):
             load(write(folder, GOOD + f"watchdog_device = {value}\n"))
+
+
+def test_the_http_face_is_off_unless_asked_and_plain_only_on_loopback(folder: Path) -> None:
+    assert load(write(folder, GOOD)).http is None
+    face = load(write(folder, GOOD + "http_port = 9480\n")).http
+    assert face is not None and (face.address, face.port, face.loopback) == \
+        ("127.0.0.1", 9480, True)
+    local = load(write(folder, GOOD + 'http_port = 9480\nhttp_address = "::1"\n')).http
+    assert local is not None and local.loopback
+    for extra, message in (
+            ('http_port = 9480\nhttp_address = "10.0.0.5"\n', "not a loopback address"),
+            ('http_port = 9480\nhttp_address = "example.com"\n', "must be an IP address"),
+            ('http_address = "127.0.0.1"\n', "http_address needs http_port"),
+            ("http_port = 0\n", "http_port"),
+            ('http_port = "9480"\n', "http_port")):
+        with pytest.raises(ConfigError, match=message):
+            load(write(folder, GOOD + extra))

@@ -1,0 +1,136 @@
+"""Every node's HTTP face on a real local pool: metrics, health, and the status page in
+a real headless Chromium following a master kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hacluster.lab.browser import page_dom
+from hacluster.lab.local import LocalLab
+
+from ..conftest import wait_for
+
+T = 3.0
+pytestmark = pytest.mark.slow  # real pools of node daemons
+METRICS = ("hacluster_phase", "hacluster_armed", "hacluster_master", "hacluster_liveset_hosts",
+           "hacluster_peer_last_seen_seconds", "hacluster_dropped_inputs",
+           "hacluster_slot_write_seconds", "hacluster_slot_read_seconds",
+           "hacluster_liveness_lag_seconds", "hacluster_main_loop_lag_seconds",
+           "hacluster_fault_handler_seconds", "hacluster_hosts_failed",
+           "hacluster_database_generation", "hacluster_api_calls")
+MASTER_METRICS = ("hacluster_plan_max_failures", "hacluster_plan_exact",
+                  "hacluster_plan_configured_failures", "hacluster_plan_overcommitted",
+                  "hacluster_vm_starts")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[LocalLab]:
+    pool = LocalLab(tmp_path / "lab")
+    pool.up(3, T, base_port=31000 + (os.getpid() % 400) * 4)
+    try:
+        wait_for(lambda: all(r.get("phase") == "NORMAL" for r in pool.status())
+                 and any(r.get("master") for r in pool.status()), 30,
+                 "every host NORMAL, one of them master")
+        yield pool
+    finally:
+        pool.down()
+
+
+def read(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def health(lab: LocalLab, index: int) -> tuple[int, dict[str, Any]]:
+    code, body = read(lab.http_url(index) + "health")
+    return code, json.loads(body)
+
+
+def hosts_on_page(dom: str) -> dict[str, str]:
+    """The page's host rows: name -> whether it shows the host live."""
+    return dict(re.findall(r'data-host="([^"]+)" data-live="(true|false)"', dom))
+
+
+def test_every_node_serves_metrics_and_health(lab: LocalLab) -> None:
+    master = next(r["host"] for r in lab.status() if r.get("master"))
+    for index in range(3):
+        code, text = read(lab.http_url(index) + "metrics")
+        assert code == 200
+        names = {f.name for f in text_string_to_metric_families(text)}
+        missing = [m for m in METRICS if m not in names]
+        assert not missing, f"host {index} lacks {missing}"
+        if index == master:
+            assert not [m for m in MASTER_METRICS if m not in names]
+        code, answer = health(lab, index)
+        assert (code, answer["healthy"], answer["host"]) == (200, True, index)
+
+
+def hacluster_health(lab: LocalLab, index: int) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "hacluster", "health", "--config",
+                           str(lab.host_dir(index) / "node.toml")],
+                          capture_output=True, text=True, timeout=30)
+    return done.returncode, done.stdout.strip()
+
+
+def test_hacluster_health_says_what_the_node_says(lab: LocalLab) -> None:
+    assert hacluster_health(lab, 1) == (0, "healthy: armed and NORMAL")
+    lab.kill(1)
+    code, text = hacluster_health(lab, 1)
+    assert code == 1 and "does not answer" in text
+
+
+def test_a_joining_host_is_unhealthy_until_it_is_a_member_again(lab: LocalLab) -> None:
+    lab.kill(2)
+    wait_for(lambda: all(2 not in r.get("liveset", [2]) for r in lab.status()
+                         if r.get("host") != 2), 30, "host 2 removed")
+    lab.restart(2)
+    seen: list[tuple[int, str]] = []
+
+    def settled() -> bool:
+        try:
+            code, answer = health(lab, 2)
+        except OSError:
+            return False  # not listening yet
+        seen.append((code, answer["reason"]))
+        return code == 200
+
+    wait_for(settled, 60, "host 2 healthy again")
+    assert any(code == 503 and reason.startswith("joining the pool")
+               for code, reason in seen), seen
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and not os.environ.get("CI"),
+                    reason="needs Debian's chromium (.ci/run installs it; CI fails without)")
+def test_the_status_page_shows_the_pool_and_follows_a_master_kill(lab: LocalLab) -> None:
+    master = next(r["host"] for r in lab.status() if r.get("master"))
+    watcher = (master + 1) % 3
+    dom = page_dom(lab.http_url(watcher))
+    assert hosts_on_page(dom) == {"host0": "true", "host1": "true", "host2": "true"}
+    assert "dhcp" in dom and "If one host fails" in dom
+    lab.kill(master)
+    wait_for(lambda: any(r.get("master") and r["host"] != master for r in lab.status()
+                         if "host" in r), 60, "a new master")
+
+    def page_shows_it() -> bool:
+        dom = page_dom(lab.http_url(watcher))
+        return hosts_on_page(dom).get(f"host{master}") == "false" and "ha_host_failed" in dom
+
+    wait_for(page_shows_it, 60, f"the page showing host{master} down and the alert")
+    dom = page_dom(lab.http_url(watcher))
+    assert "commit: liveset" in dom  # the last fault's timeline
