@@ -14,6 +14,12 @@ Rules:
   client certificate, or ``Authorization: Bearer SECRET`` (a role secret or
   the pool secret), not on the pool's deny list. Every route only reads, so
   the read-only role suffices; anything else gets 401 and no work.
+* Connections are admitted as at every host listener
+  (:mod:`hacluster.wire.listener`), with :data:`LIMITS`: at most 64 at once
+  and 16 per peer address, closed before any byte is read otherwise; a TLS
+  handshake must end within the pre-authentication deadline, and a
+  connection lasts at most 30 s (a client trickling a request holds a slot
+  no longer), an idle kept-alive one :data:`KEEPALIVE`.
 * ``/health`` is 200 when HA is armed here and the node is NORMAL, else 503
   with the reason (:func:`health`): load balancers and container health
   checks read the status code. ``/status`` is the status JSON,
@@ -40,10 +46,19 @@ from hacluster.mgmt.tls import peer_credential
 from hacluster.node.config import HttpFace
 from hacluster.node.metrics import CONTENT_TYPE, render
 from hacluster.node.status import SharedStatus
+from hacluster.wire.listener import (
+    ConnectionGate,
+    Listener,
+    ListenerLimits,
+    start_protocol_listener,
+)
 
 __all__ = ["PAGE_FILES", "POOL_TTL", "Guard", "WebFace", "health"]
 
 POOL_TTL = 1.0  # seconds the master's answer for /pool is reused for
+#: monitoring and a few browsers, not the API's callers: fewer connections, each short-lived
+LIMITS = ListenerLimits(connections=64, per_peer=16, lifetime=30.0)
+KEEPALIVE = 5.0  # s an idle kept-alive connection stays open
 #: the status page's files (hacluster/node/webpage) and their content types
 PAGE_FILES = {"index.html": "text/html", "page.css": "text/css", "page.js": "text/javascript"}
 BEARER = "Bearer "
@@ -124,21 +139,29 @@ class WebFace:
         self.app.router.add_get("/", self._file("index.html"))
         for name in PAGE_FILES:
             self.app.router.add_get(f"/{name}", self._file(name))
+        self.gate = ConnectionGate(LIMITS)
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
 
     async def start(self) -> None:
         """Listen; an ``OSError`` (the port is taken) says so here."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               keepalive_timeout=KEEPALIVE)
         await runner.setup()
+        assert runner.server is not None
         try:
-            await web.TCPSite(runner, self.face.address, self.face.port,
-                              ssl_context=self.context, reuse_address=True).start()
+            self._listener = await start_protocol_listener(
+                self.gate, runner.server, self.face.address, self.face.port, self.context)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            await self._listener.wait_closed()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

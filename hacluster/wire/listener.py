@@ -27,6 +27,13 @@ Rules:
 * A stream stops reading from its socket while more than twice its
   ``buffer`` bytes wait unread, so a peer sending more than it may costs no
   more memory than that.
+* The same admission, caps and handshake deadline serve a listener whose
+  connections are an asyncio protocol of someone else's (the HTTP face's
+  aiohttp server): :func:`start_protocol_listener`. Its slot is released
+  when the protocol's connection is lost (:class:`_Tracked`); since such a
+  protocol has no deadline of ours for its first request, a connection lives
+  at most ``lifetime`` seconds, so a client trickling bytes holds a slot no
+  longer than that.
 * A connection handler never lets an exception escape: the listener counts
   one that would (:attr:`ConnectionGate.escaped`, a bug to fix; the
   adversarial suite asserts none) and always releases the slot and closes
@@ -42,6 +49,7 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -56,6 +64,7 @@ class ListenerLimits:
     per_peer: int = 16  # at once, per peer address
     preauth: float = 5.0  # s for the TLS handshake, then again for the credentials
     request: float = 10.0  # s for an authenticated peer to send its request
+    lifetime: float | None = None  # s a protocol listener's connection may last at most
 
 
 @dataclass
@@ -99,14 +108,47 @@ async def close_quietly(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
 
 
+class _Tracked(asyncio.Protocol):
+    """Another protocol, told everything, that also says when its connection ended."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self.inner = inner
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self.inner.connection_lost(exc)
+        finally:
+            if not self.ended.done():
+                self.ended.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class Listener(asyncio.AbstractServer):
-    """One listening socket, its accept loop, and the connections it admitted."""
+    """One listening socket, its accept loop, and the connections it admitted: each
+    served by ``handler`` on streams, or by a protocol from ``protocol``."""
 
     def __init__(self, sock: socket.socket, gate: ConnectionGate, handler: ConnectionHandler,
-                 context: ssl.SSLContext | None, buffer: int) -> None:
+                 context: ssl.SSLContext | None, buffer: int,
+                 protocol: Callable[[], asyncio.Protocol] | None = None) -> None:
         self._sock = sock
         self.gate = gate
         self._handler = handler
+        self._protocol = protocol
         self._context = context
         self._buffer = buffer
         self._loop = asyncio.get_running_loop()
@@ -133,6 +175,9 @@ class Listener(asyncio.AbstractServer):
             task.add_done_callback(self._connections.discard)
 
     async def _serve(self, sock: socket.socket, peer: str) -> None:
+        if self._protocol is not None:
+            await self._serve_protocol(sock, peer, self._protocol)
+            return
         try:
             streams = await self._open(sock)
             if streams is None:
@@ -148,17 +193,37 @@ class Listener(asyncio.AbstractServer):
         finally:
             self.gate.leave(peer)
 
-    async def _open(self, sock: socket.socket) -> tuple[asyncio.StreamReader,
-                                                        asyncio.StreamWriter] | None:
-        """The socket as streams, TLS done if the listener has a context; None (closed,
-        counted) if the handshake fails or does not end within ``preauth``."""
-        reader = asyncio.StreamReader(limit=self._buffer)
-        protocol = asyncio.StreamReaderProtocol(reader)
+    async def _serve_protocol(self, sock: socket.socket, peer: str,
+                              factory: Callable[[], asyncio.Protocol]) -> None:
+        tracked: _Tracked | None = None
+
+        def made() -> asyncio.Protocol:
+            nonlocal tracked
+            tracked = _Tracked(factory())
+            return tracked
+
+        try:
+            transport = await self._connect(sock, made)
+            if transport is None or tracked is None:
+                return
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(tracked.ended), self.gate.limits.lifetime)
+            finally:
+                if not tracked.ended.done():  # its lifetime is over, or the listener closes
+                    cast(asyncio.Transport, transport).abort()
+        finally:
+            self.gate.leave(peer)
+
+    async def _connect(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol]
+                       ) -> asyncio.BaseTransport | None:
+        """The socket handed to the loop, TLS done if the listener has a context; None
+        (closed, counted) if the handshake fails or does not end within ``preauth``."""
         deadline = self.gate.limits.preauth
         try:
             async with asyncio.timeout(deadline + 1):  # the loop's own timeout comes first
                 transport, _ = await self._loop.connect_accepted_socket(
-                    lambda: protocol, sock, ssl=self._context,
+                    factory, sock, ssl=self._context,
                     ssl_handshake_timeout=deadline if self._context else None)
         except (OSError, TimeoutError):  # ssl.SSLError and ConnectionError are OSErrors
             self.gate.no_tls += 1
@@ -167,7 +232,18 @@ class Listener(asyncio.AbstractServer):
         except BaseException:
             sock.close()
             raise
-        return reader, asyncio.StreamWriter(transport, protocol, reader, self._loop)
+        return transport
+
+    async def _open(self, sock: socket.socket) -> tuple[asyncio.StreamReader,
+                                                        asyncio.StreamWriter] | None:
+        """The socket as streams (see :meth:`_connect`)."""
+        reader = asyncio.StreamReader(limit=self._buffer)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport = await self._connect(sock, lambda: protocol)
+        if transport is None:
+            return None
+        return reader, asyncio.StreamWriter(cast(asyncio.Transport, transport), protocol,
+                                            reader, self._loop)
 
     # ------------------------------------------------------------ asyncio.AbstractServer
     def close(self) -> None:
@@ -199,6 +275,23 @@ async def start_listener(gate: ConnectionGate, handler: ConnectionHandler, host:
                          buffer: int = 1 << 16) -> Listener:
     """A listener on ``host:port`` running ``handler`` (with TLS under ``context``) for
     every connection ``gate`` admits."""
+    return Listener(await _listening(host, port), gate, handler, context, buffer)
+
+
+async def start_protocol_listener(gate: ConnectionGate, protocol: Callable[[], asyncio.Protocol],
+                                  host: str, port: int,
+                                  context: ssl.SSLContext | None = None) -> Listener:
+    """A listener on ``host:port`` serving every connection ``gate`` admits with a
+    protocol from ``protocol`` (with TLS under ``context``)."""
+    return Listener(await _listening(host, port), gate, _no_streams, context, 0, protocol)
+
+
+async def _no_streams(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    raise AssertionError("a protocol listener serves no streams")
+
+
+async def _listening(host: str, port: int) -> socket.socket:
+    """A non-blocking socket listening on ``host:port``."""
     loop = asyncio.get_running_loop()
     family, kind, proto, _, address = (await loop.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))[0]
@@ -211,4 +304,4 @@ async def start_listener(gate: ConnectionGate, handler: ConnectionHandler, host:
     except OSError:
         sock.close()
         raise
-    return Listener(sock, gate, handler, context, buffer)
+    return sock

@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hacluster.node.config import HttpFace
 from hacluster.node.healthcheck import node_configs
 from hacluster.node.metrics import PHASES
 from hacluster.node.status import SharedStatus
-from hacluster.node.web import Guard, WebFace, health
+from hacluster.node.web import LIMITS, Guard, WebFace, health
 
 from ..mgmt.test_tls import Pool, make_pool
 
@@ -311,3 +312,55 @@ def test_the_health_check_finds_the_node_daemon_running_here(tmp_path: Path) -> 
     assert list(node_configs(proc)) == [Path("/pool/host1/node.toml"),
                                         tmp_path.resolve() / "rel/node.toml"]
     assert list(node_configs(tmp_path / "empty")) == []
+
+
+# ---------------------------------------------------------------- admission (as every listener)
+async def idle_connection(port: int, source: str = "127.0.0.1"
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def test_one_address_cannot_take_the_face_from_the_others() -> None:
+    statuses = Statuses(dict(NORMAL))
+    async with face(statuses) as web:
+        held = [await idle_connection(web.face.port) for _ in range(LIMITS.per_peer)]
+        reader, writer = await idle_connection(web.face.port)
+        assert await asyncio.wait_for(reader.read(10), 5) == b""  # closed at once, unread
+        writer.close()
+        assert web.gate.turned_away == 1
+        reader, writer = await idle_connection(web.face.port, "127.0.0.2")  # another address
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        for _, w in held:
+            w.close()
+
+
+async def test_a_trickling_client_holds_its_slot_no_longer_than_the_lifetime() -> None:
+    statuses = Statuses(dict(NORMAL))
+    async with face(statuses) as web:
+        web.gate.limits = replace(LIMITS, lifetime=0.5)
+        reader, writer = await idle_connection(web.face.port, "127.0.0.2")
+        started = asyncio.get_running_loop().time()
+        cut = False
+        try:
+            for byte in b"GET /status HTTP/1.1\r\nHost: x\r\n" * 4:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            cut = await asyncio.wait_for(reader.read(), 5) == b""
+        except ConnectionError:
+            cut = True
+        assert cut
+        assert asyncio.get_running_loop().time() - started < 3
+        assert web.gate.counts()["live"] == 0
+    assert statuses.taken == 0
+
+
+async def test_a_tls_face_cuts_a_connection_that_never_starts_tls(pool: Pool) -> None:
+    statuses = Statuses(dict(NORMAL))
+    async with guarded(pool, statuses) as web:
+        web.gate.limits = replace(LIMITS, preauth=0.3)
+        reader, _ = await idle_connection(web.face.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert web.gate.no_tls == 1
+    assert statuses.taken == 0
