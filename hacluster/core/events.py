@@ -14,7 +14,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from hacluster.core.messages import HostSet, Phase, Report
@@ -117,11 +117,48 @@ class Disarmed:
 
 
 @dataclass(frozen=True)
+class HostView:
+    """One host's view as the survival rule read it."""
+
+    host: int
+    hbdomain: HostSet
+    sfdomain: HostSet
+    statefile_access: bool
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Why a removed host is gone by the commit: its own fence report (its last
+    words), or unseen by me and by every member of the proposal for ``window``
+    since ``last_seen`` (by ``seen_by``, None for me): its lease ran out by then."""
+
+    host: int
+    proof: str  # "fence report", "unseen" or "survival rule 2"
+    last_seen: float  # core time (NEVER if no one ever saw it)
+    seen_by: int | None
+    window: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a fault handler changed the liveset: the views it decided on, the rule,
+    and for each removed host its :class:`Removal` (times are the core's clock)."""
+
+    rule: str
+    views: tuple[HostView, ...]
+    removals: tuple[Removal, ...]
+    decided_at: float
+    committed_at: float
+
+
+@dataclass(frozen=True)
 class LivesetCommitted:
     liveset: HostSet
     removed: HostSet
     added: HostSet
     excluded: HostSet = frozenset()  # of ``removed``: left cleanly (shut down), not failed
+    # a fault handler's reasons; not part of the decision (never compared or printed)
+    evidence: Evidence | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ class Simulation(FaultInjection):
         self.rng = random.Random(config.seed)
         self.trace = trace if trace is not None else Trace(keep=400)
         self.checker = Checker(self.trace)
+        self.commits: list[tuple[float, int, LivesetCommitted]] = []  # (time, host, commit)
         everyone = frozenset(range(config.hosts))
         self.members = config.members if config.members is not None else everyone
         self.members_version = 0
@@ -277,6 +278,7 @@ class Simulation(FaultInjection):
         if out.added:
             parts.append(f"added {sorted(out.added)}")
         self.log(host.index, "COMMIT", ", ".join(parts))
+        self.commits.append((self.t, host.index, out))
         undead = {
             x for x in out.removed
             if self.hosts[x].vms or ((c := self.hosts[x].core) is not None and c.armed)

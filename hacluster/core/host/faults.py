@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hacluster.core import survival
-from hacluster.core.events import Wait
+from hacluster.core.events import Evidence, HostView, Removal, Wait
 from hacluster.core.host.membership import Membership
 from hacluster.core.messages import EMPTY, HostSet, Phase, Report
 from hacluster.core.phases import Trigger
@@ -198,6 +198,8 @@ class Faults(Membership):
     def _decide(self) -> None:
         assert self.liveset is not None
         views = self._views()
+        seen = tuple(HostView(h, v.hbdomain, v.sfdomain, v.statefile_access)
+                     for h, v in sorted(views.items()))
         if self.statefile_mode:
             decision = survival.decide_statefile(self.me, self.liveset, views)
         else:
@@ -205,6 +207,7 @@ class Faults(Membership):
                 self.me, self.liveset, len(self.members), views
             )
         self._last_decision = self.now
+        self._decided = (decision.rule, seen, self.now)
         self._episodes_decided = {
             p: report.fault_episode for p, peer in enumerate(self.peers)
             if (report := peer.report) is not None and report.boot == peer.pinned_boot
@@ -219,7 +222,8 @@ class Faults(Membership):
             self.rule2 = True
             if decision.liveset != self.liveset:
                 removed = self.liveset - decision.liveset
-                self._commit(decision.liveset & self.liveset, removed, EMPTY)
+                self._commit(decision.liveset & self.liveset, removed, EMPTY,
+                             evidence=self._evidence(removed, rule2=True))
             self._set_phase(Phase.NORMAL, Trigger.RULE2_ENTER,
                             "survival rule 2: the whole pool lost the statefile")
             return
@@ -291,5 +295,22 @@ class Faults(Membership):
             return
         assert self.liveset is not None and self._proposal is not None
         removed = self.liveset - self._proposal
-        self._commit(self._proposal, removed, EMPTY)
+        self._commit(self._proposal, removed, EMPTY, evidence=self._evidence(removed))
         self._set_phase(Phase.NORMAL, Trigger.COMMIT, f"committed liveset {sorted(self.liveset)}")
+
+    def _evidence(self, removed: HostSet, rule2: bool = False) -> Evidence | None:
+        """Why this commit removes ``removed``: the last decision's views and rule, and
+        each removed host's proof (read before the commit forgets what I knew of it)."""
+        if self._decided is None:
+            return None
+        rule, views, decided_at = self._decided
+        window = self.timing.proof_window
+        removals = []
+        for x in sorted(removed):
+            if rule2:
+                seen, by, proof = self.peers[x].last_seen(), None, "survival rule 2"
+            else:
+                seen, by = self._last_sighting(x)
+                proof = "fence report" if self._proved_fenced(x) else "unseen"
+            removals.append(Removal(x, proof, seen, by, window))
+        return Evidence(rule, views, tuple(removals), decided_at, self.now)

@@ -54,6 +54,7 @@ from collections.abc import Iterator
 from hacluster.core import coldstart, survival
 from hacluster.core.events import (
     Disarmed,
+    Evidence,
     LivesetCommitted,
     MasterLost,
     SendHeartbeat,
@@ -71,7 +72,7 @@ class Membership(Lock, Reports):
     """The liveset: who is in, who joins, who leaves."""
 
     def _commit(self, liveset: HostSet, removed: HostSet, added: HostSet,
-                excluded: HostSet = EMPTY) -> None:
+                excluded: HostSet = EMPTY, evidence: Evidence | None = None) -> None:
         self.epoch = self._next_epoch()
         self.liveset = liveset
         self._forget_derived()
@@ -79,7 +80,7 @@ class Membership(Lock, Reports):
         for x in removed:
             self.peers[x] = Peer()
         self._removed = (self._removed | removed) - added
-        self._out.append(LivesetCommitted(liveset, removed, added, excluded))
+        self._out.append(LivesetCommitted(liveset, removed, added, excluded, evidence))
         if removed & (self.members - self._wanted):
             self._settle_members()
 

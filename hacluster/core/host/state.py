@@ -27,7 +27,7 @@ from enum import Enum
 
 from hacluster.core import phases
 from hacluster.core.coldstart import ColdWatch
-from hacluster.core.events import Fence, MasterLost, Output, PhaseChanged
+from hacluster.core.events import Fence, HostView, MasterLost, Output, PhaseChanged
 from hacluster.core.messages import EMPTY, HostSet, Phase, Report
 from hacluster.core.phases import Trigger
 from hacluster.core.timing import Timing
@@ -150,6 +150,8 @@ class HostState:
     _views_key: object = field(init=False, default=None)
     _views_changed: float = field(init=False, default=NEVER)
     _proposal: HostSet | None = field(init=False, default=None)
+    # the last decision's rule and views, for the commit's Evidence
+    _decided: tuple[str, tuple[HostView, ...], float] | None = field(init=False, default=None)
     # membership
     _armed_at: float = field(init=False, default=NEVER)  # when I last armed
     _starting_until: float = field(init=False, default=NEVER)  # HA enable's grace ends
