@@ -94,7 +94,7 @@ def carry_out(outputs: Iterable[Output], effects: Effects) -> None:
 class DutyEffects(Protocol):
     """What an adapter does for the master's duties."""
 
-    def start_vm(self, vm: str, host: str) -> None: ...
+    def start_vm(self, start: StartVM) -> None: ...
     def force_halted(self, vm: str, host: str) -> None: ...
     def alert(self, alert: Alert) -> None: ...
     def took_over(self, event: TookOver) -> None: ...
@@ -106,8 +106,8 @@ def carry_out_duties(actions: Iterable[DutyAction], effects: DutyEffects) -> Non
     """Carry out the master's duty actions, in order."""
     for action in actions:
         match action:
-            case StartVM(vm=vm, host=host):
-                effects.start_vm(vm, host)
+            case StartVM():
+                effects.start_vm(action)
             case ForceHalt(vm=vm, host=host):
                 effects.force_halted(vm, host)
             case Alert():

@@ -7,7 +7,7 @@ master's duties, :mod:`hacluster.core.duties`). Host and VM names are uuids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hacluster.core.pool import Pool
 
@@ -99,6 +99,9 @@ class ForceHalt:
 class StartVM:
     vm: str
     host: str
+    # evidence for people, never compared or printed: why this host, and where it ran
+    why: str = field(default="", compare=False, repr=False)
+    last_host: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

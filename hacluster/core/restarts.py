@@ -397,31 +397,37 @@ class Restarter:
                      out: list[RestartAction]) -> tuple[list[str], bool]:
         """Start what fits of ``group``; return the VMs started and whether any waits on a retry."""
         targets: dict[str, str | None] = {}
+        why: dict[str, str] = {}
         agile: list[VM] = []
         for vm in group:
-            if agility(self._pool, vm):
+            if reasons := agility(self._pool, vm):
                 home = self._of(vm.uuid).last_host
                 targets[vm.uuid] = self._take(vm, [home] if home else [], room, now)
+                why[vm.uuid] = f"its last host: not agile ({reasons[0].what})"
             else:
                 agile.append(vm)
+        free = dict(room)
         plan, _ = place([Item(vm.uuid, vm.memory) for vm in agile], sorted(room.items()))
         rest: list[VM] = []
         for vm in agile:
             planned = plan.get(vm.uuid)
             if planned is not None and self._take(vm, [planned], room, now):
                 targets[vm.uuid] = planned
+                why[vm.uuid] = (f"the restart plan: best fit, largest VM first ({vm.memory} MiB "
+                                f"into {free[planned]} MiB free there)")
             else:
                 rest.append(vm)
         for vm in rest:  # fall back: the host that fits it most tightly
             fits = sorted((room[h] - vm.memory, h) for h in room)
             targets[vm.uuid] = self._take(vm, [h for _, h in fits], room, now)
+            why[vm.uuid] = "outside the plan: the host it fits most tightly"
         started: list[str] = []
         stuck = False
         for vm in group:
             host = targets[vm.uuid]
             if host is not None:
-                out.append(StartVM(vm.uuid, host))
                 state = self._of(vm.uuid)
+                out.append(StartVM(vm.uuid, host, why[vm.uuid], state.last_host or ""))
                 state.starting_on = host
                 started.append(vm.uuid)
                 if self._bounded(vm):

@@ -209,8 +209,68 @@ def _indent(text: Iterable[str]) -> list[str]:
     return [f"{GAP}{line}" for line in text]
 
 
+# ---------------------------------------------------------------- ha-explain
+
+
+def explain(result: Mapping[str, Any]) -> str:
+    """The master's evidence records, each readable on its own."""
+    names, uuids = result["names"], result["uuids"]
+    blocks = [_commit_text(r, names) if r["kind"] == "commit" else _restart_text(r, uuids)
+              for r in result["records"]]
+    if not blocks:
+        return "no evidence recorded (no removal or restart since this master took office)"
+    return "\n\n".join(blocks)
+
+
+def _clock(value: float | None) -> str:
+    if value is None:
+        return "never"
+    when = datetime.datetime.fromtimestamp(value, datetime.UTC)
+    return when.strftime("%H:%M:%S.") + f"{when.microsecond // 1000:03d}"
+
+
+def _hosts(indices: Iterable[int], names: Mapping[str, str]) -> str:
+    return "[" + ", ".join(names.get(str(i), f"#{i}") for i in indices) + "]"
+
+
+def _commit_text(r: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    lines = [f"{utc_iso(r['time'])}  liveset {_hosts(r['liveset_before'], names)} -> "
+             f"{_hosts(r['liveset'], names)}: removed {_hosts(r['removed'], names)}",
+             f"{GAP}rule: {r['rule']} (decided {_clock(r['decided'])}, committed "
+             f"{_clock(r['time'])})",
+             f"{GAP}views the rule read:"]
+    for view in r["views"]:
+        access = "SR ok" if view["statefile_access"] else "no SR"
+        lines.append(f"{GAP}{GAP}{names.get(str(view['host']), view['host'])}: network "
+                     f"{_hosts(view['hbdomain'], names)}, statefile "
+                     f"{_hosts(view['sfdomain'], names)} ({access})")
+    for gone in r["removals"]:
+        who = names.get(str(gone["host"]), gone["host"])
+        if gone["proof"] == "fence report":
+            proof = "its own fence report (last words) proves it fenced"
+        elif gone["proof"] == "unseen":
+            seen_by = gone["seen_by"]
+            by = "this host" if seen_by is None else names.get(str(seen_by), seen_by)
+            proof = (f"last seen {_clock(gone['last_seen'])} by {by}; unseen "
+                     f"{gone['unseen_for']:.2f} s >= window {gone['window']:.2f} s: its lease "
+                     "had run out, so it had fenced")
+        else:
+            proof = gone["proof"]
+        lines.append(f"{GAP}{who}: {proof}")
+    return "\n".join(lines)
+
+
+def _restart_text(r: Mapping[str, Any], uuids: Mapping[str, str]) -> str:
+    vm = r.get("name", r["vm"])
+    what = f"{r.get('priority', '?')}, order {r.get('order', '?')}, {r.get('memory', '?')} MiB"
+    was = f", was on {uuids.get(r['was_on'], r['was_on'])}" if r.get("was_on") else ""
+    return (f"{utc_iso(r['time'])}  start {vm} ({what}) on {uuids.get(r['host'], r['host'])}"
+            f"{was}\n{GAP}why there: {r['why']}")
+
+
 _SPECIAL: Mapping[str, Callable[[Any], str]] = {
     "status": status,
+    "ha-explain": explain,
     "message-list": messages,
     "diagnostic-vm-status": lines,
     "pool-ha-compute-max-host-failures-to-tolerate": max_failures,

@@ -117,6 +117,7 @@ class Control(Protocol):
     def my_uuid(self) -> str: ...
     def address(self, host_uuid: str) -> str: ...
     def key_ring(self) -> KeyRing: ...  # the pool keys this host holds
+    def evidence(self) -> dict[str, Any]: ...  # names by index and uuid; evidence records
 
 
 class Service:
@@ -290,6 +291,27 @@ class Service:
                     if params.get("name", m.name) == m.name
                     and params.get("obj-uuid", m.obj) == m.obj]
         yield self._done(messages)
+
+    async def _ha_explain(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
+        """The master's evidence records (host=NAME|UUID|INDEX, since=EPOCH SECONDS)."""
+        book = self.control.evidence()
+        names: dict[str, str] = book["names"]
+        uuids: dict[str, str] = book["uuids"]
+        since = _since(params, "time (epoch seconds)")
+        records = [r for r in book["records"] if r["time"] >= since]
+        if "host" in params:
+            wanted = params["host"]
+            index = next((i for i, n in names.items() if wanted in (n, i)), None)
+            uuid = next((u for u, n in uuids.items() if wanted in (n, u)), None)
+            if index is None and uuid is None:
+                raise PoolError(f"no host {wanted!r} in the pool's member table")
+            index = index if index is not None else next(
+                (i for i, n in names.items() if n == uuids.get(uuid or "")), None)
+            records = [r for r in records
+                       if (r["kind"] == "commit" and index is not None
+                           and int(index) in r["removed"])
+                       or (r["kind"] == "restart" and uuid in (r["host"], r.get("was_on")))]
+        yield self._done({"names": names, "uuids": uuids, "records": records})
 
     async def _audit_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         records = [{"ref": r.ref, "time": r.time, "credential": r.credential, "role": r.role,

@@ -72,6 +72,7 @@ from hacluster.mgmt.tls import CertFiles, server_context
 from hacluster.node.agent import Agent
 from hacluster.node.config import HttpFace, NodeConfig
 from hacluster.node.eventlog import EventLog
+from hacluster.node.evidence import EvidenceBook, evidence_record
 from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
 from hacluster.node.master import MasterDuties
@@ -129,6 +130,7 @@ class Node:
         self._duties_task: asyncio.Task[None] | None = None
         self.plane = Plane(self) if config.mgmt is not None and config.pool is not None \
             else None
+        self.evidence = EvidenceBook()
         self.shared_status = SharedStatus(self.status, self.now)
         self.main_lag = LoopLag()
         self.web: WebFace | None = None
@@ -376,6 +378,8 @@ class Node:
 
     # ------------------------------------------------------------ liveness.NodeSide
     def committed(self, commit: LivesetCommitted) -> None:
+        if commit.evidence is not None:  # this loop's clock is the liveness loop's
+            self.evidence.commits.append(evidence_record(commit, time.time() - self.now()))
         if self.duties is not None:
             self.duties.committed(commit, self.host_uuids())
 

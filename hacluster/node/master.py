@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ from hacluster.core.effects import carry_out_duties, duty_inputs
 from hacluster.core.events import LivesetCommitted
 from hacluster.core.pool import Pool, PoolError, Power
 from hacluster.core.pooldb import PoolDB
-from hacluster.core.restarts import Alert, RestartConfig
+from hacluster.core.restarts import Alert, RestartConfig, StartVM
 from hacluster.mgmt.database import Database
+from hacluster.node.evidence import EvidenceBook
 from hacluster.node.tasks import Log, Supervisor
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
@@ -115,7 +117,8 @@ class Agents:
 class MasterDuties:
     def __init__(self, database: Database, agents: Agents, guests: Guests, interval: float,
                  log: Log, live_hosts: Callable[[], frozenset[str]],
-                 clock: Callable[[], float], alert: Callable[[str, str, str], None]) -> None:
+                 clock: Callable[[], float], alert: Callable[[str, str, str], None],
+                 evidence: EvidenceBook | None = None) -> None:
         self.database = database
         self.raise_alert = alert
         self.agents = agents
@@ -127,6 +130,7 @@ class MasterDuties:
         self.core = Duties(RestartConfig(retry_interval=max(2 * interval, 1)))
         self.plan: dict[str, Any] = {}
         self.starts: Counter[tuple[str, str]] = Counter()  # (restart priority, outcome)
+        self.evidence = evidence if evidence is not None else EvidenceBook()
         self._wake = asyncio.Event()
         self._starts = Supervisor(log, lambda why: None)  # a start's end is not critical
 
@@ -208,8 +212,22 @@ class MasterDuties:
         self.starts[priority, outcome.name.lower()] += 1
 
     # ------------------------------------------------------------ effects.DutyEffects
-    def start_vm(self, vm: str, host: str) -> None:
-        self._starts.spawn(self._start(vm, host), f"start {vm} on {host}")
+    def start_vm(self, start: StartVM) -> None:
+        self.evidence.restarts.append(self._restart_record(start))
+        self.log("evidence", **self.evidence.restarts[-1])
+        self._starts.spawn(self._start(start.vm, start.host), f"start {start.vm} on {start.host}")
+
+    def _restart_record(self, start: StartVM) -> dict[str, Any]:
+        """Why a VM starts where it does: its priority and order, where it ran, the
+        host chosen and why."""
+        record: dict[str, Any] = {"kind": "restart", "time": round(time.time(), 3),
+                                  "vm": start.vm, "host": start.host, "why": start.why,
+                                  "was_on": start.last_host}
+        with contextlib.suppress(PoolError):
+            entry = self.pool.vm(start.vm)
+            record |= {"name": entry.name, "priority": entry.priority.value or "none",
+                       "order": entry.order, "memory": entry.memory}
+        return record
 
     def force_halted(self, vm: str, host: str) -> None:
         self.log("vm-force-halted", vm=vm, on=host)

@@ -48,6 +48,7 @@ from hacluster.model.pooldata import seed
 from hacluster.node.alerts import Alerts
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
+from hacluster.node.evidence import EvidenceBook
 from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
@@ -90,6 +91,7 @@ class NodeHandle(Protocol):
     tasks: Supervisor
     duties: MasterDuties | None
     keys: KeyRing  # the pool keys held now (a rotation step replaces the ring)
+    evidence: EvidenceBook  # why the liveset changed and VMs started, as seen here
 
     @property
     def core(self) -> HostCore | None: ...
@@ -401,7 +403,7 @@ class Plane:
         assert self.database is not None
         return MasterDuties(self.database, self.agents, self.guests, interval,
                             self.node.log.write, self._live_uuids, self.node.now,
-                            self.alert)
+                            self.alert, self.node.evidence)
 
     def _live_uuids(self) -> frozenset[str]:
         return self.node.live_hosts() or frozenset()
@@ -547,6 +549,13 @@ class Plane:
         addresses = self._agent_addresses(roster)  # in place: the duties hold these agents
         self.agents.addresses.clear()
         self.agents.addresses.update(addresses)
+
+    def evidence(self) -> dict[str, Any]:
+        roster = self.node.roster
+        return {"names": {str(i): name for i, name in roster.names.items()},
+                "uuids": {roster.uuids[i]: name for i, name in roster.names.items()
+                          if i in roster.uuids},
+                "records": self.node.evidence.records()}
 
     def status(self) -> dict[str, Any]:
         return {"mgmt": {"master_known": self.known_master, "generation": self.known.generation,

@@ -41,7 +41,14 @@ from hacluster.core.duties import (
 from hacluster.core.effects import carry_out_duties, duty_inputs
 from hacluster.core.events import LivesetCommitted
 from hacluster.core.pool import Pool
-from hacluster.core.restarts import Alert, HostsFailed, HostsLeft, PauseRestarts, RestartConfig
+from hacluster.core.restarts import (
+    Alert,
+    HostsFailed,
+    HostsLeft,
+    PauseRestarts,
+    RestartConfig,
+    StartVM,
+)
 from hacluster.sim.checker import Checker
 from hacluster.sim.clock import EventQueue
 from hacluster.sim.hosts import SimHost, VMEvent
@@ -235,8 +242,8 @@ class _Effects:
         assert self.master.holder is not None
         return self.master.holder.index
 
-    def start_vm(self, vm: str, host: str) -> None:
-        self.master.start_vm(vm, host)
+    def start_vm(self, start: StartVM) -> None:
+        self.master.start_vm(start.vm, start.host)
 
     def force_halted(self, vm: str, host: str) -> None:
         index = self.master._index[host]

@@ -1,5 +1,6 @@
-"""Every node's HTTP face on a real local pool: metrics, health, and the status page in
-a real headless Chromium following a master kill."""
+"""What a real local pool shows of itself: every node's metrics and health, the status
+page in a real headless Chromium following a master kill, and ``hactl ha-explain``'s
+evidence for that kill's removal and restarts."""
 
 from __future__ import annotations
 
@@ -134,3 +135,29 @@ def test_the_status_page_shows_the_pool_and_follows_a_master_kill(lab: LocalLab)
     wait_for(page_shows_it, 60, f"the page showing host{master} down and the alert")
     dom = page_dom(lab.http_url(watcher))
     assert "commit: liveset" in dom  # the last fault's timeline
+    pattern = re.compile(r"start (\w+) \(restart, order \d, \d+ MiB\) on host\d, was on "
+                         rf"host{master}\n\s+why there: (.+)")
+    explained = ""
+
+    def both_restarts_explained() -> bool:  # sql starts after dhcp's 2 s order delay
+        nonlocal explained
+        explained = hactl(lab, "ha-explain", f"host=host{master}")
+        return {vm for vm, _ in pattern.findall(explained)} >= {"dhcp", "sql"}
+
+    wait_for(both_restarts_explained, 30, "dhcp's and sql's restarts explained",
+             lambda: explained)
+    assert f"removed [host{master}]" in explained
+    assert "views the rule read:" in explained and "rule: " in explained
+    assert re.search(rf"host{master}: (last seen .* unseen [0-9.]+ s >= window [0-9.]+ s"
+                     r"|its own fence report)", explained), explained
+    assert all(why.startswith("the restart plan") for _, why in pattern.findall(explained))
+    as_json = json.loads(hactl(lab, "--json", "ha-explain"))
+    assert {r["kind"] for r in as_json["records"]} == {"commit", "restart"}
+
+
+def hactl(lab: LocalLab, *words: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "hacluster.mgmt.hactl", "--config",
+                           str(lab.root / "hactl.toml"), *words],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

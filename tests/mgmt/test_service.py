@@ -49,6 +49,7 @@ class FakeControl:
             Member(i, u, f"h{i}", (f"10.9.0.{i + 1}:7000",)) for i, u in enumerate(UUIDS)))
         self.member_writes: list[tuple[MemberTable, int | None]] = []
         self.member_write_error: Exception | None = None
+        self.evidence_records: list[dict[str, Any]] = []
 
     def live_hosts(self) -> frozenset[str] | None:
         return self.live
@@ -90,6 +91,11 @@ class FakeControl:
 
     def key_ring(self) -> KeyRing:
         return KeyRing(KEY)
+
+    def evidence(self) -> dict[str, Any]:
+        return {"names": {"0": "host0", "1": "host1", "2": "host2"},
+                "uuids": {"h0": "host0", "h1": "host1", "h2": "host2"},
+                "records": list(self.evidence_records)}
 
     async def member_table(self) -> MemberTable:
         return self.members
@@ -374,3 +380,24 @@ async def test_pool_eject_moves_the_vms_asks_the_host_to_leave_and_frees_its_ind
 async def test_the_master_cannot_eject_itself(control: FakeControl) -> None:
     await refused(control, "pool-eject", "cannot eject itself", **{"host-uuid": UUIDS[0]})
     assert control.member_writes == [] and control.asked == []
+
+
+async def test_ha_explain_filters_the_masters_evidence_by_host_and_time(
+        control: FakeControl) -> None:
+    control.evidence_records = [
+        {"kind": "commit", "time": 100.0, "removed": [0], "liveset": [1, 2], "rule": "r"},
+        {"kind": "restart", "time": 101.0, "vm": "sql", "host": "h1", "was_on": "h0",
+         "why": "the restart plan"},
+        {"kind": "commit", "time": 200.0, "removed": [2], "liveset": [1], "rule": "r"},
+    ]
+    result = (await call(control, "ha-explain"))[-1]["result"]
+    assert [r["time"] for r in result["records"]] == [100.0, 101.0, 200.0]
+    assert result["names"]["0"] == "host0"
+    by_name = (await call(control, "ha-explain", host="host0"))[-1]["result"]["records"]
+    assert [r["time"] for r in by_name] == [100.0, 101.0]  # its removal, its VM moved
+    by_index = (await call(control, "ha-explain", host="2"))[-1]["result"]["records"]
+    assert [r["time"] for r in by_index] == [200.0]
+    recent = (await call(control, "ha-explain", since="150"))[-1]["result"]["records"]
+    assert [r["time"] for r in recent] == [200.0]
+    await refused(control, "ha-explain", "no host 'host9'", host="host9")
+    await refused(control, "ha-explain", "since must be", since="yesterday")

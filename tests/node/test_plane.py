@@ -28,6 +28,7 @@ from hacluster.model.address import Address
 from hacluster.node.alerts import ALERT_PRIORITY
 from hacluster.node.config import Management, NodeConfig
 from hacluster.node.eventlog import EventLog
+from hacluster.node.evidence import EvidenceBook
 from hacluster.node.master import MasterDuties
 from hacluster.node.plane import Plane
 from hacluster.node.sr_thread import Storage
@@ -59,6 +60,7 @@ class FakeNode:
         self.tasks = Supervisor(self.records.write, self.critical.append)
         self.core: HostCore | None = None
         self.duties: MasterDuties | None = None
+        self.evidence = EvidenceBook()
         self.live: frozenset[str] | None = None  # HA off
         self.asked: list[tuple[Any, ...]] = []  # what the plane asked of its node
         self.plane: Plane | None = None

@@ -16,7 +16,7 @@ def test_a_crashed_hosts_removal_says_why_and_the_window_holds(mode: Mode) -> No
     sim.run_until(40.0)
     removals = [(t, host, c) for t, host, c in sim.commits if 0 in c.removed]
     assert {host for _, host, _ in removals} == {1, 2, 3}, "every survivor commits it"
-    for t, host, commit in removals:
+    for _, host, commit in removals:
         evidence = commit.evidence
         assert evidence is not None
         assert evidence.rule in ("quorum", "survival rule 1") or "rule" in evidence.rule
