@@ -268,7 +268,37 @@ def _restart_text(r: Mapping[str, Any], uuids: Mapping[str, str]) -> str:
             f"{was}\n{GAP}why there: {r['why']}")
 
 
+# ---------------------------------------------------------------- pool-ha-margins
+
+
+def margins(result: Mapping[str, Any]) -> str:
+    """Per host, its margins worst first: p99 and worst beside the limit."""
+    proposed = result.get("timeout")
+    lines = [f"margins against the limits of T = {value_text(proposed)} s (proposed)"
+             if proposed is not None else "margins against each host's running limits"]
+    for host in result["hosts"]:
+        if "error" in host:
+            lines.append(f"{host['host']}: no answer ({host['error']})")
+            continue
+        low = [row for row in host["rows"] if row["low"]]
+        verdict = f"{len(low)} LOW" if low else "all fine"
+        lines.append(f"{host['host']} ({host.get('phase')}, T = {value_text(host['timeout'])} s):"
+                     f" {verdict}")
+        rows = [["", "p99", "worst", "limit", "used"]] + [
+            [row["what"], _seconds(row["p99"]), _seconds(row["worst"]),
+             f"{_seconds(row['limit'])} ({row['limit_name']})",
+             f"{row['used'] * 100:.0f}%" + (" LOW" if row["low"] else "")]
+            for row in host["rows"]]
+        lines.extend(_indent(table(rows)))
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
 _SPECIAL: Mapping[str, Callable[[Any], str]] = {
+    "pool-ha-margins": margins,
     "status": status,
     "ha-explain": explain,
     "message-list": messages,

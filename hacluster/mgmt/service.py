@@ -76,6 +76,7 @@ from hacluster.core.recovery import (
     single_failures,
     tolerance,
 )
+from hacluster.core.timing import Timing, TimingError
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
@@ -90,6 +91,7 @@ SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
 LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every liveset
 STATUS_ALERTS = 10  # the newest alerts the status verb shows
+MAX_MARGIN_TIMEOUT = 3600.0  # the longest T pool-ha-margins judges (node.toml's limit)
 # the audit record of the call being answered, until a commit carries it; each
 # connection is its own task, hence its own context
 _pending_audit: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -291,6 +293,28 @@ class Service:
                     if params.get("name", m.name) == m.name
                     and params.get("obj-uuid", m.obj) == m.obj]
         yield self._done(messages)
+
+    async def _pool_ha_margins(self, params: Mapping[str, str],
+                               flags: tuple[str, ...]) -> Answer:
+        """Each live host's margins, worst first (its own timing, or that of timeout=T)."""
+        request: dict[str, Any] = {"op": "margins"}
+        if "timeout" in params:
+            try:
+                timeout = float(params["timeout"])
+                if not 0 < timeout <= MAX_MARGIN_TIMEOUT:
+                    raise ValueError(f"T must be in (0, {MAX_MARGIN_TIMEOUT:g}] seconds")
+                request["timeout"] = Timing.derive(timeout).T
+            except (TimingError, ValueError) as error:
+                raise PoolError(f"timeout={params['timeout']!r}: {error}") from None
+        pool = self._pool
+        live = self.control.live_hosts()
+        hosts = [h.uuid for h in pool.hosts if live is None or h.uuid in live]
+        answers = await self.control.ask_all(request, hosts)
+        names = {h.uuid: h.name for h in pool.hosts}
+        yield self._done({"timeout": request.get("timeout"), "hosts": [
+            {"host": names[uuid], **(answer if isinstance(answer, dict)
+                                     else {"error": answer})}
+            for uuid, answer in answers.items()]})
 
     async def _ha_explain(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         """The master's evidence records (host=NAME|UUID|INDEX, since=EPOCH SECONDS)."""

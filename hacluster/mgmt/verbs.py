@@ -99,6 +99,9 @@ _TABLE = (
     Verb("diagnostic-vm-status", "can this VM be restarted elsewhere, and if not why", READ,
          ("uuid",), ("uuid",)),
     Verb("message-list", "the pool's alerts, oldest first", READ, ("name", "obj-uuid", "since")),
+    Verb("pool-ha-margins", "every live host's measured margins (heartbeat gaps, slot I/O, "
+         "loop lag) against their limits; timeout=T: against the limits of that T", READ,
+         ("timeout",)),
     Verb("ha-explain", "why hosts were removed and VMs started where they did, oldest first: "
          "the views, the survival rule, the fence-window arithmetic, the plan's choice", READ,
          ("host", "since")),

@@ -75,6 +75,7 @@ from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook, evidence_record
 from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
+from hacluster.node.margins import MarginAlerts, margins
 from hacluster.node.master import MasterDuties
 from hacluster.node.measure import LoopLag
 from hacluster.node.plane import Plane
@@ -99,6 +100,7 @@ NOT_A_MEMBER_EXIT = 78  # EX_CONFIG: the SR's member table does not list this ho
 
 #: who the status page is to the management API (a relayed read of the pool's status)
 PAGE_READER = Credential("http:status-page", Role.READ_ONLY, "status page")
+MARGIN_CHECK = 10.0  # seconds between two looks at this node's margins
 STATUS_WAIT = 2.0  # the status socket's wait for the liveness loop's snapshot
 DEVICE_SETTLE = 2.0  # an exiting daemon's wait for its watchdog device's magic close
 
@@ -172,6 +174,8 @@ class Node:
                 servers.append(await self.plane.start())
             servers.append(await serve_status(config.status_socket, self.shared_status))
             self.tasks.spawn(self.main_lag.run(), "main loop lag probe")
+            if self.plane is not None:
+                self.tasks.spawn(self._watch_margins(), "margin watch")
             if config.http is not None:
                 self.web = self._web_face(config.http)
                 await self.web.start()
@@ -226,6 +230,23 @@ class Node:
         assert self.plane is not None and self.plane.server is not None
         answer: dict[str, Any] = await self.plane.server.ask("status", PAGE_READER)
         return answer
+
+    async def _watch_margins(self) -> None:
+        """While armed, raise ``ha_margin_low`` for a figure that uses half its limit."""
+        assert self.plane is not None
+        alerts = MarginAlerts()
+        while True:
+            await asyncio.sleep(MARGIN_CHECK)
+            core = self.core
+            if core is None or not core.armed:
+                continue
+            for row in alerts.due(margins(await self.shared_status(), self.timing), self.now()):
+                self.plane.local_alert(
+                    "ha_margin_low", self.config.my_uuid,
+                    f"host {self.config.index}: {row['what']} reached {row['worst']:.3f} s, "
+                    f"{row['used'] * 100:.0f}% of its limit ({row['limit_name']} "
+                    f"{row['limit']:.3f} s): a little more and it causes a false fence; "
+                    "hactl pool-ha-margins shows them all")
 
     def _warn(self, text: str) -> None:
         """A warning for the event log and the daemon's stderr (systemd's journal)."""

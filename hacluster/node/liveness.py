@@ -112,6 +112,7 @@ IDLE_BATCH = 0.6
 #: the liveness loop's measured figures: slot I/O from request to answer, how
 #: late the core's timer fires, and each fault handler from NORMAL back to NORMAL
 MEASURED = ("slot_write", "slot_read", "liveness_lag", "fault_handler")
+GAP_WINDOW = 256  # the gaps a peer's quantiles are taken over, per network
 EXIT_GRACE = 5.0  # a fenced process whose main loop does not end it exits after this
 T = TypeVar("T")
 
@@ -165,6 +166,8 @@ class Liveness:
         self.failures = 0  # hosts those commits removed as failed (not those that left)
         self._fault_since: float | None = None  # left NORMAL then (a fault handler runs)
         self.last_fault = FaultTimeline(time.time)
+        self.heartbeat_gaps: dict[tuple[int, int], Samples] = {}  # (network, peer)
+        self._last_beat: dict[tuple[int, int], float] = {}
         self.stopped = False  # fenced: the core is trusted no further
         self.in_rule2 = False
         self.loop = _same_kind_of_loop()
@@ -338,7 +341,10 @@ class Liveness:
                                   "last_bad_packet": self.last_bad_packet,
                                   "measured": {k: v.summary() for k, v in self.measured.items()},
                                   "commits": self.commits, "failures": self.failures,
-                                  "last_fault": self.last_fault.view()}
+                                  "last_fault": self.last_fault.view(),
+                                  "heartbeat_gaps": {f"{peer}/{network}": gaps.summary()
+                                                     for (network, peer), gaps
+                                                     in self.heartbeat_gaps.items()}}
         if self.watchdog.device is not None:
             common["watchdog_device"] = self.watchdog.device.status()
         core = self.core
@@ -416,6 +422,7 @@ class Liveness:
                     self.bad_packets += 1
                     self.last_bad_packet = str(error)
                     continue
+                self._gap(network, report.sender, stamp)
                 self.feed(HeartbeatReceived(stamp, report))
         finally:
             self._in_batch = False
@@ -423,6 +430,18 @@ class Liveness:
             at, self._wake = self._wake, None
             self.wake_at(at)
         self._report_status()
+
+    def _gap(self, network: int, sender: int, stamp: float) -> None:
+        """The time since ``sender``'s previous heartbeat on ``network``, as the core
+        sees it (batches stamped at their drain), for the margins."""
+        key = (network, sender)
+        previous = self._last_beat.get(key)
+        self._last_beat[key] = stamp
+        if previous is not None and stamp > previous:
+            gaps = self.heartbeat_gaps.get(key)
+            if gaps is None:
+                gaps = self.heartbeat_gaps[key] = Samples(GAP_WINDOW)
+            gaps.add(stamp - previous)
 
     def feed(self, event: Input) -> None:
         if self.stopped or self.core is None:

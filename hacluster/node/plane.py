@@ -39,6 +39,7 @@ from hacluster.core.node import HostCore
 from hacluster.core.pool import Pool, PoolError
 from hacluster.core.pooldb import HASettings, PoolDB
 from hacluster.core.restarts import Moved, Reconfigure, VMExited
+from hacluster.core.timing import Timing
 from hacluster.mgmt.api import Server
 from hacluster.mgmt.database import Database, RolledBack, from_snapshot
 from hacluster.mgmt.service import Service
@@ -49,9 +50,11 @@ from hacluster.node.alerts import Alerts
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook
+from hacluster.node.margins import margins
 from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
+from hacluster.node.status import SharedStatus
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.members import MemberTable
 from hacluster.storage.redolog import RecordCorrupt, load_backup, reseal_backup, save_backup
@@ -92,6 +95,8 @@ class NodeHandle(Protocol):
     duties: MasterDuties | None
     keys: KeyRing  # the pool keys held now (a rotation step replaces the ring)
     evidence: EvidenceBook  # why the liveset changed and VMs started, as seen here
+    timing: Timing  # the timing HA runs (or would run) with here
+    shared_status: SharedStatus  # the node's status, shared by every reader
 
     @property
     def core(self) -> HostCore | None: ...
@@ -110,7 +115,7 @@ class NodeHandle(Protocol):
 class Plane:
     KEY_OPS = frozenset({"key-accept", "key-switch", "key-retire", "key-drop"})
     AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup",
-                           "db-get", "pending-alerts", *KEY_OPS})
+                           "db-get", "pending-alerts", "margins", *KEY_OPS})
 
     def __init__(self, node: NodeHandle) -> None:
         assert node.config.mgmt is not None and node.config.pool is not None
@@ -472,11 +477,22 @@ class Plane:
                 return {"ok": True, "payload": found[1] if found else b""}
             if op == "pending-alerts":
                 return {"ok": True, "alerts": self.alerts.hand_over()}
+            if op == "margins":
+                return await self._margins(request)
             if op in self.KEY_OPS:
                 return await self.key_step(str(op), bytes(request["key"]))
         except (PoolError, RuntimeError, ValueError, TypeError, KeyError, OSError) as error:
             return {"ok": False, "error": str(error)}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _margins(self, request: dict[str, Any]) -> dict[str, Any]:
+        """This host's margins, under its timing or the one of ``timeout`` if given."""
+        timing = self.node.timing
+        if request.get("timeout") is not None:
+            timing = Timing.derive(float(request["timeout"]))  # TimingError is a ValueError
+        status = await self.node.shared_status()
+        return {"ok": True, "timeout": timing.T, "phase": status.get("phase"),
+                "rows": margins(status, timing)}
 
     async def _arm(self, request: dict[str, Any]) -> dict[str, Any]:
         generation = int(request["generation"])

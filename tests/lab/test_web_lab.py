@@ -82,6 +82,19 @@ def test_every_node_serves_metrics_and_health(lab: LocalLab) -> None:
         assert (code, answer["healthy"], answer["host"]) == (200, True, index)
 
 
+def test_pool_ha_margins_shows_every_hosts_measured_margins(lab: LocalLab) -> None:
+    text = hactl(lab, "pool-ha-margins")
+    for index in range(3):
+        assert re.search(rf"^host{index} \(NORMAL, T = 3 s\): ", text, re.MULTILINE), text
+    gaps = re.findall(r"heartbeat gap from host (\d) on network 0 +([0-9.]+) s", text)
+    assert len(gaps) == 6 and all(0 < float(p99) < T for _, p99 in gaps), text
+    assert "slot write latency" in text and "(io_deadline)" in text
+    proposed = json.loads(hactl(lab, "--json", "pool-ha-margins", "timeout=1.5"))
+    assert proposed["timeout"] == 1.5
+    assert all(row["limit"] <= 0.75 for host in proposed["hosts"] for row in host["rows"]
+               if row["limit_name"] == "stall limit")
+
+
 def hacluster_health(lab: LocalLab, index: int) -> tuple[int, str]:
     done = subprocess.run([sys.executable, "-m", "hacluster", "health", "--config",
                            str(lab.host_dir(index) / "node.toml")],

@@ -401,3 +401,20 @@ async def test_ha_explain_filters_the_masters_evidence_by_host_and_time(
     assert [r["time"] for r in recent] == [200.0]
     await refused(control, "ha-explain", "no host 'host9'", host="host9")
     await refused(control, "ha-explain", "since must be", since="yesterday")
+
+
+async def test_pool_ha_margins_asks_every_live_host_and_checks_a_proposed_timeout(
+        control: FakeControl) -> None:
+    pool = control.master.db.pool
+    first, second = pool.hosts[0].uuid, pool.hosts[1].uuid
+    control.live = frozenset({first, second})
+    control.answers = {first: {"margins": {"ok": True, "timeout": 3.0, "phase": "NORMAL",
+                                           "rows": []}},
+                       second: {"margins": "no answer within 5 s"}}
+    result = (await call(control, "pool-ha-margins", timeout="20"))[-1]["result"]
+    assert control.asked[-1] == ("margins", [first, second])
+    assert result["timeout"] == 20.0
+    assert [h.get("phase", h.get("error")) for h in result["hosts"]] == [
+        "NORMAL", "no answer within 5 s"]
+    for bad in ("nan", "-3", "0", "1e9", "soon"):
+        await refused(control, "pool-ha-margins", "timeout=", timeout=bad)

@@ -32,6 +32,7 @@ from hacluster.node.evidence import EvidenceBook
 from hacluster.node.master import MasterDuties
 from hacluster.node.plane import Plane
 from hacluster.node.sr_thread import Storage
+from hacluster.node.status import SharedStatus
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.redolog import load_backup
 from hacluster.wire.keys import KeyRing
@@ -61,12 +62,18 @@ class FakeNode:
         self.core: HostCore | None = None
         self.duties: MasterDuties | None = None
         self.evidence = EvidenceBook()
+        self.timing = config.timing
+        self.shared_status = SharedStatus(self._status, lambda: 0.0, ttl=0.0)
         self.live: frozenset[str] | None = None  # HA off
         self.asked: list[tuple[Any, ...]] = []  # what the plane asked of its node
         self.plane: Plane | None = None
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    async def _status(self) -> dict[str, Any]:
+        return {"phase": "NORMAL", "measured": {"slot_write": {
+            "count": 4, "sum": 0.4, "max": 0.2, "p50": 0.1, "p99": 0.2}}}
 
     def live_hosts(self) -> frozenset[str] | None:
         return self.live
