@@ -61,6 +61,7 @@ class NodeSettings:
     slots: int = 0  # the pool's index space (0: as many as the hosts listed)
     http_port: int | None = None  # health, status, metrics and the status page
     http_address: str | None = None  # where they listen (None: 127.0.0.1)
+    alert_dir: str | None = None  # the scripts other-config:alert-script may name
 
 
 Hosts = Sequence[Sequence[Address]]  # per host, in index order: one address per network
@@ -138,6 +139,8 @@ def _node_file(head: list[str], settings: NodeSettings, uuid: str, name: str) ->
         fields += toml_fields(http_port=settings.http_port)
         if settings.http_address is not None:
             fields += toml_fields(http_address=settings.http_address)
+    if settings.alert_dir is not None:
+        fields += toml_fields(alert_dir=settings.alert_dir)
     if settings.unsafe_watchdog_delay is not None:
         fields += toml_fields(unsafe_watchdog_delay=settings.unsafe_watchdog_delay)
     if not settings.guest_lock:

@@ -78,6 +78,7 @@ KILL_WAIT = 10.0  # seconds kill_all waits for the killed daemons to be gone
 #: hosts a lab starts at once (the rest wait until one is up): twice the cores
 STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
 START_WAIT = 30.0  # seconds a host may take to start before the next starts anyway
+ALERT_DIR = "alerts"  # the lab's alert scripts (other-config:alert-script), for every host
 HTTP_PORT_OFFSET = 3000  # a host serves HTTP on the base port plus this (agents +1000, API +2000)
 
 
@@ -226,6 +227,7 @@ class LocalLab:
         poolfiles.write_pool_secret(self.root / poolfiles.SECRET_FILE)
         private = poolfiles.create_ca(self.ca_key_dir, "lab")
         (self.root / "tls").mkdir(exist_ok=True)
+        (self.root / ALERT_DIR).mkdir(exist_ok=True)  # the alert scripts any host may run
         poolfiles.publish(private.cert, self.ca.cert)
         self.save({"hosts": hosts, "timeout": timeout, "pids": {}, "generation": generation,
                    "backend": self.backend, "slots": slots, "members": list(range(hosts))})
@@ -268,7 +270,7 @@ class LocalLab:
             guest_lock=chosen["guest_lock"],
             unsafe_watchdog_delay=chosen["unsafe_watchdog_delay"],
             slots=data.get("slots", 0), http_port=base_port + HTTP_PORT_OFFSET,
-            http_address=self.http_address(index, base_port))
+            http_address=self.http_address(index, base_port), alert_dir=f"../{ALERT_DIR}")
 
     def http_address(self, index: int, base_port: int) -> str | None:
         """Where host ``index`` serves HTTP: its own address if that is loopback (the

@@ -77,6 +77,7 @@ from hacluster.core.recovery import (
     tolerance,
 )
 from hacluster.core.timing import Timing, TimingError
+from hacluster.mgmt import alert_hooks
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
@@ -367,6 +368,14 @@ class Service:
                               flags: tuple[str, ...]) -> Answer:
         self._check_pool_uuid(params)
         fields = {k: v for k, v in params.items() if k != "uuid"}
+        other = dict(self._db().db.other_config)
+        for key, value in fields.items():
+            if key.startswith("other-config:"):
+                other[key.removeprefix("other-config:")] = value
+        try:
+            alert_hooks.check(other)
+        except alert_hooks.HookError as error:
+            raise PoolError(str(error)) from None
         await self._commit({"op": "pool-set", "fields": fields})
         yield self._done()
 

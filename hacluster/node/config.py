@@ -28,7 +28,9 @@ watchdog is learnt when HA starts, from its answer to the timeout ioctl).
 ``http_port`` (optional) serves health, status, metrics and the status page
 (:mod:`hacluster.node.web`) on ``http_address`` (default ``127.0.0.1``): plain
 HTTP on a loopback address only; any other address needs the management API
-(its TLS and credentials guard the page).
+(its TLS and credentials guard the page). ``alert_dir`` (optional) holds the
+scripts the pool's ``other-config:alert-script`` may name
+(:mod:`hacluster.mgmt.alert_hooks`).
 
 Limits: every value is type-checked by :func:`~hacluster.model.tomlfile.checked`
 (no bool for a number, no NaN, infinity or absurd size); ports are 1..65535 in
@@ -157,6 +159,7 @@ class NodeConfig:
     name: str = ""
     watchdog_device: Path | None = None  # /dev/watchdog: fences on top of the process
     http: HttpFace | None = None  # health, status, metrics and the status page
+    alert_dir: Path | None = None  # the scripts other-config:alert-script may name
 
     @property
     def capacity(self) -> int:
@@ -253,7 +256,7 @@ CANDIDATE_FIELDS = ("address", "memory")  # what it says of itself until then
 KNOWN_FIELDS = frozenset({
     *MEMBER_FIELDS, *CANDIDATE_FIELDS, "sr", "key_file", "timeout", "mode", "status_socket",
     "log", "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", "uuid",
-    "name", "watchdog_device", *MGMT_FIELDS, *HTTP_FIELDS})
+    "name", "watchdog_device", "alert_dir", *MGMT_FIELDS, *HTTP_FIELDS})
 MAX_MEMORY = 1 << 40  # MiB: a host's memory for planning
 
 
@@ -396,6 +399,7 @@ def _member(table: dict[str, Any], path: str | Path) -> NodeConfig:
         vm_dir=vm_dir if pool is not None else None,
         mgmt=mgmt,
         http=_http(table, mgmt, where),
+        alert_dir=_path(table, "alert_dir", base, where) if "alert_dir" in table else None,
         guest_lock=_need(table, "guest_lock", bool, where) if "guest_lock" in table else True,
         unsafe_watchdog_delay=_unsafe_watchdog_delay(table, where),
         key_file=key_file,

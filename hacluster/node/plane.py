@@ -138,7 +138,7 @@ class Plane:
         self.server: Server | None = None  # the management API, once started
         self.last_error = ""
         self.alerts = Alerts(node.log.write, node.tasks, lambda: self.database,
-                             lambda: self.known, self.ask_all)
+                             lambda: self.known, self.ask_all, node.config.alert_dir)
 
     # ------------------------------------------------------------ start
     async def start(self) -> asyncio.AbstractServer:

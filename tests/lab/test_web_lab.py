@@ -4,17 +4,20 @@ evidence for that kill's removal and restarts."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -127,6 +130,59 @@ def test_a_joining_host_is_unhealthy_until_it_is_a_member_again(lab: LocalLab) -
     wait_for(settled, 60, "host 2 healthy again")
     assert any(code == 503 and reason.startswith("joining the pool")
                for code, reason in seen), seen
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    """A local webhook receiver: every POSTed JSON body into ``received``."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        Hook.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    Hook.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", Hook.received
+    finally:
+        server.shutdown()
+
+
+def test_an_alert_script_and_a_webhook_receive_ha_host_failed(lab: LocalLab) -> None:
+    got = lab.root / "alerts-received.jsonl"
+    script = lab.root / "alerts" / "record.sh"
+    script.write_text(f"#!/bin/sh\n(cat; echo) >> {got}\n")
+    script.chmod(0o755)
+    with webhook() as (url, received):
+        hactl(lab, "pool-param-set", "other-config:alert-script=record.sh",
+              f"other-config:alert-webhook={url}")
+        refused = subprocess.run(
+            [sys.executable, "-m", "hacluster.mgmt.hactl", "--config",
+             str(lab.root / "hactl.toml"), "pool-param-set", "other-config:alert-script=/bin/sh"],
+            capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "not a path" in refused.stderr
+        victim = next(r["host"] for r in lab.status() if not r.get("master"))
+        lab.kill(victim)
+
+        def delivered() -> bool:
+            by_script = got.read_text().splitlines() if got.exists() else []
+            return any(json.loads(line)["name"] == "ha_host_failed" for line in by_script) \
+                and any(body["name"] == "ha_host_failed" for body in received)
+
+        wait_for(delivered, 60, "ha_host_failed at the script and the webhook")
+    alert = next(b for b in received if b["name"] == "ha_host_failed")
+    assert f"host{victim}" in alert["body"] and alert["pool"]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None and not os.environ.get("CI"),
