@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1,
                      help="worker processes")
     sim.add_argument("--list-scenarios", action="store_true", help="list named scenarios")
+    sim.add_argument("--pool", help="what-if: a pool file (TOML; hosts in HA index order) to "
+                     "run under --fail/--partition instead of random schedules")
+    sim.add_argument("--pool-json", help=argparse.SUPPRESS)  # the same as JSON; - is stdin
+    sim.add_argument("--fail", default="", help="what-if: hosts that crash, by name "
+                     "(e.g. host1,host2)")
+    sim.add_argument("--partition", default="", help="what-if: groups of hosts the network "
+                     "splits into, by name (e.g. host0,host1/host2)")
+    sim.add_argument("--json", action="store_true", help="what-if: print the prediction as JSON")
     sim.add_argument("--scenario", help="run one named scenario and print its timeline")
 
     demo = sub.add_parser("demo", help="watch a 3-host pool fail over after its master crashes")
@@ -248,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(parser, args)
     from hacluster.sim.scenarios import SCENARIOS, run_scenario
 
+    if args.pool is not None or args.pool_json is not None:
+        from hacluster.mgmt.whatif import run_whatif
+
+        return run_whatif(parser, args)
     if args.list_scenarios:
         for scenario in SCENARIOS.values():
             print(f"{scenario.name:28} {scenario.summary}")

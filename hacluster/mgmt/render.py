@@ -28,6 +28,7 @@ from typing import Any
 
 from hacluster.core.pool import Priority
 from hacluster.mgmt.verbs import POOL_SETTABLE, VM_SETTABLE
+from hacluster.mgmt.whatif import render as whatif_text
 
 IDENTITY_KEYS = ("uuid", "ref")
 SETTABLE: Mapping[str, Sequence[str]] = {"pool": POOL_SETTABLE, "vm": VM_SETTABLE}
@@ -298,6 +299,7 @@ def _seconds(value: float | None) -> str:
 
 
 _SPECIAL: Mapping[str, Callable[[Any], str]] = {
+    "pool-ha-whatif": whatif_text,
     "pool-ha-margins": margins,
     "status": status,
     "ha-explain": explain,

@@ -53,10 +53,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import random
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 from uuid import uuid4
 
@@ -82,6 +85,7 @@ from hacluster.mgmt.database import Database
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
 from hacluster.mgmt.verbs import Call, lookup
+from hacluster.model import poolfile
 from hacluster.storage.members import MembersError, MemberTable
 from hacluster.wire.keys import KeyRing
 
@@ -92,6 +96,7 @@ SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
 LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every liveset
 STATUS_ALERTS = 10  # the newest alerts the status verb shows
+WHATIF_TIMEOUT = 120.0  # seconds a what-if simulation may take
 MAX_MARGIN_TIMEOUT = 3600.0  # the longest T pool-ha-margins judges (node.toml's limit)
 # the audit record of the call being answered, until a commit carries it; each
 # connection is its own task, hence its own context
@@ -121,6 +126,7 @@ class Control(Protocol):
     def address(self, host_uuid: str) -> str: ...
     def key_ring(self) -> KeyRing: ...  # the pool keys this host holds
     def evidence(self) -> dict[str, Any]: ...  # names by index and uuid; evidence records
+    def ha_mode(self) -> str: ...  # statefile or clustered
 
 
 class Service:
@@ -316,6 +322,40 @@ class Service:
             {"host": names[uuid], **(answer if isinstance(answer, dict)
                                      else {"error": answer})}
             for uuid, answer in answers.items()]})
+
+    async def _pool_ha_whatif(self, params: Mapping[str, str],
+                              flags: tuple[str, ...]) -> Answer:
+        """The simulator's prediction for a fault, on this pool as it is now (run in a
+        process of its own at the lowest priority: it never slows this host's loops)."""
+        db = self._db().db
+        table = await self.control.member_table()
+        order = {m.uuid: m.index for m in table.members}
+        pool = self._pool
+        hosts = tuple(sorted((h for h in pool.hosts if h.uuid in order),
+                             key=lambda h: order[h.uuid]))
+        data = poolfile.to_data(poolfile.PoolFile(replace(pool, hosts=hosts), name=db.name))
+        seed = params.get("seed", "1")
+        if not (seed.isascii() and seed.isdigit()) or len(seed) > 9:
+            raise PoolError(f"seed must be a whole number, got {seed!r}")
+        command = ["nice", "-n", "19", sys.executable, "-m", "hacluster", "simulate",
+                   "--pool-json", "-", "--timeout", str(db.ha.timeout or 60.0),
+                   "--mode", self.control.ha_mode(), "--seed", seed, "--json",
+                   "--fail", params.get("fail", ""), "--partition", params.get("partition", "")]
+        yield {"progress": "simulating (a few seconds)"}
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            async with asyncio.timeout(WHATIF_TIMEOUT):
+                out, err = await process.communicate(json.dumps(data).encode())
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise PoolError(f"the simulation did not end within {WHATIF_TIMEOUT:g} s") from None
+        if process.returncode != 0:
+            text = err.decode(errors="replace").strip().removeprefix("hacluster simulate: ")
+            raise PoolError(text or f"the simulation failed (exit {process.returncode})")
+        yield self._done(json.loads(out))
 
     async def _ha_explain(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         """The master's evidence records (host=NAME|UUID|INDEX, since=EPOCH SECONDS)."""

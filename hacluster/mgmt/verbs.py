@@ -102,6 +102,10 @@ _TABLE = (
     Verb("pool-ha-margins", "every live host's measured margins (heartbeat gaps, slot I/O, "
          "loop lag) against their limits; timeout=T: against the limits of that T", READ,
          ("timeout",)),
+    Verb("pool-ha-whatif", "predict, with the simulator on this pool's own hosts, VMs, "
+         "placement and timing, what a fault does: fail=HOST[,HOST] crashes hosts, "
+         "partition=A,B/C splits the network; who fences, the master after, when each VM runs "
+         "again", READ, ("fail", "partition", "seed")),
     Verb("ha-explain", "why hosts were removed and VMs started where they did, oldest first: "
          "the views, the survival rule, the fence-window arithmetic, the plan's choice", READ,
          ("host", "since")),

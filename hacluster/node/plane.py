@@ -566,6 +566,9 @@ class Plane:
         self.agents.addresses.clear()
         self.agents.addresses.update(addresses)
 
+    def ha_mode(self) -> str:
+        return self.config.mode.value
+
     def evidence(self) -> dict[str, Any]:
         roster = self.node.roster
         return {"names": {str(i): name for i, name in roster.names.items()},

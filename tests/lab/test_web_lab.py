@@ -230,3 +230,25 @@ def hactl(lab: LocalLab, *words: str) -> str:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_pool_ha_whatif_predicts_what_a_real_kill_then_does(lab: LocalLab) -> None:
+    master = next(r["host"] for r in lab.status() if r.get("master"))
+    victim = (master + 1) % 3
+    predicted = json.loads(hactl(lab, "--json", "pool-ha-whatif", f"fail=host{victim}"))
+    assert predicted["fenced"] == [] and predicted["checker"] == []
+    assert predicted["master_after"] == [f"host{master}"]  # not the master: it stays
+    moves = {vm["vm"]: vm for vm in predicted["vms"]}
+    assert moves and all("runs_on" in vm for vm in moves.values())
+    text = hactl(lab, "pool-ha-whatif", f"fail=host{victim}")
+    assert "timeline:" in text and "VMs that had to move:" in text
+    lab.kill(victim)
+
+    def moved() -> bool:
+        rows = {r["host"]: set(r.get("vms", [])) for r in lab.status()}
+        return all(f"vm-{vm}" in rows.get(int(p["runs_on"][4:]), set())
+                   for vm, p in moves.items())
+
+    wait_for(moved, 60, f"every VM of host{victim} where the prediction put it",
+             lambda: (predicted, lab.status()))
+    assert next(r["host"] for r in lab.status() if r.get("master")) == master

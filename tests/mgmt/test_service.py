@@ -92,6 +92,9 @@ class FakeControl:
     def key_ring(self) -> KeyRing:
         return KeyRing(KEY)
 
+    def ha_mode(self) -> str:
+        return "statefile"
+
     def evidence(self) -> dict[str, Any]:
         return {"names": {"0": "host0", "1": "host1", "2": "host2"},
                 "uuids": {"h0": "host0", "h1": "host1", "h2": "host2"},
