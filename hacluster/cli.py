@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hacluster import __version__
 from hacluster.core.node import Mode
 from hacluster.core.timing import Timing
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hacluster", description="High-availability cluster manager."
     )
+    parser.add_argument("--version", action="version", version=f"hacluster {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser(

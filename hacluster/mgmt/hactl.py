@@ -35,14 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import ssl
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hacluster import __version__
 from hacluster.mgmt import api, render
 from hacluster.mgmt.roles import Role, check_name, role_secret
 from hacluster.mgmt.tls import CertFiles, TLSError, client_context
@@ -58,13 +61,17 @@ PATH_EXAMPLES = {"ca": "ca.pem", "secret_file": "pool.secret", "cert": "admin.pe
 VALUE_OPTIONS = ("--config", "-s", "--completion")
 HELP_OPTIONS = ("-h", "--help")
 SHELLS = ("bash",)
+WATCH_EVERY, MIN_WATCH, MAX_WATCH = 2.0, 0.5, 3600.0  # seconds between --watch calls
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen
 NAME_COLUMN = 36
 
 USAGE_TEXT = """\
 usage: hactl [--config FILE] [-s HOST:PORT ...] [--json] VERB [key=value ...] [--force]
+       hactl [...] --watch[=SECONDS] VERB [key=value ...]   (a read verb, again and again)
        hactl help [VERB]
        hactl --completion bash
-       hactl role-secret ROLE NAME     (a secret of ROLE for NAME, from the pool secret)"""
+       hactl role-secret ROLE NAME     (a secret of ROLE for NAME, from the pool secret)
+       hactl --version"""
 ROLE_SECRET = "role-secret"
 ROLE_COLUMN = 10
 
@@ -90,6 +97,8 @@ class Options:
     json: bool = False
     completion: str | None = None
     help: bool = False
+    version: bool = False
+    watch: float | None = None  # seconds between two calls of a read verb
     words: list[str] = field(default_factory=list)
 
 
@@ -105,6 +114,8 @@ class Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = parse_options(sys.argv[1:] if argv is None else argv)
+        if options.version:
+            return show(f"hactl {__version__}")
         if options.completion is not None:
             return show(completion_script(options.completion))
         if options.words[:1] == ["help"]:
@@ -112,10 +123,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.words[:1] == [ROLE_SECRET]:
             return show(make_role_secret(options))
         call = parse(options.words)
+        if options.watch is not None and lookup(call.verb).role is not Role.READ_ONLY:
+            raise UsageError(f"--watch repeats a verb that only reads; {call.verb} changes "
+                             "the pool")
         settings = load_settings(options)
     except (UsageError, ConfigError) as error:
         return fail(error, USAGE)
+    if options.watch is not None:
+        return watch(call, settings, options.json, options.watch)
     return run(call, settings, options.json)
+
+
+def watch(call: Call, settings: Settings, as_json: bool, every: float) -> int:
+    """``call`` every ``every`` seconds, the screen cleared each time, until interrupted."""
+    try:
+        while True:
+            print(CLEAR + f"every {every:g} s: hactl {call.verb}  "
+                  f"({time.strftime('%H:%M:%S')}; Ctrl-C to stop)\n", end="")
+            run(call, settings, as_json)
+            sys.stdout.flush()
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return OK
 
 
 def show(text: str) -> int:
@@ -165,16 +194,32 @@ def parse_options(argv: Sequence[str]) -> Options:
             _set_option(options, name, inline if equals else _option_value(name, words))
         elif word == "--json":
             options.json = True
+        elif word == "--version":
+            options.version = True
+        elif name == "--watch":
+            options.watch = _seconds(inline) if equals else WATCH_EVERY
         elif word in HELP_OPTIONS:
             options.help = True
         elif word.startswith("-") and not options.words:
             raise UsageError(f"unknown option {word!r}; options: --config FILE, -s HOST:PORT, "
-                             "--json, --completion bash, --help (see 'hactl help')")
+                             "--json, --watch[=SECONDS], --completion bash, --version, --help "
+                             "(see 'hactl help')")
         else:
             options.words.append(word)
     if options.help:
         options.words = ["help", *options.words[:1]]
     return options
+
+
+def _seconds(text: str) -> float:
+    try:
+        every = float(text)
+    except ValueError:
+        every = math.nan
+    if not MIN_WATCH <= every <= MAX_WATCH:  # NaN fails both
+        raise UsageError(f"--watch takes seconds from {MIN_WATCH:g} to {MAX_WATCH:g}, "
+                         f"got {text!r}")
+    return every
 
 
 def _option_value(name: str, words: Iterator[str]) -> str:

@@ -9,14 +9,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from hacluster import __version__
 from hacluster.mgmt import api
+from hacluster.mgmt import hactl as hactl_module
 from hacluster.mgmt.hactl import main
 from hacluster.mgmt.render import render
 from hacluster.mgmt.tls import client_context, server_context
@@ -164,6 +168,9 @@ USAGE_ERRORS = [
     (["help", "vm-list", "host-list"], "help takes one verb at most"),
     (["--completion", "zsh"], "no completion for 'zsh'; supported: bash"),
     (["status", "--config"], "--config needs a value"),
+    (["--watch", "pool-ha-enable"], "--watch repeats a verb that only reads"),
+    (["--watch=0", "status"], "--watch takes seconds from 0.5 to 3600"),
+    (["--watch=nan", "status"], "--watch takes seconds"),
 ]
 
 
@@ -180,6 +187,31 @@ def test_usage_error_exits_2_with_one_line_and_never_connects(
     assert run.err.startswith("hactl: ") and run.err.count("\n") == 1
     assert message in run.err
     assert not connection_attempted(listener)
+
+
+def test_version(hactl: Callable[..., Run]) -> None:
+    run = hactl("--version")
+    assert (run.code, run.out) == (0, f"hactl {__version__}\n")
+
+
+def test_watch_repeats_a_read_verb_until_interrupted(
+        hactl: Callable[..., Run], tmp_path: Path, pool: Pool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(hactl_module, "time", SimpleNamespace(sleep=sleep, strftime=time.strftime))
+    host = FakeHost(VMS)
+    with api_server(host, pool) as port:
+        config = write_config(tmp_path, [f"{LOOPBACK}:{port}"])
+        run = hactl("--config", str(config), "--watch=1.5", "vm-list")
+    assert run.code == 0 and naps == [1.5, 1.5, 1.5]
+    assert run.out.count("every 1.5 s: hactl vm-list") == 3
+    assert run.out.count("\x1b[2J") == 3
 
 
 def test_usage_error_needs_no_configuration(hactl: Callable[..., Run]) -> None:
