@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from hacluster import __version__
 from hacluster.core.node import Mode
 from hacluster.core.timing import Timing
+from hacluster.mgmt.pipes import quiet_on_closed_pipe
 
 if TYPE_CHECKING:  # the simulator is loaded only by the commands that run it
     from hacluster.sim.scenarios import ScenarioResult
@@ -70,6 +71,17 @@ def _timeout(text: str) -> float:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return value
+
+
+def _host_group(text: str) -> list[int]:
+    try:
+        hosts = [int(word) for word in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a group is host numbers with commas, like 0,1; "
+                                         f"got {text!r}") from None
+    if any(host < 0 for host in hosts):
+        raise argparse.ArgumentTypeError(f"host numbers are 0 or more, got {text!r}")
+    return hosts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,9 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "split brain it causes")
 
     lab = sub.add_parser("lab", help="a pool of real node processes on this machine")
-    lab.add_argument("--dir", default=".hacluster-lab", help="lab directory")
+    lab.add_argument("--dir", default=".hacluster-lab",
+                     help="lab directory (default: %(default)s; also accepted after the verb)")
     verbs = lab.add_subparsers(dest="verb", required=True)
-    up = verbs.add_parser("up", help="format an SR and start an armed pool")
+    after_verb = argparse.ArgumentParser(add_help=False)  # --dir may also follow the verb
+    after_verb.add_argument("--dir", default=argparse.SUPPRESS,
+                            help="lab directory (default: .hacluster-lab)")
+
+    def lab_verb(name: str, help: str) -> argparse.ArgumentParser:
+        return verbs.add_parser(name, help=help, parents=[after_verb])
+
+    up = lab_verb("up", help="format an SR and start an armed pool")
     up.add_argument("--backend", choices=["local", "netns", "docker"], default="local",
                     help="local: processes on 127.0.0.x, no root; netns: namespaces (root); "
                     "docker: a container per host (tools/build-image.sh)")
@@ -194,27 +214,36 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--slots", type=_positive_int, default=0,
                     help="the pool's HA index space: hosts may join up to it "
                     "(default: 16, or the hosts if more)")
-    verbs.add_parser("join", help="start one more host and make it a member (hactl pool-join)")
-    verbs.add_parser("eject", help="eject a host from the pool (hactl pool-eject)").add_argument(
-        "host", type=int)
-    verbs.add_parser("status", help="every host's status")
-    verbs.add_parser("events", help="every host's events, merged in time order")
-    verbs.add_parser("down", help="stop every host and forget the lab")
+    lab_verb("join", help="start one more host and make it a member (hactl pool-join)")
+    lab_verb("eject", help="eject a host from the pool (hactl pool-eject)").add_argument(
+        "host", type=int, help="its index, e.g. 2")
+    lab_verb("status", help="every host's status").add_argument(
+        "--json", action="store_true", help="every host's full status, as JSON")
+    lab_verb("events", help="every host's events, merged in time order")
+    lab_verb("down", help="stop every host and forget the lab")
     for verb, text in (("kill", "SIGKILL a host and all it runs (all: every host, a "
                                 "power cut)"),
                        ("restart", "start a stopped host again, joining (all: every stopped "
                                    "host; after kill all the pool re-forms by itself)")):
-        v = verbs.add_parser(verb, help=text)
+        v = lab_verb(verb, help=text)
         v.add_argument("host", type=_host_or_all, help="a host number, or all")
-    pause = verbs.add_parser("pause", help="SIGSTOP a host's daemon, then SIGCONT")
-    pause.add_argument("host", type=int)
-    pause.add_argument("seconds", type=float)
+    pause = lab_verb("pause", help="SIGSTOP a host's daemon, then SIGCONT")
+    pause.add_argument("host", type=int, help="its index, e.g. 2")
+    pause.add_argument("seconds", type=_positive_float, help="how long, e.g. 10")
     for verb, text in (("disconnect", "docker: take a host off the lab network"),
                        ("reconnect", "docker: put a host back on the lab network")):
-        verbs.add_parser(verb, help=text).add_argument("host", type=int)
-    for verb in ("partition", "drop-from", "heal", "storage"):
-        v = verbs.add_parser(verb, help="network and storage faults (netns backend)")
-        v.add_argument("args", nargs="*")
+        lab_verb(verb, help=text).add_argument("host", type=int, help="its index, e.g. 2")
+    partition = lab_verb("partition", help="netns: cut the network into groups of hosts")
+    partition.add_argument("groups", nargs="+", type=_host_group, metavar="GROUP",
+                           help="comma-separated host numbers, two groups or more: 0,1 2,3,4")
+    drop = lab_verb("drop-from", help="netns: PEER stops hearing HOST (one way)")
+    drop.add_argument("host", type=int, help="the host no longer heard, e.g. 2")
+    drop.add_argument("peer", type=int, help="the host that stops hearing it, e.g. 0")
+    lab_verb("heal", help="netns: mend every network cut")
+    storage = lab_verb("storage", help="netns: fail one host's view of the SR")
+    storage.add_argument("host", type=int, help="its index, e.g. 2")
+    storage.add_argument("fault", choices=["error", "hang", "slow", "ok"],
+                         help="error: I/O errors; hang: no answer; slow: late; ok: mended")
     from hacluster.deploy import command as deploy
     from hacluster.lab import compose
 
@@ -223,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

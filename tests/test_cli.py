@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from hacluster import __version__
 from hacluster.cli import main
 from hacluster.sim.scenarios import SCENARIOS
 
@@ -69,6 +70,11 @@ def test_demo_fails_over_real_processes() -> None:
         (["simulate", "--mode", "quantum"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
         (["lab", "--dir", "/nonexistent/lab", "status"], "run 'hacluster lab up' first"),
+        (["lab", "status", "--dir", "/nonexistent/lab"], "run 'hacluster lab up' first"),
+        (["lab", "partition", "0,x", "2"], "a group is host numbers with commas"),
+        (["lab", "storage", "1", "melt"], "invalid choice: 'melt'"),
+        (["lab", "drop-from", "1"], "the following arguments are required: peer"),
+        (["lab", "pause", "1", "-3"], "must be"),
         (["node", "--config", "/nonexistent.toml"], "No such file"),
         (["sr-format", "/tmp/x.sr", "--hosts", "3", "--key-file", "/nonexistent"],
          "pool key file"),
@@ -79,6 +85,30 @@ def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_version_and_a_closed_pipe() -> None:
+    assert run("--version").stdout.strip() == f"hacluster {__version__}"
+    # a reader that goes away before the output comes (| head) is no error, no traceback
+    for command in (["hacluster", "simulate", "--list-scenarios"],
+                    ["hacluster.mgmt.hactl", "help"]):
+        child = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # the reader is gone before the tool has imported
+        errors = child.stderr.read().decode()
+        assert child.wait(60) == 141 and errors == "", errors
+        child.stderr.close()
+
+
+def test_the_lab_status_table_shows_livesets_as_runs() -> None:
+    from hacluster.lab.render import ranges, status_table
+
+    assert ranges([0, 1, 2, 5, 7, 8]) == "[0-2, 5, 7-8]"
+    assert ranges([]) == "[]" and ranges([4]) == "[4]"
+    table = status_table([{"host": 0, "phase": "NORMAL", "liveset": list(range(128)),
+                           "vms": []}])
+    assert "[0-127]" in table
 
 
 def test_lab_status_prints_what_each_host_waits_for() -> None:

@@ -76,13 +76,6 @@ def _node(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
-def _hosts(text: str) -> list[int]:
-    try:
-        return [int(h) for h in text.split(",")]
-    except ValueError:
-        raise LabError(f"expected comma-separated host numbers, got {text!r}") from None
-
-
 def _lab(args: argparse.Namespace) -> int:
     verb = args.verb
     lab = open_lab(Path(args.dir), args.backend if verb == "up" else None)
@@ -95,7 +88,7 @@ def _lab(args: argparse.Namespace) -> int:
               + f"hactl --config {args.dir}/hactl.toml "
               + ("pool-ha-enable)" if args.ha_off else "status)"))
     elif verb == "status":
-        print(status_table(lab.status()))
+        print(json.dumps(lab.status(), indent=2) if args.json else status_table(lab.status()))
     elif verb == "events":
         for record in lab.events():
             print(json.dumps(record))
@@ -124,7 +117,7 @@ def _lab(args: argparse.Namespace) -> int:
     elif lab.backend in ("local", "docker"):
         lab.network_fault(verb)
     else:
-        _network(lab, verb, args.args)
+        _network(lab, verb, args)
     return 0
 
 
@@ -140,21 +133,18 @@ def _docker(lab: LocalLab, verb: str, host: int) -> None:
         lab.reconnect(host)
 
 
-def _network(lab: LocalLab, verb: str, words: list[str]) -> None:
+def _network(lab: LocalLab, verb: str, args: argparse.Namespace) -> None:
     from hacluster.lab.netns import NetnsLab
 
     assert isinstance(lab, NetnsLab)
     if verb == "partition":
-        if len(words) < 2:
-            raise LabError("usage: hacluster lab partition 0,1 2,3,4 (two groups or more)")
-        lab.partition([_hosts(w) for w in words])
+        if len(args.groups) < 2:
+            raise LabError("partition needs two groups or more: hacluster lab partition "
+                           "0,1 2,3,4")
+        lab.partition(args.groups)
     elif verb == "drop-from":
-        if len(words) != 2:
-            raise LabError("usage: hacluster lab drop-from HOST PEER (PEER stops hearing HOST)")
-        lab.drop_from(*(_hosts(w)[0] for w in words))
+        lab.drop_from(args.host, args.peer)
     elif verb == "heal":
         lab.heal()
     elif verb == "storage":
-        if len(words) != 2:
-            raise LabError("usage: hacluster lab storage HOST error|hang|slow|ok")
-        lab.storage(_hosts(words[0])[0], words[1])
+        lab.storage(args.host, args.fault)

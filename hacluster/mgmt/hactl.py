@@ -47,6 +47,7 @@ from typing import Any
 
 from hacluster import __version__
 from hacluster.mgmt import api, render
+from hacluster.mgmt.pipes import quiet_on_closed_pipe
 from hacluster.mgmt.roles import Role, check_name, role_secret
 from hacluster.mgmt.tls import CertFiles, TLSError, client_context
 from hacluster.mgmt.verbs import VERBS, Call, UsageError, Verb, lookup, parse
@@ -111,6 +112,7 @@ class Settings:
     secret: bytes
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = parse_options(sys.argv[1:] if argv is None else argv)
