@@ -8,13 +8,14 @@ the guests' own disk records.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hacluster.lab.local import LocalLab
+from hacluster.lab.local import LabError, LocalLab
 from hacluster.lab.poll import wait_until
 from hacluster.lab.render import status_table
 from hacluster.lab.workloads import runs
@@ -67,7 +68,11 @@ def run_demo(timeout: float, hosts: int = 3) -> int:
               f"heartbeat SR file {tmp}/heartbeat.sr ...")
         print("Host 0 runs dhcp (protected, order 0), sql (protected, order 1), batch "
               "(best-effort) and scratch (unprotected); hosts 1.. run a web VM each.")
-        lab.up(hosts, timeout)
+        try:
+            lab.up(hosts, timeout)
+        except LabError as error:
+            print(f"hacluster demo: the pool could not start: {error}", file=sys.stderr)
+            return 1
         try:
             return _story(lab, timeout, hosts)
         finally:
@@ -98,9 +103,11 @@ def _story(lab: LocalLab, timeout: float, hosts: int) -> int:
                 all(r.get("liveset") == survivors for r in rows))
 
     ok = _wait("the failover", failed_over, 10 * timeout)
+    moved = (*PROTECTED_ON_HOST_0, "vm-batch")
     ok = ok and _wait("the VMs to run again", lambda: all(
-        _run_after(lab, vm, killed_at) for vm in (*PROTECTED_ON_HOST_0, "vm-batch")),
-        10 * timeout)
+        _run_after(lab, vm, killed_at) for vm in moved), 10 * timeout)
+    ok = ok and _wait("the master to record them running", lambda: _recorded(lab, moved),
+                      10 * timeout)
     print("\nWhat the nodes logged:\n")
     for record in lab.events():
         if record["event"] in SHOWN:
@@ -123,6 +130,12 @@ def _story(lab: LocalLab, timeout: float, hosts: int) -> int:
               f"kill, sql (order 1) {sql.first - dhcp.first:.1f}s after dhcp (its start delay "
               f"is 2 s); batch (best-effort) after them; scratch (unprotected) stays down.")
     return 0 if ok else 1
+
+
+def _recorded(lab: LocalLab, vms: tuple[str, ...]) -> bool:
+    """Whether the master's pool database has every one of ``vms`` running."""
+    pools = [row["pool"] for row in lab.status() if "pool" in row]
+    return len(pools) == 1 and all(vm in pools[0]["running"] for vm in vms)
 
 
 def _run_after(lab: LocalLab, vm: str, t: float) -> Instance | None:

@@ -45,6 +45,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,7 @@ KILL_WAIT = 10.0  # seconds kill_all waits for the killed daemons to be gone
 STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
 START_WAIT = 30.0  # seconds a host may take to start before the next starts anyway
 ALERT_DIR = "alerts"  # the lab's alert scripts (other-config:alert-script), for every host
+ANSWER_WAIT = 120.0  # seconds lab up waits for every host's management API
 HTTP_PORT_OFFSET = 3000  # a host serves HTTP on the base port plus this (agents +1000, API +2000)
 
 
@@ -181,6 +183,7 @@ class LocalLab:
             self.configure(hosts, timeout, base_port, networks, mode, unsafe_watchdog_delay,
                            guest_lock)
             self._start_in_waves(range(hosts), armed=not ha_off)
+            self.wait_answering(range(hosts))
         except BaseException:
             self.down()
             raise
@@ -296,6 +299,31 @@ class LocalLab:
         data["pids"][str(index)] = process.pid
         self.save(data)
         return process.pid
+
+    def wait_answering(self, indices: Iterable[int], limit: float = ANSWER_WAIT) -> None:
+        """Return once every host of ``indices`` answers on its status socket and its
+        management API; :class:`LabError` at once, with the end of its ``node.out``,
+        for a host whose daemon exited (a port taken, a bad file)."""
+        waiting = set(indices)
+        port = self.load()["settings"]["base_port"] + 2000
+
+        def answered() -> bool:
+            for index in sorted(waiting):
+                if not self.running(index):
+                    out = self.host_dir(index) / "node.out"
+                    tail = out.read_text(errors="replace").strip().splitlines()[-3:] \
+                        if out.exists() else []
+                    raise LabError(f"host {index} could not start: "
+                                   + (" / ".join(tail) or "it exited without a word")
+                                   + f" (all of it: {out})")
+                if (self.host_dir(index) / "status.sock").exists() and _accepts(
+                        self.ip(index), port):
+                    waiting.discard(index)
+            return not waiting
+
+        if wait_until(answered, limit, poll=0.1) is None:
+            raise LabError(f"host(s) {sorted(waiting)} did not answer within {limit:g} s "
+                           "(see their node.out)")
 
     def _start_in_waves(self, indices: Iterable[int], armed: bool) -> None:
         """Start the hosts, at most :data:`STARTING_AT_ONCE` of them still starting
@@ -426,6 +454,15 @@ class BridgedLab(LocalLab):
 
     def port(self, index: int, base_port: int, network: int) -> int:
         return base_port
+
+
+def _accepts(host: str, port: int) -> bool:
+    """Whether ``host:port`` takes a TCP connection now."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def read_events(root: Path) -> list[dict[str, Any]]:

@@ -84,6 +84,10 @@ def _room_for_neighbours(hosts: int) -> None:
                 limit.write_text(str(wanted))
 
 
+#: what the netns backend runs, and the Debian package of each
+TOOLS = {"ip": "iproute2", "nft": "nftables", "losetup": "util-linux", "fusermount3": "fuse3"}
+
+
 class NetnsLab(BridgedLab):
     backend = "netns"
 
@@ -107,6 +111,12 @@ class NetnsLab(BridgedLab):
     def prepare(self, hosts: int) -> None:
         if os.geteuid() != 0:
             raise LabError("the netns backend needs root (network namespaces, loop devices)")
+        absent = [f"{tool} (Debian package {package})" for tool, package in TOOLS.items()
+                  if shutil.which(tool) is None]
+        if absent:
+            raise LabError("the netns backend needs " + ", ".join(absent)
+                           + ": apt-get install " + " ".join(
+                               TOOLS[a.split()[0]] for a in absent))
         data = self.load()
         taken = sh("ip", "-o", "link", "show") + sh("ip", "netns", "list")
         free = [n for n in range(1, 201) if f"ha{n}br" not in taken and f"ha{n}-h" not in taken]

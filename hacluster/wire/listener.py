@@ -301,7 +301,8 @@ async def _listening(host: str, port: int) -> socket.socket:
         sock.bind(address)
         sock.listen(BACKLOG)
         sock.setblocking(False)
-    except OSError:
+    except OSError as error:
         sock.close()
-        raise
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror} "
+                      "(another program, or another host of a lab, holds that port?)") from None
     return sock

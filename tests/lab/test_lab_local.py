@@ -208,3 +208,20 @@ def test_a_node_closing_without_a_status_reads_as_not_answering(tmp_path: Path) 
         with pytest.raises(ConnectionError, match="closed without a status"):
             query_status(path)
         closer.join()
+
+
+@pytest.mark.slow
+def test_lab_up_fails_fast_naming_a_host_that_cannot_start(tmp_path: Path) -> None:
+    base = 32000 + (os.getpid() % 200) * 4
+    with socket.socket() as taken:  # host 1's management port, held by someone else
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.2", base + 2000))
+        taken.listen()
+        lab = LocalLab(tmp_path / "lab")
+        started = time.monotonic()
+        with pytest.raises(LabError, match=rf"host 1 could not start: .*cannot listen on "
+                                           rf"127\.0\.0\.2:{base + 2000}"):
+            lab.up(3, 3.0, base_port=base)
+        assert time.monotonic() - started < 30
+    assert not (tmp_path / "lab" / "lab.json").exists()  # nothing left to block a retry
+    assert not any(lab.running(i) for i in range(3))
