@@ -466,9 +466,8 @@ def _accepts(host: str, port: int) -> bool:
 
 
 def read_events(root: Path) -> list[dict[str, Any]]:
-    """The event logs of every host directory under ``root``, merged in time order.
-
-    A watchdog's last words (a plain line) become ``{"event": "watchdog"}``."""
+    """The event logs of every host directory under ``root``, merged in time order
+    (a watchdog's last words, written by another process, get their host here)."""
     records = []
     for path in sorted(root.glob("host*/events.jsonl")):
         if not path.parent.name[4:].isdigit():
@@ -476,9 +475,5 @@ def read_events(root: Path) -> list[dict[str, Any]]:
         index = int(path.parent.name[4:])
         for line in path.read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):
-                records.append(json.loads(line))
-            if line.split(" ", 1)[-1].startswith("watchdog fired"):
-                stamp = float(line.split(" ", 1)[0])
-                records.append({"time": stamp, "host": index, "event": "watchdog",
-                                "text": line.split(" ", 1)[1]})
+                records.append({"host": index} | json.loads(line))
     return sorted(records, key=lambda r: float(r["time"]))

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 from typing import Any
 
 from hacluster.core.pool import PoolError
@@ -41,6 +40,7 @@ from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
 from hacluster.model.address import Address, ConfigError
 from hacluster.node.config import Candidate, Management, load
+from hacluster.node.journal import Level, say
 from hacluster.node.status import serve_status
 from hacluster.node.systemd import Notifier
 from hacluster.storage.files import write_atomically
@@ -186,8 +186,7 @@ async def wait_to_join(candidate: Candidate) -> int:
         return waiting.status()
 
     status_server = await serve_status(config.status_socket, status)
-    print(f"hacluster node: waiting to join a pool: {waiting.status()['join']}",
-          file=sys.stderr, flush=True)
+    say(Level.NOTICE, f"waiting to join a pool: {waiting.status()['join']}")
     systemd.ready()
     systemd.set_status("waiting to join a pool (hactl pool-join)")
     petting = asyncio.create_task(_pet(systemd))
@@ -201,8 +200,7 @@ async def wait_to_join(candidate: Candidate) -> int:
         with contextlib.suppress(OSError):
             config.status_socket.unlink()
     given = waiting.given or {}
-    print(f"hacluster node: joined the pool as index {given.get('index')}", file=sys.stderr,
-          flush=True)
+    say(Level.NOTICE, f"joined the pool as index {given.get('index')}")
     return JOINED
 
 

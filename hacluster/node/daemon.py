@@ -58,7 +58,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,7 @@ from hacluster.node.agent import Agent
 from hacluster.node.config import HttpFace, NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook, evidence_record
+from hacluster.node.journal import Level, say
 from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
 from hacluster.node.margins import MarginAlerts, margins
@@ -192,7 +192,7 @@ class Node:
                     await self.arm(header.generation, timeout, self.armed_at_start, start)
                 except WatchdogDeviceError as error:
                     self.log.write("stopping", sync=True, reason=str(error))
-                    print(f"hacluster node: {error}", file=sys.stderr, flush=True)
+                    say(Level.ERR, str(error))
                     return 1
             else:
                 self.log.write("ha-off", state=header.state.name)
@@ -251,7 +251,7 @@ class Node:
     def _warn(self, text: str) -> None:
         """A warning for the event log and the daemon's stderr (systemd's journal)."""
         self.log.write("warning", text=text)
-        print(f"hacluster node: warning: {text}", file=sys.stderr, flush=True)
+        say(Level.WARNING, f"warning: {text}")
 
     def _check_watchdog_sec(self) -> None:
         problem = watchdog_sec_problem(self.systemd.watchdog_sec, self.timing)
@@ -290,7 +290,7 @@ class Node:
                     f"{sorted(roster.names.values())}; it was ejected, or has not joined "
                     "(hactl pool-join)")
             self.log.write("not-a-member", sync=True, text=text)
-            print(f"hacluster node: {text}", file=sys.stderr, flush=True)
+            say(Level.ERR, text)
             return False
         self.liveness.use(roster)
         self.members_changed(roster)

@@ -6,7 +6,8 @@ Rules:
   group suffers, and reads commands from a pipe: ``pet NAME SECONDS`` arms
   or refreshes the named timer, ``disarm`` stops them all.
 * When any armed timer expires it first writes the reason to its log
-  (flushed and synced), then sends SIGKILL to the node's process group: the
+  (flushed and synced), as a JSON record like the node's own (``"event":
+  "watchdog"``), and to stderr (priority crit), then sends SIGKILL to the node's process group: the
   daemon and every workload it started die together, paused or not.
 * End of input (the node exited) makes it exit quietly.
 """
@@ -15,21 +16,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import select
 import signal
 import sys
 import time
 
+from hacluster.node.journal import Level, say
+
 
 def fire(group: int, reason: str, log: str | None) -> None:
-    line = f"{time.time():.3f} watchdog fired: {reason}; killing process group {group}\n"
-    if log:
+    text = f"watchdog fired: {reason}; killing process group {group}"
+    if log:  # a record of the node's event log, as every other one
+        record = {"time": round(time.time(), 3), "event": "watchdog", "text": text,
+                  "group": group}
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, line.encode())
+        os.write(fd, (json.dumps(record) + "\n").encode())
         os.fsync(fd)
         os.close(fd)
-    sys.stderr.write(line)
+    say(Level.CRIT, text, who="hacluster watchdog")
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGKILL)
 
