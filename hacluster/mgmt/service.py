@@ -96,6 +96,7 @@ SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
 LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every liveset
 STATUS_ALERTS = 10  # the newest alerts the status verb shows
+STATUS_EVIDENCE = 12  # the newest evidence records (ha-explain) it shows
 WHATIF_TIMEOUT = 120.0  # seconds a what-if simulation may take
 MAX_MARGIN_TIMEOUT = 3600.0  # the longest T pool-ha-margins judges (node.toml's limit)
 # the audit record of the call being answered, until a commit carries it; each
@@ -225,7 +226,8 @@ class Service:
                           "verdict": scenario.verdict.value, "placement": scenario.placement}
                          for scenario in single_failures(pool, live)],
             "alerts": [{"time": m.time, "name": m.name, "obj": m.obj, "body": m.body}
-                       for m in db.messages[-STATUS_ALERTS:]]})
+                       for m in db.messages[-STATUS_ALERTS:]],
+            "evidence": _newest_evidence(self.control.evidence())})
 
     def _pool_record(self) -> dict[str, Any]:
         db = self._db().db
@@ -655,6 +657,11 @@ def redacted(params: Mapping[str, str]) -> dict[str, str]:
     looks like a secret, replaced by :data:`REDACTED`."""
     return {key: REDACTED if SECRET_KEY.search(key) or SECRET_VALUE.search(value) else value
             for key, value in params.items()}
+
+
+def _newest_evidence(book: dict[str, Any]) -> dict[str, Any]:
+    """The newest evidence records, with the names of the hosts they number."""
+    return {"names": book["names"], "records": book["records"][-STATUS_EVIDENCE:]}
 
 
 def _since(params: Mapping[str, str], what: str) -> int:

@@ -204,6 +204,8 @@ def test_the_status_page_shows_the_pool_and_follows_a_master_kill(lab: LocalLab)
     wait_for(page_shows_it, 60, f"the page showing host{master} down and the alert")
     dom = page_dom(lab.http_url(watcher))
     assert "commit: liveset" in dom  # the last fault's timeline
+    assert f"removed host{master}" in dom  # the master's evidence, as ha-explain shows it
+    assert "(lease ran out)" in dom or "fence report" in dom
     pattern = re.compile(r"start (\w+) \(restart, order \d, \d+ MiB\) on host\d, was on "
                          rf"host{master}\n\s+why there: (.+)")
     explained = ""

@@ -114,6 +114,31 @@ function faultView(status) {
     el("ol", { className: "timeline" }, ...steps)];
 }
 
+function evidenceView(pool, names) {
+  const book = pool && pool.evidence ? pool.evidence : { names: {}, records: [] };
+  const records = book.records;
+  if (!records.length) return [el("span", {}, "no removal or restart since this master took office")];
+  const byIndex = (i) => book.names[String(i)] || `#${i}`;
+  return records.slice().reverse().map((r) => {
+    const when = new Date(r.time * 1000).toLocaleTimeString();
+    if (r.kind === "restart") {
+      return el("div", { className: "evidence" },
+        el("strong", {}, `${when} start ${r.name || r.vm} on ${names.get(r.host) || r.host}`),
+        el("div", {}, `${r.priority}, order ${r.order}; was on ${names.get(r.was_on) || r.was_on || "-"}`),
+        el("div", {}, `why there: ${r.why}`));
+    }
+    const removed = r.removals.map((g) => g.proof === "unseen"
+      ? `${byIndex(g.host)}: unseen ${g.unseen_for.toFixed(2)} s >= window ${g.window.toFixed(2)} s (lease ran out)`
+      : `${byIndex(g.host)}: ${g.proof}`);
+    const views = r.views.map((v) => `${byIndex(v.host)} hears [${v.hbdomain.map(byIndex).join(", ")}]`
+      + `, SR [${v.sfdomain.map(byIndex).join(", ")}]`);
+    return el("div", { className: "evidence" },
+      el("strong", {}, `${when} removed ${r.removed.map(byIndex).join(", ")} (${r.rule})`),
+      ...removed.map((t) => el("div", {}, t)),
+      el("div", { className: "muted" }, `views: ${views.join("; ")}`));
+  });
+}
+
 function alertItems(pool) {
   const alerts = pool ? pool.alerts || [] : [];
   if (!alerts.length) return [el("li", { className: "muted" }, "none")];
@@ -166,6 +191,7 @@ async function refresh() {
     : "";
   document.getElementById("fault").replaceChildren(...faultView(status));
   document.getElementById("alerts").replaceChildren(...alertItems(pool));
+  document.getElementById("evidence").replaceChildren(...evidenceView(pool, names));
   document.getElementById("served-by").textContent = `host ${status.host} (${status.address})`;
   freshness.textContent = `updated ${new Date().toLocaleTimeString()}`;
   freshness.className = "muted";
