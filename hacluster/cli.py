@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--schedules", type=_positive_int, default=100,
                      help="random schedules to run")
     sim.add_argument("--seed", type=int, default=1, help="seed of the first schedule")
-    sim.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.STATEFILE.value)
+    sim.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.STATEFILE.value,
+                     help="statefile (heartbeat SR) or clustered (network quorum only)")
     sim.add_argument("--timeout", type=_timeout, default=5.0, help="HA timeout T in seconds")
     sim.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1,
                      help="worker processes")
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--pool", help="a pool file (TOML)")
     plan.add_argument("--random-pool", metavar="HOSTS:VMS",
                       help="a synthetic pool generated from --seed, e.g. 64:8000")
-    plan.add_argument("--seed", type=int, default=1)
+    plan.add_argument("--seed", type=int, default=1, help="seed of --random-pool, e.g. 7")
     plan.add_argument("--targets", action="store_true",
                       help="list every scenario with the target host of each VM")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
@@ -155,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--socket", required=True, help="the node's status socket")
 
     fmt = sub.add_parser("sr-format", help="lay out a heartbeat SR on a file or block device")
-    fmt.add_argument("path")
-    fmt.add_argument("--hosts", type=_positive_int, required=True)
+    fmt.add_argument("path", help="the file or block device, e.g. /dev/sdb or sr.img")
+    fmt.add_argument("--hosts", type=_positive_int, required=True,
+                     help="the slots to lay out, one per host the pool may hold, e.g. 16")
     fmt.add_argument("--key-file", required=True, help="pool key (32 bytes, raw or hex)")
 
     chaos = sub.add_parser(
@@ -165,14 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
         "a seeded random fault schedule, then check that no VM ran on two hosts at once and "
         "that every protected VM ran again after every fault. Writes a report and a "
         "timeline PNG into --dir.")
-    chaos.add_argument("--backend", choices=["netns", "docker"], default="netns")
-    chaos.add_argument("--hosts", type=_positive_int, default=3)
+    chaos.add_argument("--backend", choices=["netns", "docker"], default="netns",
+                       help="netns: namespaces on this machine (root); docker: containers")
+    chaos.add_argument("--hosts", type=_positive_int, default=3, help="pool size, e.g. 5")
     chaos.add_argument("--timeout", type=_timeout, default=3.0, help="HA timeout T in seconds")
     chaos.add_argument("--duration", type=_positive_float, default=300.0,
                        help="seconds of faults")
     chaos.add_argument("--rate", type=_positive_float, default=4.0,
                        help="faults per minute (mean; the pool settles between faults)")
-    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--seed", type=int, default=1,
+                       help="seed of the fault schedule (print it, to replay a run)")
     chaos.add_argument("--dir", default=".hacluster-chaos",
                        help="run directory (a finished run there is replaced)")
     chaos.add_argument("--keep", action="store_true", help="leave the pool up afterwards")
@@ -198,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["local", "netns", "docker"], default="local",
                     help="local: processes on 127.0.0.x, no root; netns: namespaces (root); "
                     "docker: a container per host (tools/build-image.sh)")
-    up.add_argument("--hosts", type=_positive_int, default=3)
-    up.add_argument("--timeout", type=_timeout, default=3.0)
+    up.add_argument("--hosts", type=_positive_int, default=3, help="pool size, e.g. 5")
+    up.add_argument("--timeout", type=_timeout, default=3.0,
+                    help="HA timeout T in seconds, e.g. 10")
     up.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.STATEFILE.value,
                     help="statefile (heartbeat SR) or clustered (network quorum only)")
     up.add_argument("--networks", type=_positive_int, default=1,
@@ -249,7 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy.add_parser(sub)
     compose.add_parser(sub)
+    _show_defaults(parser)
     return parser
+
+
+class _WithDefaults(argparse.HelpFormatter):
+    """An option's help ends with its default, unless it names one already or has none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings
+                or action.default in (None, False, argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every parser and sub-parser's help shows each option's default."""
+    parser.formatter_class = _WithDefaults
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _show_defaults(child)
 
 
 @quiet_on_closed_pipe
