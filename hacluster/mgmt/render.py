@@ -265,7 +265,7 @@ def _restart_text(r: Mapping[str, Any], uuids: Mapping[str, str]) -> str:
     vm = r.get("name", r["vm"])
     what = f"{r.get('priority', '?')}, order {r.get('order', '?')}, {r.get('memory', '?')} MiB"
     was = f", was on {uuids.get(r['was_on'], r['was_on'])}" if r.get("was_on") else ""
-    return (f"{utc_iso(r['time'])}  start {vm} ({what}) on {uuids.get(r['host'], r['host'])}"
+    return (f"{utc_iso(r['time'])}  start {vm} ({what}) on {uuids.get(r['to'], r['to'])}"
             f"{was}\n{GAP}why there: {r['why']}")
 
 

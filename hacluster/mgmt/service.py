@@ -377,7 +377,7 @@ class Service:
             records = [r for r in records
                        if (r["kind"] == "commit" and index is not None
                            and int(index) in r["removed"])
-                       or (r["kind"] == "restart" and uuid in (r["host"], r.get("was_on")))]
+                       or (r["kind"] == "restart" and uuid in (r["to"], r.get("was_on")))]
         yield self._done({"names": names, "uuids": uuids, "records": records})
 
     async def _audit_list(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:

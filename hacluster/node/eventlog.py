@@ -88,5 +88,6 @@ class EventLog:
                     done.set()
 
     def _line(self, event: str, **fields: Any) -> bytes:
-        record = {"time": round(time.time(), 3), "host": self.host, "event": event, **fields}
+        # its own fields last: a record's fields never stand in for when, where or what
+        record = {**fields, "time": round(time.time(), 3), "host": self.host, "event": event}
         return (json.dumps(record, default=sorted) + "\n").encode()

@@ -221,7 +221,7 @@ class MasterDuties:
         """Why a VM starts where it does: its priority and order, where it ran, the
         host chosen and why."""
         record: dict[str, Any] = {"kind": "restart", "time": round(time.time(), 3),
-                                  "vm": start.vm, "host": start.host, "why": start.why,
+                                  "vm": start.vm, "to": start.host, "why": start.why,
                                   "was_on": start.last_host}
         with contextlib.suppress(PoolError):
             entry = self.pool.vm(start.vm)

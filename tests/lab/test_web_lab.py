@@ -46,7 +46,7 @@ def lab(tmp_path: Path) -> Iterator[LocalLab]:
     pool.up(3, T, base_port=31000 + (os.getpid() % 400) * 4)
     try:
         wait_for(lambda: all(r.get("phase") == "NORMAL" for r in pool.status())
-                 and any(r.get("master") for r in pool.status()), 30,
+                 and any(r.get("master") for r in pool.status()), 60,
                  "every host NORMAL, one of them master")
         yield pool
     finally:

@@ -389,7 +389,7 @@ async def test_ha_explain_filters_the_masters_evidence_by_host_and_time(
         control: FakeControl) -> None:
     control.evidence_records = [
         {"kind": "commit", "time": 100.0, "removed": [0], "liveset": [1, 2], "rule": "r"},
-        {"kind": "restart", "time": 101.0, "vm": "sql", "host": "h1", "was_on": "h0",
+        {"kind": "restart", "time": 101.0, "vm": "sql", "to": "h1", "was_on": "h0",
          "why": "the restart plan"},
         {"kind": "commit", "time": 200.0, "removed": [2], "liveset": [1], "rule": "r"},
     ]

@@ -123,7 +123,7 @@ function evidenceView(pool, names) {
     const when = new Date(r.time * 1000).toLocaleTimeString();
     if (r.kind === "restart") {
       return el("div", { className: "evidence" },
-        el("strong", {}, `${when} start ${r.name || r.vm} on ${names.get(r.host) || r.host}`),
+        el("strong", {}, `${when} start ${r.name || r.vm} on ${names.get(r.to) || r.to}`),
         el("div", {}, `${r.priority}, order ${r.order}; was on ${names.get(r.was_on) || r.was_on || "-"}`),
         el("div", {}, `why there: ${r.why}`));
     }
