@@ -302,11 +302,20 @@ def lab(images: None, tmp_path: Path) -> Iterator[DockerLab]:
     assert not left
 
 
+def _health(lab: DockerLab, index: int) -> str:
+    return _run("docker", "inspect", "--format", "{{.State.Health.Status}}",
+                lab.container(index), check=False).stdout.strip()
+
+
 @pytest.mark.slow
 @pytest.mark.docker
 def test_docker_lab_kill_restart_disconnect_rejoin(lab: DockerLab) -> None:
     old = _master(lab)
     assert old is not None and _whole(lab, 3)
+    # the image's HEALTHCHECK (hacluster health) sees every host armed and NORMAL
+    wait_for(lambda: all(_health(lab, i) == "healthy" for i in range(3)), 60,
+             "docker to call every container healthy", lambda: [_health(lab, i)
+                                                                 for i in range(3)])
 
     lab.kill(old)
     assert not lab.running(old)

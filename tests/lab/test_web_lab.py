@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hacluster.lab.browser import page_dom
+from hacluster.lab.browser import page_dom, screenshot
 from hacluster.lab.local import LocalLab
 
 from ..conftest import wait_for
@@ -187,9 +187,12 @@ def test_an_alert_script_and_a_webhook_receive_ha_host_failed(lab: LocalLab) -> 
 
 @pytest.mark.skipif(shutil.which("chromium") is None and not os.environ.get("CI"),
                     reason="needs Debian's chromium (.ci/run installs it; CI fails without)")
-def test_the_status_page_shows_the_pool_and_follows_a_master_kill(lab: LocalLab) -> None:
+def test_the_status_page_shows_the_pool_and_follows_a_master_kill(lab: LocalLab,
+                                                                 tmp_path: Path) -> None:
     master = next(r["host"] for r in lab.status() if r.get("master"))
     watcher = (master + 1) % 3
+    before = screenshot(lab.http_url(watcher), tmp_path / "before.png")
+    assert before.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dom = page_dom(lab.http_url(watcher))
     assert hosts_on_page(dom) == {"host0": "true", "host1": "true", "host2": "true"}
     assert "dhcp" in dom and "If one host fails" in dom
@@ -204,6 +207,8 @@ def test_the_status_page_shows_the_pool_and_follows_a_master_kill(lab: LocalLab)
     wait_for(page_shows_it, 60, f"the page showing host{master} down and the alert")
     dom = page_dom(lab.http_url(watcher))
     assert "commit: liveset" in dom  # the last fault's timeline
+    after = screenshot(lab.http_url(watcher), tmp_path / "after.png")
+    assert after.read_bytes() != before.read_bytes()
     assert f"removed host{master}" in dom  # the master's evidence, as ha-explain shows it
     assert "(lease ran out)" in dom or "fence report" in dom
     pattern = re.compile(r"start (\w+) \(restart, order \d, \d+ MiB\) on host\d, was on "
