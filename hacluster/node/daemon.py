@@ -77,7 +77,7 @@ from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
 from hacluster.node.margins import MarginAlerts, margins
 from hacluster.node.master import MasterDuties
-from hacluster.node.measure import LoopLag
+from hacluster.node.measure import LoopLag, Samples
 from hacluster.node.plane import Plane
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
@@ -458,9 +458,15 @@ class Node:
             **({"pool": self.duties.status()} if self.duties is not None else {}),
             **(self.plane.status() if self.plane is not None else {}),
             **liveness,
-            "measured": {**liveness.get("measured", {}),
+            # the liveness loop handed copies over: summed up here, on this loop
+            "measured": {**_summaries(liveness.get("measured", {})),
                          "main_lag": self.main_lag.samples.summary()},
+            "heartbeat_gaps": _summaries(liveness.get("heartbeat_gaps", {})),
         }
+
+
+def _summaries(figures: dict[str, Samples]) -> dict[str, dict[str, Any]]:
+    return {name: samples.summary() for name, samples in figures.items()}
 
 
 def next_boot(state_dir: Path) -> int:

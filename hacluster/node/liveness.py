@@ -339,10 +339,11 @@ class Liveness:
         common: dict[str, Any] = {"received_per_network": list(self.received),
                                   "timeout": self.timing.T,
                                   "last_bad_packet": self.last_bad_packet,
-                                  "measured": {k: v.summary() for k, v in self.measured.items()},
+                                  # copies: the main loop sorts them (Node.status)
+                                  "measured": {k: v.copy() for k, v in self.measured.items()},
                                   "commits": self.commits, "failures": self.failures,
                                   "last_fault": self.last_fault.view(),
-                                  "heartbeat_gaps": {f"{peer}/{network}": gaps.summary()
+                                  "heartbeat_gaps": {f"{peer}/{network}": gaps.copy()
                                                      for (network, peer), gaps
                                                      in self.heartbeat_gaps.items()}}
         if self.watchdog.device is not None:

@@ -5,9 +5,9 @@ Rules:
 * A :class:`Samples` keeps, since the node started, how many values it saw,
   their sum and the largest; and the last :data:`WINDOW` values, for
   quantiles. Adding a value is O(1) (a deque append and three updates), so
-  the liveness loop records on its hot path; the quantiles are sorted out
-  only when someone reads them (a scrape, the status), on the loop that owns
-  the samples.
+  the liveness loop records on its hot path. The owner hands a reader a
+  :meth:`Samples.copy` (one copy of the window) and the reader sorts it for
+  the quantiles on its own loop: a scrape never sorts on the liveness loop.
 * A quantile is the nearest-rank one of the window: the value below which
   that fraction of the window lies (the largest value for 1.0). An empty
   window has no quantile (``None``), never a made-up zero.
@@ -49,17 +49,30 @@ class Samples:
 
     def quantile(self, q: float) -> float | None:
         """The nearest-rank ``q`` quantile of the window (``0 < q <= 1``); None if empty."""
-        if not 0 < q <= 1:
-            raise ValueError(f"a quantile is in (0, 1], not {q}")
-        if not self.recent:
-            return None
-        ordered = sorted(self.recent)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+        return _nearest_rank(sorted(self.recent), q)
+
+    def copy(self) -> Samples:
+        """The same figures, apart from this one: cheap (one copy of the window), so the
+        owning loop hands them over and the reader sorts them on its own time."""
+        twin = Samples(self.recent.maxlen or WINDOW)
+        twin.count, twin.total, twin.largest = self.count, self.total, self.largest
+        twin.recent.extend(self.recent)
+        return twin
 
     def summary(self) -> dict[str, Any]:
-        """For the status and the metrics: count, sum, max and the :data:`QUANTILES`."""
+        """For the status and the metrics: count, sum, max and the :data:`QUANTILES`
+        (the window sorted once)."""
+        ordered = sorted(self.recent)
         return {"count": self.count, "sum": round(self.total, 6), "max": round(self.largest, 6),
-                **{f"p{round(q * 100)}": _rounded(self.quantile(q)) for q in QUANTILES}}
+                **{f"p{round(q * 100)}": _rounded(_nearest_rank(ordered, q)) for q in QUANTILES}}
+
+
+def _nearest_rank(ordered: list[float], q: float) -> float | None:
+    if not 0 < q <= 1:
+        raise ValueError(f"a quantile is in (0, 1], not {q}")
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _rounded(value: float | None) -> float | None:

@@ -70,3 +70,13 @@ async def test_loop_lag_sees_a_blocked_loop() -> None:
     task.cancel()
     assert lag.samples.largest >= 0.25
     assert lag.samples.count >= 3
+
+
+def test_a_copy_is_the_same_figures_and_does_not_follow_the_original() -> None:
+    samples = Samples(window=4)
+    for value in (0.1, 0.4, 0.2):
+        samples.add(value)
+    twin = samples.copy()
+    samples.add(9.0)
+    assert twin.summary() == {"count": 3, "sum": 0.7, "max": 0.4, "p50": 0.2, "p99": 0.4}
+    assert samples.summary()["max"] == 9.0 and twin.recent.maxlen == 4
