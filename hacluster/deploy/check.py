@@ -23,6 +23,10 @@ Rules:
 * The timing: every rule of :meth:`~hacluster.core.timing.Timing.rules` for
   the configured T, its two sides and its margin, and the verdict of
   :meth:`~hacluster.core.timing.Timing.validate`.
+* The margins: if this host's daemon runs, what it measured (heartbeat
+  gaps, slot I/O, loop lag: :mod:`hacluster.node.margins`) against the
+  limits of the configured T, which may be a new one under consideration: a
+  figure at half its limit or more is a warning.
 * Exit status: 0 when nothing failed, 1 otherwise.
 """
 
@@ -43,7 +47,9 @@ from hacluster.deploy.volume import MIN_SIZE, MiB, Volume, probe
 from hacluster.mgmt.tls import CertFiles, TLSError, load_certificate, server_context
 from hacluster.model.address import Address, ConfigError
 from hacluster.node.config import Candidate, NodeConfig, load_node
+from hacluster.node.margins import margins
 from hacluster.node.plane import backup_path, read_backup
+from hacluster.node.status import query_status
 from hacluster.storage.sr import (
     BLOCK,
     HEARTBEAT_REGION,
@@ -118,6 +124,7 @@ def check_node(path: Path) -> CheckReport:
     config = loaded.config if isinstance(loaded, Candidate) else loaded
     _config(config, candidate, report)
     _timing(config, report)
+    _margins(config, report)
     try:
         volume = probe(config.sr)
     except SRError as error:
@@ -199,6 +206,28 @@ def _timing(config: NodeConfig, report: CheckReport) -> None:
     except TimingError as error:
         report.verdict = str(error)
         report.add(Level.FAIL, "timing", str(error))
+
+
+def _margins(config: NodeConfig, report: CheckReport) -> None:
+    """What the running daemon measured, judged against this configuration's T (which
+    may be a new one under consideration); nothing if no daemon answers here."""
+    try:
+        status = query_status(config.status_socket)
+    except (OSError, ValueError):
+        report.add(Level.OK, "margins", "no daemon runs here: no measured margins to judge "
+                   "(hactl pool-ha-margins timeout=T judges a running pool's)")
+        return
+    rows = margins(status, config.timing)
+    low = [row for row in rows if row["low"]]
+    for row in low:
+        report.add(Level.WARN, "margins", f"{row['what']}: worst {row['worst']:.3f} s is "
+                   f"{row['used'] * 100:.0f}% of {row['limit_name']} {row['limit']:.3f} s at "
+                   f"T={config.timing.T:g} s: too close, a false fence is near")
+    if rows and not low:
+        worst = rows[0]
+        report.add(Level.OK, "margins", f"the running daemon's measurements fit T="
+                   f"{config.timing.T:g} s: the closest, {worst['what']}, uses "
+                   f"{worst['used'] * 100:.0f}% of {worst['limit_name']}")
 
 
 def _sr(config: NodeConfig, volume: Volume, report: CheckReport, joined: bool) -> None:

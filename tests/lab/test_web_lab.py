@@ -92,6 +92,11 @@ def test_pool_ha_margins_shows_every_hosts_measured_margins(lab: LocalLab) -> No
     gaps = re.findall(r"heartbeat gap from host (\d) on network 0 +([0-9.]+) s", text)
     assert len(gaps) == 6 and all(0 < float(p99) < T for _, p99 in gaps), text
     assert "slot write latency" in text and "(io_deadline)" in text
+    check = subprocess.run([sys.executable, "-m", "hacluster", "node", "--check", "--config",
+                            str(lab.host_dir(1) / "node.toml")],
+                           capture_output=True, text=True, timeout=60)
+    assert re.search(r"margins.*the running daemon's measurements fit T=3 s", check.stdout), \
+        check.stdout
     proposed = json.loads(hactl(lab, "--json", "pool-ha-margins", "timeout=1.5"))
     assert proposed["timeout"] == 1.5
     assert all(row["limit"] <= 0.75 for host in proposed["hosts"] for row in host["rows"]
