@@ -15,7 +15,8 @@ Rules:
 * The script gets the alert as JSON on stdin and in environment variables
   (``HACLUSTER_ALERT_NAME``, ``_OBJ``, ``_BODY``, ``_PRIORITY``, ``_TIME``,
   ``HACLUSTER_POOL``), as Pacemaker's alert agents do, and must end within
-  :data:`SCRIPT_TIMEOUT` (it is killed otherwise). A non-zero exit is a failure.
+  :data:`SCRIPT_TIMEOUT`; otherwise it and every process it started (its
+  session) are killed. A non-zero exit is a failure.
 * The webhook gets the same JSON in a POST, up to :data:`ATTEMPTS` times
   (after 1, then 2 s) until it answers 2xx, each within :data:`POST_TIMEOUT`.
 * Delivery never blocks the event loop and never raises but :class:`HookError`,
@@ -26,10 +27,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
 import re
+import signal
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,7 +115,8 @@ async def run_script(alert_dir: Path | None, name: str, body: Mapping[str, Any])
         async with asyncio.timeout(SCRIPT_TIMEOUT):
             output, _ = await process.communicate(json.dumps(body).encode())
     except TimeoutError:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):  # it and whatever it started
+            os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         raise HookError(f"alert-script {path} did not end within {SCRIPT_TIMEOUT:g} s: "
                         "killed") from None

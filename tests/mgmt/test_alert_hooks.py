@@ -71,14 +71,28 @@ async def test_a_failing_hanging_or_missing_script_is_a_hook_error(
     script(tmp_path, "fails.sh", "echo broken >&2; exit 3\n")
     with pytest.raises(HookError, match="exited with 3: broken"):
         await run_script(tmp_path, "fails.sh", BODY)
-    script(tmp_path, "hangs.sh", "sleep 30\n")
+    script(tmp_path, "hangs.sh", f"sleep 30 & echo $! > {tmp_path}/child; wait\n")
     monkeypatch.setattr(alert_hooks, "SCRIPT_TIMEOUT", 0.3)
     with pytest.raises(HookError, match=r"did not end within 0\.3 s: killed"):
         await run_script(tmp_path, "hangs.sh", BODY)
+    child = int((tmp_path / "child").read_text())
+    for _ in range(50):  # what the script started is killed with it (then reaped by init)
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.1)
+    assert not _alive(child)
     with pytest.raises(HookError, match="not an executable file"):
         await run_script(tmp_path, "absent.sh", BODY)
     with pytest.raises(HookError, match="no alert_dir"):
         await run_script(None, "fails.sh", BODY)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def free_port() -> int:
