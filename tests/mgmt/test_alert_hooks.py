@@ -71,10 +71,11 @@ async def test_a_failing_hanging_or_missing_script_is_a_hook_error(
     script(tmp_path, "fails.sh", "echo broken >&2; exit 3\n")
     with pytest.raises(HookError, match="exited with 3: broken"):
         await run_script(tmp_path, "fails.sh", BODY)
-    script(tmp_path, "hangs.sh", f"sleep 30 & echo $! > {tmp_path}/child; wait\n")
+    script(tmp_path, "hangs.sh", f"sleep 300 & echo $! > {tmp_path}/child; wait\n")
     monkeypatch.setattr(alert_hooks, "SCRIPT_TIMEOUT", 0.3)
     with pytest.raises(HookError, match=r"did not end within 0\.3 s: killed"):
-        await run_script(tmp_path, "hangs.sh", BODY)
+        # a hang, not a figure: killing only the script left its child holding the pipe
+        await asyncio.wait_for(run_script(tmp_path, "hangs.sh", BODY), 20)
     child = int((tmp_path / "child").read_text())
     for _ in range(50):  # what the script started is killed with it (then reaped by init)
         if not _alive(child):
