@@ -183,7 +183,7 @@ class LocalLab:
             self.configure(hosts, timeout, base_port, networks, mode, unsafe_watchdog_delay,
                            guest_lock)
             self._start_in_waves(range(hosts), armed=not ha_off)
-            self.wait_answering(range(hosts))
+            self.wait_answering(range(hosts), armed=not ha_off)
         except BaseException:
             self.down()
             raise
@@ -300,10 +300,12 @@ class LocalLab:
         self.save(data)
         return process.pid
 
-    def wait_answering(self, indices: Iterable[int], limit: float = ANSWER_WAIT) -> None:
+    def wait_answering(self, indices: Iterable[int], armed: bool = False,
+                       limit: float = ANSWER_WAIT) -> None:
         """Return once every host of ``indices`` answers on its status socket and its
-        management API; :class:`LabError` at once, with the end of its ``node.out``,
-        for a host whose daemon exited (a port taken, a bad file)."""
+        management API (and, if ``armed``, runs HA: armed or joining, not HA off);
+        :class:`LabError` at once, with the end of its ``node.out``, for a host whose
+        daemon exited (a port taken, a bad file)."""
         waiting = set(indices)
         port = self.load()["settings"]["base_port"] + 2000
 
@@ -317,13 +319,19 @@ class LocalLab:
                                    + (" / ".join(tail) or "it exited without a word")
                                    + f" (all of it: {out})")
                 if (self.host_dir(index) / "status.sock").exists() and _accepts(
-                        self.ip(index), port):
+                        self.ip(index), port) and (not armed or self._runs_ha(index)):
                     waiting.discard(index)
             return not waiting
 
         if wait_until(answered, limit, poll=0.1) is None:
             raise LabError(f"host(s) {sorted(waiting)} did not answer within {limit:g} s "
                            "(see their node.out)")
+
+    def _runs_ha(self, index: int) -> bool:
+        try:
+            return query_status(self.host_dir(index) / "status.sock").get("phase") != "HA_OFF"
+        except OSError:
+            return False
 
     def _start_in_waves(self, indices: Iterable[int], armed: bool) -> None:
         """Start the hosts, at most :data:`STARTING_AT_ONCE` of them still starting

@@ -42,5 +42,7 @@ def reporting_bad_input(parser: argparse.ArgumentParser, command: Callable[[], i
     """Run ``command``; a lab, configuration, SR, TLS or OS error exits 2 with one line."""
     try:
         return command()
+    except BrokenPipeError:
+        raise  # the reader went away: no error of ours (hacluster.mgmt.pipes)
     except (ConfigError, SRError, LabError, TLSError, OSError) as error:
         parser.exit(2, f"hacluster: {error}\n")
