@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import socket
 import ssl
@@ -364,3 +365,29 @@ async def test_a_tls_face_cuts_a_connection_that_never_starts_tls(pool: Pool) ->
         assert await asyncio.wait_for(reader.read(), 5) == b""
         assert web.gate.no_tls == 1
     assert statuses.taken == 0
+
+
+async def test_seeded_garbage_never_reaches_a_handler_nor_stops_the_face() -> None:
+    seed = 20261203
+    rng = random.Random(seed)
+    statuses = Statuses(dict(NORMAL))
+    async with face(statuses) as web:
+        for _ in range(120):
+            reader, writer = await asyncio.open_connection("127.0.0.1", web.face.port)
+            shape = rng.random()
+            if shape < 0.4:  # noise
+                data = rng.randbytes(rng.randrange(1, 3000))
+            elif shape < 0.8:  # a request line with a mangled method, path or version
+                data = (rng.choice([b"GET", b"G\x00T", b"POST", b"\xff\xfe", b"get"]) + b" /"
+                        + rng.randbytes(rng.randrange(0, 40)) + b" HTTP/1."
+                        + rng.choice([b"1", b"9", b"\x00"]) + b"\r\n\r\n")
+            else:  # headers that never end, then a close
+                data = b"GET /status HTTP/1.1\r\n" + b"X: y\r\n" * rng.randrange(1, 300)
+            with contextlib.suppress(ConnectionError):
+                writer.write(data)
+                await writer.drain()
+                writer.close()
+                await asyncio.wait_for(reader.read(), 5)
+        code, _, _ = await get(web.url + "health")
+    assert code == 200, f"seed {seed}"
+    assert statuses.taken == 1, f"seed {seed}: a handler ran for garbage"
