@@ -20,4 +20,8 @@ RUN python3 -m venv /opt/hacluster \
 ENV PATH=/opt/hacluster/bin:$PATH
 # tools/build-image.sh skips the build when this matches the source tree
 LABEL org.hacluster.source=$SOURCE
+# the node daemon running in the container, asked on its /health (needs http_port in
+# its node.toml; labs set it): healthy means HA armed and NORMAL
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["hacluster", "health"]
 CMD ["hacluster", "--help"]

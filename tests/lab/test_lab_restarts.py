@@ -100,7 +100,10 @@ def test_overcommitted_pool_raises_the_alert(tmp_path: Path, backend: str) -> No
     try:
         wait_for(lambda: any(e["event"] == "alert" and e["name"] == "ha_pool_overcommitted"
                              for e in lab.events()), 15 * T, "the overcommit alert")
-        plan = next(r["pool"]["plan"] for r in lab.status() if "pool" in r)
+        # the alert can come before the master's duties publish their plan
+        wait_for(lambda: any(r.get("pool", {}).get("plan") for r in lab.status()), 15 * T,
+                 "the master's plan in its status")
+        plan = next(r["pool"]["plan"] for r in lab.status() if r.get("pool", {}).get("plan"))
         assert plan["overcommitted"] and plan["max_failures"] == 0 and plan["exact"]
     finally:
         lab.down()
