@@ -18,7 +18,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -94,6 +94,15 @@ def _counter(name: str, text: str, value: float) -> Metric:
     return CounterMetricFamily(f"hacluster_{name}", text, value=value)
 
 
+def _counted(name: str, text: str, labels: list[str],
+             entries: Iterable[Mapping[str, Any]]) -> Metric:
+    """A labelled counter from entries that each name their labels and a ``count``."""
+    family = CounterMetricFamily(f"hacluster_{name}", text, labels=labels)
+    for entry in entries:
+        family.add_metric([entry[label] for label in labels], entry["count"])
+    return family
+
+
 def _peer_ages(status: Mapping[str, Any]) -> Iterator[Metric]:
     ages = GaugeMetricFamily("hacluster_peer_last_seen_seconds",
                              "seconds since each peer was last seen, per channel",
@@ -142,12 +151,8 @@ def _pool(pool: Mapping[str, Any] | None) -> Iterator[Metric]:
     """The master's duties: its VM starts and its recovery plan."""
     if pool is None:
         return
-    starts = CounterMetricFamily("hacluster_vm_starts",
-                                 "VM starts by this master, by restart priority and outcome",
-                                 labels=["priority", "outcome"])
-    for entry in pool.get("starts", ()):
-        starts.add_metric([entry["priority"], entry["outcome"]], entry["count"])
-    yield starts
+    yield _counted("vm_starts", "VM starts by this master, by restart priority and outcome",
+                   ["priority", "outcome"], pool.get("starts", ()))
     yield _gauge("vms_running", "VMs the pool database has running", len(pool.get("running", {})))
     yield _gauge("vms_halted", "VMs the pool database has halted", len(pool.get("halted", ())))
     plan = pool.get("plan") or {}
@@ -167,12 +172,8 @@ def _mgmt(mgmt: Mapping[str, Any] | None) -> Iterator[Metric]:
         return
     yield _gauge("database_generation", "the newest pool database generation known here",
                  mgmt.get("generation"))
-    calls = CounterMetricFamily("hacluster_api_calls",
-                                "management API calls answered here, by verb and result",
-                                labels=["verb", "result"])
-    for entry in mgmt.get("calls", ()):
-        calls.add_metric([entry["verb"], entry["result"]], entry["count"])
-    yield calls
+    yield _counted("api_calls", "management API calls answered here, by verb and result",
+                   ["verb", "result"], mgmt.get("calls", ()))
     api = mgmt.get("api", {})
     if "refused" in api:
         yield _counter("api_refused", "API connections that did not authenticate, or sent a "
