@@ -399,8 +399,10 @@ class Node:
 
     # ------------------------------------------------------------ liveness.NodeSide
     def committed(self, commit: LivesetCommitted) -> None:
-        if commit.evidence is not None:  # this loop's clock is the liveness loop's
-            self.evidence.commits.append(evidence_record(commit, time.time() - self.now()))
+        if commit.evidence is not None:  # made here, once: off the liveness loop
+            record = evidence_record(commit, time.time() - self.now())  # one clock: both loops'
+            self.evidence.commits.append(record)
+            self.log.write("evidence", **record)
         if self.duties is not None:
             self.duties.committed(commit, self.host_uuids())
 

@@ -89,7 +89,6 @@ from hacluster.core.phases import IllegalTransition, InvariantViolation
 from hacluster.core.timing import Timing
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
-from hacluster.node.evidence import evidence_record
 from hacluster.node.heartbeat_sockets import Datagram, HeartbeatSockets
 from hacluster.node.measure import FaultTimeline, Samples
 from hacluster.node.osthread import name_os_thread
@@ -520,8 +519,6 @@ class Liveness:
         self.failures += len(commit.removed - commit.excluded)
         self.last_fault.step(f"commit: liveset {sorted(commit.liveset)}, removed "
                              f"{sorted(commit.removed)}, added {sorted(commit.added)}")
-        if commit.evidence is not None:
-            self.log.write("evidence", **evidence_record(commit, time.time() - self.now()))
         self.log.write("commit", liveset=commit.liveset, removed=commit.removed,
                        added=commit.added, left=commit.excluded)
         node = self._node
