@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 #: smallest supported timeout, in seconds
 MIN_TIMEOUT = 1.0
+#: the longest T a pool may run: an hour-long T means hours before a failed host's VMs restart
+MAX_TIMEOUT = 3600.0
 #: a timeout must span at least this many beats of its channel
 MIN_BEATS_PER_TIMEOUT = 3
 #: seconds at least that HA enable waits for a member it has never heard from

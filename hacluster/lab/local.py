@@ -81,7 +81,8 @@ STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
 START_WAIT = 30.0  # seconds a host may take to start before the next starts anyway
 ALERT_DIR = "alerts"  # the lab's alert scripts (other-config:alert-script), for every host
 ANSWER_WAIT = 120.0  # seconds lab up waits for every host's management API
-HTTP_PORT_OFFSET = 3000  # a host serves HTTP on the base port plus this (agents +1000, API +2000)
+#: each host's ports above the lab's base port: its agent, management API and HTTP face
+AGENT_PORT_OFFSET, MGMT_PORT_OFFSET, HTTP_PORT_OFFSET = 1000, 2000, 3000
 
 
 class LabError(RuntimeError):
@@ -248,7 +249,7 @@ class LocalLab:
         """
         addresses = [[self.address(i, base_port, n) for n in range(networks)]
                      for i in range(hosts)]
-        mgmt_port = base_port + 2000
+        mgmt_port = base_port + MGMT_PORT_OFFSET
         poolfiles.write_hactl(self.root / poolfiles.HACTL_FILE, addresses, mgmt_port,
                               "tls/ca.pem", poolfiles.SECRET_FILE)
         key = read_key(self.root / poolfiles.KEY_FILE)
@@ -267,7 +268,7 @@ class LocalLab:
         chosen, base_port = data["settings"], data["settings"]["base_port"]
         return NodeSettings(
             sr=self.sr_path(index), timeout=data["timeout"], mode=chosen["mode"],
-            agent_port=base_port + 1000, mgmt_port=base_port + 2000,
+            agent_port=base_port + AGENT_PORT_OFFSET, mgmt_port=base_port + MGMT_PORT_OFFSET,
             pool=f"../{poolfiles.POOL_FILE}", ca="../tls/ca.pem",
             secret_file=f"../{poolfiles.SECRET_FILE}", vm_dir=f"../{VM_SR}",
             guest_lock=chosen["guest_lock"],
@@ -307,7 +308,7 @@ class LocalLab:
         :class:`LabError` at once, with the end of its ``node.out``, for a host whose
         daemon exited (a port taken, a bad file)."""
         waiting = set(indices)
-        port = self.load()["settings"]["base_port"] + 2000
+        port = self.load()["settings"]["base_port"] + MGMT_PORT_OFFSET
 
         def answered() -> bool:
             for index in sorted(waiting):

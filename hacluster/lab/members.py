@@ -25,7 +25,7 @@ import uuid
 from typing import Any
 
 from hacluster.deploy import poolfiles
-from hacluster.lab.local import LabError, LocalLab, members
+from hacluster.lab.local import MGMT_PORT_OFFSET, LabError, LocalLab, members
 from hacluster.lab.poll import wait_until
 from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import load as load_pool
@@ -147,5 +147,5 @@ def eject(lab: LocalLab, index: int) -> None:
 
 def _write_hactl(lab: LocalLab, hosts: list[tuple[Address, ...]]) -> None:
     base_port = lab.load()["settings"]["base_port"]
-    poolfiles.write_hactl(lab.root / poolfiles.HACTL_FILE, hosts, base_port + 2000,
+    poolfiles.write_hactl(lab.root / poolfiles.HACTL_FILE, hosts, base_port + MGMT_PORT_OFFSET,
                           "tls/ca.pem", poolfiles.SECRET_FILE)

@@ -79,7 +79,7 @@ from hacluster.core.recovery import (
     single_failures,
     tolerance,
 )
-from hacluster.core.timing import Timing, TimingError
+from hacluster.core.timing import MAX_TIMEOUT, Timing, TimingError
 from hacluster.mgmt import alert_hooks
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.keyrotation import rotate
@@ -98,7 +98,6 @@ LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every lives
 STATUS_ALERTS = 10  # the newest alerts the status verb shows
 STATUS_EVIDENCE = 12  # the newest evidence records (ha-explain) it shows
 WHATIF_TIMEOUT = 120.0  # seconds a what-if simulation may take
-MAX_MARGIN_TIMEOUT = 3600.0  # the longest T pool-ha-margins judges (node.toml's limit)
 # the audit record of the call being answered, until a commit carries it; each
 # connection is its own task, hence its own context
 _pending_audit: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -310,8 +309,8 @@ class Service:
         if "timeout" in params:
             try:
                 timeout = float(params["timeout"])
-                if not 0 < timeout <= MAX_MARGIN_TIMEOUT:
-                    raise ValueError(f"T must be in (0, {MAX_MARGIN_TIMEOUT:g}] seconds")
+                if not 0 < timeout <= MAX_TIMEOUT:
+                    raise ValueError(f"T must be in (0, {MAX_TIMEOUT:g}] seconds")
                 request["timeout"] = Timing.derive(timeout).T
             except (TimingError, ValueError) as error:
                 raise PoolError(f"timeout={params['timeout']!r}: {error}") from None

@@ -51,7 +51,7 @@ from typing import Any
 
 from hacluster.core.node import Mode
 from hacluster.core.pool import PoolError
-from hacluster.core.timing import Timing, TimingError
+from hacluster.core.timing import MAX_TIMEOUT, Timing, TimingError
 from hacluster.model import poolfile
 from hacluster.model.address import Address, ConfigError
 from hacluster.model.poolfile import PoolFile
@@ -64,7 +64,6 @@ from hacluster.wire.keys import KeyRing
 __all__ = ["MAX_KEY_FILE", "MAX_TIMEOUT", "MGMT_FIELDS", "Address", "Candidate", "ConfigError",
            "HttpFace", "Management", "NodeConfig", "load", "load_node", "read_key"]
 
-MAX_TIMEOUT = 3600.0  # seconds: an hour-long T means hours before a failed host's VMs restart
 
 
 @dataclass(frozen=True)
