@@ -102,7 +102,11 @@ def children(pid: int) -> list[int]:
 def test_ready_status_pets_in_every_state_and_stopping(tmp_path: Path,
                                                        systemd: FakeSystemd) -> None:
     lab = LocalLab(tmp_path / "lab")
-    lab.up(2, T, base_port=24000 + (os.getpid() % 500) * 4, ha_off=True)
+    # The watchdog process is planted late: a paused daemon must wake to its own stall
+    # check and say STATUS=fenced, not race the watchdog that kills it while stopped
+    # (whose deadline, what is left of the lease, can fall inside the pause).
+    lab.up(2, T, base_port=24000 + (os.getpid() % 500) * 4, ha_off=True,
+           unsafe_watchdog_delay=3 * T)
     try:
         pids = [lab.pid(i) for i in range(2)]
         wait_for(lambda: all("READY=1" in systemd.of(p) for p in pids), 20, "READY=1")
