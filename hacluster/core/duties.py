@@ -17,7 +17,9 @@ Rules (spec sections 7 and 9):
   VM the view places on a live host that answered without it has crashed; a
   VM on a host outside the liveset is on a failed host. A live host that does
   not answer keeps its VMs as they were: nothing it may run is started
-  elsewhere. Exits a host recorded before the take-over are history. A host
+  elsewhere. A VM the database records halted or suspended (the operator's
+  doing, :mod:`hacluster.core.pooldb`) stays so unless a host reports it
+  running. Exits a host recorded before the take-over are history. A host
   silent at the take-over is taken over by the same rule when it first
   answers (until then its VMs stay as they were).
 * A host whose answer numbers its exits below the cursor restarted its
@@ -61,6 +63,7 @@ from hacluster.core.restarts import (
     RestartInput,
     StartFinished,
     StartVM,
+    Stopped,
     VMExited,
 )
 
@@ -126,7 +129,7 @@ class StartAnswered:
 
 
 DutyInput = (Surveyed | StartAnswered | HostsFailed | HostsLeft | VMExited | PauseRestarts
-             | Reconfigure | Moved)
+             | Reconfigure | Moved | Stopped)
 
 
 # ----------------------------------------------------------------- outputs
@@ -223,7 +226,7 @@ class Duties:
             case PauseRestarts(until=until):
                 self._paused_until = until
                 self._feed(event)
-            case HostsLeft() | VMExited() | Reconfigure() | Moved():
+            case HostsLeft() | VMExited() | Reconfigure() | Moved() | Stopped():
                 self._feed(event)
         return self._out
 

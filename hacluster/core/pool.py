@@ -12,9 +12,14 @@ Rules (spec sections 1 and 8):
   no passthrough or GPU device. :func:`agility` names every reason it is not,
   with what would fix it. A non-agile VM is pinned: its memory is overhead on
   its host and it can never be restarted elsewhere.
-* GPU and passthrough VMs may only be best-effort (:func:`check_protection`).
+* GPU and passthrough VMs may only be best-effort: a VM with a device and
+  priority ``restart`` cannot be made, by a pool file, a change or an install.
 * A host's **free memory** for restarts is its total, less its own overhead,
   less every VM resident on it that is running.
+* A VM is ``running`` (on its resident host), ``halted`` or ``suspended``
+  (its state saved on its disks, on no host): only a running VM has a
+  resident host. HA never starts a suspended VM: it is resumed by the
+  operator.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class Priority(Enum):
 class Power(Enum):
     RUNNING = "running"
     HALTED = "halted"
+    SUSPENDED = "suspended"
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,12 @@ class VM:
             raise PoolError(f"VM {self.name}: order must be 0 or more, got {self.order}")
         if self.start_delay < 0:
             raise PoolError(f"VM {self.name}: start-delay must be 0 or more")
+        if self.priority.protected and self.devices:
+            raise PoolError(f"VM {self.name} has passthrough/GPU device(s) {list(self.devices)}: "
+                            "it can only be protected as best-effort")
         if (self.power is Power.RUNNING) != (self.resident is not None):
             raise PoolError(f"VM {self.name}: a running VM needs a resident host, "
-                            "a halted one has none")
+                            "a halted or suspended one has none")
 
     @property
     def running(self) -> bool:
@@ -238,13 +247,6 @@ def agility(pool: Pool, vm: VM) -> list[Reason]:
 
 def is_agile(pool: Pool, vm: VM) -> bool:
     return not agility(pool, vm)
-
-
-def check_protection(vm: VM, priority: Priority) -> None:
-    """Refuse priorities a VM cannot have: GPU/passthrough VMs are best-effort at most."""
-    if priority.protected and vm.devices:
-        raise PoolError(f"VM {vm.name} has passthrough/GPU device(s) {list(vm.devices)}: "
-                        "it can only be protected as best-effort")
 
 
 def diagnostic_vm_status(pool: Pool, vm_uuid: str) -> list[str]:

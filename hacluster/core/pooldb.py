@@ -20,6 +20,18 @@ Rules:
   shared SR and every network, as xe's pool-join does) and leave
   (``host-eject``: every VM the record places on it must be placed where it
   runs now, elsewhere; the failures to tolerate shrink to fit).
+* VMs are installed (``vm-install``: halted, on no host, with the settable
+  VM parameters and optional passthrough devices) and uninstalled
+  (``vm-uninstall``). ``vm-power`` records what the operator did to a VM:
+  started, resumed or moved it (``running`` on a host), shut it down
+  (``halted``) or suspended it (``suspended``). So a new master never
+  restarts a VM the operator halted nor forgets a suspended one. A protected
+  VM cannot be recorded halted: the operator removes its protection first.
+  Where a VM runs after HA restarted it is the master's live view, not
+  written here: callers check "is it running" and the plan on that view.
+* ``ha-config:timeout`` has the bounds of the timing rules, no other:
+  :func:`~hacluster.core.timing.Timing.derive` names a violated rule, and T
+  is at most :data:`~hacluster.core.timing.MAX_TIMEOUT`.
 * At most :data:`KEEP_MESSAGES` messages are kept; older ones are dropped.
 * Any change may carry an ``audit`` map (who: the credential's id, role and
   name; what: the verb, its parameters, already redacted, and flags; when:
@@ -40,14 +52,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hacluster.core.pool import Host, Pool, PoolError, Priority, check_protection
+from hacluster.core.pool import VM, Host, Pool, PoolError, Power, Priority
 from hacluster.core.recovery import overcommitted, tolerance
+from hacluster.core.timing import MAX_TIMEOUT, Timing, TimingError
 
 KEEP_MESSAGES = 1000
 KEEP_AUDIT = 1000
 MAX_DENIED = 1000
 MAX_ID = 200  # characters of a credential id
-MIN_TIMEOUT = 3.0
+MAX_VM_ID = 128  # characters of an installed VM's uuid
 
 
 @dataclass(frozen=True)
@@ -153,23 +166,76 @@ def _pool_set(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
 def _vm_set(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     vm = db.pool.vm(str(change.get("vm", "")))
     for key, value in _fields(change).items():
-        if key == "name-label":
-            vm = replace(vm, name=_text(key, value))
-        elif key == "ha-restart-priority":
-            try:
-                priority = Priority(value)
-            except ValueError:
-                raise PoolError(f"ha-restart-priority must be restart, best-effort or \"\" "
-                                f"(unprotected), got {value!r}") from None
-            check_protection(vm, priority)
-            vm = replace(vm, priority=priority)
-        elif key == "order":
-            vm = replace(vm, order=_whole(key, value))
-        elif key == "start-delay":
-            vm = replace(vm, start_delay=_seconds(key, value))
-        else:
-            raise PoolError(f"VM parameter {key!r} cannot be set")
+        vm = _vm_field(vm, key, value)
     return replace(db, pool=db.pool.with_vm(vm))
+
+
+def _vm_field(vm: VM, key: str, value: str) -> VM:
+    """``vm`` with one settable parameter (its xe name, as text) set."""
+    if key == "name-label":
+        return replace(vm, name=_text(key, value))
+    if key == "ha-restart-priority":
+        try:
+            priority = Priority(value)
+        except ValueError:
+            raise PoolError(f"ha-restart-priority must be restart, best-effort or \"\" "
+                            f"(unprotected), got {value!r}") from None
+        return replace(vm, priority=priority)
+    if key == "order":
+        return replace(vm, order=_whole(key, value))
+    if key == "start-delay":
+        return replace(vm, start_delay=_seconds(key, value))
+    raise PoolError(f"VM parameter {key!r} cannot be set")
+
+
+def _vm_install(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    """A new VM: halted, on no host; ``fields`` hold name-label and memory (MiB),
+    optionally the settable parameters and ``devices`` (comma-separated)."""
+    uuid = change.get("vm")
+    if not (isinstance(uuid, str) and uuid and len(uuid) <= MAX_VM_ID and uuid.isprintable()
+            and not uuid.isspace()):
+        raise PoolError(f"a VM uuid is 1 to {MAX_VM_ID} printable characters, got {uuid!r}")
+    if any(vm.uuid == uuid for vm in db.pool.vms):
+        raise PoolError(f"a VM with uuid {uuid} is already installed")
+    fields = dict(_fields(change))
+    if "name-label" not in fields or "memory" not in fields:
+        raise PoolError("vm-install needs name-label and memory (MiB)")
+    name, memory = _text("name-label", fields.pop("name-label")), fields.pop("memory")
+    if not (memory.isascii() and memory.isdigit()) or int(memory) <= 0 or len(memory) > 9:
+        raise PoolError(f"memory must be MiB, a whole number above 0, got {memory!r}")
+    devices = tuple(d.strip() for d in fields.pop("devices", "").split(",") if d.strip())
+    vm = VM(uuid, name, int(memory), devices=devices)
+    for key, value in fields.items():
+        vm = _vm_field(vm, key, value)
+    return replace(db, pool=db.pool.with_vm(vm))
+
+
+def _vm_uninstall(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    vm = db.pool.vm(str(change.get("vm", "")))
+    commands = {uuid: command for uuid, command in db.commands.items() if uuid != vm.uuid}
+    vms = tuple(v for v in db.pool.vms if v.uuid != vm.uuid)
+    return replace(db, pool=replace(db.pool, vms=vms), commands=commands)
+
+
+def _vm_power(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
+    """The operator started, resumed or moved a VM (``running`` on ``host``), shut
+    it down (``halted``) or suspended it (``suspended``)."""
+    vm = db.pool.vm(str(change.get("vm", "")))
+    try:
+        power = Power(change.get("power"))
+    except ValueError:
+        raise PoolError(f"power must be running, halted or suspended, "
+                        f"got {change.get('power')!r}") from None
+    host = change.get("host")
+    if power is Power.RUNNING:
+        host = db.pool.host(str(host or "")).uuid
+    elif host is not None:
+        raise PoolError(f"a {power.value} VM is on no host, got host {host!r}")
+    if power is Power.HALTED and vm.priority.protected:
+        raise PoolError(f"VM {vm.name} is protected by HA (ha-restart-priority=restart): "
+                        f"HA would restart it. Remove its protection first: vm-param-set "
+                        f"uuid={vm.uuid} ha-restart-priority= ; then shut it down")
+    return replace(db, pool=db.pool.with_vm(replace(vm, power=power, resident=host)))
 
 
 def _host_enabled(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
@@ -239,9 +305,14 @@ def _ha_enable(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     timeout = change.get("timeout")
     sr = change.get("heartbeat_sr")
     generation = change.get("sr_generation")
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not (
-            math.isfinite(timeout) and timeout >= MIN_TIMEOUT):
-        raise PoolError(f"ha-config:timeout must be at least {MIN_TIMEOUT} s, got {timeout!r}")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise PoolError(f"ha-config:timeout must be seconds, got {timeout!r}")
+    try:
+        if not timeout <= MAX_TIMEOUT:
+            raise TimingError("timeout-ceiling", f"T={timeout} s is above {MAX_TIMEOUT:g} s")
+        Timing.derive(float(timeout))
+    except TimingError as error:
+        raise PoolError(f"ha-config:timeout={timeout!r}: {error}") from None
     if not isinstance(sr, str) or not sr or not isinstance(generation, int):
         raise PoolError("ha-enable needs the heartbeat SR and its new generation")
     return replace(db, ha=HASettings(True, float(timeout), sr, generation))
@@ -314,7 +385,8 @@ def _credential_allow(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     return replace(db, denied=db.denied - {credential})
 
 
-_OPS = {"pool-set": _pool_set, "vm-set": _vm_set, "host-enabled": _host_enabled,
+_OPS = {"pool-set": _pool_set, "vm-set": _vm_set, "vm-install": _vm_install,
+        "vm-uninstall": _vm_uninstall, "vm-power": _vm_power, "host-enabled": _host_enabled,
         "host-join": _host_join, "host-eject": _host_eject,
         "ha-enable": _ha_enable, "ha-disable": _ha_disable, "master": _master,
         "message": _message, "audit": _audit, "credential-deny": _credential_deny,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hacluster.core.pool import Pool
+from hacluster.core.pool import Pool, Power
 
 
 # ----------------------------------------------------------------- inputs
@@ -77,15 +77,26 @@ class Reconfigure:
 
 @dataclass(frozen=True)
 class Moved:
-    """The operator moved a running VM (``host-evacuate``): it now runs on ``host``."""
+    """The operator started, resumed or moved a VM (``vm-start``, ``vm-resume``,
+    ``vm-migrate``, ``host-evacuate``): it now runs on ``host``."""
 
     now: float
     vm: str
     host: str
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """The operator stopped a VM on purpose (``vm-shutdown``: ``HALTED``,
+    ``vm-suspend``: ``SUSPENDED``): not an exit, nothing to restart."""
+
+    now: float
+    vm: str
+    power: Power
+
+
 RestartInput = (Pass | HostsFailed | HostsLeft | StartFinished | VMExited | PauseRestarts
-                | Reconfigure | Moved)
+                | Reconfigure | Moved | Stopped)
 
 
 # ---------------------------------------------------------------- outputs

@@ -22,7 +22,9 @@ Rules (spec section 9):
     and only once no protected VM is waiting to start or in an order delay;
   - unprotected VMs never;
   - a VM shut down from inside its guest stays halted, unless it is protected
-    and ``pool.reboot_vm_on_internal_shutdown``.
+    and ``pool.reboot_vm_on_internal_shutdown``;
+  - a suspended VM never (the operator resumes it), nor a VM the operator
+    stopped (:class:`Stopped`) until it is started again.
 
 * Beyond tolerance: while more hosts are down than
   ``pool.host_failures_to_tolerate``, protected VMs get the best-effort bound
@@ -45,9 +47,11 @@ Rules (spec section 9):
 * A :class:`VMExited` of a VM the pool does not know (a host may run others),
   or from a host the view does not place it on, is stale and ignored.
 * While restarts are paused (:class:`PauseRestarts`) nothing is started.
-* :class:`Reconfigure` takes the pool database's new configuration; a start
-  in flight finishes in the order group it was started in. :class:`Moved`
-  records where an operator's move put a VM.
+* :class:`Reconfigure` takes the pool database's new configuration (VMs
+  installed arrive halted, uninstalled ones leave); a start in flight
+  finishes in the order group it was started in. :class:`Moved` records where
+  an operator's start or move put a VM, :class:`Stopped` that the operator
+  halted or suspended it.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ from hacluster.core.restart_events import (
     RestartInput,
     StartFinished,
     StartVM,
+    Stopped,
     VMExited,
 )
 
@@ -90,6 +95,7 @@ __all__ = [
     "Restarter",
     "StartFinished",
     "StartVM",
+    "Stopped",
     "VMExited",
 ]
 
@@ -203,23 +209,13 @@ class Restarter:
                 self._reconfigure(pool)
             case Moved():
                 self._moved(event)
+            case Stopped():
+                self._stopped(event)
             case _:
                 assert_never(event)
         self._check_tolerance(out)
         self._restart(event.now, out)
         return out
-
-    def operator_shutdown(self, vm_uuid: str) -> None:
-        """``vm-shutdown``: refused for a protected VM; others are marked halted for good."""
-        vm = self._pool.vm(vm_uuid)
-        if vm.priority.protected:
-            raise PoolError(f"VM {vm.name} is protected by HA: remove its protection first "
-                            "(vm-param-set ha-restart-priority=\"\")")
-        if self._of(vm_uuid).starting_on is not None:
-            raise PoolError(f"VM {vm.name} is being started by HA; try again when it runs")
-        self._of(vm_uuid).wanted = False
-        if vm.running:
-            self._set_halted([vm])
 
     # ------------------------------------------------------------ inputs
     def _on_pass(self, event: Pass) -> None:
@@ -241,6 +237,13 @@ class Restarter:
         state = self._of(event.vm)
         state.last_host = event.host
         state.started()
+
+    def _stopped(self, event: Stopped) -> None:
+        if event.power is Power.RUNNING or event.vm not in {vm.uuid for vm in self._pool.vms}:
+            return  # not a stop, or a VM no longer in the pool
+        self._of(event.vm).wanted = False
+        self._pool = self._pool.with_vm(replace(self._pool.vm(event.vm), power=event.power,
+                                                resident=None))
 
     def _on_hosts_failed(self, event: HostsFailed, out: list[RestartAction]) -> None:
         for host_uuid in sorted(event.hosts):
@@ -338,7 +341,7 @@ class Restarter:
     def _due(self, vm: VM, now: float) -> bool:
         """Should ``vm`` be started now, if there is room?"""
         state = self._vms.get(vm.uuid, _IDLE)
-        if vm.running or state.starting_on is not None:
+        if vm.power is not Power.HALTED or state.starting_on is not None:
             return False
         if vm.priority.protected:
             if state.held:

@@ -101,7 +101,8 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
             prio, state = Priority(priority), Power(power)
         except ValueError:
             raise PoolError(f"{t.where}: priority must be restart, best-effort or \"\" and "
-                            f"power running or halted, got {priority!r}, {power!r}") from None
+                            f"power running, halted or suspended, got {priority!r}, "
+                            f"{power!r}") from None
         resident = t.get("host", str, "") or None
         made = VM(t.get("uuid", str), t.get("name", str), t.get("memory", int), prio,
                   t.get("order", int, 0), t.get("start_delay", float, 0.0), state, resident,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -102,6 +102,24 @@ def test_take_over_restarts_a_vm_missing_from_its_live_answering_host() -> None:
     d = duties()
     out = d.handle(survey(1.0, {"h0": runs("a"), "h1": runs(), "h2": runs("c")}, DB))
     assert set(starts(out)) == {"b"}  # h1 answered without b: it crashed
+
+
+def test_take_over_keeps_what_the_operator_halted_or_suspended_down() -> None:
+    d = duties()
+    db = pool(vm("a", "h0"), vm("e", None, Priority.BEST_EFFORT),
+              replace(vm("s", None), power=Power.SUSPENDED))
+    live = frozenset({"h0", "h2"})  # h1, where e and s last ran, is gone too
+    out = d.handle(survey(1.0, {"h0": runs("a"), "h2": runs()}, db, live))
+    assert starts(out) == {}
+    assert d.pool is not None and d.pool.vm("s").power is Power.SUSPENDED
+    assert starts(d.handle(survey(5.0, {"h0": runs("a"), "h2": runs()}, db, live))) == {}
+    # the same database believing e and s ran on h1: both are restarted
+    d = duties()
+    believed = pool(vm("a", "h0"), vm("e", "h1", Priority.BEST_EFFORT), vm("s", "h1"))
+    out = d.handle(survey(1.0, {"h0": runs("a"), "h2": runs()}, believed, live))
+    assert set(starts(out)) == {"s"}  # the protected one first; e waits its turn
+    assert set(starts(d.handle(StartAnswered(1.5, "s", starts(out)["s"],
+                                             Outcome.STARTED)))) == {"e"}
 
 
 def test_take_over_leaves_the_vms_of_a_host_that_does_not_answer() -> None:

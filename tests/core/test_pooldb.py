@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hacluster.core.pool import PoolError, Priority
+from hacluster.core.pool import PoolError, Power, Priority
 from hacluster.core.pooldb import KEEP_AUDIT, KEEP_MESSAGES, PoolDB, apply
 from hacluster.lab.workloads import default_pool
 from hacluster.model.pooldata import from_data, seed, to_data
@@ -51,7 +51,35 @@ def test_vm_param_set_protects_and_keeps_the_order(db: PoolDB) -> None:
     ({"op": "pool-set", "fields": {"name-label": " "}}, "must not be empty"),
     ({"op": "host-enabled", "host": "host-9", "enabled": False}, "no host"),
     ({"op": "ha-disable"}, "not enabled"),
-    ({"op": "ha-enable", "timeout": 1, "heartbeat_sr": "x", "sr_generation": 1}, "at least"),
+    ({"op": "ha-enable", "timeout": 0.5, "heartbeat_sr": "x", "sr_generation": 1},
+     "timeout-floor"),
+    ({"op": "ha-enable", "timeout": float("inf"), "heartbeat_sr": "x", "sr_generation": 1},
+     "timeout-ceiling"),
+    ({"op": "ha-enable", "timeout": float("nan"), "heartbeat_sr": "x", "sr_generation": 1},
+     "timeout"),
+    ({"op": "vm-install", "vm": "vm-sql", "fields": {"name-label": "x", "memory": "1"}},
+     "already installed"),
+    ({"op": "vm-install", "vm": "", "fields": {"name-label": "x", "memory": "1"}}, "uuid"),
+    ({"op": "vm-install", "vm": "a\nb", "fields": {"name-label": "x", "memory": "1"}},
+     "printable"),
+    ({"op": "vm-install", "vm": "v", "fields": {"name-label": "x"}}, "needs name-label and"),
+    ({"op": "vm-install", "vm": "v", "fields": {"name-label": "x", "memory": "0"}},
+     "above 0"),
+    ({"op": "vm-install", "vm": "v", "fields": {"name-label": "x", "memory": "1e3"}},
+     "whole number"),
+    ({"op": "vm-install", "vm": "v", "fields": {"name-label": "x", "memory": "1",
+                                                "power": "running"}}, "cannot be set"),
+    ({"op": "vm-install", "vm": "v", "fields": {"name-label": "x", "memory": "1",
+                                                "devices": "gpu0",
+                                                "ha-restart-priority": "restart"}},
+     "only be protected as best-effort"),
+    ({"op": "vm-uninstall", "vm": "vm-nope"}, "no VM"),
+    ({"op": "vm-power", "vm": "vm-sql", "power": "halted"}, "Remove its protection first"),
+    ({"op": "vm-power", "vm": "vm-batch", "power": "paused"}, "running, halted or suspended"),
+    ({"op": "vm-power", "vm": "vm-batch", "power": "running", "host": "host-9"}, "no host"),
+    ({"op": "vm-power", "vm": "vm-batch", "power": "running"}, "no host"),
+    ({"op": "vm-power", "vm": "vm-batch", "power": "halted", "host": "host-0000"},
+     "on no host"),
     ({"op": "drop-tables"}, "unknown change"),
 ])
 def test_bad_changes_are_refused_and_change_nothing(db: PoolDB, change: dict[str, Any],
@@ -60,6 +88,40 @@ def test_bad_changes_are_refused_and_change_nothing(db: PoolDB, change: dict[str
     with pytest.raises(PoolError, match=says):
         apply(db, change)
     assert to_data(db) == before
+
+
+def test_vms_are_installed_halted_and_uninstalled_with_their_command(db: PoolDB) -> None:
+    new = apply(db, {"op": "vm-install", "vm": "vm-new", "fields": {
+        "name-label": "new", "memory": "300", "ha-restart-priority": "restart", "order": "2",
+        "start-delay": "1.5"}})
+    vm = new.pool.vm("vm-new")
+    assert (vm.name, vm.memory, vm.priority, vm.order, vm.start_delay, vm.power,
+            vm.resident) == ("new", 300, Priority.RESTART, 2, 1.5, Power.HALTED, None)
+    gpu = apply(new, {"op": "vm-install", "vm": "vm-gpu", "fields": {
+        "name-label": "gpu", "memory": "64", "devices": "gpu0, gpu1",
+        "ha-restart-priority": "best-effort"}})
+    assert gpu.pool.vm("vm-gpu").devices == ("gpu0", "gpu1")
+    with_command = replace(gpu, commands={"vm-new": ("sleep", "9"), "vm-sql": ("true",)})
+    gone = apply(with_command, {"op": "vm-uninstall", "vm": "vm-new"})
+    assert "vm-new" not in {v.uuid for v in gone.pool.vms}
+    assert gone.commands == {"vm-sql": ("true",)}
+    assert from_data(to_data(gpu)) == gpu  # the snapshot carries installed VMs
+
+
+def test_vm_power_records_what_the_operator_did(db: PoolDB) -> None:
+    halted = apply(db, {"op": "vm-power", "vm": "vm-batch", "power": "halted"})
+    assert (halted.pool.vm("vm-batch").power, halted.pool.vm("vm-batch").resident) == (
+        Power.HALTED, None)
+    suspended = apply(db, {"op": "vm-power", "vm": "vm-sql", "power": "suspended"})
+    assert suspended.pool.vm("vm-sql").power is Power.SUSPENDED  # protected: may suspend
+    moved = apply(suspended, {"op": "vm-power", "vm": "vm-sql", "power": "running",
+                              "host": "host-0002"})
+    assert moved.pool.vm("vm-sql").resident == "host-0002"
+    assert from_data(to_data(suspended)).pool.vm("vm-sql").power is Power.SUSPENDED
+    unprotected = apply(db, {"op": "vm-set", "vm": "vm-sql",
+                             "fields": {"ha-restart-priority": ""}})
+    assert apply(unprotected, {"op": "vm-power", "vm": "vm-sql", "power": "halted"}
+                 ).pool.vm("vm-sql").power is Power.HALTED
 
 
 def test_a_change_that_breaks_the_plan_is_refused_while_ha_is_on(db: PoolDB) -> None:

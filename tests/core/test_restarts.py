@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hacluster.core.pool import SR, VM, Host, Pool, PoolError, Power, Priority
+from hacluster.core.pool import SR, VM, Host, Pool, Power, Priority
 from hacluster.core.restarts import (
     Alert,
     ForceHalt,
@@ -24,6 +24,7 @@ from hacluster.core.restarts import (
     Restarter,
     StartFinished,
     StartVM,
+    Stopped,
     VMExited,
 )
 
@@ -355,13 +356,33 @@ def test_paused_restarts_start_nothing_until_the_pause_ends() -> None:
 
 
 # ----------------------------------------------------------- operator
-def test_operator_shutdown_of_a_protected_vm_is_refused() -> None:
+def test_vms_the_operator_stopped_or_suspended_stay_down_until_started_again() -> None:
     r = three_hosts(vm("p", on="h0"), vm("e", priority=BEST_EFFORT, on="h0"))
-    with pytest.raises(PoolError, match="remove its protection first"):
-        r.operator_shutdown("p")
-    r.operator_shutdown("e")
-    assert not r.pool.vm("e").running
-    assert starts(r.handle(Pass(5.0, ALL))) == {}
+    assert starts(r.handle(Stopped(1.0, "e", Power.HALTED))) == {}
+    assert starts(r.handle(Stopped(1.1, "p", Power.SUSPENDED))) == {}
+    assert (r.pool.vm("p").power, r.pool.vm("p").resident) == (Power.SUSPENDED, None)
+    out = r.handle(HostsFailed(2.0, frozenset({"h0"})))
+    assert starts(out) == {} and not [a for a in out if isinstance(a, ForceHalt)]
+    assert starts(r.handle(Pass(9.0, ALL - {"h0"}))) == {}  # protected, but suspended
+    assert starts(r.handle(Pass(19.0, ALL))) == {}  # the liveset grew: still down
+    r.handle(Moved(20.0, "p", "h1"))  # vm-resume put it on h1
+    assert set(starts(r.handle(HostsFailed(21.0, frozenset({"h1"}))))) == {"p"}
+
+
+def test_a_stop_of_a_vm_no_longer_in_the_pool_is_ignored() -> None:
+    r = three_hosts(vm("p", on="h0"))
+    r.handle(Reconfigure(1.0, make_pool([host(h) for h in ("h0", "h1", "h2")], [])))
+    assert r.handle(Stopped(1.1, "p", Power.HALTED)) == []
+    assert r.pool.vms == ()
+
+
+def test_an_installed_protected_vm_is_started_an_unprotected_one_is_not() -> None:
+    r = three_hosts(vm("a", on="h0"))
+    hosts = [host(h) for h in ("h0", "h1", "h2")]
+    out = r.handle(Reconfigure(1.0, make_pool(hosts, [vm("a", on="h0"), vm("n"),
+                                                      vm("u", priority=NONE)])))
+    assert set(starts(out)) == {"n"}  # protected VMs are level-sensitive
+    assert r.pool.vm("a").resident == "h0"
 
 
 def test_start_reported_after_its_host_failed_counts_as_failed() -> None:

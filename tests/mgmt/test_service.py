@@ -228,7 +228,8 @@ async def test_ha_enable_is_refused_unless_every_host_answers(control: FakeContr
 
 
 @pytest.mark.parametrize(("params", "match"), [
-    ({"ha-config:timeout": "2"}, "at least 3.0 s"),  # checked after the ping, before the SR
+    ({"ha-config:timeout": "0.5"}, "timeout-floor"),  # checked after the ping, before the SR
+    ({"ha-config:timeout": "inf"}, "timeout-ceiling"),
     ({"ha-config:timeout": "soon"}, "must be seconds"),
     ({"ha-config:colour": "red"}, "unknown HA setting"),
     ({"heartbeat-sr-uuid": "local-sr"}, "not a shared SR"),

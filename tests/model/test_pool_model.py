@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,6 @@ from hacluster.core.pool import (
     Power,
     Priority,
     agility,
-    check_protection,
     diagnostic_vm_status,
 )
 from hacluster.core.recovery import clustered_cap, memory_by_priority, recovery_plan
@@ -70,9 +70,11 @@ def test_two_reasons_are_both_named() -> None:
 
 def test_gpu_vms_can_only_be_best_effort() -> None:
     vm = VM("g", "gpu", 1024, devices=("gpu0",))
-    with pytest.raises(PoolError, match="best-effort"):
-        check_protection(vm, Priority.RESTART)
-    check_protection(vm, Priority.BEST_EFFORT)
+    assert replace(vm, priority=Priority.BEST_EFFORT).priority is Priority.BEST_EFFORT
+    with pytest.raises(PoolError, match="only be protected as best-effort"):
+        replace(vm, priority=Priority.RESTART)
+    with pytest.raises(PoolError, match="only be protected as best-effort"):
+        VM("g", "gpu", 1024, Priority.RESTART, devices=("gpu0",))
 
 
 def test_bad_objects_are_refused() -> None:
