@@ -27,6 +27,9 @@ Rules:
   lists it (refused if it does not leave within the leave timeout), then
   writes the member table without it, frees its slot and removes it from the
   database. Members read the table within t2 (:mod:`hacluster.node.roster`).
+* The VM lifecycle verbs are :mod:`hacluster.mgmt.vm_verbs`; the helpers
+  every handler shares, and the daemon's face (:class:`Control`), are
+  :mod:`hacluster.mgmt.handlers`.
 * ``host-shutdown`` is refused while the host runs a protected VM (unprotect
   it first): a clean shutdown announces the host excluded, so it is never
   treated as a failure.
@@ -52,20 +55,17 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import random
 import re
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 from uuid import uuid4
 
 from hacluster.core.planner import Item, place
 from hacluster.core.pool import (
-    Pool,
     PoolError,
     Priority,
     agility,
@@ -81,15 +81,14 @@ from hacluster.core.recovery import (
 )
 from hacluster.core.timing import MAX_TIMEOUT, Timing, TimingError
 from hacluster.mgmt import alert_hooks
-from hacluster.mgmt.database import Database
+from hacluster.mgmt.handlers import Answer, pending_audit
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
 from hacluster.mgmt.verbs import Call, lookup
+from hacluster.mgmt.vm_verbs import VMVerbs
 from hacluster.model import poolfile
-from hacluster.storage.members import MembersError, MemberTable
-from hacluster.wire.keys import KeyRing
+from hacluster.storage.members import MembersError
 
-Answer = AsyncIterator[dict[str, Any]]
 PRIORITY = {"restart": 0, "best-effort": 1, "": 2}
 REDACTED = "(redacted)"
 SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
@@ -98,49 +97,16 @@ LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every lives
 STATUS_ALERTS = 10  # the newest alerts the status verb shows
 STATUS_EVIDENCE = 12  # the newest evidence records (ha-explain) it shows
 WHATIF_TIMEOUT = 120.0  # seconds a what-if simulation may take
-# the audit record of the call being answered, until a commit carries it; each
-# connection is its own task, hence its own context
-_pending_audit: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "pending_audit", default=None)
 
 
-class Control(Protocol):
-    """What the verbs need from the daemon."""
-
-    index: int
-    database: Database | None  # open on the master only
-
-    def live_hosts(self) -> frozenset[str] | None: ...  # None while HA is off
-    def armed(self) -> bool: ...
-    async def ask_all(self, request: dict[str, Any],
-                      hosts: list[str]) -> dict[str, dict[str, Any] | str]: ...
-    async def write_generation(self, generation: int, active: bool) -> None: ...
-    async def become_master(self) -> Database: ...
-    def reset_master(self, address: str) -> str: ...
-    async def emergency_disarm(self) -> None: ...
-    async def move(self, vm: str, source: str, target: str) -> None: ...
-    def current_pool(self) -> Pool: ...  # the database's, with what runs where
-    async def member_table(self) -> MemberTable: ...  # the pool's members now
-    async def write_members(self, table: MemberTable, freed: int | None) -> None: ...
-    def my_uuid(self) -> str: ...
-    def address(self, host_uuid: str) -> str: ...
-    def key_ring(self) -> KeyRing: ...  # the pool keys this host holds
-    def evidence(self) -> dict[str, Any]: ...  # names by index and uuid; evidence records
-    def ha_mode(self) -> str: ...  # statefile or clustered
-
-
-class Service:
-    def __init__(self, control: Control, clock: Callable[[], float] = time.time) -> None:
-        self.control = control
-        self.clock = clock
-
+class Service(VMVerbs):
     async def answer(self, call: Call) -> Answer:
         handler = getattr(self, "_" + call.verb.replace("-", "_"))
         if lookup(call.verb).role is Role.READ_ONLY:
             async for out in handler(call.params, call.flags):
                 yield out
             return
-        _pending_audit.set(self._audit_record(call))
+        pending_audit.set(self._audit_record(call))
         try:
             final: dict[str, Any] | None = None
             async for out in handler(call.params, call.flags):
@@ -148,11 +114,11 @@ class Service:
                     yield out
                 else:
                     final = out
-            record = _pending_audit.get()
+            record = pending_audit.get()
             if record is not None and self.control.database is not None:
                 await self.control.database.commit({"op": "audit", "audit": record})
         finally:
-            _pending_audit.set(None)
+            pending_audit.set(None)
         if final is not None:
             yield final
 
@@ -163,40 +129,10 @@ class Service:
                 else "", "verb": call.verb, "params": redacted(call.params),
                 "flags": list(call.flags)}
 
-    # ------------------------------------------------------------ helpers
-    def _db(self) -> Database:
-        database = self.control.database
-        if database is None:
-            raise PoolError("this host holds no pool database (it is not the master)")
-        return database
-
-    @property
-    def _pool(self) -> Pool:
-        """The database's pool with what runs where as the master knows it."""
-        return self.control.current_pool()
-
-    def _vm_uuid(self, params: Mapping[str, str]) -> str:
-        return self._db().db.pool.vm(params["uuid"]).uuid
-
-    def _host_uuid(self, params: Mapping[str, str]) -> str:
-        return self._db().db.pool.host(params["uuid"]).uuid
-
     def _check_pool_uuid(self, params: Mapping[str, str]) -> None:
         db = self._db().db
         if "uuid" in params and params["uuid"] != pool_uuid(db):
             raise PoolError(f"no pool with uuid {params['uuid']}; this pool is {pool_uuid(db)}")
-
-    async def _commit(self, change: dict[str, Any], database: Database | None = None) -> PoolDB:
-        """Commit ``change``; the first commit of a call carries its audit record."""
-        record = _pending_audit.get()
-        db = await (database or self._db()).commit(
-            change if record is None else {**change, "audit": record}, self.control.live_hosts())
-        _pending_audit.set(None)
-        return db
-
-    @staticmethod
-    def _done(result: Any = None) -> dict[str, Any]:
-        return {"ok": True, "result": result}
 
     # ------------------------------------------------------------ reading
     async def _status(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
@@ -422,6 +358,10 @@ class Service:
 
     async def _vm_param_set(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         fields = {k: v for k, v in params.items() if k != "uuid"}
+        vm = self._pool.vm(self._vm_uuid(params))
+        if self._protects_halted(vm, fields) and "--force" not in flags:
+            self._plan_holds(self._started(vm, None), f"protecting halted VM {vm.name} (HA "
+                             "starts it at once)", flags)
         await self._commit({"op": "vm-set", "vm": self._vm_uuid(params), "fields": fields})
         yield self._done()
 

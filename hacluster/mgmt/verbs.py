@@ -94,8 +94,32 @@ _TABLE = (
                                        "power-state", "resident-on")),
     Verb("vm-param-get", "one VM parameter", READ, ("uuid", "param-name"),
          ("uuid", "param-name")),
-    Verb("vm-param-set", "set VM parameters (removing protection keeps the order)", OPERATE,
-         ("uuid", *VM_SETTABLE), ("uuid",), changes=True),
+    Verb("vm-param-set", "set VM parameters (removing protection keeps the order; "
+         "protecting a halted VM while HA is on starts it: --force past the plan)", OPERATE,
+         ("uuid", *VM_SETTABLE), ("uuid",), ("--force",), changes=True),
+    Verb("vm-install", "add a halted VM running the pool's guest program (memory in MiB; "
+         "devices=a,b for passthrough: best-effort at most); a protected one is started by "
+         "HA at once (--force past the plan)", OPERATE,
+         ("uuid", "memory", "devices", *VM_SETTABLE), ("name-label", "memory"), ("--force",),
+         changes=True),
+    Verb("vm-uninstall", "remove a halted or suspended VM from the pool", OPERATE, ("uuid",),
+         ("uuid",), changes=True),
+    Verb("vm-start", "start a halted VM on host= (uuid or name) or the plan's best fit; "
+         "refused if it leaves the plan short, unless --force", OPERATE, ("uuid", "host"),
+         ("uuid",), ("--force",), changes=True),
+    Verb("vm-shutdown", "shut a VM down (a protected one: remove its protection first); "
+         "it stays halted, through a master failover too", OPERATE, ("uuid",), ("uuid",),
+         changes=True),
+    Verb("vm-reboot", "stop a VM and start it again on its host", OPERATE, ("uuid",),
+         ("uuid",), changes=True),
+    Verb("vm-suspend", "stop a VM keeping its state on its disks; HA never starts it until "
+         "vm-resume", OPERATE, ("uuid",), ("uuid",), changes=True),
+    Verb("vm-resume", "start a suspended VM on host= or the plan's best fit; refused if it "
+         "leaves the plan short, unless --force", OPERATE, ("uuid", "host"), ("uuid",),
+         ("--force",), changes=True),
+    Verb("vm-migrate", "move a running VM to host= (a cold move: process workloads cannot "
+         "move live); refused if it leaves the plan short, unless --force", OPERATE,
+         ("uuid", "host"), ("uuid", "host"), ("--force",), changes=True),
     Verb("diagnostic-vm-status", "can this VM be restarted elsewhere, and if not why", READ,
          ("uuid",), ("uuid",)),
     Verb("message-list", "the pool's alerts, oldest first", READ, ("name", "obj-uuid", "since")),

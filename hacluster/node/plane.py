@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hacluster.core.node import HostCore
-from hacluster.core.pool import Pool, PoolError
+from hacluster.core.pool import Pool, PoolError, Power
 from hacluster.core.pooldb import HASettings, PoolDB
-from hacluster.core.restarts import Moved, Reconfigure, VMExited
+from hacluster.core.restarts import Moved, Reconfigure, Stopped, VMExited
 from hacluster.core.timing import Timing
 from hacluster.mgmt.api import Server
 from hacluster.mgmt.database import Database, RolledBack, from_snapshot
@@ -363,6 +363,35 @@ class Plane:
                                             if duties is not None else ""))
         if duties is not None:
             duties.feed(Moved(now, vm, target))
+
+    async def start_vm(self, vm: str, host: str) -> None:
+        """The operator's start: the restart executor learns it first (so it never
+        starts the VM elsewhere meanwhile), then the host starts it."""
+        assert self.database is not None
+        command = vm_command(self.database.db, self.guests, vm, host)
+        duties = self.node.duties
+        if duties is not None:
+            duties.feed(Moved(self.node.now(), vm, host))
+        started = await self._ask(host, {"op": "start", "vm": vm, "command": command})
+        if isinstance(started, str):
+            if duties is not None:
+                duties.feed(Stopped(self.node.now(), vm, Power.HALTED))
+            raise PoolError(f"VM {vm} did not start on {host}: {started}")
+
+    async def stop_vm(self, vm: str, host: str, power: Power) -> None:
+        """The operator's shutdown or suspend: the host stops it, then the restart
+        executor learns it was on purpose."""
+        stopped = await self._ask(host, {"op": "stop", "vm": vm})
+        if isinstance(stopped, str):
+            raise PoolError(f"VM {vm} could not be stopped on {host}: {stopped}")
+        duties = self.node.duties
+        if duties is not None:
+            duties.feed(Stopped(self.node.now(), vm, power))
+
+    def starting(self) -> dict[str, str]:
+        duties = self.node.duties
+        restarter = duties.core.restarter if duties is not None else None
+        return restarter.starting if restarter is not None else {}
 
     async def _ask(self, host: str, request: dict[str, Any]) -> dict[str, Any] | str:
         return (await self.ask_all(request, [host]))[host]

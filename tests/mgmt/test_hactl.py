@@ -455,7 +455,8 @@ def script(hactl: Callable[..., Run], tmp_path: Path) -> Path:
 
 def test_completion_of_verbs_and_options(script: Path) -> None:
     assert complete(script, "vm-") == [
-        "vm-list ", "vm-param-get ", "vm-param-set "]
+        "vm-list ", "vm-param-get ", "vm-param-set ", "vm-install ", "vm-uninstall ",
+        "vm-start ", "vm-shutdown ", "vm-reboot ", "vm-suspend ", "vm-resume ", "vm-migrate "]
     assert complete(script, "--c") == ["--config ", "--completion "]
     assert complete(script, "--config", "hactl.toml", "sta") == ["status "]
     assert complete(script, "-s", "10.77.0.1", ":", "7100", "host-e") == [
@@ -466,7 +467,7 @@ def test_completion_of_verbs_and_options(script: Path) -> None:
 
 def test_completion_of_keys_without_space_and_flags_with_one(script: Path) -> None:
     assert complete(script, "vm-param-set", "") == [
-        "uuid=", "name-label=", "ha-restart-priority=", "order=", "start-delay="]
+        "uuid=", "name-label=", "ha-restart-priority=", "order=", "start-delay=", "--force "]
     assert complete(script, "pool-ha-enable", "ha") == ["ha-config:"]
     assert complete(script, "host-emergency-ha-disable", "") == ["--force "]
     assert complete(script, "status", "") == []

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from hacluster.core.pool import Pool, PoolError
+from hacluster.core.pool import Pool, PoolError, Power
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.service import Service, pool_uuid
 from hacluster.mgmt.verbs import Call
@@ -44,6 +44,8 @@ class FakeControl:
         self.asked: list[tuple[str, list[str]]] = []
         self.sr: list[tuple[int, bool, int]] = []  # (generation, active, database generation)
         self.moves: list[tuple[str, str, str]] = []
+        self.powered: dict[str, tuple[Power, str | None]] = {}  # the operator's starts, stops
+        self.starting_now: dict[str, str] = {}  # VMs "HA is starting"
         self.did: list[str] = []
         self.members = MemberTable(7, 0, 8, tuple(
             Member(i, u, f"h{i}", (f"10.9.0.{i + 1}:7000",)) for i, u in enumerate(UUIDS)))
@@ -78,13 +80,30 @@ class FakeControl:
 
     async def move(self, vm: str, source: str, target: str) -> None:
         self.moves.append((vm, source, target))
+        self.powered[vm] = (Power.RUNNING, target)
+
+    async def start_vm(self, vm: str, host: str) -> None:
+        error = self.answers.get(host, {}).get("start")
+        if isinstance(error, str):
+            raise PoolError(f"VM {vm} did not start on {host}: {error}")
+        self.powered[vm] = (Power.RUNNING, host)
+
+    async def stop_vm(self, vm: str, host: str, power: Power) -> None:
+        error = self.answers.get(host, {}).get("stop")
+        if isinstance(error, str):
+            raise PoolError(f"VM {vm} could not be stopped on {host}: {error}")
+        self.powered[vm] = (power, None)
+
+    def starting(self) -> dict[str, str]:
+        return self.starting_now
 
     def current_pool(self) -> Pool:
-        """The database's pool with the moves made (as the master's duties know them)."""
+        """The database's pool with the moves, starts and stops made (as the master's
+        duties know them)."""
         pool = self.master.db.pool
-        placed = {vm: target for vm, _, target in self.moves}
-        return pool.with_vms(replace(vm, resident=placed.get(vm.uuid, vm.resident))
-                             for vm in pool.vms)
+        return pool.with_vms(replace(vm, power=self.powered[vm.uuid][0],
+                                     resident=self.powered[vm.uuid][1])
+                             for vm in pool.vms if vm.uuid in self.powered)
 
     def address(self, host_uuid: str) -> str:
         return f"10.9.0.{UUIDS.index(host_uuid) + 1}"
@@ -138,13 +157,15 @@ async def refused(control: FakeControl, verb: str, match: str, *flags: str,
 
     Asserts that nothing changed: not the database (nor its SR record), nothing
     written to the heartbeat SR, no VM moved."""
-    before = (control.master.db, sr_bytes(control), list(control.sr), list(control.moves))
+    before = (control.master.db, sr_bytes(control), list(control.sr), list(control.moves),
+              dict(control.powered))
     service = Service(control)
     progress: list[dict[str, Any]] = []
     with pytest.raises(PoolError, match=match):
         async for out in service.answer(Call(verb, dict(params), flags)):
             progress.append(out)
-    assert (control.master.db, sr_bytes(control), control.sr, control.moves) == before
+    assert (control.master.db, sr_bytes(control), control.sr, control.moves,
+            control.powered) == before
     return progress
 
 
@@ -291,6 +312,115 @@ async def test_evacuate_without_room_elsewhere_is_refused(control: FakeControl) 
     await refused(control, "host-evacuate", "no room on the other live enabled hosts",
                   uuid=UUIDS[0])
     assert control.master.db.pool.host(UUIDS[0]).enabled
+
+
+# ------------------------------------------------------------ the VM lifecycle
+def power(control: FakeControl, vm: str) -> tuple[Power, str | None]:
+    """The VM's power state and host, as the database records them."""
+    record = control.master.db.pool.vm(vm)
+    return record.power, record.resident
+
+
+async def test_vm_shutdown_of_a_protected_vm_is_refused_until_its_protection_is_removed(
+        control: FakeControl) -> None:
+    await refused(control, "vm-shutdown", "protected by HA.*Remove its protection first: "
+                  "vm-param-set uuid=vm-sql ha-restart-priority=", uuid="vm-sql")
+    await call(control, "vm-param-set", uuid="vm-sql", **{"ha-restart-priority": ""})
+    answers = await call(control, "vm-shutdown", uuid="vm-sql")
+    assert answers[0] == {"progress": "sql on host0: stopping"}
+    assert result(answers) == "VM sql shut down"
+    assert power(control, "vm-sql") == (Power.HALTED, None)
+    assert control.current_pool().vm("vm-sql").power is Power.HALTED
+    await refused(control, "vm-shutdown", "halted: it does not run", uuid="vm-sql")
+    assert control.master.db.audit[-1].verb == "vm-shutdown"
+
+
+async def test_vm_start_that_leaves_the_plan_short_warns_and_needs_force(
+        control: FakeControl) -> None:
+    await call(control, "pool-ha-enable", **{"ha-config:timeout": "30"})
+    for name in ("big1", "big2"):
+        await call(control, "vm-install", uuid=f"vm-{name}", memory="3400",
+                   **{"name-label": name})
+    assert power(control, "vm-big1") == (Power.HALTED, None)
+    await call(control, "vm-start", uuid="vm-big1")  # host1 or host2: 184 MiB left there
+    first = power(control, "vm-big1")[1]
+    # the other one on the last host with room: host0's dhcp and sql would fit nowhere
+    await refused(control, "vm-start", r"start of VM big2 on host\d would leave a plan for "
+                  r"0 host failure\(s\), 1 configured .*overcommitted.*--force",
+                  uuid="vm-big2")
+    answers = await call(control, "vm-start", "--force", uuid="vm-big2")
+    assert result(answers).startswith("VM big2 runs on host")
+    assert power(control, "vm-big2")[1] not in (None, first, UUIDS[0])
+
+
+async def test_vm_start_on_a_named_host_is_checked(control: FakeControl) -> None:
+    await call(control, "vm-install", uuid="vm-x", memory="3000", **{"name-label": "x"})
+    await refused(control, "vm-start", "host0 has 2560 MiB free; VM x needs 3000 MiB",
+                  uuid="vm-x", host="host0")
+    await refused(control, "vm-start", "no host 'host9'", uuid="vm-x", host="host9")
+    control.live = frozenset(UUIDS[:2])
+    await refused(control, "vm-start", "host2 is not live and enabled", uuid="vm-x",
+                  host=UUIDS[2])
+    await call(control, "vm-start", uuid="vm-x", host="host1")
+    assert power(control, "vm-x") == (Power.RUNNING, UUIDS[1])
+    await refused(control, "vm-start", "already runs on host1", uuid="vm-x")
+
+
+async def test_a_start_the_host_refuses_puts_the_record_back(control: FakeControl) -> None:
+    await call(control, "vm-install", uuid="vm-x", memory="100", **{"name-label": "x"})
+    control.answers = {u: {"start": "exec format error"} for u in UUIDS}
+    service = Service(control)
+    with pytest.raises(PoolError, match="exec format error"):
+        async for _ in service.answer(Call("vm-start", {"uuid": "vm-x"})):
+            pass
+    assert power(control, "vm-x") == (Power.HALTED, None)
+
+
+async def test_suspend_keeps_a_protected_vm_down_until_resumed(control: FakeControl) -> None:
+    await call(control, "pool-ha-enable", **{"ha-config:timeout": "30"})
+    assert "kept on its disks" in result(await call(control, "vm-suspend", uuid="vm-sql"))
+    assert power(control, "vm-sql") == (Power.SUSPENDED, None)
+    await refused(control, "vm-start", "suspended: resume it", uuid="vm-sql")
+    await call(control, "vm-resume", uuid="vm-sql", host="host2")
+    assert power(control, "vm-sql") == (Power.RUNNING, UUIDS[2])
+    await refused(control, "vm-resume", "running, not suspended", uuid="vm-sql")
+
+
+async def test_install_uninstall_and_their_refusals(control: FakeControl) -> None:
+    await refused(control, "vm-install", "memory must be MiB", memory="lots",
+                  **{"name-label": "x"})
+    await refused(control, "vm-install", "only be protected as best-effort", memory="64",
+                  devices="gpu0", **{"name-label": "g", "ha-restart-priority": "restart"})
+    await refused(control, "vm-install", "already installed", uuid="vm-sql", memory="64",
+                  **{"name-label": "again"})
+    answer = result(await call(control, "vm-install", memory="64", devices="gpu0",
+                               **{"name-label": "g", "ha-restart-priority": "best-effort"}))
+    uuid = answer["uuid"]
+    assert control.master.db.pool.vm(uuid).devices == ("gpu0",)
+    await refused(control, "vm-uninstall", "runs on host0: shut it down first",
+                  uuid="vm-scratch")
+    await call(control, "vm-uninstall", uuid=uuid)
+    assert uuid not in {vm.uuid for vm in control.master.db.pool.vms}
+
+
+async def test_a_vm_ha_is_starting_is_left_alone(control: FakeControl) -> None:
+    control.starting_now = {"vm-batch": UUIDS[1]}
+    for verb in ("vm-shutdown", "vm-suspend", "vm-reboot"):
+        await refused(control, verb, "being started by HA; try again", uuid="vm-batch")
+    await refused(control, "vm-migrate", "being started by HA", uuid="vm-batch",
+                  host="host1")
+
+
+async def test_migrate_is_a_cold_move_and_reboot_stays_put(control: FakeControl) -> None:
+    answers = await call(control, "vm-migrate", uuid="vm-web1", host="host2")
+    assert answers[0]["progress"] == "web1: host1 -> host2 (a cold move: stopped, then started)"
+    assert "cannot be migrated live" in result(answers)
+    assert control.moves == [("vm-web1", UUIDS[1], UUIDS[2])]
+    assert power(control, "vm-web1") == (Power.RUNNING, UUIDS[2])
+    await refused(control, "vm-migrate", "already runs on host2", uuid="vm-web1",
+                  host="host2")
+    await call(control, "vm-reboot", uuid="vm-web1")
+    assert control.moves[-1] == ("vm-web1", UUIDS[2], UUIDS[2])
 
 
 # ------------------------------------------------------------ emergency (local)
