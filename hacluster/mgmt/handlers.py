@@ -79,7 +79,15 @@ class Handlers:
         return self.control.current_pool()
 
     def _vm_uuid(self, params: Mapping[str, str]) -> str:
-        return self._db().db.pool.vm(params["uuid"]).uuid
+        """The VM ``uuid=`` names: its uuid, or a name-label no other VM has."""
+        pool = self._db().db.pool
+        wanted = params["uuid"]
+        named = [vm.uuid for vm in pool.vms if vm.name == wanted]
+        if any(vm.uuid == wanted for vm in pool.vms) or len(named) != 1:
+            if len(named) > 1:
+                raise PoolError(f"{len(named)} VMs are named {wanted!r}: give its uuid")
+            return pool.vm(wanted).uuid
+        return named[0]
 
     def _host_uuid(self, params: Mapping[str, str]) -> str:
         return self._db().db.pool.host(params["uuid"]).uuid

@@ -399,8 +399,12 @@ async def test_install_uninstall_and_their_refusals(control: FakeControl) -> Non
     assert control.master.db.pool.vm(uuid).devices == ("gpu0",)
     await refused(control, "vm-uninstall", "runs on host0: shut it down first",
                   uuid="vm-scratch")
+    await call(control, "vm-install", memory="64", **{"name-label": "g"})
+    await refused(control, "vm-uninstall", "2 VMs are named 'g': give its uuid", uuid="g")
     await call(control, "vm-uninstall", uuid=uuid)
     assert uuid not in {vm.uuid for vm in control.master.db.pool.vms}
+    await call(control, "vm-uninstall", uuid="g")  # a name-label alone names it
+    assert "g" not in {vm.name for vm in control.master.db.pool.vms}
 
 
 async def test_a_vm_ha_is_starting_is_left_alone(control: FakeControl) -> None:

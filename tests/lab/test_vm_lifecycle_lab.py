@@ -1,0 +1,92 @@
+"""The VM lifecycle on a real pool, through hactl as an operator drives it.
+
+Local backend (no root): a protected VM's shutdown is refused with the
+instruction to unprotect it, then allowed; what the operator halted and
+suspended stays so after the master is killed, while a VM added with
+vm-install is protected and restarted; a start that would overcommit the pool
+needs --force and raises the alert. Every VM's disk is then checked for a
+double run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hacluster.lab.local import LocalLab
+from hacluster.lab.workloads import host_uuid, runs
+from hacluster.vm.records import double_runs
+
+from ..conftest import wait_for
+from .test_mgmt_lab import hactl, master, ok
+
+T = 3.0
+pytestmark = pytest.mark.slow  # real pools of node daemons
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[LocalLab]:
+    pool = LocalLab(tmp_path / "lab")
+    pool.up(3, T, base_port=33000 + (os.getpid() % 400) * 4)
+    try:
+        wait_for(lambda: master(pool) is not None, 15 * T, "a master")
+        yield pool
+    finally:
+        pool.down()
+
+
+def param(lab: LocalLab, vm: str, name: str) -> str:
+    return ok(lab, "vm-param-get", f"uuid={vm}", f"param-name={name}")
+
+
+def test_lifecycle_refusals_and_what_survives_a_master_kill(lab: LocalLab) -> None:
+    # a protected VM cannot be shut down: the seed's instruction, and nothing changes
+    code, _, err = hactl(lab, "vm-shutdown", "uuid=vm-sql")
+    assert code != 0 and "Remove its protection first: vm-param-set uuid=vm-sql " \
+        "ha-restart-priority=" in err, err
+    assert param(lab, "vm-sql", "power-state") == "running"
+    ok(lab, "vm-param-set", "uuid=vm-sql", "ha-restart-priority=")
+    assert ok(lab, "vm-shutdown", "uuid=vm-sql").endswith("VM sql shut down")
+    ok(lab, "vm-shutdown", "uuid=vm-batch")  # best-effort: HA would bring back a lost one
+    ok(lab, "vm-suspend", "uuid=vm-dhcp")  # protected, suspended: HA never starts it
+
+    # a VM added with vm-install is protected: HA starts it at once
+    ok(lab, "vm-install", "name-label=added", "memory=300", "ha-restart-priority=restart")
+    wait_for(lambda: param(lab, "added", "power-state") == "running", 20, "added to run")
+    boss = master(lab)
+    assert boss is not None
+    boss_uuid = host_uuid(boss)
+    added = param(lab, "added", "uuid")
+    if param(lab, "added", "resident-on") != boss_uuid:  # put it where the kill lands
+        assert "cold move" in ok(lab, "vm-migrate", "uuid=added", f"host={boss_uuid}")
+    assert param(lab, "added", "resident-on") == boss_uuid
+
+    killed = time.time()
+    lab.kill(boss)
+    wait_for(lambda: master(lab) not in (None, boss), 30, "a new master")
+    wait_for(lambda: any(r.host != f"host{boss}" and r.first >= killed
+                         for r in runs(lab.root).get(added, [])), 30,
+             "added restarted on a survivor")
+    time.sleep(3 * T)  # passes enough for a wrong restart to show
+    assert param(lab, "vm-sql", "power-state") == "halted"
+    assert param(lab, "vm-batch", "power-state") == "halted"
+    assert param(lab, "vm-dhcp", "power-state") == "suspended"
+    for vm in ("vm-sql", "vm-batch", "vm-dhcp"):
+        assert not [r for r in runs(lab.root).get(vm, []) if r.first >= killed], \
+            f"{vm} was started after the master kill"
+
+    # a start that leaves the plan short is refused with the numbers, then --force
+    ok(lab, "vm-install", "name-label=huge", "memory=3500")
+    code, _, err = hactl(lab, "vm-start", "uuid=huge")
+    assert code != 0 and "overcommitted" in err and "--force" in err, err
+    assert param(lab, "huge", "power-state") == "halted"
+    assert ok(lab, "vm-start", "uuid=huge", "--force").startswith("VM huge runs on host")
+    wait_for(lambda: "ha_pool_overcommitted" in ok(lab, "message-list"), 10,
+             "the overcommit alert")
+    assert ok(lab, "vm-resume", "uuid=vm-dhcp", "--force").startswith("VM dhcp runs on")
+    for vm, instances in runs(lab.root).items():
+        assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
