@@ -351,6 +351,7 @@ def changing_examples() -> dict[str, Call]:
         "vm-resume": Call("vm-resume", {"uuid": "vm-new"}),
         "vm-shutdown": Call("vm-shutdown", {"uuid": "vm-new"}),
         "vm-uninstall": Call("vm-uninstall", {"uuid": "vm-new"}),
+        "pool-ha-rebalance": Call("pool-ha-rebalance", flags=("--dry-run",)),
         "host-shutdown": Call("host-shutdown", {"uuid": UUIDS[1]}),  # runs no protected VM
         "credential-deny": Call("credential-deny", {"credential": "secret:operator:bob"}),
         "credential-allow": Call("credential-allow", {"credential": "secret:operator:bob"}),

@@ -61,6 +61,7 @@ KEEP_AUDIT = 1000
 MAX_DENIED = 1000
 MAX_ID = 200  # characters of a credential id
 MAX_VM_ID = 128  # characters of an installed VM's uuid
+REBALANCE_MODES = ("auto", "manual", "")  # other-config:ha-rebalance ("": manual)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,9 @@ def _pool_set(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
         elif key == "ha-reboot-vm-on-internal-shutdown":
             pool = replace(pool, reboot_vm_on_internal_shutdown=_flag(key, value))
         elif key.startswith("other-config:") and len(key) > len("other-config:"):
+            if key == "other-config:ha-rebalance" and value not in REBALANCE_MODES:
+                raise PoolError(f"other-config:ha-rebalance must be one of "
+                                f"{', '.join(repr(m) for m in REBALANCE_MODES)}, got {value!r}")
             if value:
                 other[key.removeprefix("other-config:")] = value
             else:

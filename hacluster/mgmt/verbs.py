@@ -77,6 +77,9 @@ _TABLE = (
     Verb("pool-eject", "remove a host from the pool: its VMs moved off first (refused if they "
          "do not fit), it leaves cleanly, its slot is freed", OPERATE, ("host-uuid",),
          ("host-uuid",), changes=True),
+    Verb("pool-ha-rebalance", "move protected and best-effort VMs back to the hosts the pool "
+         "database records them on, one at a time (cold moves), never leaving the plan short; "
+         "--dry-run lists the moves", OPERATE, flags=("--dry-run",), changes=True),
     Verb("pool-ha-compute-max-host-failures-to-tolerate",
          "how many host failures the current VMs survive", READ),
     Verb("host-list", "every host", READ, ("params", "uuid", "name-label")),

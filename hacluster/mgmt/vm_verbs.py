@@ -21,6 +21,12 @@ Rules:
   VM's memory free; without one the planner's best fit is chosen. A VM that
   is not agile must be given its host. ``vm-migrate`` is a cold move (stopped,
   then started): a process workload cannot move live, and the answer says so.
+* ``pool-ha-rebalance`` moves protected and best-effort VMs back to their
+  homes (:mod:`hacluster.core.rebalance`), one at a time, each re-checked on
+  the live view just before it moves, each a cold move (stopped, then
+  started: never running twice); ``--dry-run`` lists the moves and makes none.
+  The master runs it by itself some seconds after a host joins the liveset
+  when ``other-config:ha-rebalance=auto``.
 * ``vm-install`` makes a halted VM running the pool's guest program: no
   credential chooses what root runs on a host (a VM with its own command is
   declared in the pool file, by whoever deploys the pool).
@@ -35,6 +41,7 @@ from uuid import uuid4
 from hacluster.core.planner import Item, place
 from hacluster.core.pool import VM, Pool, PoolError, Power, Priority, agility
 from hacluster.core.pooldb import apply
+from hacluster.core.rebalance import RANK, Move, homes, moves, next_move
 from hacluster.core.recovery import overcommitted, tolerance
 from hacluster.mgmt.handlers import Answer, Handlers
 
@@ -164,6 +171,35 @@ class VMVerbs(Handlers):
         yield self._done(f"VM {vm.name} moved to {self._name(target)}: a cold move (stopped "
                          f"on {self._name(source)}, started there); a process workload "
                          "cannot be migrated live")
+
+    # ------------------------------------------------------------ rebalancing
+    async def _pool_ha_rebalance(self, params: Mapping[str, str],
+                                 flags: tuple[str, ...]) -> Answer:
+        home = homes(self._db().db.pool)
+        if "--dry-run" in flags:
+            planned = moves(self._pool, home, self.control.live_hosts())
+            yield self._done([self._move_text(m) for m in planned])
+            return
+        tried: set[str] = set()
+        count = 0
+        while (move := next_move(self._pool, home, self.control.live_hosts(),
+                                 frozenset(tried))) is not None:
+            tried.add(move.vm)
+            if move.vm in self.control.starting():
+                continue
+            yield {"progress": self._move_text(move)}
+            await self.control.move(move.vm, move.source, move.target)
+            count += 1
+        away = sorted(vm.name for vm in self._pool.vms
+                      if vm.running and vm.priority in RANK and vm.uuid in home
+                      and home[vm.uuid] != vm.resident)
+        yield self._done(f"rebalanced: {count} VM(s) moved home" + (
+            f"; away from home still: {', '.join(away)} (its home is down, disabled or full, "
+            "or the move would leave the plan short)" if away else ""))
+
+    def _move_text(self, move: Move) -> str:
+        return (f"{self._pool.vm(move.vm).name}: {self._name(move.source)} -> "
+                f"{self._name(move.target)} (home)")
 
     # ------------------------------------------------------------ helpers
     def _ha_on(self) -> bool:

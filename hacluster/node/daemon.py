@@ -405,6 +405,8 @@ class Node:
             self.log.write("evidence", **record)
         if self.duties is not None:
             self.duties.committed(commit, self.host_uuids())
+        if commit.added and self.plane is not None:
+            self.plane.hosts_returned()
 
     def members_changed(self, roster: Roster) -> None:
         self.roster = roster

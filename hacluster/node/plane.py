@@ -19,6 +19,10 @@ Rules:
   master's side is :mod:`hacluster.mgmt.keyrotation`).
 * Alerts are stored and mailed by :mod:`hacluster.node.alerts`; a new master
   collects the alerts hosts raised without one (agent op ``pending-alerts``).
+* With ``other-config:ha-rebalance=auto`` the master runs
+  ``pool-ha-rebalance`` itself :data:`REBALANCE_SETTLE` seconds after a
+  liveset commit adds hosts (one run at a time; it is audited under the
+  credential ``master:auto-rebalance``).
 * A master whose database load is refused as a rollback
   (:class:`~hacluster.mgmt.database.RolledBack`: older than the SR's anchor)
   serves nothing, raises ``ha_pool_database_rolled_back`` once (kept for the
@@ -42,6 +46,7 @@ from hacluster.core.restarts import Moved, Reconfigure, Stopped, VMExited
 from hacluster.core.timing import Timing
 from hacluster.mgmt.api import Server
 from hacluster.mgmt.database import Database, RolledBack, from_snapshot
+from hacluster.mgmt.roles import Credential, Role
 from hacluster.mgmt.service import Service
 from hacluster.mgmt.tls import CertFiles, client_context, server_context
 from hacluster.mgmt.verbs import Call
@@ -67,6 +72,8 @@ ROLLBACK_ALERT = "ha_pool_database_rolled_back"
 BACKUP_TIMEOUT = 1.0  # reading other hosts' backups must not delay a new master much
 REOPEN_INTERVAL = 5.0  # a master that refused a rolled-back database asks again this often
 BACKUP_FILE = "pooldb.backup"  # beside the status socket: the host's state directory
+REBALANCE_SETTLE = 5.0  # seconds after hosts join before an automatic rebalance
+AUTO_REBALANCE = Credential("master:auto-rebalance", Role.OPERATOR, "automatic rebalance")
 
 
 def backup_path(config: NodeConfig) -> Path:
@@ -135,6 +142,7 @@ class Plane:
         self.agents = Agents(self._agent_addresses(node.roster), lambda: self.node.keys)
         self._opening: asyncio.Task[Database] | None = None
         self._push: asyncio.Task[None] | None = None
+        self._rebalance: asyncio.Task[None] | None = None
         self.server: Server | None = None  # the management API, once started
         self.last_error = ""
         self.alerts = Alerts(node.log.write, node.tasks, lambda: self.database,
@@ -395,6 +403,23 @@ class Plane:
 
     async def _ask(self, host: str, request: dict[str, Any]) -> dict[str, Any] | str:
         return (await self.ask_all(request, [host]))[host]
+
+    # ------------------------------------------------------------ rebalancing
+    def hosts_returned(self) -> None:
+        """Hosts joined the liveset: rebalance soon, if the pool asks for it."""
+        if self.database is None or self.database.db.other_config.get("ha-rebalance") != "auto":
+            return
+        if self._rebalance is None or self._rebalance.done():
+            self._rebalance = self.node.tasks.spawn(self._auto_rebalance(), "auto rebalance")
+
+    async def _auto_rebalance(self) -> None:
+        await asyncio.sleep(REBALANCE_SETTLE)  # the hosts' agents answer, restarts settle
+        call = Call("pool-ha-rebalance", caller=AUTO_REBALANCE)
+        try:
+            async for out in self.service.answer(call):
+                self.node.log.write("rebalance", **out)
+        except (PoolError, rpc.RpcError) as error:
+            self.node.log.write("rebalance", ok=False, error=str(error))
 
     # ------------------------------------------------------------ master role
     def master_gained(self) -> None:

@@ -10,6 +10,7 @@ double run.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -88,5 +89,41 @@ def test_lifecycle_refusals_and_what_survives_a_master_kill(lab: LocalLab) -> No
     wait_for(lambda: "ha_pool_overcommitted" in ok(lab, "message-list"), 10,
              "the overcommit alert")
     assert ok(lab, "vm-resume", "uuid=vm-dhcp", "--force").startswith("VM dhcp runs on")
+    for vm, instances in runs(lab.root).items():
+        assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
+
+
+def test_rebalance_brings_vms_home_by_hand_and_automatically(lab: LocalLab) -> None:
+    boss = master(lab)
+    others = [i for i in range(3) if i != boss]
+    # the non-master hosts each run a webN in the default pool: find whose is whose
+    web = {i: next(v for v in ("vm-web1", "vm-web2")
+                   if param(lab, v, "resident-on") == host_uuid(i)) for i in others}
+    first, second = others
+
+    def away_then_back(index: int) -> None:
+        killed = time.time()
+        lab.kill(index)
+        wait_for(lambda: any(r.host != f"host{index}" and r.first >= killed
+                             for r in runs(lab.root).get(web[index], [])), 30,
+                 f"{web[index]} restarted away from host{index}")
+        lab.restart(index)
+        wait_for(lambda: any(r.get("host") == index and r.get("phase") == "NORMAL"
+                             for r in lab.status()), 30, f"host{index} back in the liveset")
+
+    away_then_back(first)
+    assert param(lab, web[first], "resident-on") != host_uuid(first)
+    dry = ok(lab, "pool-ha-rebalance", "--dry-run")
+    assert f"-> host{first} (home)" in dry, dry
+    assert param(lab, web[first], "resident-on") != host_uuid(first)  # a dry run moves nothing
+    assert "moved home" in ok(lab, "pool-ha-rebalance")
+    assert param(lab, web[first], "resident-on") == host_uuid(first)
+
+    ok(lab, "pool-param-set", "other-config:ha-rebalance=auto")
+    away_then_back(second)
+    wait_for(lambda: param(lab, web[second], "resident-on") == host_uuid(second), 30,
+             f"{web[second]} moved home by the master itself")
+    assert any(r["verb"] == "pool-ha-rebalance" and r["credential"] == "master:auto-rebalance"
+               for r in json.loads(ok(lab, "audit-list", "--json")))
     for vm, instances in runs(lab.root).items():
         assert not double_runs(instances), f"{vm} ran twice at once: {instances}"

@@ -427,6 +427,27 @@ async def test_migrate_is_a_cold_move_and_reboot_stays_put(control: FakeControl)
     assert control.moves[-1] == ("vm-web1", UUIDS[2], UUIDS[2])
 
 
+async def test_rebalance_moves_vms_home_one_at_a_time(control: FakeControl) -> None:
+    # host1 failed: HA restarted web1 on host2 and web2 ran on; host1 is back
+    control.powered["vm-web1"] = (Power.RUNNING, UUIDS[2])
+    control.powered["vm-scratch"] = (Power.RUNNING, UUIDS[1])  # unprotected: stays
+    before = control.master.db
+    dry = result(await call(control, "pool-ha-rebalance", "--dry-run"))
+    assert dry == ["web1: host2 -> host1 (home)"]
+    assert control.moves == [] and control.master.db.pool == before.pool
+    answers = await call(control, "pool-ha-rebalance")
+    assert answers[0] == {"progress": "web1: host2 -> host1 (home)"}
+    assert control.moves == [("vm-web1", UUIDS[2], UUIDS[1])]
+    assert result(answers) == "rebalanced: 1 VM(s) moved home"
+    assert result(await call(control, "pool-ha-rebalance")) == "rebalanced: 0 VM(s) moved home"
+    # a home that is down: the VM stays, and the answer says so
+    control.powered["vm-web1"] = (Power.RUNNING, UUIDS[2])
+    control.live = frozenset({UUIDS[0], UUIDS[2]})
+    assert "away from home still: web1" in result(await call(control, "pool-ha-rebalance"))
+    await refused(control, "pool-param-set", "ha-rebalance must be one of",
+                  **{"other-config:ha-rebalance": "always"})
+
+
 # ------------------------------------------------------------ emergency (local)
 async def test_emergency_verbs_are_refused_while_ha_is_armed_here(
         control: FakeControl) -> None:
