@@ -16,6 +16,11 @@ Rules:
 * Each backend offers its own faults (see :data:`hacluster.chaos.schedule.KINDS`);
   ``pause`` stops a host's daemon (its VMs run on), ``freeze`` a whole
   container.
+* Operations (:data:`hacluster.chaos.schedule.OPERATIONS`) go through hactl
+  as an operator's would; each answer is journaled (``operation``: verb, ok,
+  what it said). A refusal (the plan, a VM HA is starting) is an answer, not
+  a failure. A suspended VM is resumed after its hold with ``--force``, tried
+  again until it runs or the settle limit passes: the checker then judges.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any, Protocol
 
 from hacluster.chaos.journal import Journal
 from hacluster.chaos.schedule import MASTER, Fault
+from hacluster.lab import members
+from hacluster.lab.local import LabError
 from hacluster.lab.poll import wait_until
 from hacluster.lab.workloads import VM_SR
 from hacluster.model import poolfile
@@ -118,7 +125,9 @@ class Runner:
         """Inject ``fault`` on ``target``, hold it, heal it."""
         lab: Any = self.lab  # backend-specific faults are looked up by kind
         kind, hold = fault.kind, fault.hold
-        if kind == "kill":
+        if fault.operation:
+            self.operate(fault, target)
+        elif kind == "kill":
             lab.kill(target)
             time.sleep(hold)
         elif kind == "pause":
@@ -145,6 +154,33 @@ class Runner:
                 lab.reconnect(target)
             else:
                 lab.heal()
+
+    def operate(self, fault: Fault, target: int) -> None:
+        """An operator's lifecycle operation through hactl (see the module rules)."""
+        vm = self.protected[fault.vm % len(self.protected)] if self.protected else ""
+        if fault.kind == "rebalance":
+            self.hactl("pool-ha-rebalance")
+        elif not vm:
+            self.journal.write("operation", verb=fault.kind, ok=False, said="no protected VM")
+        elif fault.kind == "migrate":
+            self.hactl("vm-migrate", f"uuid={vm}", f"host=host{target}")
+        elif fault.kind == "reboot":
+            self.hactl("vm-reboot", f"uuid={vm}")
+        elif fault.kind == "suspend" and self.hactl("vm-suspend", f"uuid={vm}"):
+            time.sleep(fault.hold)
+            wait_until(lambda: self.hactl("vm-resume", f"uuid={vm}", "--force"),
+                       self.settle_limit, 1.0)
+
+    def hactl(self, *words: str) -> bool:
+        """Run one hactl call on the lab's pool; journal its answer; did it succeed?"""
+        try:
+            said = members.hactl(self.lab, *words)
+            ok = True
+        except LabError as error:
+            said, ok = str(error), False
+        self.journal.write("operation", verb=words[0], args=list(words[1:]), ok=ok,
+                           said=said)
+        return ok
 
     def run(self, faults: Iterable[Fault], duration: float) -> int:
         """Inject faults until ``duration`` is spent; the number injected."""

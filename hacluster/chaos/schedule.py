@@ -21,6 +21,10 @@ Rules:
   too, so a longer one would defeat any software watchdog).
 * Each backend has its own faults (:data:`KINDS`); a partition needs two
   hosts or more.
+* One draw in :data:`OPERATION_SHARE` is an operator's VM lifecycle
+  operation instead (:data:`OPERATIONS`): migrate a protected VM to a host,
+  reboot it, suspend it for a hold then resume it, or rebalance the pool. The
+  VM is an index into the lab's sorted protected VMs, resolved when it runs.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "netns": ("kill", "pause", "partition", "one-way", "storage"),
     "docker": ("kill", "pause", "freeze", "disconnect", "restart"),
 }
+OPERATIONS = ("migrate", "reboot", "suspend", "rebalance")
+OPERATION_SHARE = 0.25
 STORAGE_MODES = ("error", "hang", "slow")
 MIN_GAP = 1.0
 MASTER = "master"
@@ -52,6 +58,11 @@ class Fault:
     groups: tuple[tuple[int, ...], ...] = ()  # partition
     peer: int | None = None  # one-way: ``peer`` stops hearing ``target``
     mode: str = ""  # storage: error, hang or slow
+    vm: int = 0  # operations: index into the sorted protected VMs
+
+    @property
+    def operation(self) -> bool:
+        return self.kind in OPERATIONS
 
     def describe(self, target: int | None = None) -> str:
         """One line for reports; ``target`` is the host the target resolved to."""
@@ -66,6 +77,14 @@ class Fault:
             return f"storage {self.mode} on {who} for {self.hold:.1f}s"
         if self.kind == "restart":
             return f"restart {who}"
+        if self.kind == "migrate":
+            return f"migrate protected VM #{self.vm} to {who}"
+        if self.kind == "reboot":
+            return f"reboot protected VM #{self.vm}"
+        if self.kind == "suspend":
+            return f"suspend protected VM #{self.vm} for {self.hold:.1f}s, then resume it"
+        if self.kind == "rebalance":
+            return "rebalance the pool"
         if self.kind == "kill":
             return f"kill {who}, back after {self.hold:.1f}s"
         return f"{self.kind} {who} for {self.hold:.1f}s"
@@ -92,8 +111,12 @@ def _target(rng: random.Random, hosts: int) -> Target:
 
 def _fault(rng: random.Random, kinds: tuple[str, ...], hosts: int, timing: Timing,
            rate: float) -> Fault:
-    kind = rng.choice(kinds)
+    operation = rng.random() < OPERATION_SHARE
+    kind = rng.choice(OPERATIONS if operation else kinds)
     gap = max(MIN_GAP, rng.expovariate(rate / 60.0))
+    if operation:
+        return Fault(kind, _target(rng, hosts), rng.uniform(0.2, 2.0), gap,
+                     vm=rng.randrange(1 << 16))
     T = timing.T
     cut = rng.uniform(1.2 * T, 3.0 * T)  # long enough for the pool to remove a host
     short = rng.uniform(0.05, 0.6) * timing.stall_limit

@@ -22,7 +22,8 @@ import json
 import subprocess
 import sys
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from hacluster.deploy import poolfiles
 from hacluster.lab.local import MGMT_PORT_OFFSET, LabError, LocalLab, members
@@ -36,7 +37,11 @@ from hacluster.node.status import query_status
 HACTL_WAIT = 120.0  # seconds a join or an eject may take (an eject moves VMs)
 
 
-def hactl(lab: LocalLab, *words: str) -> Any:
+class Rooted(Protocol):
+    root: Path  # the lab directory, with its hactl.toml
+
+
+def hactl(lab: Rooted, *words: str) -> Any:
     """Run hactl with the lab's ``hactl.toml``; its JSON result, or :class:`LabError`."""
     done = subprocess.run(
         [sys.executable, "-m", "hacluster.mgmt.hactl", "--config", str(lab.root / "hactl.toml"),

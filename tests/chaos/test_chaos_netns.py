@@ -22,6 +22,7 @@ import pytest
 
 from hacluster.chaos.checker import check
 from hacluster.chaos.command import run_chaos
+from hacluster.chaos.journal import JOURNAL, read_journal
 from hacluster.chaos.schedule import Fault
 from hacluster.core.timing import Timing
 
@@ -61,3 +62,21 @@ def test_the_same_pause_with_the_safe_window_passes(tmp_path: Path) -> None:
     verdict = check(tmp_path / "safe")
     assert verdict.faults[0].affected == ["vm-web1"], verdict.report()
     assert verdict.faults[0].fenced == [1]
+
+
+def test_lifecycle_operations_between_faults_keep_every_vm_single(tmp_path: Path) -> None:
+    """A member killed (its VMs restart elsewhere), then the operator's operations:
+    rebalance brings them home, a migrate, a reboot and a suspend-resume; every
+    answer journaled, every VM single and running at the end."""
+    directory = tmp_path / "ops"
+    faults = [Fault("kill", 1, 1.0, gap=2.0), Fault("rebalance", gap=1.0),
+              Fault("migrate", 2, gap=1.0, vm=0), Fault("reboot", gap=1.0, vm=1),
+              Fault("suspend", 0, 1.0, gap=1.0, vm=2)]
+    assert run_chaos("netns", 3, T, duration=120.0, seed=0, rate=1.0, directory=directory,
+                     faults=faults) == 0
+    verdict = check(directory)
+    assert not verdict.violations, verdict.report()
+    said = [r for r in read_journal(directory / JOURNAL) if r["event"] == "operation"]
+    verbs = [r["verb"] for r in said if r["ok"]]
+    assert verbs[:1] == ["pool-ha-rebalance"] and "moved home" in said[0]["said"], said
+    assert {"vm-migrate", "vm-reboot", "vm-suspend", "vm-resume"} <= set(verbs), said

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from hacluster.chaos.schedule import KINDS, MASTER, MIN_GAP, Fault, schedule
+from hacluster.chaos.schedule import KINDS, MASTER, MIN_GAP, OPERATIONS, Fault, schedule
 from hacluster.core.timing import Timing
 
 
@@ -23,8 +23,10 @@ def test_same_seed_same_faults_other_seed_others(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", sorted(KINDS))
 def test_every_fault_of_the_backend_and_no_other(backend: str) -> None:
-    kinds = {f.kind for f in take(backend, 1, 400)}
-    assert kinds == set(KINDS[backend])
+    faults = take(backend, 1, 400)
+    assert {f.kind for f in faults} == set(KINDS[backend]) | set(OPERATIONS)
+    share = sum(f.operation for f in faults) / len(faults)
+    assert 0.15 < share < 0.35, share  # one draw in four is an operator's operation
 
 
 def test_holds_follow_the_timing() -> None:
@@ -76,3 +78,6 @@ def test_describe_names_the_resolved_target() -> None:
     assert Fault("partition", 0, 4.0, groups=((0,), (1, 2))).describe(0) == \
         "partition 0 | 1,2 for 4.0s"
     assert Fault("one-way", 2, 4.0, peer=0).describe(2) == "host 0 deaf to host 2 for 4.0s"
+    assert Fault("migrate", MASTER, vm=3).describe(1) == "migrate protected VM #3 to host 1"
+    assert Fault("suspend", 0, 1.5, vm=2).describe(0) == \
+        "suspend protected VM #2 for 1.5s, then resume it"
