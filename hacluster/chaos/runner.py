@@ -157,7 +157,7 @@ class Runner:
 
     def operate(self, fault: Fault, target: int) -> None:
         """An operator's lifecycle operation through hactl (see the module rules)."""
-        vm = self.protected[fault.vm % len(self.protected)] if self.protected else ""
+        vm = self.vm_of(fault)
         if fault.kind == "rebalance":
             self.hactl("pool-ha-rebalance")
         elif not vm:
@@ -170,6 +170,10 @@ class Runner:
             time.sleep(fault.hold)
             wait_until(lambda: self.hactl("vm-resume", f"uuid={vm}", "--force"),
                        self.settle_limit, 1.0)
+
+    def vm_of(self, fault: Fault) -> str:
+        """The protected VM an operation's index names ("" if the pool has none)."""
+        return self.protected[fault.vm % len(self.protected)] if self.protected else ""
 
     def hactl(self, *words: str) -> bool:
         """Run one hactl call on the lab's pool; journal its answer; did it succeed?"""
@@ -193,7 +197,8 @@ class Runner:
             target = self.master() if fault.target == MASTER else int(fault.target)
             hit = sorted(h for g in fault.groups for h in g) if fault.groups else [target]
             self.journal.write("inject", n=number, kind=fault.kind, hosts=hit,
-                               what=fault.describe(target), hold=round(fault.hold, 3))
+                               what=fault.describe(target, self.vm_of(fault) or None),
+                               hold=round(fault.hold, 3))
             self.inject(fault, target)
             self.journal.write("heal", n=number)
             count += 1

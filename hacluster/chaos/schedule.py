@@ -64,8 +64,10 @@ class Fault:
     def operation(self) -> bool:
         return self.kind in OPERATIONS
 
-    def describe(self, target: int | None = None) -> str:
-        """One line for reports; ``target`` is the host the target resolved to."""
+    def describe(self, target: int | None = None, vm: str | None = None) -> str:
+        """One line for reports; ``target`` is the host the target resolved to, ``vm``
+        the VM an operation's index resolved to."""
+        which = vm or f"protected VM #{self.vm}"
         who = f"host {target}" if target is not None else (
             "the master" if self.target == MASTER else f"host {self.target}")
         if self.kind == "partition":
@@ -78,11 +80,11 @@ class Fault:
         if self.kind == "restart":
             return f"restart {who}"
         if self.kind == "migrate":
-            return f"migrate protected VM #{self.vm} to {who}"
+            return f"migrate {which} to {who}"
         if self.kind == "reboot":
-            return f"reboot protected VM #{self.vm}"
+            return f"reboot {which}"
         if self.kind == "suspend":
-            return f"suspend protected VM #{self.vm} for {self.hold:.1f}s, then resume it"
+            return f"suspend {which} for {self.hold:.1f}s, then resume it"
         if self.kind == "rebalance":
             return "rebalance the pool"
         if self.kind == "kill":

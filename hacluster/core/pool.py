@@ -14,6 +14,8 @@ Rules (spec sections 1 and 8):
   its host and it can never be restarted elsewhere.
 * GPU and passthrough VMs may only be best-effort: a VM with a device and
   priority ``restart`` cannot be made, by a pool file, a change or an install.
+* A best-effort VM gets ``best_effort_attempts`` restart tries per episode
+  (1, as the seed says, unless set: 1 to :data:`MAX_BEST_EFFORT_ATTEMPTS`).
 * A host's **free memory** for restarts is its total, less its own overhead,
   less every VM resident on it that is running.
 * A VM is ``running`` (on its resident host), ``halted`` or ``suspended``
@@ -27,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+
+MAX_BEST_EFFORT_ATTEMPTS = 100
 
 
 class PoolError(ValueError):
@@ -128,6 +132,7 @@ class Pool:
     host_failures_to_tolerate: int = 0
     allow_overcommit: bool = False
     reboot_vm_on_internal_shutdown: bool = True
+    best_effort_attempts: int = 1  # restart tries of a best-effort VM per episode
     _index: _Index = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +149,9 @@ class Pool:
         for vm in self.vms:
             if vm.resident is not None and vm.resident not in index.hosts:
                 raise PoolError(f"VM {vm.name} is resident on unknown host {vm.resident}")
+        if not 1 <= self.best_effort_attempts <= MAX_BEST_EFFORT_ATTEMPTS:
+            raise PoolError(f"ha-best-effort-attempts must be 1..{MAX_BEST_EFFORT_ATTEMPTS}, "
+                            f"got {self.best_effort_attempts}")
         if not 0 <= self.host_failures_to_tolerate < max(1, len(self.hosts)):
             raise PoolError(f"ha-host-failures-to-tolerate must be 0..{len(self.hosts) - 1}, "
                             f"got {self.host_failures_to_tolerate}")

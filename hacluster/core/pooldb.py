@@ -154,6 +154,8 @@ def _pool_set(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
             pool = replace(pool, allow_overcommit=_flag(key, value))
         elif key == "ha-reboot-vm-on-internal-shutdown":
             pool = replace(pool, reboot_vm_on_internal_shutdown=_flag(key, value))
+        elif key == "ha-best-effort-attempts":
+            pool = replace(pool, best_effort_attempts=_whole(key, value))
         elif key.startswith("other-config:") and len(key) > len("other-config:"):
             if key == "other-config:ha-rebalance" and value not in REBALANCE_MODES:
                 raise PoolError(f"other-config:ha-rebalance must be one of "

@@ -17,7 +17,7 @@ Rules (spec section 9):
   - protected (``restart``) VMs are level-sensitive: any found halted is
     started on every input (every :class:`Pass` in particular) until it runs;
   - best-effort VMs only when they were running on a failed host or crashed,
-    at most ``best_effort_attempts`` tries (a failed start, or no room; tries
+    at most ``pool.best_effort_attempts`` tries (a failed start, or no room; tries
     at least ``retry_interval`` apart), counted afresh when the liveset grows,
     and only once no protected VM is waiting to start or in an order delay;
   - unprotected VMs never;
@@ -103,14 +103,10 @@ __all__ = [
 @dataclass(frozen=True)
 class RestartConfig:
     retry_interval: float = 10.0  # a host that failed to start a VM is not retried sooner
-    best_effort_attempts: int = 3
 
     def __post_init__(self) -> None:
         if self.retry_interval <= 0:
             raise ValueError(f"retry_interval must be positive, got {self.retry_interval}")
-        if self.best_effort_attempts < 1:
-            raise ValueError("best_effort_attempts must be at least 1, "
-                             f"got {self.best_effort_attempts}")
 
 
 @dataclass
@@ -290,7 +286,7 @@ class Restarter:
         state.barred[event.host] = retry
         if self._bounded(vm):
             state.next_try = retry
-            if state.tries >= self.config.best_effort_attempts:
+            if state.tries >= self._pool.best_effort_attempts:
                 self._give_up(vm, out)
 
     def _on_vm_exited(self, event: VMExited) -> None:
@@ -330,7 +326,7 @@ class Restarter:
             out.append(Alert("ha_failures_exceed_tolerance", "pool",
                              f"{down} host(s) down, more than the "
                              f"{self._pool.host_failures_to_tolerate} tolerated: protected VMs "
-                             f"are restarted as best-effort ({self.config.best_effort_attempts} "
+                             f"are restarted as best-effort ({self._pool.best_effort_attempts} "
                              "tries)"))
         self._beyond_tolerance = beyond
 
@@ -350,12 +346,12 @@ class Restarter:
             return False
         if not self._bounded(vm):
             return True
-        return state.tries < self.config.best_effort_attempts and state.next_try <= now
+        return state.tries < self._pool.best_effort_attempts and state.next_try <= now
 
     def _give_up(self, vm: VM, out: list[RestartAction]) -> None:
         out.append(Alert("ha_vm_restart_abandoned", vm.uuid,
                          f"VM {vm.name} ({vm.priority.label}) did not start after "
-                         f"{self.config.best_effort_attempts} tries; tried again when a "
+                         f"{self._pool.best_effort_attempts} tries; tried again when a "
                          "host joins"))
 
     # ------------------------------------------------------------ restarts
@@ -470,7 +466,7 @@ class Restarter:
         if self._bounded(vm):
             state.tries += 1
             state.next_try = now + self.config.retry_interval
-            if state.tries >= self.config.best_effort_attempts:
+            if state.tries >= self._pool.best_effort_attempts:
                 self._give_up(vm, out)
         if vm.priority.protected and not state.alerted:
             state.alerted = True

@@ -175,6 +175,7 @@ class Service(VMVerbs):
                 "ha-overcommitted": overcommitted(tolerated,
                                                   db.pool.host_failures_to_tolerate),
                 "ha-reboot-vm-on-internal-shutdown": db.pool.reboot_vm_on_internal_shutdown,
+                "ha-best-effort-attempts": db.pool.best_effort_attempts,
                 "ha-configuration": {"timeout": db.ha.timeout},
                 "ha-statefiles": [db.ha.heartbeat_sr] if db.ha.enabled else [],
                 "other-config": dict(db.other_config), "generation": db.generation}

@@ -50,7 +50,7 @@ class Verb:
 
 
 POOL_SETTABLE = ("name-label", "ha-host-failures-to-tolerate", "ha-allow-overcommit",
-                 "ha-reboot-vm-on-internal-shutdown", "other-config:")
+                 "ha-reboot-vm-on-internal-shutdown", "ha-best-effort-attempts", "other-config:")
 VM_SETTABLE = ("name-label", "ha-restart-priority", "order", "start-delay")
 
 _TABLE = (

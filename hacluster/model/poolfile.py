@@ -27,7 +27,7 @@ from hacluster.core.pool import SR, VM, Host, Network, Pool, PoolError, Power, P
 from hacluster.model.tomlfile import checked, read_toml, toml_fields
 
 POOL_FIELDS = {"name", "host_failures_to_tolerate", "allow_overcommit",
-               "reboot_vm_on_internal_shutdown"}
+               "reboot_vm_on_internal_shutdown", "best_effort_attempts"}
 DEFAULT_NAME = "pool"
 MAX_NAME = 64  # a pool's name also names its CA, whose X.509 fields hold 64 characters
 HOST_FIELDS = {"uuid", "name", "memory", "overhead", "enabled", "address"}
@@ -122,6 +122,7 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
             allow_overcommit=settings.get("allow_overcommit", bool, False),
             reboot_vm_on_internal_shutdown=settings.get("reboot_vm_on_internal_shutdown", bool,
                                                         True),
+            best_effort_attempts=settings.get("best_effort_attempts", int, 1),
         )
     except PoolError as error:
         text = str(error)
@@ -155,7 +156,8 @@ def to_data(pool_file: PoolFile) -> dict[str, Any]:
     return {
         "pool": dict(**named, host_failures_to_tolerate=pool.host_failures_to_tolerate,
                      allow_overcommit=pool.allow_overcommit,
-                     reboot_vm_on_internal_shutdown=pool.reboot_vm_on_internal_shutdown),
+                     reboot_vm_on_internal_shutdown=pool.reboot_vm_on_internal_shutdown,
+                     best_effort_attempts=pool.best_effort_attempts),
         "host": [dict(uuid=h.uuid, name=h.name, memory=h.memory_total,
                       overhead=h.memory_overhead, enabled=h.enabled, address=h.address)
                  for h in pool.hosts],

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hacluster.core.pool import SR, VM, Host, Pool, Power, Priority
+from hacluster.core.pool import SR, VM, Host, Pool, PoolError, Power, Priority
 from hacluster.core.restarts import (
     Alert,
     ForceHalt,
@@ -29,7 +29,7 @@ from hacluster.core.restarts import (
 )
 
 RESTART, BEST_EFFORT, NONE = Priority.RESTART, Priority.BEST_EFFORT, Priority.NONE
-CONFIG = RestartConfig(retry_interval=5.0, best_effort_attempts=3)
+CONFIG = RestartConfig(retry_interval=5.0)
 
 
 def host(name: str, memory: int = 4096) -> Host:
@@ -43,9 +43,11 @@ def vm(name: str, memory: int = 1024, priority: Priority = RESTART, order: int =
 
 
 def make_pool(hosts: Iterable[Host], vms: Iterable[VM], nft: int = 1,
-              reboot_on_internal_shutdown: bool = True, srs: Iterable[SR] = ()) -> Pool:
+              reboot_on_internal_shutdown: bool = True, srs: Iterable[SR] = (),
+              attempts: int = 3) -> Pool:
     return Pool(tuple(hosts), tuple(vms), tuple(srs), host_failures_to_tolerate=nft,
-                reboot_vm_on_internal_shutdown=reboot_on_internal_shutdown)
+                reboot_vm_on_internal_shutdown=reboot_on_internal_shutdown,
+                best_effort_attempts=attempts)
 
 
 def three_hosts(*vms: VM, nft: int = 1, memory: int = 4096) -> Restarter:
@@ -251,6 +253,21 @@ def test_best_effort_without_room_spends_its_tries_then_gives_up() -> None:
     assert [a.obj for a in alerts(out, "ha_vm_restart_abandoned")] == ["e"]
 
 
+def test_a_best_effort_vm_gets_one_try_by_default_as_the_seed_says() -> None:
+    hosts = [host(h) for h in ("h0", "h1", "h2")]
+    default = Pool(tuple(hosts), (vm("e", priority=BEST_EFFORT, on="h0"),),
+                   host_failures_to_tolerate=1)
+    assert default.best_effort_attempts == 1
+    r = Restarter(default, CONFIG)
+    out = r.handle(HostsFailed(1.0, frozenset({"h0"})))
+    where = starts(out)["e"]
+    out = r.handle(StartFinished(1.5, "e", where, ok=False))
+    assert [a.obj for a in alerts(out, "ha_vm_restart_abandoned")] == ["e"]
+    for k in range(1, 4):  # no second try, however long the pool waits
+        assert starts(r.handle(Pass(1.5 + 6 * k, ALL - {"h0"}))) == {}
+    assert set(starts(r.handle(Pass(30.0, ALL)))) == {"e"}  # the liveset grew: tried again
+
+
 def test_best_effort_internal_shutdown_stays_halted_crash_restarts() -> None:
     r = three_hosts(vm("e", priority=BEST_EFFORT, on="h0"), vm("f", priority=BEST_EFFORT, on="h1"))
     assert starts(r.handle(VMExited(1.0, "e", "h0", internal_shutdown=True))) == {}
@@ -398,8 +415,8 @@ def test_start_reported_after_its_host_failed_counts_as_failed() -> None:
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="retry_interval"):
         RestartConfig(retry_interval=0)
-    with pytest.raises(ValueError, match="best_effort_attempts"):
-        RestartConfig(best_effort_attempts=0)
+    with pytest.raises(PoolError, match=r"ha-best-effort-attempts must be 1\.\.100"):
+        make_pool([host("h0")], [], nft=0, attempts=0)
 
 
 # ----------------------------------------------------------- property
