@@ -89,14 +89,15 @@ def vm_command(db: PoolDB, guests: Guests, vm: str, host: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Agents:
-    """How to reach every host's agent: address per host uuid (in HA order, as the pool
-    file lists the hosts: a request is bound to its target by :func:`rpc.target`), and
+    """How to reach every host's agent: its addresses, one per network, per host uuid
+    (in HA order, as the pool file lists the hosts: a request is bound to its target
+    by :func:`rpc.target`; a cut network is routed around by :func:`rpc.call_any`), and
     where to read the pool's key ring (asked at every call: a rotation step takes
     effect at once). At most :data:`CALLS_PER_PEER` calls are in flight to one agent, under its
     listener's cap per peer address; the others wait their turn (their timeout starts
     when they are sent)."""
 
-    addresses: dict[str, tuple[str, int]]
+    addresses: dict[str, list[tuple[str, int]]]  # one per network, the first network first
     keys: Callable[[], KeyRing]
     _turns: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False,
                                                  repr=False, compare=False)
@@ -107,11 +108,10 @@ class Agents:
     async def call(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         if host not in self.addresses:  # recorded before the member table reached us
             raise rpc.RpcError(f"host {host} is not in the member table read here (yet)")
-        address, port = self.addresses[host]
         turn = self._turns.setdefault(host, asyncio.Semaphore(CALLS_PER_PEER))
         async with turn:
-            return await rpc.call(address, port, self.keys(), request, timeout,
-                                  target=self.target(host))
+            return await rpc.call_any(self.addresses[host], self.keys(), request, timeout,
+                                      target=self.target(host))
 
 
 class MasterDuties:

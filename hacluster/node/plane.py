@@ -610,9 +610,10 @@ class Plane:
     def _index_of(self, host_uuid: str) -> int | None:
         return self.node.roster.index_of(host_uuid)
 
-    def _agent_addresses(self, roster: Roster) -> dict[str, tuple[str, int]]:
-        return {roster.uuids[i]: (a[0].host, self.config.agent_port)
-                for i, a in sorted(roster.addresses.items())}
+    def _agent_addresses(self, roster: Roster) -> dict[str, list[tuple[str, int]]]:
+        """Every host's agent on each of its networks, the first network first."""
+        return {roster.uuids[i]: [(a.host, self.config.agent_port) for a in addresses]
+                for i, addresses in sorted(roster.addresses.items())}
 
     def members_changed(self, roster: Roster) -> None:
         """A join or an eject: reach the new hosts' agents, forget the departed."""

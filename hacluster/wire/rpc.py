@@ -30,6 +30,11 @@ Rules:
 * A request that fails to open (wrong key, wrong target, replay, garbage,
   oversized, too slow) gets no answer, reaches no handler and is counted in
   :class:`RpcStats`.
+* A host on several networks is called on all of its addresses
+  (:func:`call_any`): the first network is tried first, the next one
+  :data:`NEXT_PATH_DELAY` later or as soon as the first fails; the request
+  is sent over the first connection whose challenge arrives, and only over
+  it, so a cut network costs a call that much and never sends twice.
 * A handler exception, or an answer that cannot be sent (too large, not
   packable), becomes ``{"ok": False, "error": message}``. A client failure of
   any kind raises :class:`RpcError` saying what went wrong.
@@ -40,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +62,7 @@ NONCE = 12
 TAG = 16
 LENGTH = struct.Struct(">I")
 MAX_FRAME = 1 << 20  # an answer: a pool's status or an agent's list of exits
+NEXT_PATH_DELAY = 0.25  # seconds before a call also tries a host's next network
 MAX_REQUEST = 64 << 10  # a request: a verb's text parameters, a VM's command and environment
 REQUEST = b"request"
 RESPONSE = b"response"
@@ -227,13 +233,23 @@ async def call(host: str, port: int, keys: Keys, request: dict[str, Any],
                timeout: float, *, target: bytes) -> dict[str, Any]:
     """Send ``request`` to ``target`` at ``host:port`` and return the answer, within
     ``timeout`` seconds (sealed with the current key; the answer opens with either)."""
+    return await call_any([(host, port)], keys, request, timeout, target=target)
+
+
+async def call_any(endpoints: Sequence[tuple[str, int]], keys: Keys, request: dict[str, Any],
+                   timeout: float, *, target: bytes) -> dict[str, Any]:
+    """:func:`call` over the first of ``endpoints`` (one host's addresses, one per
+    network) to answer: each is tried :data:`NEXT_PATH_DELAY` after the one before
+    or as soon as it fails, and the request goes over the first connection whose
+    challenge arrives, never over two."""
     ring = as_ring(keys)
-    where = f"{host}:{port}"
+    where = " or ".join(f"{host}:{port}" for host, port in endpoints)
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer, challenge = await _first_open(endpoints)
+            peer = writer.get_extra_info("peername")
+            where = f"{peer[0]}:{peer[1]}" if peer else where
             try:
-                challenge = await reader.readexactly(CHALLENGE)
                 try:
                     frame = seal_frame(ring, challenge, REQUEST, request, target=target)
                 except (TypeError, ValueError) as error:
@@ -261,3 +277,48 @@ async def call(host: str, port: int, keys: Keys, request: dict[str, Any],
         return open_frame(ring, challenge, RESPONSE, body, target=target)
     except FrameError as error:
         raise RpcError(f"{where}: reply rejected: {error}") from None
+
+
+Opened = tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]
+
+
+async def _open(host: str, port: int) -> Opened:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        return reader, writer, await reader.readexactly(CHALLENGE)
+    except BaseException:
+        await close_quietly(writer)
+        raise
+
+
+async def _first_open(endpoints: Sequence[tuple[str, int]]) -> Opened:
+    """The first connection of ``endpoints`` to deliver its challenge (staggered by
+    :data:`NEXT_PATH_DELAY`); the others are cancelled or closed. If every one
+    fails, the first one's error is raised."""
+    if not endpoints:
+        raise OSError("no address to call")
+    waiting = list(endpoints)
+    tries: list[asyncio.Task[Opened]] = []
+    errors: list[BaseException] = []
+    try:
+        while True:
+            if waiting:
+                tries.append(asyncio.ensure_future(_open(*waiting.pop(0))))
+            pending = [t for t in tries if not t.done()]
+            if not pending and not waiting:
+                break
+            done, _ = await asyncio.wait(pending, timeout=NEXT_PATH_DELAY if waiting else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    winner = task.result()
+                    tries.remove(task)
+                    return winner
+                errors.append(task.exception())  # type: ignore[arg-type]
+        raise errors[0]
+    finally:
+        for task in tries:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled() and task.exception() is None:
+                await close_quietly(task.result()[1])

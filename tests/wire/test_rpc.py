@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,11 +18,13 @@ from hacluster.wire.listener import ConnectionGate, Listener, ListenerLimits
 from hacluster.wire.rpc import (
     CHALLENGE,
     MAX_FRAME,
+    NEXT_PATH_DELAY,
     REQUEST,
     RESPONSE,
     RpcError,
     RpcStats,
     call,
+    call_any,
     open_frame,
     rpc_aead,
     seal_frame,
@@ -230,3 +233,61 @@ async def test_connection_refused_and_unsendable_requests(running: Running) -> N
         await call(HOST, running.port, KEY, {"blob": b"x" * MAX_FRAME}, timeout=5, target=TARGET)
     with pytest.raises(ValueError, match="32 bytes"):
         await call(HOST, running.port, b"short", {"op": "list"}, timeout=5, target=TARGET)
+
+
+# ------------------------------------------------------------ several networks
+async def mute_server() -> asyncio.Server:
+    """Accepts and never sends a challenge: a network that swallows what it gets."""
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    return await asyncio.start_server(mute, HOST, 0)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_call_goes_over_the_next_network_when_the_first_refuses(
+        running: Running) -> None:
+    took = time.monotonic()
+    answer = await call_any([(HOST, closed_port()), (HOST, running.port)], KEY, {"op": "x"},
+                            timeout=5, target=TARGET)
+    assert answer == {"ok": True, "echo": {"op": "x"}}
+    assert time.monotonic() - took < NEXT_PATH_DELAY  # a refusal moves on at once
+
+
+async def test_a_call_goes_around_a_network_that_swallows_packets(running: Running) -> None:
+    mute = await mute_server()
+    async with mute:
+        took = time.monotonic()
+        answer = await call_any([(HOST, mute.sockets[0].getsockname()[1]),
+                                 (HOST, running.port)], KEY, {"op": "x"}, 5, target=TARGET)
+        waited = time.monotonic() - took
+    assert answer["ok"] and running.handler.seen == [{"op": "x"}]
+    print(f"around a mute first network in {waited:.3f} s")
+    assert NEXT_PATH_DELAY * 0.9 <= waited < 2.0
+
+
+async def test_a_request_is_sent_over_one_network_only(running: Running) -> None:
+    """Both networks work: the first answers, the second is never sent the request."""
+    second_stats, second = RpcStats(), Echo()
+    other = await serve(HOST, 0, KEY, second, second_stats, target=TARGET)
+    async with other:
+        for n in range(20):
+            await call_any([(HOST, running.port), (HOST, other.sockets[0].getsockname()[1])],
+                           KEY, {"op": "x", "n": n}, 5, target=TARGET)
+    assert sorted(r["n"] for r in running.handler.seen + second.seen) == list(range(20))
+
+
+async def test_every_network_failing_is_one_error_naming_them() -> None:
+    mute = await mute_server()
+    async with mute:
+        with pytest.raises(RpcError, match=r"no answer within 0\.6 s"):
+            await call_any([(HOST, mute.sockets[0].getsockname()[1]), (HOST, closed_port())],
+                           KEY, {"op": "x"}, 0.6, target=TARGET)
+    with pytest.raises(RpcError, match="connection refused"):
+        await call_any([(HOST, closed_port()), (HOST, closed_port())], KEY, {"op": "x"}, 2,
+                       target=TARGET)
