@@ -65,8 +65,8 @@ class RecordingHost:
     def is_master(self) -> bool:
         return self.master is None
 
-    def master_endpoint(self) -> tuple[str, int] | None:
-        return self.master
+    def master_endpoints(self) -> list[tuple[str, int]]:
+        return [] if self.master is None else [self.master]
 
     async def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(call)
@@ -88,8 +88,8 @@ class ServiceHost:
     def is_master(self) -> bool:
         return True
 
-    def master_endpoint(self) -> tuple[str, int] | None:
-        return None
+    def master_endpoints(self) -> list[tuple[str, int]]:
+        return []
 
     def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self.service.answer(call)

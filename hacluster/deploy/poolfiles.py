@@ -22,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,7 +175,12 @@ def _write_own(directory: Path, addresses: Sequence[Address], key: bytes, ca: Ce
 
 def write_hactl(path: Path, hosts: Hosts, mgmt_port: int, ca: str,
                 secret_file: str) -> None:
-    """``hactl.toml``: every host's management endpoint, the CA certificate, the secret."""
-    servers = [str(Address(row[0].host, mgmt_port)) for row in hosts if row]
+    """``hactl.toml``: every host's management endpoint on every network (the first
+    network's first; an address several hosts share is left out), the CA
+    certificate, the secret."""
+    shared = Counter(host for row in hosts for host in {a.host for a in row})
+    networks = max((len(row) for row in hosts), default=0)
+    servers = [str(Address(row[n].host, mgmt_port)) for n in range(networks) for row in hosts
+               if n < len(row) and (n == 0 or shared[row[n].host] == 1)]
     text = "\n".join(toml_fields(servers=servers, ca=ca, secret_file=secret_file)) + "\n"
     write_atomically(path, text.encode(), PUBLIC)

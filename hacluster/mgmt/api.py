@@ -35,7 +35,9 @@ Rules:
 * The call's shape is checked with the verb table (:mod:`hacluster.mgmt.verbs`)
   on the server too. Local verbs are answered by the host reached; the others
   by the master: a host that is not master relays the call to the one it
-  knows, once (a relayed call is never relayed again); with no master known
+  knows, once (a relayed call is never relayed again), over the master's
+  first network, else its next (a connection not made within
+  :data:`CONNECT_TIMEOUT` counts as unreachable); with no master known
   (or that master does not take the connection: it just died) it waits up to
   :data:`MASTER_WAIT` for the election to end, then the error says so and
   what to do.
@@ -70,6 +72,7 @@ from hacluster.wire.rpc import (
 
 PREAUTH_FRAME = 4096  # a secret and a relayed caller's name fit in a few hundred bytes
 RELAY_TIMEOUT = 120.0
+CONNECT_TIMEOUT = 3.0  # TCP and TLS to one address; past it, the next address is tried
 MASTER_WAIT = 10.0  # a call arriving during an election waits this long for a master
 
 
@@ -88,7 +91,7 @@ class Host(Protocol):
     """What the API needs from the daemon it runs in."""
 
     def is_master(self) -> bool: ...
-    def master_endpoint(self) -> tuple[str, int] | None: ...
+    def master_endpoints(self) -> list[tuple[str, int]]: ...  # one per network, or none
     def answer(self, call: Call) -> Answer: ...
     def denied_credentials(self) -> frozenset[str]: ...  # the pool's deny list, as known here
 
@@ -243,15 +246,14 @@ class Server:
                 yield {"ok": False, "error": "this host is not the master (any more); "
                        "try again"}
                 return
-            master = self.host.master_endpoint()
-            if master is not None:
+            for master in self.host.master_endpoints():  # its first network first
                 try:
                     async for answer in exchange(master, self.client_context, self.secret,
                                                  call, relayed=True):
                         yield answer
                     return
                 except Unreachable:
-                    pass  # the master just died: wait for the next one
+                    continue  # that network is cut, or the master just died
                 except ApiError as error:
                     yield {"ok": False, "error": f"the master {master[0]}:{master[1]} did "
                            f"not answer: {error}"}
@@ -303,11 +305,15 @@ async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: b
     try:
         async with asyncio.timeout(timeout):
             try:
-                reader, writer = await asyncio.open_connection(address, port, ssl=context)
+                async with asyncio.timeout(min(timeout, CONNECT_TIMEOUT)):
+                    reader, writer = await asyncio.open_connection(address, port, ssl=context)
             except ssl.SSLCertVerificationError:
                 raise
             except OSError as error:
                 raise Unreachable(f"{where}: {error.strerror or error}") from None
+            except TimeoutError:
+                raise Unreachable(f"{where}: no connection within "
+                                  f"{min(timeout, CONNECT_TIMEOUT):g} s") from None
             try:
                 writer.write(hello)
                 await writer.drain()

@@ -67,8 +67,8 @@ class Waiting:
         """Every call is answered here: this host knows no master and relays nothing."""
         return True
 
-    def master_endpoint(self) -> tuple[str, int] | None:
-        return None
+    def master_endpoints(self) -> list[tuple[str, int]]:
+        return []
 
     def denied_credentials(self) -> frozenset[str]:
         return frozenset()  # the pool's deny list is the master's: it checks the caller

@@ -59,6 +59,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
 from hacluster.node.margins import MarginAlerts, margins
 from hacluster.node.master import MasterDuties
 from hacluster.node.measure import LoopLag, Samples
+from hacluster.node.networks import serve_on_other_networks
 from hacluster.node.plane import Plane
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
@@ -92,6 +94,7 @@ from hacluster.storage.sr import GlobalBlock, PoolState, SRError
 from hacluster.vm.driver import ProcessDriver
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
+from hacluster.wire.listener import Listener
 
 __all__ = ["FENCED_EXIT", "NOT_A_MEMBER_EXIT", "Node", "handle_or_fence", "next_boot",
            "query_status", "serve"]
@@ -167,11 +170,18 @@ class Node:
             await self.liveness.start(self)
             self.watchdog.start(config.log)
             if self.pool_file is not None:
-                servers.append(await rpc.serve(
-                    config.address.host, config.agent_port, lambda: self.keys, self.agent_request,
-                    self.agent.stats, target=rpc.target(config.my_uuid)))
+                def agent_on(host: str) -> Awaitable[Listener]:
+                    return rpc.serve(host, config.agent_port, lambda: self.keys,
+                                     self.agent_request, self.agent.stats,
+                                     target=rpc.target(config.my_uuid))
+
+                servers.append(await agent_on(config.address.host))
+                servers += await serve_on_other_networks(
+                    self.roster.service_hosts(config.index), config.address.host, agent_on,
+                    self.log.write, "agent")
             if self.plane is not None:
                 servers.append(await self.plane.start())
+                servers += await self.plane.serve_other_networks()
             servers.append(await serve_status(config.status_socket, self.shared_status))
             self.tasks.spawn(self.main_lag.run(), "main loop lag probe")
             if self.plane is not None:

@@ -57,6 +57,7 @@ from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook
 from hacluster.node.margins import margins
 from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
+from hacluster.node.networks import serve_on_other_networks
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.status import SharedStatus
@@ -156,6 +157,15 @@ class Plane:
         self.server = server
         return await server.serve(self.config.address.host, self.mgmt.port)
 
+    async def serve_other_networks(self) -> list[asyncio.AbstractServer]:
+        """The management API on this host's other networks too (after :meth:`start`)."""
+        assert self.server is not None
+        server = self.server
+        return await serve_on_other_networks(
+            self.node.roster.service_hosts(self.index), self.config.address.host,
+            lambda host: server.serve(host, self.mgmt.port), self.node.log.write,
+            "management API")
+
     def started(self, generation: int, active: bool, timeout: float) -> None:
         """What the SR says at start: a pool whose HA was enabled without a
         database anywhere (a lab started armed) is seeded as HA enabled."""
@@ -198,13 +208,14 @@ class Plane:
             return core.is_master and self.database is not None
         return self.database is not None
 
-    def master_endpoint(self) -> tuple[str, int] | None:
+    def master_endpoints(self) -> list[tuple[str, int]]:
+        """The master's management API on each of its networks (none if it is us or
+        unknown)."""
         core = self.node.core
         index = core.master_hint if core is not None and core.armed else self.known_master
         if index is None or index == self.index:
-            return None
-        addresses = self.node.roster.addresses.get(index)
-        return (addresses[0].host, self.mgmt.port) if addresses else None
+            return []
+        return [(host, self.mgmt.port) for host in self.node.roster.service_hosts(index)]
 
     def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self.service.answer(call)
@@ -612,8 +623,9 @@ class Plane:
 
     def _agent_addresses(self, roster: Roster) -> dict[str, list[tuple[str, int]]]:
         """Every host's agent on each of its networks, the first network first."""
-        return {roster.uuids[i]: [(a.host, self.config.agent_port) for a in addresses]
-                for i, addresses in sorted(roster.addresses.items())}
+        return {roster.uuids[i]: [(host, self.config.agent_port)
+                                  for host in roster.service_hosts(i)]
+                for i in sorted(roster.addresses)}
 
     def members_changed(self, roster: Roster) -> None:
         """A join or an eject: reach the new hosts' agents, forget the departed."""

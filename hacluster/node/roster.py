@@ -11,6 +11,10 @@ Rules:
   overrides the seed: a node started from an old configuration still sees
   the pool as it is now. A newer table replaces the roster whole; an older
   or equal one changes nothing.
+* A host's **service addresses** (:meth:`Roster.service_hosts`: where its
+  agent and management API are reached, one per network, the first network
+  first) are its heartbeat IPs that no other member shares: an address two
+  hosts share (a lab's ``::1``) cannot name one host.
 * Every address in a table is checked as a configuration address is; a table
   that does not parse, or lists another number of heartbeat networks than
   this host has, is refused with the reason (and the roster is kept).
@@ -46,6 +50,12 @@ class Roster:
 
     def others(self, me: int) -> frozenset[int]:
         return self.members - {me}
+
+    def service_hosts(self, index: int) -> list[str]:
+        """Host ``index``'s IPs, one per network, but those another member also has."""
+        shared = {a.host for i, row in self.addresses.items() if i != index for a in row}
+        own = [a.host for a in self.addresses.get(index, ())]
+        return [host for n, host in enumerate(own) if host not in shared and host not in own[:n]]
 
     def peer_hosts(self, me: int, network: int) -> frozenset[str]:
         """The IPs heartbeats may come from on ``network``: every other member's."""

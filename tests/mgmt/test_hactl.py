@@ -77,8 +77,8 @@ class FakeHost:
     def is_master(self) -> bool:
         return True
 
-    def master_endpoint(self) -> tuple[str, int] | None:
-        return None
+    def master_endpoints(self) -> list[tuple[str, int]]:
+        return []
 
     def denied_credentials(self) -> frozenset[str]:
         return frozenset()

@@ -376,7 +376,7 @@ async def test_reset_master_follows_a_known_address_and_refuses_others(pool: Poo
     assert plane.reset_master(address(1)) == (
         f"this host now follows the master at {address(1)} (host 1)")
     assert plane.known_master == 1 and plane.database is None  # it is no longer master
-    assert plane.master_endpoint() == (address(1), 7443)
+    assert plane.master_endpoints() == [(address(1), 7443)]
 
 
 async def test_a_move_whose_stop_fails_moves_nothing(pool: Pool) -> None:
