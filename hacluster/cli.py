@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     drop = lab_verb("drop-from", help="netns: PEER stops hearing HOST (one way)")
     drop.add_argument("host", type=int, help="the host no longer heard, e.g. 2")
     drop.add_argument("peer", type=int, help="the host that stops hearing it, e.g. 0")
+    cut = lab_verb("cut", help="netns: every host loses everything arriving on one network "
+                   "(lab up --networks 2)")
+    cut.add_argument("network", type=int, help="0 (the first) or 1")
     lab_verb("heal", help="netns: mend every network cut")
     storage = lab_verb("storage", help="netns: fail one host's view of the SR")
     storage.add_argument("host", type=int, help="its index, e.g. 2")

@@ -144,6 +144,8 @@ def _network(lab: LocalLab, verb: str, args: argparse.Namespace) -> None:
         lab.partition(args.groups)
     elif verb == "drop-from":
         lab.drop_from(args.host, args.peer)
+    elif verb == "cut":
+        lab.cut(args.network)
     elif verb == "heal":
         lab.heal()
     elif verb == "storage":

@@ -180,6 +180,9 @@ class LocalLab:
                 from hacluster.lab import iscsi
 
                 iscsi.serve(self.root, hosts, self.load(), self.save)
+            data = self.load()
+            data["networks"] = networks  # a backend may build one bridge per network
+            self.save(data)
             self.prepare(hosts)
             self.configure(hosts, timeout, base_port, networks, mode, unsafe_watchdog_delay,
                            guest_lock)

@@ -4,6 +4,8 @@ Rules:
 
 * Host ``i`` lives in network namespace ``ha<lab>-h<i>`` with address
   ``10.77.<lab>.(i+1)`` on a veth pair plugged into the bridge ``ha<lab>br``;
+  with ``--networks 2`` also ``10.78.<lab>.(i+1)`` (``eth1``) on a second
+  bridge, ``ha<lab>br1``: a second heartbeat and management network.
   its daemon runs as PID 1's child of a fresh PID namespace
   (``unshare --pid --fork --kill-child``), so killing the host kills, by the
   kernel, everything it started.
@@ -21,7 +23,9 @@ Rules:
   its limits are raised, never lowered, to the hosts squared and more.
 * Network faults are nftables rules in the receiving host's namespace:
   ``partition`` drops every packet between groups, ``drop-from A B`` makes B
-  deaf to A (one-way), ``heal`` flushes them all.
+  deaf to A (one-way), on every network; ``cut N`` drops everything arriving
+  on network N at every host (a black hole: nothing is refused, it is lost);
+  ``heal`` flushes them all.
 * The bridge forwards between its ports even where a firewall's FORWARD
   policy drops (Docker's does, for every bridge): the lab inserts an accept
   rule for its own bridge and removes it when it goes down.
@@ -90,20 +94,29 @@ TOOLS = {"ip": "iproute2", "nft": "nftables", "losetup": "util-linux", "fusermou
 
 class NetnsLab(BridgedLab):
     backend = "netns"
+    networks = 2
 
     def ns(self, index: int) -> str:
         return f"ha{self.lab_id}-h{index}"
 
-    def bridge(self) -> str:
-        return f"ha{self.lab_id}br"
+    def bridge(self, network: int = 0) -> str:
+        return f"ha{self.lab_id}br{network or ''}"
 
     @property
     def net(self) -> str:
-        """The first three octets of the lab's /24, e.g. ``10.77.7``."""
-        return f"10.77.{self.lab_id}"
+        """The first three octets of the lab's first /24, e.g. ``10.77.7``."""
+        return self.subnet(0)
+
+    def subnet(self, network: int) -> str:
+        """The first three octets of network ``network``'s /24: 10.77, 10.78."""
+        return f"10.{77 + network}.{self.lab_id}"
 
     def ip(self, index: int, network: int = 0) -> str:
-        return f"{self.net}.{index + 1}"
+        return f"{self.subnet(network)}.{index + 1}"
+
+    def lab_networks(self) -> int:
+        """The heartbeat networks this lab was brought up with."""
+        return int(self.load().get("networks", 1))
 
     def sr_path(self, index: int) -> str:
         return f"../sr.d/{index}/sr"  # its own view through the lab's fault layer
@@ -128,12 +141,13 @@ class NetnsLab(BridgedLab):
         self.save(data)
         _room_for_neighbours(hosts)
         self._mount_fault_layer()
-        bridge = self.bridge()
-        sh("ip", "link", "add", bridge, "type", "bridge")
-        sh("ip", "link", "set", bridge, "up")
-        self._forward(bridge, "-I")
-        # the operator's side: hactl in the root namespace reaches every host
-        sh("ip", "addr", "add", f"{self.net}.254/24", "dev", bridge)
+        for network in range(self.lab_networks()):
+            bridge = self.bridge(network)
+            sh("ip", "link", "add", bridge, "type", "bridge")
+            sh("ip", "link", "set", bridge, "up")
+            self._forward(bridge, "-I")
+            # the operator's side: hactl in the root namespace reaches every host
+            sh("ip", "addr", "add", f"{self.subnet(network)}.254/24", "dev", bridge)
         for index in range(hosts):
             self._add_namespace(index)
 
@@ -156,13 +170,15 @@ class NetnsLab(BridgedLab):
                 os.killpg(pid, signal.SIGKILL)
 
     def _add_namespace(self, index: int) -> None:
-        ns, outside = self.ns(index), f"{self.ns(index)}v"
+        ns = self.ns(index)
         sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0",
-           "netns", ns)
-        sh("ip", "link", "set", outside, "master", self.bridge(), "up")
-        sh("ip", "-n", ns, "addr", "add", f"{self.ip(index)}/24", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        for network in range(self.lab_networks()):
+            outside, inside = f"{ns}v{network or ''}", f"eth{network}"
+            sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside,
+               "netns", ns)
+            sh("ip", "link", "set", outside, "master", self.bridge(network), "up")
+            sh("ip", "-n", ns, "addr", "add", f"{self.ip(index, network)}/24", "dev", inside)
+            sh("ip", "-n", ns, "link", "set", inside, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", TABLE)
         sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", TABLE, "input",
@@ -233,8 +249,10 @@ class NetnsLab(BridgedLab):
             sh("ip", "netns", "del", f"ha{lab_id}-h{index}", check=False)
         if "fault_layer" in data:
             self._unmount_fault_layer(data["fault_layer"])
-        self._forward(f"ha{lab_id}br", "-D")
-        sh("ip", "link", "del", f"ha{lab_id}br", check=False)
+        for network in range(int(data.get("networks", 1))):
+            bridge = f"ha{lab_id}br{network or ''}"
+            self._forward(bridge, "-D")
+            sh("ip", "link", "del", bridge, check=False)
         if data.get("loop"):
             sh("losetup", "-d", data["loop"], check=False)
 
@@ -249,8 +267,19 @@ class NetnsLab(BridgedLab):
         return daemon_pid(self.pid(index), index)
 
     def _drop(self, receiver: int, sender: int) -> None:
-        sh("ip", "netns", "exec", self.ns(receiver), "nft", "add", "rule", "inet", TABLE,
-           "input", "ip", "saddr", self.ip(sender), "drop")
+        for network in range(self.lab_networks()):
+            sh("ip", "netns", "exec", self.ns(receiver), "nft", "add", "rule", "inet", TABLE,
+               "input", "ip", "saddr", self.ip(sender, network), "drop")
+
+    def cut(self, network: int) -> None:
+        """Every host stops receiving anything on heartbeat network ``network``."""
+        data = self.load()
+        if not 0 <= network < self.lab_networks():
+            raise LabError(f"this lab has {self.lab_networks()} network(s): cut 0.."
+                           f"{self.lab_networks() - 1}, not {network}")
+        for index in members(data):
+            sh("ip", "netns", "exec", self.ns(index), "nft", "add", "rule", "inet", TABLE,
+               "input", "iifname", f"eth{network}", "drop")
 
     def partition(self, groups: list[list[int]]) -> None:
         hosts = self.load()["hosts"]
