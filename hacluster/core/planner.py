@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from hacluster.core.pool import Pool, is_agile
+from hacluster.core.pool import VM, Pool, is_agile
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,30 @@ def place(items: Iterable[Item], bins: Sequence[tuple[str, int]]) -> tuple[Place
         placement[item.vm] = uuid
         bisect.insort(rooms, (free - item.memory, uuid))
     return placement, unplaced
+
+
+def place_vms(pool: Pool, vms: Iterable[VM],
+              bins: Sequence[tuple[str, int]]) -> tuple[Placement, list[Item]]:
+    """:func:`place` for VMs, honouring device classes: a VM that needs devices
+    goes first, to the tightest room among the hosts offering them; the rest
+    are placed best-fit decreasing on what is left."""
+    rooms = dict(bins)
+    placement: Placement = {}
+    unplaced: list[Item] = []
+    plain: list[Item] = []
+    for vm in sorted(vms, key=lambda v: (-v.memory, v.uuid)):
+        if not vm.devices:
+            plain.append(Item(vm.uuid, vm.memory))
+            continue
+        fits = sorted((free - vm.memory, uuid) for uuid, free in rooms.items()
+                      if free >= vm.memory and pool.can_host(vm, uuid))
+        if not fits:
+            unplaced.append(Item(vm.uuid, vm.memory))
+            continue
+        placement[vm.uuid] = fits[0][1]
+        rooms[fits[0][1]] -= vm.memory
+    rest, left = place(plain, sorted(rooms.items()))
+    return placement | rest, unplaced + left
 
 
 class Verdict(Enum):

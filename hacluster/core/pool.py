@@ -8,10 +8,13 @@ Rules (spec sections 1 and 8):
   is deterministic.
 * Memory is in MiB (whole numbers); a VM's planned size is its static maximum.
 * A VM is **agile** when every disk is on a shared SR plugged on every enabled
-  host, every network is plugged on every enabled host, it has no local CD and
-  no passthrough or GPU device. :func:`agility` names every reason it is not,
-  with what would fix it. A non-agile VM is pinned: its memory is overhead on
-  its host and it can never be restarted elsewhere.
+  host, every network is plugged on every enabled host, it has no local CD,
+  and some enabled host offers every passthrough/GPU device class it needs.
+  :func:`agility` names every reason it is not, with what would fix it. A
+  non-agile VM is pinned: its memory is overhead on its host and it can never
+  be restarted elsewhere.
+* A VM with device classes runs only on a host that offers them all
+  (:meth:`Pool.can_host`); a host's ``devices`` are the classes it offers.
 * GPU and passthrough VMs may only be best-effort: a VM with a device and
   priority ``restart`` cannot be made, by a pool file, a change or an install.
 * A best-effort VM gets ``best_effort_attempts`` restart tries per episode
@@ -65,6 +68,7 @@ class Host:
     memory_overhead: int = 0
     enabled: bool = True
     address: str = ""
+    devices: tuple[str, ...] = ()  # passthrough/GPU device classes it offers
 
     def __post_init__(self) -> None:
         if self.memory_total < 0 or self.memory_overhead < 0:
@@ -102,7 +106,7 @@ class VM:
     disks: tuple[str, ...] = ()  # SR uuids of its VDIs
     networks: tuple[str, ...] = ()
     local_cd: bool = False
-    devices: tuple[str, ...] = ()  # passthrough / GPU devices
+    devices: tuple[str, ...] = ()  # passthrough/GPU device classes it needs
 
     def __post_init__(self) -> None:
         if self.memory <= 0:
@@ -178,6 +182,10 @@ class Pool:
     def resident_on(self, host_uuid: str) -> tuple[VM, ...]:
         return tuple(vm for vm in self.vms if vm.resident == host_uuid)
 
+    def can_host(self, vm: VM, host_uuid: str) -> bool:
+        """Does the host offer every device class ``vm`` needs?"""
+        return set(vm.devices) <= set(self.host(host_uuid).devices)
+
     def free_memory(self, host_uuid: str) -> int:
         host = self.host(host_uuid)
         return host.memory_total - host.memory_overhead - self._index.used.get(host_uuid, 0)
@@ -247,9 +255,10 @@ def agility(pool: Pool, vm: VM) -> list[Reason]:
                                   "create the network on every host"))
     if vm.local_cd:
         reasons.append(Reason("a CD from a host's local drive is inserted", "eject the CD"))
-    for device in vm.devices:
-        reasons.append(Reason(f"passthrough/GPU device {device} is attached",
-                              "detach it, or protect the VM only as best-effort"))
+    if vm.devices and not any(pool.can_host(vm, h) for h in enabled):
+        reasons.append(Reason(f"no enabled host offers its device class(es) "
+                              f"{', '.join(vm.devices)}",
+                              "give a host those devices (its 'devices'), or detach them"))
     return reasons
 
 
@@ -264,7 +273,11 @@ def diagnostic_vm_status(pool: Pool, vm_uuid: str) -> list[str]:
     lines = [f"VM {vm.name} ({vm.uuid}): priority {vm.priority.label}, order {vm.order}, "
              f"{vm.memory} MiB, {vm.power.value}"
              + (f" on {pool.host(vm.resident).name}" if vm.resident else "")]
-    if not reasons:
+    if not reasons and vm.devices:
+        capable = sorted(h.name for h in pool.hosts if h.enabled and pool.can_host(vm, h.uuid))
+        lines.append(f"agile among the hosts with its device class(es) "
+                     f"{', '.join(vm.devices)}: {', '.join(capable)}")
+    elif not reasons:
         lines.append("agile: it can be restarted on any enabled host with room")
     else:
         lines.append("not agile: pinned to its host, never restarted elsewhere, because")

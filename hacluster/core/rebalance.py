@@ -7,7 +7,8 @@ Rules:
   there, so a VM restarted elsewhere after its host failed still has that
   host as its home.
 * Only protected and best-effort VMs that run, are agile and are away from a
-  home that is live and enabled are moved; unprotected VMs stay put.
+  home that is live, enabled and offers their device classes are moved;
+  unprotected VMs stay put.
 * One move at a time (:func:`next_move`), in restart order: protected before
   best-effort, then ascending ``order``, then name. A move is a candidate only
   if its home has the VM's memory free and, after it, the plan covers at least
@@ -54,7 +55,8 @@ def next_move(view: Pool, home: Mapping[str, str], live: Iterable[str] | None,
         target = home.get(vm.uuid)
         if (vm.uuid in skip or vm.priority not in RANK or not vm.running or vm.resident is None
                 or target is None or target == vm.resident or target not in usable
-                or view.free_memory(target) < vm.memory or not is_agile(view, vm)):
+                or view.free_memory(target) < vm.memory or not is_agile(view, vm)
+                or not view.can_host(vm, target)):
             continue
         if tolerance(moved(view, vm, target), live_set).max_failures >= need:
             return Move(vm.uuid, vm.resident, target)

@@ -34,6 +34,8 @@ Rules (spec section 9):
   parallel. A group waits while a start of a lower group is unfinished, and
   until the largest ``start_delay`` of the VMs of that lower group that
   started has passed since its last start finished.
+* A VM with passthrough/GPU device classes (best-effort at most) goes to the
+  live host offering them that fits it most tightly, never to another.
 * Placement: each group's agile VMs are planned with :func:`planner.place`
   (best-fit decreasing, ties by uuid) on the memory the live enabled hosts
   have left after running VMs, starts in flight and lower groups. A VM goes to
@@ -403,6 +405,12 @@ class Restarter:
                 home = self._of(vm.uuid).last_host
                 targets[vm.uuid] = self._take(vm, [home] if home else [], room, now)
                 why[vm.uuid] = f"its last host: not agile ({reasons[0].what})"
+            elif vm.devices:  # best-effort at most: outside the plan
+                fits = sorted((room[h] - vm.memory, h) for h in room
+                              if self._pool.can_host(vm, h))
+                targets[vm.uuid] = self._take(vm, [h for _, h in fits], room, now)
+                why[vm.uuid] = (f"the tightest fit among the hosts with its device class(es) "
+                                f"{', '.join(vm.devices)}")
             else:
                 agile.append(vm)
         free = dict(room)

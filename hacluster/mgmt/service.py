@@ -64,7 +64,7 @@ from dataclasses import replace
 from typing import Any
 from uuid import uuid4
 
-from hacluster.core.planner import Item, place
+from hacluster.core.planner import place_vms
 from hacluster.core.pool import (
     PoolError,
     Priority,
@@ -477,7 +477,7 @@ class Service(VMVerbs):
                             f"{', '.join(pinned)}")
         rooms = [(h.uuid, pool.free_memory(h.uuid)) for h in pool.hosts
                  if h.uuid != uuid and h.enabled and (live is None or h.uuid in live)]
-        placement, unplaced = place([Item(vm.uuid, vm.memory) for vm in vms], rooms)
+        placement, unplaced = place_vms(pool, vms, rooms)
         if unplaced:
             names = ", ".join(pool.vm(item.vm).name for item in unplaced)
             raise PoolError(f"cannot evacuate {pool.host(uuid).name}: no room on the other "

@@ -17,8 +17,9 @@ Rules:
   done); ``vm-suspend`` is allowed: HA never starts a suspended VM.
 * A VM HA is starting right now is refused, with "try again when it runs";
   a protected VM halted while HA is on is HA's to start, not the operator's.
-* A target host (``host=`` uuid or name) must be live, enabled and have the
-  VM's memory free; without one the planner's best fit is chosen. A VM that
+* A target host (``host=`` uuid or name) must be live, enabled, offer the
+  VM's device classes and have its memory free; without one the planner's
+  best fit among such hosts is chosen. A VM that
   is not agile must be given its host. ``vm-migrate`` is a cold move (stopped,
   then started): a process workload cannot move live, and the answer says so.
 * ``pool-ha-rebalance`` moves protected and best-effort VMs back to their
@@ -38,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from uuid import uuid4
 
-from hacluster.core.planner import Item, place
+from hacluster.core.planner import place_vms
 from hacluster.core.pool import VM, Pool, PoolError, Power, Priority, agility
 from hacluster.core.pooldb import apply
 from hacluster.core.rebalance import RANK, Move, homes, moves, next_move
@@ -240,13 +241,16 @@ class VMVerbs(Handlers):
         pool = self._pool
         live = self.control.live_hosts()
         usable = [h.uuid for h in pool.hosts if h.enabled and (live is None or h.uuid in live)
-                  and h.uuid != vm.resident]
+                  and h.uuid != vm.resident and pool.can_host(vm, h.uuid)]
         if wanted is not None:
             host = self._host(wanted)
+            if host == vm.resident:
+                raise PoolError(f"VM {vm.name} already runs on {self._name(host)}")
+            if not pool.can_host(vm, host):
+                raise PoolError(f"host {self._name(host)} does not offer VM {vm.name}'s "
+                                f"device class(es) {', '.join(vm.devices)}")
             if host not in usable:
-                raise PoolError(f"host {self._name(host)} is not live and enabled"
-                                if host != vm.resident else
-                                f"VM {vm.name} already runs on {self._name(host)}")
+                raise PoolError(f"host {self._name(host)} is not live and enabled")
             if pool.free_memory(host) < vm.memory:
                 raise PoolError(f"host {self._name(host)} has {pool.free_memory(host)} MiB "
                                 f"free; VM {vm.name} needs {vm.memory} MiB")
@@ -254,8 +258,7 @@ class VMVerbs(Handlers):
         if reasons := agility(pool, vm):
             raise PoolError(f"VM {vm.name} is not agile ({'; '.join(map(str, reasons))}): "
                             "name the host it runs on with host=")
-        placement, _ = place([Item(vm.uuid, vm.memory)],
-                             [(h, pool.free_memory(h)) for h in usable])
+        placement, _ = place_vms(pool, [vm], [(h, pool.free_memory(h)) for h in usable])
         if vm.uuid not in placement:
             largest = max((pool.free_memory(h) for h in usable), default=0)
             raise PoolError(f"no live enabled host has {vm.memory} MiB free for VM {vm.name} "

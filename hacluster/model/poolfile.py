@@ -30,7 +30,7 @@ POOL_FIELDS = {"name", "host_failures_to_tolerate", "allow_overcommit",
                "reboot_vm_on_internal_shutdown", "best_effort_attempts"}
 DEFAULT_NAME = "pool"
 MAX_NAME = 64  # a pool's name also names its CA, whose X.509 fields hold 64 characters
-HOST_FIELDS = {"uuid", "name", "memory", "overhead", "enabled", "address"}
+HOST_FIELDS = {"uuid", "name", "memory", "overhead", "enabled", "address", "devices"}
 SR_FIELDS = {"uuid", "name", "shared", "plugged"}
 NETWORK_FIELDS = {"uuid", "name", "plugged"}
 VM_FIELDS = {"uuid", "name", "memory", "priority", "order", "start_delay", "power", "host",
@@ -85,7 +85,7 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
     def host(t: _Table) -> Host:
         return Host(t.get("uuid", str), t.get("name", str), t.get("memory", int),
                     t.get("overhead", int, 0), t.get("enabled", bool, True),
-                    t.get("address", str, ""))
+                    t.get("address", str, ""), t.strings("devices"))
 
     def sr(t: _Table) -> SR:
         return SR(t.get("uuid", str), t.get("name", str), t.get("shared", bool),
@@ -159,7 +159,8 @@ def to_data(pool_file: PoolFile) -> dict[str, Any]:
                      reboot_vm_on_internal_shutdown=pool.reboot_vm_on_internal_shutdown,
                      best_effort_attempts=pool.best_effort_attempts),
         "host": [dict(uuid=h.uuid, name=h.name, memory=h.memory_total,
-                      overhead=h.memory_overhead, enabled=h.enabled, address=h.address)
+                      overhead=h.memory_overhead, enabled=h.enabled, address=h.address,
+                      **({"devices": list(h.devices)} if h.devices else {}))
                  for h in pool.hosts],
         "sr": [dict(uuid=s.uuid, name=s.name, shared=s.shared, plugged=sorted(s.plugged))
                for s in pool.srs],

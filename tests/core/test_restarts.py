@@ -268,6 +268,19 @@ def test_a_best_effort_vm_gets_one_try_by_default_as_the_seed_says() -> None:
     assert set(starts(r.handle(Pass(30.0, ALL)))) == {"e"}  # the liveset grew: tried again
 
 
+def test_a_gpu_vm_restarts_only_on_a_host_with_its_device_class() -> None:
+    hosts = (Host("h0", "h0", 4096, devices=("gpu",)), Host("h1", "h1", 8192),
+             Host("h2", "h2", 4096, devices=("gpu", "fpga")))
+    gpu = VM("g", "g", 1024, BEST_EFFORT, power=Power.RUNNING, resident="h0", devices=("gpu",))
+    r = Restarter(Pool(hosts, (gpu,), host_failures_to_tolerate=1), CONFIG)
+    out = r.handle(HostsFailed(1.0, frozenset({"h0"})))
+    assert starts(out) == {"g": "h2"}  # h1 has more room, but no GPU
+    assert "device class" in next(a for a in out if isinstance(a, StartVM)).why
+    r.handle(StartFinished(1.5, "g", "h2", ok=True))
+    out = r.handle(HostsFailed(2.0, frozenset({"h2"})))
+    assert starts(out) == {}  # h0 is down too: no host offers a GPU, h1 is never used
+
+
 def test_best_effort_internal_shutdown_stays_halted_crash_restarts() -> None:
     r = three_hosts(vm("e", priority=BEST_EFFORT, on="h0"), vm("f", priority=BEST_EFFORT, on="h1"))
     assert starts(r.handle(VMExited(1.0, "e", "h0", internal_shutdown=True))) == {}

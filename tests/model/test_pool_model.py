@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hacluster.core.planner import place_vms
 from hacluster.core.pool import (
     SR,
     VM,
@@ -90,6 +91,25 @@ def test_bad_objects_are_refused() -> None:
         Pool((Host("h", "h", 10),), host_failures_to_tolerate=1)
 
 
+def test_a_gpu_vm_is_agile_among_the_hosts_with_its_device_class() -> None:
+    hosts = (Host("h0", "h0", 4096, devices=("gpu",)), Host("h1", "h1", 4096),
+             Host("h2", "h2", 4096, devices=("gpu",)))
+    vm = VM("g", "gpu", 1024, Priority.BEST_EFFORT, power=Power.RUNNING, resident="h0",
+            devices=("gpu",))
+    pool = Pool(hosts, (vm,))
+    assert agility(pool, vm) == []
+    assert [pool.can_host(vm, h.uuid) for h in hosts] == [True, False, True]
+    assert diagnostic_vm_status(pool, "g")[1] == (
+        "agile among the hosts with its device class(es) gpu: h0, h2")
+    fpga = replace(vm, devices=("fpga",))
+    assert "no enabled host offers its device class(es) fpga" in str(agility(pool, fpga)[0])
+    placement, unplaced = place_vms(pool, [vm, VM("p", "p", 3500)],
+                                    [("h0", 900), ("h1", 4000), ("h2", 3000)])
+    assert placement == {"g": "h2", "p": "h1"} and unplaced == []
+    _, unplaced = place_vms(pool, [vm], [("h0", 900), ("h1", 4000)])
+    assert [i.vm for i in unplaced] == ["g"]
+
+
 def test_pool_file_round_trip(tmp_path: Path) -> None:
     pool = random_pool(5, 40, seed=3)
     written = poolfile.PoolFile(pool, {"vm-00001": ["sleep", "100"]})
@@ -97,6 +117,10 @@ def test_pool_file_round_trip(tmp_path: Path) -> None:
     path.write_text(poolfile.dump(written))
     assert poolfile.load(path) == written
     assert path.read_text().startswith("[pool]\nhost_failures")  # the default name: not written
+    gpu_host = replace(pool.hosts[1], devices=("gpu", "fpga"))
+    devices = poolfile.PoolFile(replace(pool, hosts=(pool.hosts[0], gpu_host, *pool.hosts[2:])))
+    path.write_text(poolfile.dump(devices))
+    assert poolfile.load(path).pool.hosts[1].devices == ("gpu", "fpga")
     named = poolfile.PoolFile(pool, name='prod "east" ü')
     path.write_text(poolfile.dump(named))
     assert poolfile.load(path) == named and seed(named).name == named.name
