@@ -13,6 +13,9 @@ Rules (spec sections 1 and 8):
   :func:`agility` names every reason it is not, with what would fix it. A
   non-agile VM is pinned: its memory is overhead on its host and it can never
   be restarted elsewhere.
+* A VM is started once its process has lived 0.2 s, or with ``ready =
+  "file"`` once it created its ready file (it says it is ready): the next
+  order group, and its ``start_delay``, wait for that.
 * A VM with device classes runs only on a host that offers them all
   (:meth:`Pool.can_host`); a host's ``devices`` are the classes it offers.
 * GPU and passthrough VMs may only be best-effort: a VM with a device and
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 MAX_BEST_EFFORT_ATTEMPTS = 100
+READINESS = ("", "file")
 
 
 class PoolError(ValueError):
@@ -107,8 +111,12 @@ class VM:
     networks: tuple[str, ...] = ()
     local_cd: bool = False
     devices: tuple[str, ...] = ()  # passthrough/GPU device classes it needs
+    ready: str = ""  # "": started after 0.2 s of life; "file": when it creates its ready file
 
     def __post_init__(self) -> None:
+        if self.ready not in READINESS:
+            raise PoolError(f"VM {self.name}: ready must be one of "
+                            f"{', '.join(repr(r) for r in READINESS)}, got {self.ready!r}")
         if self.memory <= 0:
             raise PoolError(f"VM {self.name}: memory must be positive, got {self.memory}")
         if self.order < 0:

@@ -191,6 +191,8 @@ def _vm_field(vm: VM, key: str, value: str) -> VM:
         return replace(vm, order=_whole(key, value))
     if key == "start-delay":
         return replace(vm, start_delay=_seconds(key, value))
+    if key == "ready":
+        return replace(vm, ready=value)
     raise PoolError(f"VM parameter {key!r} cannot be set")
 
 

@@ -192,7 +192,8 @@ class Service(VMVerbs):
     def _vm_records(self) -> list[dict[str, Any]]:
         return [{"uuid": vm.uuid, "name-label": vm.name,
                  "ha-restart-priority": vm.priority.value, "order": vm.order,
-                 "start-delay": vm.start_delay, "power-state": vm.power.value,
+                 "start-delay": vm.start_delay, "ready": vm.ready,
+                 "power-state": vm.power.value,
                  "resident-on": vm.resident or "", "memory-static-max": vm.memory}
                 for vm in self._pool.vms]
 

@@ -51,7 +51,7 @@ class Verb:
 
 POOL_SETTABLE = ("name-label", "ha-host-failures-to-tolerate", "ha-allow-overcommit",
                  "ha-reboot-vm-on-internal-shutdown", "ha-best-effort-attempts", "other-config:")
-VM_SETTABLE = ("name-label", "ha-restart-priority", "order", "start-delay")
+VM_SETTABLE = ("name-label", "ha-restart-priority", "order", "start-delay", "ready")
 
 _TABLE = (
     Verb("status", "the pool at a glance: hosts, liveset, master, plan, VMs, memory", READ),

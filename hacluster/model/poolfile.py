@@ -34,7 +34,7 @@ HOST_FIELDS = {"uuid", "name", "memory", "overhead", "enabled", "address", "devi
 SR_FIELDS = {"uuid", "name", "shared", "plugged"}
 NETWORK_FIELDS = {"uuid", "name", "plugged"}
 VM_FIELDS = {"uuid", "name", "memory", "priority", "order", "start_delay", "power", "host",
-             "disks", "networks", "local_cd", "devices", "command"}
+             "disks", "networks", "local_cd", "devices", "command", "ready"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
         made = VM(t.get("uuid", str), t.get("name", str), t.get("memory", int), prio,
                   t.get("order", int, 0), t.get("start_delay", float, 0.0), state, resident,
                   t.strings("disks"), t.strings("networks"), t.get("local_cd", bool, False),
-                  t.strings("devices"))
+                  t.strings("devices"), t.get("ready", str, ""))
         if "command" in t.data:
             commands[made.uuid] = list(t.strings("command"))
         return made
@@ -151,7 +151,8 @@ def to_data(pool_file: PoolFile) -> dict[str, Any]:
             uuid=v.uuid, name=v.name, memory=v.memory, priority=v.priority.value,
             order=v.order, start_delay=v.start_delay, power=v.power.value,
             host=v.resident or "", disks=list(v.disks), networks=list(v.networks),
-            local_cd=v.local_cd, devices=list(v.devices), **extra))
+            local_cd=v.local_cd, devices=list(v.devices), **extra,
+            **({"ready": v.ready} if v.ready else {})))
     named = {} if pool_file.name == DEFAULT_NAME else {"name": pool_file.name}
     return {
         "pool": dict(**named, host_failures_to_tolerate=pool.host_failures_to_tolerate,

@@ -7,9 +7,10 @@ Rules:
   - ``{"op": "list", "since": n}`` -> ``{"ok": True, "running": {uuid: pid},
     "exits": [{"seq", "vm", "kind", "returncode"}, ...], "last_seq": m}`` with
     the exits still kept whose ``seq`` is above ``n``;
-  - ``{"op": "start", "vm": uuid, "command": [...], "env": {...}}`` (process
-    driver; ``env`` optional) or ``{"op": "start", "vm": uuid, "memory": MiB}``
-    (sim driver) -> ``{"ok": True, "pid": n}``;
+  - ``{"op": "start", "vm": uuid, "command": [...], "env": {...},
+    "ready_file": path}`` (process driver; ``env`` and ``ready_file`` optional:
+    with a ready file the answer waits until the VM creates it) or ``{"op":
+    "start", "vm": uuid, "memory": MiB}`` (sim driver) -> ``{"ok": True, "pid": n}``;
   - ``{"op": "stop", "vm": uuid}`` -> ``{"ok": True, "kind", "returncode"}``.
 
 * It serves over :mod:`hacluster.wire.rpc`, bound to this host of this pool:
@@ -94,7 +95,8 @@ class Agent:
         env = _field(request, "env", dict) if "env" in request else None
         if env is not None:
             _strings(env, "env")
-        return await self.driver.start(vm, command, env)
+        ready = _field(request, "ready_file", str) if "ready_file" in request else None
+        return await self.driver.start(vm, command, env, ready)
 
     async def _stop(self, vm: str) -> dict[str, Any]:
         if isinstance(self.driver, SimDriver):

@@ -319,20 +319,20 @@ class Node:
 
     # ------------------------------------------------------------ HA on and off
     async def arm(self, generation: int, timeout: float | None, armed: bool,
-                  start: dict[str, list[str]]) -> None:
+                  start: dict[str, dict[str, Any]]) -> None:
         """Run the liveness core: armed with the whole pool (HA enable), else joining.
 
-        ``start``: this host's VMs to start first (vm uuid -> command)."""
+        ``start``: this host's VMs to start first (vm uuid -> its start request)."""
         if self.core is not None:
             raise RuntimeError(f"HA is already running on host {self.config.index}")
         if timeout is not None and timeout != self.timing.T:
             self.timing = Timing.derive(timeout)
             self._check_watchdog_sec()
         self.leaving = False
-        for vm, command in start.items():
+        for vm, request in start.items():
             if vm in self.driver.running():
                 continue
-            answer = await self.agent.handle({"op": "start", "vm": vm, "command": command})
+            answer = await self.agent.handle(request)
             self.log.write("vm-started" if answer["ok"] else "vm-start-failed", vm=vm,
                            on=self.config.index, why="HA enable",
                            error=answer.get("error", ""))

@@ -52,12 +52,14 @@ from hacluster.core.restarts import Alert, RestartConfig, StartVM
 from hacluster.mgmt.database import Database
 from hacluster.node.evidence import EvidenceBook
 from hacluster.node.tasks import Log, Supervisor
+from hacluster.vm.driver import READY_TIMEOUT
+from hacluster.vm.guest import READY_ENV
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
 from hacluster.wire.listener import CALLS_PER_PEER
 
 LIST_TIMEOUT = 2.0
-START_TIMEOUT = 15.0
+START_TIMEOUT = READY_TIMEOUT + 5.0  # a start answers once the VM is ready
 #: seconds before the next pass when a due time is already past: one a pass does not
 #: clear never spins the loop
 MIN_GAP = 0.01
@@ -82,9 +84,16 @@ class Guests:
                 *([] if self.lock else ["--no-refuse"])]
 
 
-def vm_command(db: PoolDB, guests: Guests, vm: str, host: str) -> list[str]:
-    """How ``vm`` runs on host ``host`` (uuid): its own command, else the guest program."""
-    return list(db.commands.get(vm, ())) or guests.command(vm, db.pool.host(host).name)
+def start_request(db: PoolDB, guests: Guests, vm: str, host: str) -> dict[str, Any]:
+    """The agent request that starts ``vm`` on host ``host`` (uuid): its own command,
+    else the guest program; a VM whose readiness is ``file`` is told where to say it
+    is ready (``HACLUSTER_READY_FILE``), and the agent waits for that file."""
+    command = list(db.commands.get(vm, ())) or guests.command(vm, db.pool.host(host).name)
+    request: dict[str, Any] = {"op": "start", "vm": vm, "command": command}
+    if db.pool.vm(vm).ready == "file":
+        ready = str(guests.vm_dir / f"{vm}.ready")
+        request |= {"env": {READY_ENV: ready}, "ready_file": ready}
+    return request
 
 
 @dataclass(frozen=True)
@@ -187,11 +196,10 @@ class MasterDuties:
             return None
 
     async def _start(self, vm: str, host: str) -> None:
-        command = vm_command(self.database.db, self.guests, vm, host)
+        request = start_request(self.database.db, self.guests, vm, host)
         self.log("vm-start", vm=vm, on=host)
         try:
-            answer = await self.agents.call(host, {"op": "start", "vm": vm, "command": command},
-                                            START_TIMEOUT)
+            answer = await self.agents.call(host, request, START_TIMEOUT)
         except rpc.RpcError as error:
             self.log("vm-start-unsure", vm=vm, on=host, error=str(error))
             self._count_start(vm, Outcome.UNSURE)

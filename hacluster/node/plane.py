@@ -56,7 +56,7 @@ from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook
 from hacluster.node.margins import margins
-from hacluster.node.master import Agents, Guests, MasterDuties, vm_command
+from hacluster.node.master import Agents, Guests, MasterDuties, start_request
 from hacluster.node.networks import serve_on_other_networks
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
@@ -113,7 +113,7 @@ class NodeHandle(Protocol):
     def live_hosts(self) -> frozenset[str] | None: ...
     async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]: ...
     async def arm(self, generation: int, timeout: float | None, armed: bool,
-                  start: dict[str, list[str]]) -> None: ...
+                  start: dict[str, dict[str, Any]]) -> None: ...
     def disarm(self, leaving: bool) -> None: ...
     def leave(self) -> None: ...
     def start_duties(self) -> None: ...
@@ -366,12 +366,12 @@ class Plane:
     async def move(self, vm: str, source: str, target: str) -> None:
         """Stop ``vm`` on ``source``, start it on ``target``; tell the restart executor."""
         assert self.database is not None
-        command = vm_command(self.database.db, self.guests, vm, target)
+        request = start_request(self.database.db, self.guests, vm, target)
         stopped = await self._ask(source, {"op": "stop", "vm": vm})
         if isinstance(stopped, str):
             raise PoolError(f"VM {vm} could not be stopped on {source}: {stopped}; "
                             "nothing was moved")
-        started = await self._ask(target, {"op": "start", "vm": vm, "command": command})
+        started = await self._ask(target, request)
         duties = self.node.duties
         now = self.node.now()
         if isinstance(started, str):
@@ -387,11 +387,11 @@ class Plane:
         """The operator's start: the restart executor learns it first (so it never
         starts the VM elsewhere meanwhile), then the host starts it."""
         assert self.database is not None
-        command = vm_command(self.database.db, self.guests, vm, host)
+        request = start_request(self.database.db, self.guests, vm, host)
         duties = self.node.duties
         if duties is not None:
             duties.feed(Moved(self.node.now(), vm, host))
-        started = await self._ask(host, {"op": "start", "vm": vm, "command": command})
+        started = await self._ask(host, request)
         if isinstance(started, str):
             if duties is not None:
                 duties.feed(Stopped(self.node.now(), vm, Power.HALTED))
@@ -571,10 +571,10 @@ class Plane:
         await self.node.arm(generation, float(request["timeout"]), True, self.resident_vms())
         return {"ok": True}
 
-    def resident_vms(self) -> dict[str, list[str]]:
-        """The VMs the database places on this host, each with its command."""
+    def resident_vms(self) -> dict[str, dict[str, Any]]:
+        """The VMs the database places on this host, each with its start request."""
         db = self.known if self.database is None else self.database.db
-        return {vm.uuid: vm_command(db, self.guests, vm.uuid, self.me)
+        return {vm.uuid: start_request(db, self.guests, vm.uuid, self.me)
                 for vm in db.pool.resident_on(self.me)}
 
     async def _backup(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,11 @@ Rules:
 * :class:`ProcessDriver` runs real processes in the daemon's own process
   group, so the watchdog that kills the group kills them too, and with
   ``PR_SET_PDEATHSIG = SIGKILL``, so the kernel kills them if the daemon dies.
-  A VM counts as started once it has stayed alive for the settle time.
+  A VM counts as started once it has stayed alive for the settle time, or,
+  given a ``ready_file``, once that file exists (removed before the start, so
+  an old one means nothing): the workload says it is ready. A VM that exits
+  first, or is not ready within ``ready_timeout``, did not start (it is
+  killed) and :class:`VMStartError` says which.
 * :class:`SimDriver` runs nothing: it accounts memory for large simulated pools.
 """
 
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 
 PR_SET_PDEATHSIG = 1
 SETTLE = 0.2
+READY_TIMEOUT = 10.0  # seconds a VM with a ready file has to say it is ready
+READY_POLL = 0.05
 KEEP_EXITS = 1000
 STDERR_TAIL = 2000
 DRAIN_GRACE = 1.0
@@ -156,6 +162,17 @@ class _Child:
             self.process.kill()
 
 
+async def _ready(child: _Child, ready_file: str, timeout: float) -> bool:
+    """Wait until ``ready_file`` exists (True), the child exits, or ``timeout`` passes."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not os.path.exists(ready_file):
+        left = deadline - asyncio.get_running_loop().time()
+        if child.exited.done() or left <= 0:
+            return False
+        await asyncio.wait({child.exited}, timeout=min(READY_POLL, left))
+    return True
+
+
 class ProcessDriver(Driver):
     """Runs each VM as a child process of this (asyncio) host daemon."""
 
@@ -172,14 +189,24 @@ class ProcessDriver(Driver):
     def _busy(self, vm: str) -> bool:
         return vm in self._running or vm in self._starting
 
-    async def start(self, vm: str, command: list[str], env: dict[str, str] | None = None) -> int:
+    async def start(self, vm: str, command: list[str], env: dict[str, str] | None = None,
+                    ready_file: str | None = None, ready_timeout: float = READY_TIMEOUT) -> int:
         """Run ``command`` as VM ``vm`` (``env`` adds to the daemon's environment).
 
-        Returns its pid once it has stayed alive for the settle time.
+        Returns its pid once it has stayed alive for the settle time, or once
+        ``ready_file`` exists.
         """
         self._refuse_second_start(vm)
         if not command:
             raise VMStartError(f"VM {vm}: empty command")
+        if ready_file is not None:
+            try:
+                os.unlink(ready_file)  # a file left by an earlier run says nothing
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                raise VMStartError(f"VM {vm}: cannot clear its ready file {ready_file}: "
+                                   f"{error.strerror or error}") from None
         try:
             process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -193,7 +220,8 @@ class ProcessDriver(Driver):
                        asyncio.create_task(_keep_tail(process.stderr, tail)))
         self._starting[vm] = child
         try:
-            await asyncio.wait({child.exited}, timeout=self.settle)
+            ready = await (self._settled(child) if ready_file is None
+                           else _ready(child, ready_file, ready_timeout))
         except BaseException:
             child.kill()
             raise
@@ -203,9 +231,18 @@ class ProcessDriver(Driver):
             said = await child.stderr_tail() or "(nothing on stderr)"
             raise VMStartError(f"VM {vm} exited with status {process.returncode} while "
                                f"starting: {said}")
+        if not ready:
+            child.kill()
+            await child.exited
+            raise VMStartError(f"VM {vm} was not ready within {ready_timeout:g} s (no "
+                               f"{ready_file}); it was killed")
         self._running[vm] = child
         child.watch = asyncio.create_task(self._watch(vm, child))
         return process.pid
+
+    async def _settled(self, child: _Child) -> bool:
+        await asyncio.wait({child.exited}, timeout=self.settle)
+        return True
 
     async def _watch(self, vm: str, child: _Child) -> VMExit:
         returncode = await child.exited

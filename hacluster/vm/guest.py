@@ -15,6 +15,10 @@ Rules:
   ``halt``, remove the file and exit 0. ``PATH.crash`` makes it remove the
   file and exit 1 without a record, as a crash would. SIGTERM makes it write
   ``stop`` and exit 0.
+* Readiness: with ``HACLUSTER_READY_FILE`` in its environment (the master
+  sets it for a VM whose readiness is ``file``), it creates that file once it
+  has booted: ``--boot`` seconds after its ``start`` record (a slow service's
+  start-up), before its first ``beat``.
 * Exit status: 0 means the guest shut down from inside (or was asked to),
   anything else is a crash.
 """
@@ -72,8 +76,11 @@ class DiskWriter:
         self.seq += 1
 
 
+READY_ENV = "HACLUSTER_READY_FILE"
+
+
 def run(disk: Path, vm: str, host: str, interval: float, live_window: float,
-        refuse: bool) -> int:
+        refuse: bool, boot: float = 0.0) -> int:
     if refuse and (other := live_writer(disk, live_window)) is not None:
         age = time.time() - other.time
         print(f"guest: refusing to start VM {vm} on {host}: instance {other.instance} of "
@@ -82,6 +89,11 @@ def run(disk: Path, vm: str, host: str, interval: float, live_window: float,
         return REFUSED_EXIT
     writer = DiskWriter(disk, vm, host)
     writer.write("start")
+    if ready := os.environ.get(READY_ENV):
+        if boot > 0 and signal.sigtimedwait({signal.SIGTERM}, boot) is not None:
+            writer.write("stop")
+            return 0
+        Path(ready).write_text(writer.instance + "\n")
     while True:
         if signal.sigtimedwait({signal.SIGTERM}, interval) is not None:
             writer.write("stop")
@@ -106,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--live-window", type=float, default=1.0)
+    parser.add_argument("--boot", type=float, default=0.0,
+                        help="seconds from start to ready (with HACLUSTER_READY_FILE)")
     parser.add_argument("--no-refuse", action="store_true",
                         help="start even if another live instance writes the disk (tests only)")
     args = parser.parse_args(argv)
-    if args.interval <= 0 or args.live_window < 0:
-        parser.error("--interval must be positive and --live-window not negative")
+    if args.interval <= 0 or args.live_window < 0 or args.boot < 0:
+        parser.error("--interval must be positive, --live-window and --boot not negative")
     return run(args.disk, args.vm, args.host, args.interval, args.live_window,
-               refuse=not args.no_refuse)
+               refuse=not args.no_refuse, boot=args.boot)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hacluster.core.pool import VM, Host, Pool, Power, Priority
 from hacluster.lab.local import LocalLab
-from hacluster.lab.workloads import host_uuid, runs
+from hacluster.lab.workloads import VM_SR, host_uuid, runs
+from hacluster.model import poolfile
 from hacluster.vm.records import double_runs
 
 from ..conftest import wait_for
@@ -127,3 +130,40 @@ def test_rebalance_brings_vms_home_by_hand_and_automatically(lab: LocalLab) -> N
                for r in json.loads(ok(lab, "audit-list", "--json")))
     for vm, instances in runs(lab.root).items():
         assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
+
+
+def test_the_next_order_group_waits_for_readiness_then_the_start_delay(
+        tmp_path: Path) -> None:
+    """A VM that takes 2 s to be ready (it says so with its ready file) holds the next
+    order group back until then, and its start delay counts from there."""
+    root = tmp_path / "lab"
+    hosts = tuple(Host(host_uuid(i), f"host{i}", 4096) for i in range(3))
+    slow_disk = root / VM_SR / "vm-slow.disk"
+    slow = VM("vm-slow", "slow", 256, Priority.RESTART, 0, 1.0, Power.RUNNING, hosts[1].uuid,
+              ready="file")
+    after = VM("vm-after", "after", 256, Priority.RESTART, 1, 0.0, Power.RUNNING,
+               hosts[1].uuid)
+    command = [sys.executable, "-m", "hacluster.vm.guest", "--disk", str(slow_disk), "--vm",
+               "vm-slow", "--host", "slow", "--boot", "2.0"]
+    path = tmp_path / "pool.toml"
+    path.write_text(poolfile.dump(poolfile.PoolFile(
+        Pool(hosts, (slow, after), host_failures_to_tolerate=1), {"vm-slow": command})))
+    lab = LocalLab(root)
+    lab.up(3, T, base_port=35000 + (os.getpid() % 400) * 4, pool=path)
+    try:
+        wait_for(lambda: master(lab) is not None and len(runs(root)) == 2, 15 * T,
+                 "a master and both VMs")
+        assert param(lab, "vm-slow", "ready") == "file"
+        killed = time.time()
+        lab.kill(1)
+
+        def again(vm: str) -> float | None:
+            return next((r.first for r in runs(root).get(vm, []) if r.first > killed), None)
+
+        wait_for(lambda: again("vm-after") is not None, 40, "after restarted")
+        started, followed = again("vm-slow"), again("vm-after")
+        assert started is not None and followed is not None
+        print(f"slow started at +{started - killed:.2f} s, after at +{followed - killed:.2f} s")
+        assert followed - started >= 2.0 + 1.0 - 0.1  # ready after 2 s, then the 1 s delay
+    finally:
+        lab.down()

@@ -467,7 +467,8 @@ def test_completion_of_verbs_and_options(script: Path) -> None:
 
 def test_completion_of_keys_without_space_and_flags_with_one(script: Path) -> None:
     assert complete(script, "vm-param-set", "") == [
-        "uuid=", "name-label=", "ha-restart-priority=", "order=", "start-delay=", "--force "]
+        "uuid=", "name-label=", "ha-restart-priority=", "order=", "start-delay=", "ready=",
+        "--force "]
     assert complete(script, "pool-ha-enable", "ha") == ["ha-config:"]
     assert complete(script, "host-emergency-ha-disable", "") == ["--force "]
     assert complete(script, "status", "") == []

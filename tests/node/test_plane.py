@@ -83,7 +83,7 @@ class FakeNode:
         return await self.plane.agent_request(request)  # the daemon's agent passes them on
 
     async def arm(self, generation: int, timeout: float | None, armed: bool,
-                  start: dict[str, list[str]]) -> None:
+                  start: dict[str, dict[str, Any]]) -> None:
         self.asked.append(("arm", generation, timeout, armed, sorted(start)))
 
     def disarm(self, leaving: bool) -> None:

@@ -23,7 +23,7 @@ from hacluster.vm.driver import (
     VMNotRunning,
     VMStartError,
 )
-from hacluster.vm.guest import crash_file, halt_file
+from hacluster.vm.guest import READY_ENV, crash_file, halt_file
 from hacluster.vm.records import instances, read_records
 
 from ..guests import guest, written
@@ -195,3 +195,34 @@ def test_sim_driver_accounts_memory() -> None:
         (1, "a", ExitKind.INTERNAL_SHUTDOWN), (2, "c", ExitKind.CRASH),
         (3, "b", ExitKind.STOPPED), (4, "d", ExitKind.STOPPED)]
     assert c not in (a, b)
+
+
+# ------------------------------------------------------------ readiness
+async def test_a_vm_with_a_ready_file_is_started_when_it_says_so(tmp_path: Path,
+                                                                  drivers: Drivers) -> None:
+    driver = drivers()
+    disk, ready = tmp_path / "r.disk", tmp_path / "r.ready"
+    ready.write_text("an earlier run's\n")  # stale: removed before the start
+    took = time.monotonic()
+    await driver.start("r", [*guest(disk, "r"), "--boot", "0.8"], {READY_ENV: str(ready)},
+                       ready_file=str(ready), ready_timeout=20)
+    waited = time.monotonic() - took
+    print(f"ready after {waited:.2f} s (boot 0.8 s)")
+    assert waited >= 0.8 and ready.exists()
+    [run] = instances(read_records(disk))
+    assert ready.read_text().strip() == run.instance  # this run said it, not an old one
+    assert "r" in driver.running()
+
+
+async def test_a_vm_never_ready_or_dying_first_did_not_start(tmp_path: Path,
+                                                             drivers: Drivers) -> None:
+    driver = drivers()
+    ready = tmp_path / "x.ready"
+    ready.write_text("stale\n")
+    with pytest.raises(VMStartError, match=r"not ready within 0\.5 s .*it was killed"):
+        await driver.start("x", ["sleep", "30"], ready_file=str(ready), ready_timeout=0.5)
+    assert driver.running() == {} and not ready.exists()
+    with pytest.raises(VMStartError, match="exited with status 3 while starting"):
+        await driver.start("y", ["sh", "-c", "sleep 0.3; exit 3"],
+                           ready_file=str(tmp_path / "y.ready"), ready_timeout=5)
+    assert driver.exits_since(0) == []  # a VM that did not start is no exit
