@@ -9,6 +9,9 @@ Rules:
   resuming it takes its queued inputs, then a tick, then the agent requests
   that waited in its socket. Its VMs, I/O and watchdogs run on meanwhile.
 * A VM that stops by itself is recorded by its host's agent for the master.
+* An operator's shutdown or suspend (:meth:`FaultInjection.operator_stop`) is
+  what ``vm-shutdown`` and ``vm-suspend`` do: the host stops the VM on
+  purpose (a ``stopped`` exit) and the master's duties learn it.
 * A clean shutdown announces "excluded" while the host is still up.
 * **Membership.** An eject asks the host to leave (a clean shutdown; the
   request is lost while its daemon is paused or down), frees its slot and
@@ -32,6 +35,8 @@ from typing import Protocol
 from hacluster.core.events import MembersChanged, Shutdown, Tick
 from hacluster.core.messages import HostSet
 from hacluster.core.node import CoreConfig, HostCore
+from hacluster.core.pool import Power
+from hacluster.core.restarts import Stopped
 from hacluster.core.timing import Timing
 from hacluster.sim.config import SimConfig
 from hacluster.sim.hosts import MakeInput, SimHost
@@ -136,6 +141,17 @@ class FaultInjection:
         host.vms.discard(vm)
         self._vm_stopped(vm, host)
         host.record_exit(vm, "internal-shutdown" if internal_shutdown else "crash")
+
+    def operator_stop(self: World, vm: str, power: Power) -> None:
+        """The operator shuts ``vm`` down (``HALTED``) or suspends it (``SUSPENDED``)."""
+        host = next((h for h in self.hosts if vm in h.vms), None)
+        if host is None:
+            return
+        self.log(None, "OPERATOR", f"{vm} {power.value}")
+        host.vms.discard(vm)
+        self._vm_stopped(vm, host)
+        host.record_exit(vm, "stopped")
+        self.master.tell(lambda now: Stopped(now, vm, power))
 
     def pause_restarts(self: World, seconds: float) -> None:
         """``ha_prevent_restarts_for``: the master starts nothing for ``seconds``."""

@@ -100,6 +100,13 @@ def _paused_crash(sim: Simulation, at: Schedule) -> None:
     at(0, lambda: sim.crash(2))
 
 
+def _operator_stops_then_crashes(sim: Simulation, at: Schedule) -> None:
+    at(0, lambda: sim.operator_stop("kept", Power.HALTED))
+    at(0, lambda: sim.operator_stop("parked", Power.SUSPENDED))
+    at(0.5, lambda: sim.crash(0))
+    at(0.5, lambda: sim.crash(1))
+
+
 def _in(sim: Simulation, host: int, *phases: Phase) -> Callable[[], bool]:
     """Whether ``host`` is in one of ``phases``."""
     return lambda: (core := sim.hosts[host].core) is not None and core.phase in phases
@@ -174,6 +181,14 @@ TIMELINES: dict[str, Timeline] = {t.name: t for t in [
              "host 2 crashes; its VMs are started on host 1 while host 1's daemon is "
              "paused: the outcome is unknown until host 1 answers, and nothing starts twice",
              _tight_pool(), _start_to_paused_host),
+    Timeline("operator-stops-then-master-crash",
+             "the operator halts a best-effort VM and suspends a protected one on host 1; "
+             "then the master (host 0) and host 1 crash: the new master restarts only the "
+             "VMs that were running",
+             pool_of(4, 8192, [workload("web", 0), workload("kept", 1, priority=BEST_EFFORT),
+                               workload("parked", 1), workload("app", 1, order=1)],
+                     tolerate=2),
+             _operator_stops_then_crashes),
     Timeline("takeover-with-silent-host",
              "the master crashes; host 2 cannot answer the new master as it takes over: "
              "its VMs stay where they are until the pool removes one end of the cut link",

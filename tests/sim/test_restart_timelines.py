@@ -178,3 +178,15 @@ def test_a_host_silent_at_the_take_over_keeps_its_vms(seed: int, timeout: float)
     moved = [e for e in result.events("starting") if e.vm in ("vm-4", "vm-5")]
     assert all(e.time >= removed[0].time for e in moved), result.explain()
     assert not result.sim.vms_down(), result.explain()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("timeout", TIMEOUTS)
+def test_a_new_master_keeps_what_the_operator_halted_or_suspended_down(
+        seed: int, timeout: float) -> None:
+    result = run("operator-stops-then-master-crash", seed, timeout)
+    assert result.first("running", "web") and result.first("running", "app")
+    for vm in ("kept", "parked"):  # their host died too: a stale record would restart them
+        assert not result.events("starting", vm), result.explain()
+    pool = result.sim.master.pool_db
+    assert pool.vm("parked").power.value == "suspended", result.explain()
