@@ -512,6 +512,12 @@ class Service(VMVerbs):
         if sr not in shared:
             raise PoolError(f"heartbeat-sr-uuid {sr!r} is not a shared SR of this pool; "
                             f"shared SRs: {sorted(shared)}")
+        unplugged = sorted(h.name for s in db.pool.srs if s.uuid == sr
+                           for h in db.pool.hosts if h.uuid not in s.plugged)
+        if unplugged:
+            raise PoolError(f"heartbeat SR {sr} is not plugged on host(s) "
+                            f"{', '.join(unplugged)}: every host must reach it (plug it there, "
+                            "or choose another SR)")
         hosts = [h.uuid for h in db.pool.hosts]
         yield {"progress": f"checking that all {len(hosts)} hosts are live"}
         answers = await self.control.ask_all({"op": "ping"}, hosts)
