@@ -68,6 +68,9 @@ class RecordingHost:
     def master_endpoints(self) -> list[tuple[str, int]]:
         return [] if self.master is None else [self.master]
 
+    def answers_without_master(self, verb: str) -> bool:
+        return False
+
     async def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(call)
         yield {"ok": True, "result": None}
@@ -90,6 +93,9 @@ class ServiceHost:
 
     def master_endpoints(self) -> list[tuple[str, int]]:
         return []
+
+    def answers_without_master(self, verb: str) -> bool:
+        return False
 
     def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self.service.answer(call)

@@ -40,7 +40,9 @@ Rules:
   :data:`CONNECT_TIMEOUT` counts as unreachable); with no master known
   (or that master does not take the connection: it just died) it waits up to
   :data:`MASTER_WAIT` for the election to end, then the error says so and
-  what to do.
+  what to do. The one verb a host answers itself with no master is
+  ``pool-ha-disable`` while the heartbeat SR is lost everywhere (survival
+  rule 2: there is no master until it is back).
 * The client tries the pool's hosts in order until one answers, so any live
   host will do; every failure becomes :class:`ApiError` saying what to do.
 """
@@ -92,6 +94,7 @@ class Host(Protocol):
 
     def is_master(self) -> bool: ...
     def master_endpoints(self) -> list[tuple[str, int]]: ...  # one per network, or none
+    def answers_without_master(self, verb: str) -> bool: ...  # pool-ha-disable in rule 2
     def answer(self, call: Call) -> Answer: ...
     def denied_credentials(self) -> frozenset[str]: ...  # the pool's deny list, as known here
 
@@ -238,7 +241,7 @@ class Server:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MASTER_WAIT
         while True:
-            if local or self.host.is_master():
+            if local or self.host.is_master() or self.host.answers_without_master(call.verb):
                 async for answer in self._local(call):
                     yield answer
                 return

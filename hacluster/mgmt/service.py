@@ -6,6 +6,9 @@ Rules:
   the hosts; changing verbs go through :meth:`Database.commit`, so they are
   durable before they are acknowledged and refused (nothing changed) when the
   pool database says so.
+* ``pool-ha-disable`` with the heartbeat SR lost everywhere (survival rule
+  2, no master) is answered by the host reached: every host of its liveset
+  disarms cleanly, with no database record (there is none to write).
 * ``pool-ha-enable`` needs every host live (answering its agent), writes a
   fresh generation to the heartbeat SR, records the enable, then arms every
   host, reporting progress host by host. ``pool-ha-disable`` records the
@@ -543,6 +546,10 @@ class Service(VMVerbs):
 
     async def _pool_ha_disable(self, params: Mapping[str, str],
                                flags: tuple[str, ...]) -> Answer:
+        if self.control.database is None and self.control.rule2():
+            async for out in self._ha_disable_without_sr():
+                yield out
+            return
         db = (await self._commit({"op": "ha-disable"}))
         yield {"progress": "marking the heartbeat SR invalid"}
         await self.control.write_generation(db.ha.sr_generation, active=False)
@@ -553,6 +560,24 @@ class Service(VMVerbs):
             name = db.pool.host(host).name
             yield {"progress": f"{name}: " + (answer if isinstance(answer, str) else "disarmed")}
         yield self._done("HA disabled; VMs keep running")
+
+    async def _ha_disable_without_sr(self) -> Answer:
+        """Survival rule 2: no master, no SR, no database to record it. Every host of
+        the liveset disarms cleanly (it announces itself excluded on the network, so
+        the others drop it without a fence); VMs keep running."""
+        live = sorted(self.control.live_hosts() or ())
+        yield {"progress": f"the heartbeat SR is lost on every host (survival rule 2): "
+                           f"disarming the {len(live)} hosts of the liveset"}
+        answers = await self.control.ask_all({"op": "ha-disarm"}, live)
+        failed = {host: answer for host, answer in answers.items() if isinstance(answer, str)}
+        for host, answer in answers.items():
+            yield {"progress": f"{host}: " + (answer if isinstance(answer, str) else "disarmed")}
+        if failed:
+            raise PoolError(f"{len(failed)} host(s) did not disarm: {', '.join(failed)}; "
+                            "run host-emergency-ha-disable --force on each of them")
+        yield self._done("HA disarmed on every host without the heartbeat SR; VMs keep "
+                         "running. No database could record it: once the SR is back, run "
+                         "pool-ha-disable again so a host that restarts stays disarmed")
 
     async def _pool_key_rotate(self, params: Mapping[str, str],
                                flags: tuple[str, ...]) -> Answer:

@@ -70,6 +70,9 @@ class Waiting:
     def master_endpoints(self) -> list[tuple[str, int]]:
         return []
 
+    def answers_without_master(self, verb: str) -> bool:
+        return False
+
     def denied_credentials(self) -> frozenset[str]:
         return frozenset()  # the pool's deny list is the master's: it checks the caller
 

@@ -220,6 +220,9 @@ class Plane:
     def answer(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self.service.answer(call)
 
+    def answers_without_master(self, verb: str) -> bool:
+        return verb == "pool-ha-disable" and self.database is None and self.rule2()
+
     def denied_credentials(self) -> frozenset[str]:
         """The deny list of the database held here, else of the newest copy pushed here."""
         return (self.known if self.database is None else self.database.db).denied
@@ -230,6 +233,11 @@ class Plane:
 
     def armed(self) -> bool:
         return self.node.core is not None
+
+    def rule2(self) -> bool:
+        """Is this host armed in survival rule 2 (the heartbeat SR lost everywhere)?"""
+        core = self.node.core
+        return core is not None and core.armed and core.rule2
 
     def current_pool(self) -> Pool:
         assert self.database is not None

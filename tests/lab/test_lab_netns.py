@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -130,6 +131,31 @@ def test_statefile_lost_everywhere_enters_rule_2(pool: NetnsLab) -> None:
     pool.kill(1)  # any further failure fences everyone
     wait_for(lambda: all(r["phase"] == "DOWN" for r in pool.status()), 15 * T,
              "every host to fence")
+
+
+def test_pool_ha_disable_without_the_statefile_disarms_every_host_with_no_fence(
+        pool: NetnsLab) -> None:
+    from hacluster.chaos.runner import vm_running
+    from hacluster.lab.workloads import VM_SR
+
+    from .test_mgmt_lab import hactl
+
+    for host in range(3):
+        pool.storage(host, "error")
+    wait_for(lambda: all(r.get("rule2") for r in pool.status()), 15 * T,
+             "survival rule 2 on every host")
+    asked = time.time()
+    code, out, err = hactl(pool, "pool-ha-disable")
+    assert code == 0 and "disarmed on every host without the heartbeat SR" in out, err
+    wait_for(lambda: all(r.get("phase") == "HA_OFF" for r in pool.status()), 15 * T,
+             "every host disarmed")
+    time.sleep(T)  # long enough for a wrong fence to show
+    assert all(pool.running(h) for h in range(3))
+    assert not [e for e in pool.events() if e["event"] in ("fence", "watchdog")
+                and e["time"] >= asked]
+    now = time.time()
+    disks = sorted((pool.root / VM_SR).glob("*.disk"))
+    assert disks and all(vm_running(d, now) for d in disks)  # VMs keep running
 
 
 def test_fenced_host_rejoins_after_restart(pool: NetnsLab) -> None:

@@ -80,6 +80,9 @@ class FakeHost:
     def master_endpoints(self) -> list[tuple[str, int]]:
         return []
 
+    def answers_without_master(self, verb: str) -> bool:
+        return False
+
     def denied_credentials(self) -> frozenset[str]:
         return frozenset()
 

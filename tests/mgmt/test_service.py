@@ -40,6 +40,7 @@ class FakeControl:
         self.master = database
         self.live: frozenset[str] | None = None  # HA off
         self.is_armed = False
+        self.in_rule2 = False
         self.answers: dict[str, dict[str, dict[str, Any] | str]] = {}  # host -> op -> answer
         self.asked: list[tuple[str, list[str]]] = []
         self.sr: list[tuple[int, bool, int]] = []  # (generation, active, database generation)
@@ -58,6 +59,9 @@ class FakeControl:
 
     def armed(self) -> bool:
         return self.is_armed
+
+    def rule2(self) -> bool:
+        return self.in_rule2
 
     async def ask_all(self, request: dict[str, Any],
                       hosts: list[str]) -> dict[str, dict[str, Any] | str]:
@@ -462,6 +466,22 @@ async def test_rebalance_moves_vms_home_one_at_a_time(control: FakeControl) -> N
     assert "away from home still: web1" in result(await call(control, "pool-ha-rebalance"))
     await refused(control, "pool-param-set", "ha-rebalance must be one of",
                   **{"other-config:ha-rebalance": "always"})
+
+
+async def test_ha_disable_without_the_sr_disarms_every_live_host_with_no_record(
+        control: FakeControl) -> None:
+    control.database = None  # survival rule 2: no master, no database
+    control.live = frozenset(UUIDS)
+    await refused(control, "pool-ha-disable", "holds no pool database")  # not in rule 2
+    control.in_rule2 = True
+    answers = await call(control, "pool-ha-disable")
+    assert answers[0]["progress"].startswith("the heartbeat SR is lost on every host")
+    assert control.asked == [("ha-disarm", sorted(UUIDS))]
+    assert "run pool-ha-disable again" in result(answers)
+    assert control.master.db.ha == start().ha and control.sr == []  # nothing recorded
+    control.answers[UUIDS[2]] = {"ha-disarm": "connection refused"}
+    await refused(control, "pool-ha-disable", "1 host\\(s\\) did not disarm: "
+                  f"{UUIDS[2]}; run host-emergency-ha-disable --force")
 
 
 # ------------------------------------------------------------ emergency (local)
