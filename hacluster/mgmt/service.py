@@ -96,6 +96,7 @@ PRIORITY = {"restart": 0, "best-effort": 1, "": 2}
 REDACTED = "(redacted)"
 SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
+HEARTBEAT_SR = "heartbeat-sr"  # the SR every node.toml's 'sr' names
 LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every liveset
 STATUS_ALERTS = 10  # the newest alerts the status verb shows
 STATUS_EVIDENCE = 12  # the newest evidence records (ha-explain) it shows
@@ -510,17 +511,11 @@ class Service(VMVerbs):
             timeout = float(timeout_text)
         except ValueError:
             raise PoolError(f"ha-config:timeout must be seconds, got {timeout_text!r}") from None
-        sr = params.get("heartbeat-sr-uuid") or db.ha.heartbeat_sr or "heartbeat-sr"
-        shared = {s.uuid for s in db.pool.srs if s.shared} | {"heartbeat-sr"}
-        if sr not in shared:
-            raise PoolError(f"heartbeat-sr-uuid {sr!r} is not a shared SR of this pool; "
-                            f"shared SRs: {sorted(shared)}")
-        unplugged = sorted(h.name for s in db.pool.srs if s.uuid == sr
-                           for h in db.pool.hosts if h.uuid not in s.plugged)
-        if unplugged:
-            raise PoolError(f"heartbeat SR {sr} is not plugged on host(s) "
-                            f"{', '.join(unplugged)}: every host must reach it (plug it there, "
-                            "or choose another SR)")
+        sr = params.get("heartbeat-sr-uuid") or HEARTBEAT_SR
+        if sr != HEARTBEAT_SR:
+            raise PoolError(f"heartbeat-sr-uuid {sr!r}: the hosts run on the heartbeat SR "
+                            f"their node.toml names ({HEARTBEAT_SR!r}, formatted by 'hacluster "
+                            "pool init'); moving a pool to another SR is not supported yet")
         hosts = [h.uuid for h in db.pool.hosts]
         yield {"progress": f"checking that all {len(hosts)} hosts are live"}
         answers = await self.control.ask_all({"op": "ping"}, hosts)
