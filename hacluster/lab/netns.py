@@ -19,6 +19,9 @@ Rules:
   in for a storage array, which does not queue behind the hosts for CPU, and
   the hosts' I/O deadline is a tenth of T (64 busy daemons on two cores
   starved it past that, and every host of the pool lost its lease).
+* A host's MAC on each network follows from its IP (:meth:`NetnsLab.mac`):
+  a host made again on a freed index gets the MAC the neighbours' ARP
+  caches hold for its IP (a new random MAC left them sending to the old one).
 * The machine's ARP table (one for all namespaces) is made to fit the lab:
   its limits are raised, never lowered, to the hosts squared and more.
 * Network faults are nftables rules in the receiving host's namespace:
@@ -114,6 +117,12 @@ class NetnsLab(BridgedLab):
     def ip(self, index: int, network: int = 0) -> str:
         return f"{self.subnet(network)}.{index + 1}"
 
+    def mac(self, index: int, network: int) -> str:
+        """Host ``index``'s MAC on ``network``: one per IP, so a host made again on a
+        freed index (a join after an eject) is found by neighbours' ARP caches."""
+        return (f"02:{77 + network:02x}:{self.lab_id:02x}:{index >> 8:02x}:"
+                f"{index & 0xff:02x}:01")
+
     def lab_networks(self) -> int:
         """The heartbeat networks this lab was brought up with."""
         return int(self.load().get("networks", 1))
@@ -175,7 +184,7 @@ class NetnsLab(BridgedLab):
         for network in range(self.lab_networks()):
             outside, inside = f"{ns}v{network or ''}", f"eth{network}"
             sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside,
-               "netns", ns)
+               "address", self.mac(index, network), "netns", ns)
             sh("ip", "link", "set", outside, "master", self.bridge(network), "up")
             sh("ip", "-n", ns, "addr", "add", f"{self.ip(index, network)}/24", "dev", inside)
             sh("ip", "-n", ns, "link", "set", inside, "up")
