@@ -11,6 +11,11 @@ Wh = T, Ws = T + 15), then up to 20 s of liveset polling before its restart
 loop even starts; the same 2 s order delay is added to compare "all".
 The reference refuses T < 10; its bound is still shown.
 
+With ``--networks 2`` (netns) every host has a second network and each crash
+is run twice, side by side: both networks up, then network 0 cut at every
+host (``lab cut 0``) before the master is killed, so that heartbeats, the
+new master's surveys, restarts and database pushes all go over network 1.
+
 Also ``--soak MINUTES``: an idle pool of ``--soak-hosts`` at each T, counting
 fences that happened with no fault at all (false fences), with each node
 daemon's mean CPU and its RSS over the soak. The soak's pool is brought up
@@ -42,6 +47,7 @@ from hacluster.core.timing import Timing
 from hacluster.deploy.poolfiles import HACTL_FILE
 from hacluster.lab.docker import enable_ha
 from hacluster.lab.local import LocalLab, read_events
+from hacluster.lab.netns import NetnsLab
 from hacluster.lab.open import open_lab
 from hacluster.lab.poll import wait_until
 from hacluster.lab.workloads import START_DELAY, VM_SR, runs
@@ -55,11 +61,11 @@ def reference_restarts(T: float) -> float:
 
 
 def _up(backend: str, root: Path, hosts: int, T: float, mode: str = "statefile",
-        enable_when_up: bool = False) -> tuple[LocalLab, Runner]:
+        enable_when_up: bool = False, networks: int = 1) -> tuple[LocalLab, Runner]:
     """A lab pool of ``hosts`` at ``T``, armed as each host starts, or with HA
     enabled through the management plane once every host runs (``enable_when_up``)."""
     lab = open_lab(root / "lab", backend)
-    lab.up(hosts, T, base_port=21000, mode=mode, ha_off=enable_when_up)
+    lab.up(hosts, T, base_port=21000, networks=networks, mode=mode, ha_off=enable_when_up)
     if enable_when_up:
         if wait_until(lambda: all(row.get("phase") == "HA_OFF" for row in lab.status()),
                       60 + 2 * hosts, poll=1.0) is None:
@@ -70,13 +76,18 @@ def _up(backend: str, root: Path, hosts: int, T: float, mode: str = "statefile",
     return lab, runner
 
 
-def crash_once(backend: str, hosts: int, T: float, mode: str) -> tuple[float, float]:
-    """Seconds from killing the master to its first and to its last protected VM running."""
+def crash_once(backend: str, hosts: int, T: float, mode: str, networks: int = 1,
+               cut: bool = False) -> tuple[float, float]:
+    """Seconds from killing the master to its first and to its last protected VM
+    running (with network 0 cut at every host first, if ``cut``)."""
     with tempfile.TemporaryDirectory(prefix="hacluster-recovery-") as tmp:
-        lab, runner = _up(backend, Path(tmp), hosts, T, mode)
+        lab, runner = _up(backend, Path(tmp), hosts, T, mode, networks=networks)
         try:
             if runner.settle(60 + 20 * T) is None:
                 raise TimeoutError(f"{hosts} hosts at T={T}: the pool never settled")
+            if cut:
+                assert isinstance(lab, NetnsLab)  # checked in main
+                lab.cut(0)
             time.sleep(T)  # a steady pool
             victim = runner.master()
             name = f"host{victim}"
@@ -178,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES",
                         help="instead: soak idle pools for this long at each T")
     parser.add_argument("--soak-hosts", type=int, default=16)
+    parser.add_argument("--networks", type=int, choices=[1, 2], default=1,
+                        help="2 (netns): each crash also with network 0 cut")
     parser.add_argument("--plot", metavar="PNG", help="instead: plot the tables in LOGS")
     parser.add_argument("logs", nargs="*", type=Path, help="printed output of earlier runs")
     args = parser.parse_args(argv)
@@ -197,21 +210,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"| {T:g} | {args.soak_hosts} | {args.backend} | {args.mode} | {args.soak:g} "
                   f"| {fences} | {removals} | {cpu:.4f} | {rss:.0f} |", flush=True)
         return 0
+    if args.networks == 2 and args.backend != "netns":
+        parser.error("--networks 2 needs the netns backend (a second bridge to cut)")
+    cuts = [False, True] if args.networks == 2 else [False]
     print("| hosts | T (s) | ours: first VM (s) | ours: all VMs (s) | reference: restarts "
-          "begin (s) | reference + order delay (s) | ours all / reference |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "begin (s) | reference + order delay (s) | ours all / reference |"
+          + (" networks |" if args.networks == 2 else ""))
+    print("|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if args.networks == 2 else ""))
     for hosts in (int(h) for h in args.hosts.split(",")):
         for T in timeouts:
             Timing.derive(T)
-            try:
-                first, last = crash_once(args.backend, hosts, T, args.mode)
-            except TimeoutError as error:
-                print(f"| {hosts} | {T:g} | {error} | | | | |", flush=True)
-                continue
-            ref = reference_restarts(T)
-            note = " (refuses T<10)" if T < 10 else ""
-            print(f"| {hosts} | {T:g} | {first:.2f} | {last:.2f} | {ref:.1f}{note} | "
-                  f"{ref + START_DELAY:.1f} | {last / (ref + START_DELAY):.2f} |", flush=True)
+            for cut in cuts:
+                paths = (" network 0 cut |" if cut else " both up |") if len(cuts) > 1 else ""
+                try:
+                    first, last = crash_once(args.backend, hosts, T, args.mode,
+                                             args.networks, cut)
+                except TimeoutError as error:
+                    print(f"| {hosts} | {T:g} | {error} | | | | |{paths}", flush=True)
+                    continue
+                ref = reference_restarts(T)
+                note = " (refuses T<10)" if T < 10 else ""
+                print(f"| {hosts} | {T:g} | {first:.2f} | {last:.2f} | {ref:.1f}{note} | "
+                      f"{ref + START_DELAY:.1f} | {last / (ref + START_DELAY):.2f} |{paths}",
+                      flush=True)
     return 0
 
 
