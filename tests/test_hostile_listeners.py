@@ -438,7 +438,7 @@ async def test_seeded_fuzz_never_makes_a_listener_raise(pool: Pool) -> None:
         port = listening.endpoint[1]
         for _ in range(150):  # authenticated calls of random shape: each gets its answer
             answers = [answer async for answer in api.exchange(
-                listening.endpoint, client_context(pool.ca.cert), SECRET, random_call(rng))]
+                [listening.endpoint], client_context(pool.ca.cert), SECRET, random_call(rng))]
             assert isinstance(answers[-1].get("ok"), bool), answers
         for _ in range(60):  # random credentials, random frames
             reader, writer = await tls_connect(pool, port)

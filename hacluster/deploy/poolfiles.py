@@ -175,12 +175,12 @@ def _write_own(directory: Path, addresses: Sequence[Address], key: bytes, ca: Ce
 
 def write_hactl(path: Path, hosts: Hosts, mgmt_port: int, ca: str,
                 secret_file: str) -> None:
-    """``hactl.toml``: every host's management endpoint on every network (the first
-    network's first; an address several hosts share is left out), the CA
-    certificate, the secret."""
+    """``hactl.toml``: every host's management endpoint on each of its networks (a
+    host's first network first, then its others, then the next host's: any host
+    will do, and hactl reaches the first on another network if one is cut; an
+    address several hosts share is left out), the CA certificate, the secret."""
     shared = Counter(host for row in hosts for host in {a.host for a in row})
-    networks = max((len(row) for row in hosts), default=0)
-    servers = [str(Address(row[n].host, mgmt_port)) for n in range(networks) for row in hosts
-               if n < len(row) and (n == 0 or shared[row[n].host] == 1)]
+    servers = [str(Address(a.host, mgmt_port)) for row in hosts for n, a in enumerate(row)
+               if n == 0 or shared[a.host] == 1]
     text = "\n".join(toml_fields(servers=servers, ca=ca, secret_file=secret_file)) + "\n"
     write_atomically(path, text.encode(), PUBLIC)

@@ -62,6 +62,7 @@ from hacluster.core.pool import PoolError
 from hacluster.mgmt.roles import Credential, CredentialError, authenticate, refusal
 from hacluster.mgmt.tls import peer_credential
 from hacluster.mgmt.verbs import VERBS, Call, UsageError, check, lookup
+from hacluster.wire.dial import first_open
 from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.rpc import (
     LENGTH,
@@ -74,7 +75,8 @@ from hacluster.wire.rpc import (
 
 PREAUTH_FRAME = 4096  # a secret and a relayed caller's name fit in a few hundred bytes
 RELAY_TIMEOUT = 120.0
-CONNECT_TIMEOUT = 3.0  # TCP and TLS to one address; past it, the next address is tried
+CONNECT_TIMEOUT = 3.0  # TCP and TLS to one address; past it, that address is unreachable
+NEXT_ENDPOINT_DELAY = 1.0  # the next address is tried this long after the one before
 MASTER_WAIT = 10.0  # a call arriving during an election waits this long for a master
 
 
@@ -249,17 +251,17 @@ class Server:
                 yield {"ok": False, "error": "this host is not the master (any more); "
                        "try again"}
                 return
-            for master in self.host.master_endpoints():  # its first network first
+            masters = self.host.master_endpoints()  # one per network, its first first
+            if masters:
                 try:
-                    async for answer in exchange(master, self.client_context, self.secret,
+                    async for answer in exchange(masters, self.client_context, self.secret,
                                                  call, relayed=True):
                         yield answer
                     return
                 except Unreachable:
-                    continue  # that network is cut, or the master just died
+                    pass  # the master just died: wait for the next one
                 except ApiError as error:
-                    yield {"ok": False, "error": f"the master {master[0]}:{master[1]} did "
-                           f"not answer: {error}"}
+                    yield {"ok": False, "error": f"the master did not answer: {error}"}
                     return
             if loop.time() >= deadline:
                 yield {"ok": False, "error": "no master right now: HA may be electing one "
@@ -291,12 +293,20 @@ class Server:
                                   "list")
         return credential
 
-async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: bytes,
-                   call: Call, relayed: bool = False,
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _close(streams: Streams) -> None:
+    await close_quietly(streams[1])
+
+
+async def exchange(endpoints: Sequence[tuple[str, int]], context: ssl.SSLContext,
+                   secret: bytes, call: Call, relayed: bool = False,
                    timeout: float = RELAY_TIMEOUT) -> Answer:
-    """Send ``call`` to one host; yield every answer frame up to the final one."""
-    address, port = endpoint
-    where = f"{address}:{port}"
+    """Send ``call`` to the first of ``endpoints`` that takes a TLS connection (tried
+    in order, :data:`NEXT_ENDPOINT_DELAY` apart, :func:`~hacluster.wire.dial.first_open`);
+    yield every answer frame up to the final one. :class:`Unreachable` if none did."""
+    where = ", ".join(f"{address}:{port}" for address, port in endpoints)
     request = {**call.message(), "relayed": relayed}
     credentials: dict[str, object] = {"secret": secret}
     if "caller" in request:  # a relayed call's caller is part of its credentials
@@ -305,18 +315,24 @@ async def exchange(endpoint: tuple[str, int], context: ssl.SSLContext, secret: b
         hello, ask = frame(credentials, PREAUTH_FRAME), frame(request, MAX_REQUEST)
     except (TypeError, ValueError, OverflowError) as error:
         raise ApiError(f"the call cannot be sent: {error}") from None
+    async def connect(endpoint: tuple[str, int]) -> Streams:
+        try:
+            async with asyncio.timeout(min(timeout, CONNECT_TIMEOUT)):
+                return await asyncio.open_connection(*endpoint, ssl=context)
+        except ssl.SSLCertVerificationError:
+            raise
+        except OSError as error:
+            raise Unreachable(f"{endpoint[0]}:{endpoint[1]}: {error.strerror or error}") \
+                from None
+        except TimeoutError:
+            raise Unreachable(f"{endpoint[0]}:{endpoint[1]}: no connection within "
+                              f"{min(timeout, CONNECT_TIMEOUT):g} s") from None
+
     try:
         async with asyncio.timeout(timeout):
-            try:
-                async with asyncio.timeout(min(timeout, CONNECT_TIMEOUT)):
-                    reader, writer = await asyncio.open_connection(address, port, ssl=context)
-            except ssl.SSLCertVerificationError:
-                raise
-            except OSError as error:
-                raise Unreachable(f"{where}: {error.strerror or error}") from None
-            except TimeoutError:
-                raise Unreachable(f"{where}: no connection within "
-                                  f"{min(timeout, CONNECT_TIMEOUT):g} s") from None
+            chosen, (reader, writer) = await first_open(endpoints, connect, _close,
+                                                        NEXT_ENDPOINT_DELAY)
+            where = "{}:{}".format(*endpoints[chosen])
             try:
                 writer.write(hello)
                 await writer.drain()
@@ -352,16 +368,14 @@ def _verb_label(verb: object) -> str:
 async def call(endpoints: Sequence[tuple[str, int]], context: ssl.SSLContext, secret: bytes,
                request: Call, progress: Callable[[str], None] = lambda _: None) -> Any:
     """The result of ``request`` from the first host that answers; :class:`ApiError` if none."""
-    errors: list[str] = []
-    for endpoint in endpoints:
-        try:
-            async for answer in exchange(endpoint, context, secret, request):
-                if "progress" in answer:
-                    progress(str(answer["progress"]))
-                elif answer.get("ok"):
-                    return answer.get("result")
-                else:
-                    raise ApiError(str(answer.get("error", "failed without a reason")))
-        except Unreachable as error:
-            errors.append(str(error))
-    raise ApiError("no host of the pool answered: " + "; ".join(errors))
+    try:
+        async for answer in exchange(endpoints, context, secret, request):
+            if "progress" in answer:
+                progress(str(answer["progress"]))
+            elif answer.get("ok"):
+                return answer.get("result")
+            else:
+                raise ApiError(str(answer.get("error", "failed without a reason")))
+    except Unreachable as error:
+        raise ApiError(f"no host of the pool answered: {error}") from None
+    raise ApiError("the connection ended without a final answer")

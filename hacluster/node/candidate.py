@@ -130,7 +130,7 @@ class Waiting:
     async def _ask(self, master: Address, admit: Call) -> dict[str, Any]:
         context = client_context(self.mgmt.ca)
         try:
-            async for out in api.exchange((master.host, master.port), context,
+            async for out in api.exchange([(master.host, master.port)], context,
                                           self.mgmt.secret, admit, relayed=True):
                 if "progress" in out:
                     continue

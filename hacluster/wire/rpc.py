@@ -53,6 +53,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from hacluster.wire.dial import first_open
 from hacluster.wire.keys import KeyRing, Keys, Purpose, aead, as_ring
 from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.unpack import Malformed, unpack
@@ -246,7 +247,8 @@ async def call_any(endpoints: Sequence[tuple[str, int]], keys: Keys, request: di
     where = " or ".join(f"{host}:{port}" for host, port in endpoints)
     try:
         async with asyncio.timeout(timeout):
-            reader, writer, challenge = await _first_open(endpoints)
+            _, (reader, writer, challenge) = await first_open(
+                endpoints, lambda endpoint: _open(*endpoint), _close, NEXT_PATH_DELAY)
             peer = writer.get_extra_info("peername")
             where = f"{peer[0]}:{peer[1]}" if peer else where
             try:
@@ -282,6 +284,10 @@ async def call_any(endpoints: Sequence[tuple[str, int]], keys: Keys, request: di
 Opened = tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]
 
 
+async def _close(opened: Opened) -> None:
+    await close_quietly(opened[1])
+
+
 async def _open(host: str, port: int) -> Opened:
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -289,36 +295,3 @@ async def _open(host: str, port: int) -> Opened:
     except BaseException:
         await close_quietly(writer)
         raise
-
-
-async def _first_open(endpoints: Sequence[tuple[str, int]]) -> Opened:
-    """The first connection of ``endpoints`` to deliver its challenge (staggered by
-    :data:`NEXT_PATH_DELAY`); the others are cancelled or closed. If every one
-    fails, the first one's error is raised."""
-    if not endpoints:
-        raise OSError("no address to call")
-    waiting = list(endpoints)
-    tries: list[asyncio.Task[Opened]] = []
-    errors: list[BaseException] = []
-    try:
-        while True:
-            if waiting:
-                tries.append(asyncio.ensure_future(_open(*waiting.pop(0))))
-            pending = [t for t in tries if not t.done()]
-            if not pending and not waiting:
-                break
-            done, _ = await asyncio.wait(pending, timeout=NEXT_PATH_DELAY if waiting else None,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is None:
-                    winner = task.result()
-                    tries.remove(task)
-                    return winner
-                errors.append(task.exception())  # type: ignore[arg-type]
-        raise errors[0]
-    finally:
-        for task in tries:
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled() and task.exception() is None:
-                await close_quietly(task.result()[1])

@@ -29,10 +29,10 @@ def test_an_address_hosts_share_names_none_of_them() -> None:
     assert same.service_hosts(0) == ["10.0.0.1"]  # one IP on two networks: listed once
 
 
-def test_hactl_toml_lists_every_hosts_networks_first_network_first(tmp_path: Path) -> None:
+def test_hactl_toml_lists_every_host_on_each_of_its_networks(tmp_path: Path) -> None:
     write_hactl(tmp_path / "a.toml", two_networks(2, "10.78.1.{}"), 7100, "ca.pem", "s")
     servers = tomllib.loads((tmp_path / "a.toml").read_text())["servers"]
-    assert servers == ["10.77.1.1:7100", "10.77.1.2:7100", "10.78.1.1:7100", "10.78.1.2:7100"]
+    assert servers == ["10.77.1.1:7100", "10.78.1.1:7100", "10.77.1.2:7100", "10.78.1.2:7100"]
     write_hactl(tmp_path / "b.toml", two_networks(2, "::1"), 7100, "ca.pem", "s")
     assert tomllib.loads((tmp_path / "b.toml").read_text())["servers"] == [
         "10.77.1.1:7100", "10.77.1.2:7100"]
