@@ -365,9 +365,9 @@ class Service(VMVerbs):
     async def _vm_param_set(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
         fields = {k: v for k, v in params.items() if k != "uuid"}
         vm = self._pool.vm(self._vm_uuid(params))
-        if self._protects_halted(vm, fields) and "--force" not in flags:
-            self._plan_holds(self._started(vm, None), f"protecting halted VM {vm.name} (HA "
-                             "starts it at once)", flags)
+        if self._protects_halted(vm, fields):
+            self._plan_holds(vm, None, f"protecting halted VM {vm.name} (HA starts it at "
+                             "once)", flags)
         await self._commit({"op": "vm-set", "vm": self._vm_uuid(params), "fields": fields})
         yield self._done()
 

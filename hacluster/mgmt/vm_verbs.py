@@ -35,12 +35,13 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from typing import Any
 from uuid import uuid4
 
 from hacluster.core.planner import place_vms
-from hacluster.core.pool import VM, Pool, PoolError, Power, Priority, agility
+from hacluster.core.pool import VM, PoolError, Power, Priority, agility
 from hacluster.core.pooldb import apply
 from hacluster.core.rebalance import RANK, Move, homes, moves, next_move
 from hacluster.core.recovery import overcommitted, tolerance
@@ -54,9 +55,9 @@ class VMVerbs(Handlers):
         change = {"op": "vm-install", "vm": uuid,
                   "fields": {k: v for k, v in params.items() if k != "uuid"}}
         vm = apply(self._db().db, change).pool.vm(uuid)  # refused here: nothing changed
-        if vm.priority.protected and self._ha_on() and "--force" not in flags:
-            self._plan_holds(self._started(vm, None), f"installing protected VM {vm.name} "
-                             "(HA starts it at once)", flags)
+        if vm.priority.protected and self._ha_on():
+            self._plan_holds(vm, None, f"installing protected VM {vm.name} (HA starts it at "
+                             "once)", flags)
         await self._commit(change)
         yield self._done({"uuid": uuid, "name-label": vm.name, "power-state": "halted"}
                          | ({"note": "HA starts it: it is protected"}
@@ -97,15 +98,10 @@ class VMVerbs(Handlers):
                         verb: str) -> Answer:
         self._not_being_started(vm)
         host = self._target(vm, params.get("host"))
-        self._plan_holds(self._started(vm, host), f"{verb} of VM {vm.name} on "
-                         f"{self._name(host)}", flags)
+        self._plan_holds(vm, host, f"{verb} of VM {vm.name} on {self._name(host)}", flags)
         yield {"progress": f"{verb}: {vm.name} on {self._name(host)}"}
-        await self._commit({"op": "vm-power", "vm": vm.uuid, "power": "running", "host": host})
-        try:
-            await self.control.start_vm(vm.uuid, host)
-        except PoolError:
-            await self._commit({"op": "vm-power", "vm": vm.uuid, "power": vm.power.value})
-            raise
+        await self._recorded(vm, Power.RUNNING, host,
+                             lambda: self.control.start_vm(vm.uuid, host))
         yield self._done(f"VM {vm.name} runs on {self._name(host)}")
 
     # ------------------------------------------------------------ power off
@@ -118,20 +114,14 @@ class VMVerbs(Handlers):
             yield out
 
     async def _power_off(self, vm: VM, power: Power, done: str) -> Answer:
-        change = {"op": "vm-power", "vm": vm.uuid, "power": power.value}
-        self._db().check(change)  # a protected VM is refused here, with what to do
+        self._db().check(power_change(vm, power, None))  # a protected VM is refused here
         if not vm.running or vm.resident is None:
             raise PoolError(f"VM {vm.name} is {vm.power.value}: it does not run")
         self._not_being_started(vm)
         host = vm.resident
         yield {"progress": f"{vm.name} on {self._name(host)}: stopping"}
-        await self._commit(change)
-        try:
-            await self.control.stop_vm(vm.uuid, host, power)
-        except PoolError:
-            await self._commit({"op": "vm-power", "vm": vm.uuid, "power": "running",
-                                "host": host})
-            raise
+        await self._recorded(vm, power, None,
+                             lambda: self.control.stop_vm(vm.uuid, host, power))
         yield self._done(f"VM {vm.name} {done}" + (
             "; its state is kept on its disks until vm-resume" if power is Power.SUSPENDED
             else ""))
@@ -157,18 +147,11 @@ class VMVerbs(Handlers):
                             f"{'; '.join(map(str, reasons))}")
         self._not_being_started(vm)
         self._target(vm, target)
-        self._plan_holds(self._started(vm, target), f"moving VM {vm.name} to "
-                         f"{self._name(target)}", flags)
+        self._plan_holds(vm, target, f"moving VM {vm.name} to {self._name(target)}", flags)
         yield {"progress": f"{vm.name}: {self._name(source)} -> {self._name(target)} "
                            "(a cold move: stopped, then started)"}
-        await self._commit({"op": "vm-power", "vm": vm.uuid, "power": "running",
-                            "host": target})
-        try:
-            await self.control.move(vm.uuid, source, target)
-        except PoolError:
-            await self._commit({"op": "vm-power", "vm": vm.uuid, "power": "running",
-                                "host": source})
-            raise
+        await self._recorded(vm, Power.RUNNING, target,
+                             lambda: self.control.move(vm.uuid, source, target))
         yield self._done(f"VM {vm.name} moved to {self._name(target)}: a cold move (stopped "
                          f"on {self._name(source)}, started there); a process workload "
                          "cannot be migrated live")
@@ -203,6 +186,17 @@ class VMVerbs(Handlers):
                 f"{self._name(move.target)} (home)")
 
     # ------------------------------------------------------------ helpers
+    async def _recorded(self, vm: VM, power: Power, host: str | None,
+                        act: Callable[[], Awaitable[None]]) -> None:
+        """Record ``vm`` as ``power`` (on ``host``), then ``act`` on the host; if the
+        host refuses, the record is put back as it was and the refusal raised."""
+        await self._commit(power_change(vm, power, host))
+        try:
+            await act()
+        except PoolError:
+            await self._commit(power_change(vm, vm.power, vm.resident))
+            raise
+
     def _ha_on(self) -> bool:
         return self._db().db.ha.enabled
 
@@ -230,11 +224,6 @@ class VMVerbs(Handlers):
     def _not_being_started(self, vm: VM) -> None:
         if vm.uuid in self.control.starting():
             raise PoolError(f"VM {vm.name} is being started by HA; try again when it runs")
-
-    def _started(self, vm: VM, host: str | None) -> Pool:
-        """The pool with ``vm`` running on ``host`` (its best fit when None)."""
-        where = host if host is not None else self._target(vm, None)
-        return self._pool.with_vm(replace(vm, power=Power.RUNNING, resident=where))
 
     def _target(self, vm: VM, wanted: str | None) -> str:
         """Where ``vm`` may run: ``wanted`` (checked), else the plan's best fit."""
@@ -265,10 +254,15 @@ class VMVerbs(Handlers):
                             f"(the most free: {largest} MiB)")
         return placement[vm.uuid]
 
-    def _plan_holds(self, after: Pool, what: str, flags: tuple[str, ...]) -> None:
-        """Refuse ``what`` if it leaves the plan short, unless overcommit is allowed,
-        HA is off, or the operator confirmed with ``--force``."""
-        if not self._ha_on() or after.allow_overcommit or "--force" in flags:
+    def _plan_holds(self, vm: VM, host: str | None, what: str, flags: tuple[str, ...]) -> None:
+        """Refuse ``what`` (``vm`` running on ``host``; its best fit when None) if it
+        leaves the plan short, unless HA is off, the operator confirmed with
+        ``--force``, or overcommit is allowed."""
+        if not self._ha_on() or "--force" in flags:
+            return
+        where = host if host is not None else self._target(vm, None)
+        after = self._pool.with_vm(replace(vm, power=Power.RUNNING, resident=where))
+        if after.allow_overcommit:
             return
         tolerated = tolerance(after, self.control.live_hosts())
         configured = after.host_failures_to_tolerate
@@ -283,3 +277,9 @@ class VMVerbs(Handlers):
         """Would ``fields`` protect ``vm`` while it is halted (so HA starts it)?"""
         return (fields.get("ha-restart-priority") == Priority.RESTART.value
                 and vm.power is Power.HALTED and self._ha_on())
+
+
+def power_change(vm: VM, power: Power, host: str | None) -> dict[str, Any]:
+    """The pool database change recording ``vm`` as ``power`` (on ``host`` if running)."""
+    change: dict[str, Any] = {"op": "vm-power", "vm": vm.uuid, "power": power.value}
+    return change | ({"host": host} if host is not None else {})
