@@ -237,11 +237,14 @@ class Restarter:
         state.started()
 
     def _stopped(self, event: Stopped) -> None:
-        if event.power is Power.RUNNING or event.vm not in {vm.uuid for vm in self._pool.vms}:
-            return  # not a stop, or a VM no longer in the pool
-        self._of(event.vm).wanted = False
-        self._pool = self._pool.with_vm(replace(self._pool.vm(event.vm), power=event.power,
-                                                resident=None))
+        try:
+            vm = self._pool.vm(event.vm)
+        except PoolError:
+            return  # no longer in the pool (uninstalled meanwhile)
+        if event.power is Power.RUNNING:
+            return  # not a stop
+        self._of(vm.uuid).wanted = False
+        self._pool = self._pool.with_vm(replace(vm, power=event.power, resident=None))
 
     def _on_hosts_failed(self, event: HostsFailed, out: list[RestartAction]) -> None:
         for host_uuid in sorted(event.hosts):
