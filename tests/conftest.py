@@ -9,6 +9,7 @@ here, with the reason, without them), ``docker`` for the Docker engine.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import shutil
 import subprocess
@@ -59,6 +60,24 @@ def report(sender: int, seq: int, *, boot: int = 1, generation: int = GENERATION
 
 def armed_core(config: CoreConfig, me: int = 0, now: float = 100.0) -> HostCore:
     return HostCore(config, me, boot=1, now=now, liveset=frozenset(range(config.hosts)))
+
+
+#: the ports labs of real processes take: below Linux's ephemeral range (32768 and
+#: up), where no client socket is ever given one
+LAB_PORTS = (10_000, 32_000)
+LAB_PORT_SPAN = 3_200  # one lab: its base port up to the HTTP offset plus its hosts
+_labs = itertools.count()
+
+
+def lab_base_port() -> int:
+    """A base port for a lab of real processes: in this xdist worker's own band of
+    :data:`LAB_PORTS` (another worker's lab never takes its ports), a different slot
+    of the band for each lab in turn (two labs of one test never meet)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    band = (LAB_PORTS[1] - LAB_PORTS[0]) // max(1, workers)
+    slots = max(1, band // LAB_PORT_SPAN)
+    return LAB_PORTS[0] + worker * band + next(_labs) % slots * LAB_PORT_SPAN
 
 
 def wait_for(check: Callable[[], bool], limit: float, what: str,

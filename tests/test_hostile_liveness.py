@@ -35,7 +35,7 @@ from hacluster.mgmt import api, verbs
 from hacluster.node.config import load
 from hacluster.wire.rpc import LENGTH
 
-from .conftest import wait_for
+from .conftest import lab_base_port, wait_for
 from .lab.test_mgmt_lab import api_credentials, hactl
 
 T = 3.0
@@ -54,7 +54,7 @@ def lab(tmp_path: Path) -> Iterator[LocalLab]:
     """A pool at T = 3 s whose every host's event log is hung from the start: a FIFO
     that is full and that nobody reads, so every write to it blocks."""
     pool = LocalLab(tmp_path / "lab")
-    hosts, base_port = 3, 21000 + (os.getpid() % 400) * 4
+    hosts, base_port = 3, lab_base_port()
     pool.provision(hosts, T)
     readers: list[int] = []
     try:

@@ -12,7 +12,6 @@ stays shut (the agent port, from the operator's address).
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from hacluster.lab.netns import NetnsLab, sh
 from hacluster.node.config import load
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 from .test_mgmt_lab import hactl, master, ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without root
@@ -54,7 +53,7 @@ class FirewalledLab(NetnsLab):
 
 def test_the_shipped_firewall_admits_what_a_pool_needs_and_no_more(tmp_path: Path) -> None:
     lab = FirewalledLab(tmp_path / "lab")
-    lab.up(3, T, base_port=26000 + (os.getpid() % 400) * 4, ha_off=True)
+    lab.up(3, T, base_port=lab_base_port(), ha_off=True)
     try:
         for index in range(3):
             listed = sh("ip", "netns", "exec", lab.ns(index), "nft", "list", "table", "inet",

@@ -10,7 +10,6 @@ key and rejoins once the operator copies the new ``pool.key`` to it.
 
 from __future__ import annotations
 
-import os
 import socket
 import stat
 import threading
@@ -25,7 +24,7 @@ from hacluster.lab.local import LocalLab
 from hacluster.node.config import load, read_key
 from hacluster.wire.codec import Sealer
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 from .test_mgmt_lab import hactl, master, ok
 
 T = 3.0
@@ -35,7 +34,7 @@ pytestmark = pytest.mark.slow  # real pools of node daemons
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LocalLab]:
     pool = LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=24000 + (os.getpid() % 400) * 4, ha_off=True)
+    pool.up(3, T, base_port=lab_base_port(), ha_off=True)
     try:
         wait_for(lambda: all(r.get("phase") == "HA_OFF" for r in pool.status()), 10,
                  "every host up with HA off")

@@ -22,7 +22,7 @@ from hacluster.node.config import load
 from hacluster.storage.sr import BLOCK, BlockDevice, GlobalBlock, slot_offset
 from hacluster.wire.codec import new_pool_key
 
-from ..conftest import load_tool, wait_for
+from ..conftest import lab_base_port, load_tool, wait_for
 from .test_lab_local import masters
 
 T = 3.0
@@ -41,7 +41,7 @@ def need_iscsi() -> None:
 def test_a_pool_on_an_iscsi_lun_fails_over(tmp_path: Path) -> None:
     need_iscsi()
     lab = LocalLab(tmp_path / "lab")
-    lab.up(3, T, base_port=24000 + (os.getpid() % 500) * 4, sr="iscsi")
+    lab.up(3, T, base_port=lab_base_port(), sr="iscsi")
     state = lab.load()["iscsi"]
     try:
         wait_for(lambda: len(masters(lab)) == 1, 15 * T, "a master")

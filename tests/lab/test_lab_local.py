@@ -19,7 +19,7 @@ from hacluster.node.daemon import query_status
 from hacluster.storage.sr import BlockDevice, GlobalBlock
 from hacluster.wire.codec import Sealer, new_pool_key
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 
 pytestmark = pytest.mark.slow  # real pools of node daemons
 T = 3.0
@@ -28,7 +28,7 @@ T = 3.0
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LocalLab]:
     pool = LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=18000 + (os.getpid() % 500) * 4)
+    pool.up(3, T, base_port=lab_base_port())
     try:
         wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
                  "a master")
@@ -156,7 +156,7 @@ def test_lab_refuses_bad_requests(lab: LocalLab, tmp_path: Path) -> None:
 
 def test_two_heartbeat_networks_ipv4_and_ipv6(tmp_path: Path) -> None:
     pool = LocalLab(tmp_path / "dual")
-    pool.up(3, T, base_port=21000 + (os.getpid() % 500) * 4, networks=2)
+    pool.up(3, T, base_port=lab_base_port(), networks=2)
     try:
         wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
                  "a master")
@@ -175,7 +175,7 @@ def test_two_heartbeat_networks_ipv4_and_ipv6(tmp_path: Path) -> None:
 
 def test_clustered_mode_fails_over_on_quorum(tmp_path: Path) -> None:
     pool = LocalLab(tmp_path / "clustered")
-    pool.up(3, T, base_port=23000 + (os.getpid() % 500) * 4, mode="clustered")
+    pool.up(3, T, base_port=lab_base_port(), mode="clustered")
     try:
         wait_for(lambda: sum(bool(r.get("master")) for r in pool.status()) == 1, 15 * T,
                  "a master")
@@ -212,7 +212,7 @@ def test_a_node_closing_without_a_status_reads_as_not_answering(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_lab_up_fails_fast_naming_a_host_that_cannot_start(tmp_path: Path) -> None:
-    base = 32000 + (os.getpid() % 200) * 4
+    base = lab_base_port()
     with socket.socket() as taken:  # host 1's management port, held by someone else
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.2", base + 2000))

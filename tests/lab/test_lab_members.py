@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from hacluster.lab.local import LabError, LocalLab
 from hacluster.lab.netns import NetnsLab
 from hacluster.node.daemon import NOT_A_MEMBER_EXIT
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 
 pytestmark = pytest.mark.slow  # real pools of node daemons
 T = 3.0
@@ -25,7 +24,7 @@ PROTECTED = {"vm-dhcp", "vm-sql", "vm-web1", "vm-web2"}  # the lab's restart-pri
 @pytest.fixture(params=["local", pytest.param("netns", marks=pytest.mark.netns)])
 def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalLab]:
     pool = NetnsLab(tmp_path / "lab") if request.param == "netns" else LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=21000 + (os.getpid() % 250) * 8)
+    pool.up(3, T, base_port=lab_base_port())
     try:
         wait_for(lambda: settled(pool, [0, 1, 2]), 15 * T, "a settled pool")
         yield pool

@@ -5,7 +5,6 @@ What ran where is read from the guests' own disk records, not from the daemons."
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from hacluster.node.config import load
 from hacluster.vm.guest import halt_file
 from hacluster.vm.records import Instance, double_runs
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 
 T = 3.0
 pytestmark = pytest.mark.slow  # real pools of node daemons
@@ -30,7 +29,7 @@ NETNS = pytest.param("netns", marks=pytest.mark.netns)  # skipped without root (
 
 def start_lab(root: Path, backend: str, pool: Path | None = None) -> LocalLab:
     lab = NetnsLab(root) if backend == "netns" else LocalLab(root)
-    lab.up(3, T, base_port=19000 + (os.getpid() % 400) * 4, pool=pool)
+    lab.up(3, T, base_port=lab_base_port(), pool=pool)
     return lab
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import ssl
 import subprocess
@@ -27,7 +26,7 @@ from hacluster.lab.netns import NetnsLab
 from hacluster.mgmt import api, verbs
 from hacluster.mgmt.tls import client_context
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 
 T = 3.0
 pytestmark = pytest.mark.slow  # real pools of node daemons
@@ -37,7 +36,7 @@ NETNS = pytest.param("netns", marks=pytest.mark.netns)  # skipped without root (
 @pytest.fixture(params=["local", NETNS])
 def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalLab]:
     pool = NetnsLab(tmp_path / "lab") if request.param == "netns" else LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=30000 + (os.getpid() % 400) * 4, ha_off=True)
+    pool.up(3, T, base_port=lab_base_port(), ha_off=True)
     try:
         wait_for(lambda: all(r.get("phase") == "HA_OFF" for r in pool.status()), 10,
                  "every host up with HA off")

@@ -29,7 +29,7 @@ from hacluster.model import poolfile
 from hacluster.node.daemon import query_status
 from hacluster.vm.records import double_runs
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 
 pytestmark = pytest.mark.slow  # real pools of node daemons
 T = 3.0
@@ -51,9 +51,9 @@ def status(machine: Path) -> dict[str, Any]:
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[tuple[list[Path], Path, dict[int, int]]]:
     """The pool made by pool init, its hosts copied out and started; HA off."""
-    # below the kernel's ephemeral ports (32768 up): a client socket of another test
-    # once took 127.0.0.1:36612 first ("Address already in use")
-    base = 28000 + (os.getpid() % 400) * 4
+    # below the kernel's ephemeral ports (a client socket of another test once took
+    # 127.0.0.1:36612 first, "Address already in use"): lab_base_port says how
+    base = lab_base_port()
     with (tmp_path / "sr.img").open("xb") as sr:
         sr.truncate(16 * 1024 * 1024)
     (tmp_path / "vms.toml").write_text(poolfile.dump(default_pool(HOSTS)))

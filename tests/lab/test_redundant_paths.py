@@ -9,7 +9,6 @@ another host through its agent) go over network 1 too. No VM runs twice.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from hacluster.lab.netns import NetnsLab
 from hacluster.lab.workloads import VM_SR, host_uuid, runs
 from hacluster.vm.records import double_runs
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 from .test_mgmt_lab import hactl, master
 
 T = 3.0
@@ -32,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.netns]  # netns: skipped without roo
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[NetnsLab]:
     pool = NetnsLab(tmp_path / "lab")
-    pool.up(3, T, base_port=26000 + (os.getpid() % 400) * 4, networks=2)
+    pool.up(3, T, base_port=lab_base_port(), networks=2)
     try:
         wait_for(lambda: master(pool) is not None, 15 * T, "a master")
         yield pool

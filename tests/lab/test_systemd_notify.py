@@ -23,7 +23,7 @@ import pytest
 from hacluster.lab.local import LocalLab
 from hacluster.node.config import load
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 from .test_mgmt_lab import ok
 
 pytestmark = pytest.mark.slow  # real pools of node daemons
@@ -105,7 +105,7 @@ def test_ready_status_pets_in_every_state_and_stopping(tmp_path: Path,
     # The watchdog process is planted late: a paused daemon must wake to its own stall
     # check and say STATUS=fenced, not race the watchdog that kills it while stopped
     # (whose deadline, what is left of the lease, can fall inside the pause).
-    lab.up(2, T, base_port=24000 + (os.getpid() % 500) * 4, ha_off=True,
+    lab.up(2, T, base_port=lab_base_port(), ha_off=True,
            unsafe_watchdog_delay=3 * T)
     try:
         pids = [lab.pid(i) for i in range(2)]

@@ -11,7 +11,6 @@ double run.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from hacluster.lab.workloads import VM_SR, host_uuid, runs
 from hacluster.model import poolfile
 from hacluster.vm.records import double_runs
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 from .test_mgmt_lab import hactl, master, ok
 
 T = 3.0
@@ -35,7 +34,7 @@ pytestmark = pytest.mark.slow  # real pools of node daemons
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LocalLab]:
     pool = LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=33000 + (os.getpid() % 400) * 4)
+    pool.up(3, T, base_port=lab_base_port())
     try:
         wait_for(lambda: master(pool) is not None, 15 * T, "a master")
         yield pool
@@ -149,7 +148,7 @@ def test_the_next_order_group_waits_for_readiness_then_the_start_delay(
     path.write_text(poolfile.dump(poolfile.PoolFile(
         Pool(hosts, (slow, after), host_failures_to_tolerate=1), {"vm-slow": command})))
     lab = LocalLab(root)
-    lab.up(3, T, base_port=35000 + (os.getpid() % 400) * 4, pool=path)
+    lab.up(3, T, base_port=lab_base_port(), pool=path)
     try:
         wait_for(lambda: master(lab) is not None and len(runs(root)) == 2, 15 * T,
                  "a master and both VMs")

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hacluster.lab.browser import page_dom, screenshot
 from hacluster.lab.local import LocalLab
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 
 T = 3.0
 pytestmark = pytest.mark.slow  # real pools of node daemons
@@ -43,7 +43,7 @@ MASTER_METRICS = ("hacluster_plan_max_failures", "hacluster_plan_exact",
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LocalLab]:
     pool = LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=31000 + (os.getpid() % 400) * 4)
+    pool.up(3, T, base_port=lab_base_port())
     try:
         wait_for(lambda: all(r.get("phase") == "NORMAL" for r in pool.status())
                  and any(r.get("master") for r in pool.status()), 60,

@@ -43,7 +43,7 @@ from hacluster.node.watchdog_device import (
     device_timeout,
 )
 
-from ..conftest import wait_for
+from ..conftest import lab_base_port, wait_for
 
 STANDIN = Path(__file__).with_name("watchdog_standin.py")
 T = 3.0
@@ -184,7 +184,7 @@ def one_host_lab(tmp_path: Path, device: Path) -> LocalLab:
     lab = LocalLab(tmp_path / "lab")
     lab.provision(1, T)
     lab.prepare(1)
-    lab.configure(1, T, 25000 + (os.getpid() % 500) * 4)
+    lab.configure(1, T, lab_base_port())
     with (lab.host_dir(0) / "node.toml").open("a") as toml:
         toml.write(f'watchdog_device = "{device}"\n')
     lab.start(0, armed=True)
