@@ -62,14 +62,21 @@ MAX_DENIED = 1000
 MAX_ID = 200  # characters of a credential id
 MAX_VM_ID = 128  # characters of an installed VM's uuid
 REBALANCE_MODES = ("auto", "manual", "")  # other-config:ha-rebalance ("": manual)
+DEFAULT_HEARTBEAT_SR = "heartbeat-sr"  # the SR node.toml's 'sr' names: a pool's first
+MAX_SR_ID = 128  # characters of a heartbeat SR's uuid
 
 
 @dataclass(frozen=True)
 class HASettings:
     enabled: bool = False
     timeout: float = 60.0  # ha-config:timeout, T
-    heartbeat_sr: str = ""  # uuid of the heartbeat SR
+    heartbeat_sr: str = ""  # uuid of the heartbeat SR ("": the default one)
     sr_generation: int = 0  # the SR generation of this enable
+
+    @property
+    def sr(self) -> str:
+        """The heartbeat SR the pool uses (or last used, with HA off)."""
+        return self.heartbeat_sr or DEFAULT_HEARTBEAT_SR
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,9 @@ def _ha_enable(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
         raise PoolError(f"ha-config:timeout={timeout!r}: {error}") from None
     if not isinstance(sr, str) or not sr or not isinstance(generation, int):
         raise PoolError("ha-enable needs the heartbeat SR and its new generation")
+    if len(sr) > MAX_SR_ID or not sr.isprintable():
+        raise PoolError(f"heartbeat SR uuid {sr[:40]!r}: at most {MAX_SR_ID} printable "
+                        "characters")
     return replace(db, ha=HASettings(True, float(timeout), sr, generation))
 
 

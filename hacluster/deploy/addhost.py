@@ -132,7 +132,8 @@ def _write(directory: Path, model: Path, table: dict[str, Any], host: NewHost, c
         agent_port=table["agent_port"], mgmt_port=table["mgmt_port"], pool=table["pool"],
         ca=table["ca"], secret_file=table["secret_file"], vm_dir=table["vm_dir"],
         guest_lock=table.get("guest_lock", True),
-        unsafe_watchdog_delay=table.get("unsafe_watchdog_delay"))
+        unsafe_watchdog_delay=table.get("unsafe_watchdog_delay"),
+        heartbeat_srs=table.get("heartbeat_srs", {}))
     key = read_key(model / table["key_file"])
     config = poolfiles.write_candidate(directory, host.addresses, settings, key, ca,
                                        host_uuid, name, memory)

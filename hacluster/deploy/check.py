@@ -43,7 +43,6 @@ from cryptography.exceptions import InvalidSignature
 from hacluster.core.events import SlotCorrupt
 from hacluster.core.messages import Report
 from hacluster.core.timing import Inequality, TimingError
-from hacluster.deploy.volume import MIN_SIZE, MiB, Volume, probe
 from hacluster.mgmt.tls import CertFiles, TLSError, load_certificate, server_context
 from hacluster.model.address import Address, ConfigError
 from hacluster.node.config import Candidate, NodeConfig, load_node
@@ -59,6 +58,7 @@ from hacluster.storage.sr import (
     decode_slot,
     slot_offset,
 )
+from hacluster.storage.volume import MIN_SIZE, MiB, Volume, probe
 from hacluster.wire.codec import Sealer
 
 EXPIRY_WARNING = datetime.timedelta(days=30)

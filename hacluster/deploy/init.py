@@ -18,7 +18,7 @@ Rules:
 * Everything is checked before anything is written: the hosts
   (:mod:`~hacluster.deploy.hostlist`), the name, ports, timeout, mode, a
   given pool file (it must list as many hosts), the output directory, and the
-  SR (:func:`~hacluster.deploy.volume.require`: reachable, big enough,
+  SR (:func:`~hacluster.storage.volume.require`: reachable, big enough,
   ``O_DIRECT``, empty unless forced). Files are written into a temporary
   directory beside the output, each host's ``node.toml`` is read back by the
   node's own loader, the directory is renamed into place and only then is
@@ -43,12 +43,12 @@ from hacluster.core.timing import Timing, TimingError
 from hacluster.deploy import poolfiles
 from hacluster.deploy.hostlist import NewHost
 from hacluster.deploy.poolfiles import NodeSettings
-from hacluster.deploy.volume import Volume, format_volume, new_generation, probe, require
 from hacluster.model import poolfile
 from hacluster.model.address import ConfigError
 from hacluster.model.poolfile import MAX_NAME, PoolFile
 from hacluster.node.config import MAX_TIMEOUT, load
 from hacluster.storage.sr import PoolState, max_pool_hosts
+from hacluster.storage.volume import Volume, format_volume, new_generation, probe, require
 from hacluster.wire.codec import new_pool_key
 
 DEFAULT_HEARTBEAT_PORT = 7000  # UDP, every heartbeat network

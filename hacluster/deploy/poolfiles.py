@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hacluster.mgmt.tls import CertFiles, create_pool_ca, issue_certificate
@@ -63,6 +63,7 @@ class NodeSettings:
     http_port: int | None = None  # health, status, metrics and the status page
     http_address: str | None = None  # where they listen (None: 127.0.0.1)
     alert_dir: str | None = None  # the scripts other-config:alert-script may name
+    heartbeat_srs: Mapping[str, str] = field(default_factory=dict)  # other SRs: uuid -> path
 
 
 Hosts = Sequence[Sequence[Address]]  # per host, in index order: one address per network
@@ -146,6 +147,8 @@ def _node_file(head: list[str], settings: NodeSettings, uuid: str, name: str) ->
         fields += toml_fields(unsafe_watchdog_delay=settings.unsafe_watchdog_delay)
     if not settings.guest_lock:
         fields += toml_fields(guest_lock=False)
+    if settings.heartbeat_srs:
+        fields += toml_fields(heartbeat_srs=dict(settings.heartbeat_srs))
     return "\n".join(fields) + "\n"
 
 

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hacluster.deploy.volume import new_generation
 from hacluster.lab import members
 from hacluster.lab.local import LabError, LocalLab
 from hacluster.lab.open import open_lab, reporting_bad_input
 from hacluster.lab.render import status_table
 from hacluster.node.config import Candidate, load, load_node, read_key
 from hacluster.storage.sr import format_sr
+from hacluster.storage.volume import new_generation
 
 
 def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

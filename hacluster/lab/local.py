@@ -23,12 +23,16 @@ Rules:
   the lab's ``pool.key``), as real hosts do: a key rotation
   (``hactl pool-key-rotate``) rewrites each host's files in turn.
 * The lab's files are written by :mod:`hacluster.deploy.poolfiles` and its SR
-  checked and formatted by :mod:`hacluster.deploy.volume`, as ``hacluster pool
+  checked and formatted by :mod:`hacluster.storage.volume`, as ``hacluster pool
   init`` does for real hosts: the pool key, the pool secret and every private
   key are created mode 0600, never wider for a moment. The pool CA's private
   key never enters the lab directory, which containers mount: it is kept
   beside it, in :attr:`LocalLab.ca_key_dir` (``DIR-ca``, mode 0700), and only
   ``tls/ca.pem`` is copied in.
+* Beside the SR every lab has an empty spare one (``spare.sr``, uuid
+  ``spare-sr`` in every ``node.toml``'s ``heartbeat_srs``; not with ``--sr
+  iscsi``): ``hactl pool-ha-enable heartbeat-sr-uuids=spare-sr`` moves the pool
+  onto it.
 * Network faults need network namespaces: this backend refuses them clearly.
 * ``up(sr="iscsi")`` (root) serves the SR file as an iSCSI LUN and points each
   host at its own initiator's view of it (:mod:`hacluster.lab.iscsi`);
@@ -58,7 +62,6 @@ from hacluster.core.pool import PoolError
 from hacluster.deploy import poolfiles
 from hacluster.deploy.init import DEFAULT_SLOTS
 from hacluster.deploy.poolfiles import NodeSettings
-from hacluster.deploy.volume import create_sr_file, format_volume, new_generation, probe, require
 from hacluster.lab.poll import wait_until
 from hacluster.lab.workloads import VM_SR, write_pool
 from hacluster.mgmt.tls import CA_CERT_FILE, CA_KEY_FILE, CertFiles
@@ -66,8 +69,11 @@ from hacluster.model.address import Address
 from hacluster.node.daemon import query_status
 from hacluster.node.keyfiles import read_key
 from hacluster.storage.sr import PoolState, max_pool_hosts
+from hacluster.storage.volume import create_sr_file, format_volume, new_generation, probe, require
 
 SR_FILE = "heartbeat.sr"  # sparse: the heartbeat region and 8 MiB of metadata region
+SPARE_SR_FILE = "spare.sr"  # an empty volume the pool may move its heartbeat SR to
+SPARE_SR = "spare-sr"  # its uuid (node.toml's heartbeat_srs)
 
 
 def members(data: dict[str, Any]) -> list[int]:
@@ -227,6 +233,9 @@ class LocalLab:
         sr = self.root / SR_FILE
         sr.unlink(missing_ok=True)  # a lab brought down leaves its SR: a new one, formatted
         create_sr_file(sr)
+        spare = self.root / SPARE_SR_FILE
+        spare.unlink(missing_ok=True)
+        create_sr_file(spare)
         volume = probe(sr)
         require(volume, allow_buffered=True)  # one machine: its page cache is shared
         format_volume(volume, slots, key, generation,
@@ -277,7 +286,8 @@ class LocalLab:
             guest_lock=chosen["guest_lock"],
             unsafe_watchdog_delay=chosen["unsafe_watchdog_delay"],
             slots=data.get("slots", 0), http_port=base_port + HTTP_PORT_OFFSET,
-            http_address=self.http_address(index, base_port), alert_dir=f"../{ALERT_DIR}")
+            http_address=self.http_address(index, base_port), alert_dir=f"../{ALERT_DIR}",
+            heartbeat_srs={} if data.get("iscsi") else {SPARE_SR: f"../{SPARE_SR_FILE}"})
 
     def http_address(self, index: int, base_port: int) -> str | None:
         """Where host ``index`` serves HTTP: its own address if that is loopback (the

@@ -36,6 +36,10 @@ Rules (spec section 7):
   SR holds under the new key: the global block, a fresh snapshot of the
   redo log (in the other half), the anchor and the local backup; so once the
   old key is retired, nothing the pool needs is MACed with it.
+* **Moving** (:meth:`Database.move`, HA enabled on another heartbeat SR): a
+  snapshot of the database and the anchor are written to the new SR first;
+  only then do changes go there. The old SR keeps what it held (its log and
+  anchor, a generation behind the next change).
 * Blocking I/O runs in one thread of its own (not the heartbeat I/O thread).
 """
 
@@ -103,14 +107,12 @@ class Copy:
 
 class Database:
     def __init__(self, db: PoolDB, device: BlockDevice, backup: Path, key: Keys) -> None:
-        size = os.lseek(device.fd, 0, os.SEEK_END) - HEARTBEAT_REGION  # the metadata region
-        size -= size % (2 * BLOCK)  # two equal halves of whole blocks
         self.db = db
         self.snapshot = snapshot_bytes(db)  # of ``db``: what backups are made of
         self.device = device
-        self.redo = RedoLog(device, key, HEARTBEAT_REGION, size)
-        self.backup = backup
         self.key = as_ring(key)
+        self.redo = self._redo_log(device)
+        self.backup = backup
         self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pooldb")
         self.lock = asyncio.Lock()
         self.notes: list[str] = []
@@ -141,6 +143,32 @@ class Database:
         elif anchored is None or anchored < best.db.generation:
             await database._run(lambda: write_anchor(database.device, key, best.db.generation))
         return database
+
+    def _redo_log(self, device: BlockDevice) -> RedoLog:
+        """The redo log in ``device``'s metadata region (two equal halves of whole blocks)."""
+        size = os.lseek(device.fd, 0, os.SEEK_END) - HEARTBEAT_REGION
+        size -= size % (2 * BLOCK)
+        return RedoLog(device, self.key, HEARTBEAT_REGION, size)
+
+    async def move(self, sr: Path) -> None:
+        """Keep the database on the SR at ``sr`` from now on (see the rules). Raises
+        OSError or ValueError (the SR's log is ahead of this database), changing nothing."""
+        async with self.lock:
+            device = BlockDevice(sr)
+            try:
+                redo = self._redo_log(device)
+                generation, snapshot = self.db.generation, self.snapshot
+
+                def write() -> None:
+                    redo.write_snapshot(generation, snapshot)
+                    write_anchor(device, self.key, generation)
+
+                await self._run(write)
+            except BaseException:
+                device.close()
+                raise
+            old, self.device, self.redo = self.device, device, redo
+            self.io.submit(old.close)
 
     def _read_anchor(self) -> int | None:
         anchor = read_anchor(self.device, self.key)

@@ -58,6 +58,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -87,6 +88,7 @@ from hacluster.mgmt import alert_hooks
 from hacluster.mgmt.handlers import Answer, pending_audit
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
+from hacluster.mgmt.sr_move import check_new_sr
 from hacluster.mgmt.verbs import Call, lookup
 from hacluster.mgmt.vm_verbs import VMVerbs
 from hacluster.model import poolfile
@@ -96,7 +98,6 @@ PRIORITY = {"restart": 0, "best-effort": 1, "": 2}
 REDACTED = "(redacted)"
 SECRET_KEY = re.compile(r"secret|passw|token|auth|private", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"[0-9a-fA-F]{64}")  # a pool secret, a role secret's MAC
-HEARTBEAT_SR = "heartbeat-sr"  # the SR every node.toml's 'sr' names
 LEAVE_TIMEOUT = 60.0  # seconds pool-eject waits for a host to leave every liveset
 STATUS_ALERTS = 10  # the newest alerts the status verb shows
 STATUS_EVIDENCE = 12  # the newest evidence records (ha-explain) it shows
@@ -511,11 +512,7 @@ class Service(VMVerbs):
             timeout = float(timeout_text)
         except ValueError:
             raise PoolError(f"ha-config:timeout must be seconds, got {timeout_text!r}") from None
-        sr = params.get("heartbeat-sr-uuid") or HEARTBEAT_SR
-        if sr != HEARTBEAT_SR:
-            raise PoolError(f"heartbeat-sr-uuid {sr!r}: the hosts run on the heartbeat SR "
-                            f"their node.toml names ({HEARTBEAT_SR!r}, formatted by 'hacluster "
-                            "pool init'); moving a pool to another SR is not supported yet")
+        sr = self._heartbeat_sr(params)
         hosts = [h.uuid for h in db.pool.hosts]
         yield {"progress": f"checking that all {len(hosts)} hosts are live"}
         answers = await self.control.ask_all({"op": "ping"}, hosts)
@@ -524,20 +521,49 @@ class Service(VMVerbs):
             raise PoolError(f"every host must be live to enable HA; not answering: "
                             f"{', '.join(down)}")
         generation = random.getrandbits(62) | 1
+        enable = {"op": "ha-enable", "timeout": timeout, "heartbeat_sr": sr,
+                  "sr_generation": generation}
         # validate first, then write the SR, then record: a refusal changes nothing
-        database.check({"op": "ha-enable", "timeout": timeout, "heartbeat_sr": sr,
-                        "sr_generation": generation})
-        yield {"progress": "writing a new generation to the heartbeat SR"}
-        await self.control.write_generation(generation, active=True)
-        await self._commit({"op": "ha-enable", "timeout": timeout, "heartbeat_sr": sr,
-                            "sr_generation": generation})
+        database.check(enable)
+        was = self.control.heartbeat_sr()
+        if sr != was:
+            names = {h.uuid: h.name for h in db.pool.hosts}
+            async for out in check_new_sr(self.control, sr, hosts, names, generation,
+                                          "--force" in flags):
+                yield out
+            yield {"progress": f"moving the pool database from heartbeat SR {was} to {sr}"}
+            await self.control.use_sr(sr)
+        yield {"progress": f"writing a new generation to heartbeat SR {sr}"}
+        try:
+            await self.control.write_generation(generation, active=True)
+            await self._commit(enable)
+        except PoolError:
+            if sr != was:  # back where the pool was: the new SR marked unused
+                with contextlib.suppress(PoolError):
+                    await self.control.write_generation(generation, active=False)
+                await self.control.use_sr(was)
+            raise
         yield {"progress": "arming every host"}
         armed = await self.control.ask_all(
-            {"op": "ha-arm", "generation": generation, "timeout": timeout}, hosts)
+            {"op": "ha-arm", "generation": generation, "timeout": timeout, "sr": sr}, hosts)
         for host, answer in armed.items():
             name = db.pool.host(host).name
             yield {"progress": f"{name}: " + (answer if isinstance(answer, str) else "armed")}
         yield self._done(f"HA enabled: generation {generation}, timeout {timeout:g} s")
+
+    def _heartbeat_sr(self, params: Mapping[str, str]) -> str:
+        """The SR ``heartbeat-sr-uuids=`` names (one), else the one the pool last used."""
+        given = [params[name] for name in ("heartbeat-sr-uuids", "heartbeat-sr-uuid")
+                 if params.get(name)]
+        if len(given) > 1:
+            raise PoolError("give the heartbeat SR once: heartbeat-sr-uuids=UUID")
+        if not given:
+            return self._db().db.ha.sr
+        srs = [sr.strip() for sr in given[0].split(",")]
+        if len(srs) != 1 or not srs[0]:
+            raise PoolError(f"heartbeat-sr-uuids={given[0]!r}: a pool heartbeats on one SR; "
+                            "name one")
+        return srs[0]
 
     async def _pool_ha_disable(self, params: Mapping[str, str],
                                flags: tuple[str, ...]) -> Answer:

@@ -60,8 +60,11 @@ _TABLE = (
          ("param-name",)),
     Verb("pool-param-set", "set pool parameters", OPERATE, ("uuid", *POOL_SETTABLE),
          changes=True),
-    Verb("pool-ha-enable", "arm HA on every host: all hosts must be live", OPERATE,
-         ("heartbeat-sr-uuid", "ha-config:"), changes=True),
+    Verb("pool-ha-enable", "arm HA on every host: all hosts must be live; "
+         "heartbeat-sr-uuids= another SR moves the pool there (--force formats one that "
+         "holds other data)", OPERATE,
+         ("heartbeat-sr-uuids", "heartbeat-sr-uuid", "ha-config:"), flags=("--force",),
+         changes=True),
     Verb("pool-ha-disable", "disarm HA on every host (VMs keep running)", OPERATE,
          changes=True),
     Verb("pool-key-rotate", "replace the pool key on every live host, both keys accepted for "

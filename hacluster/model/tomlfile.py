@@ -68,7 +68,8 @@ def in_range(value: Any, kind: type, low: float, high: float, what: str,
 
 
 def toml_value(value: Any) -> str:
-    """``value`` (bool, int, float, str or a list of them) as a TOML value."""
+    """``value`` (bool, int, float, str, a list of them, or a table of them keyed by
+    strings) as a TOML value."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):  # JSON's escapes are TOML's; TOML also refuses a raw DEL
@@ -77,6 +78,9 @@ def toml_value(value: Any) -> str:
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return "{" + ", ".join(f"{toml_value(k)} = {toml_value(v)}"
+                               for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 

@@ -25,7 +25,12 @@ operators' tools present), all or none. ``watchdog_device`` (optional) names a
 Linux watchdog device (``/dev/watchdog``) that fences this host on top of the
 watchdog process: it must exist and not be a directory (whether it is a
 watchdog is learnt when HA starts, from its answer to the timeout ioctl).
-``http_port`` (optional) serves health, status, metrics and the status page
+``heartbeat_srs`` (optional) maps the uuids of the other SRs this host can
+use for heartbeats to their paths as it sees them (``sr`` is the path of
+:data:`~hacluster.core.pooldb.DEFAULT_HEARTBEAT_SR`, the pool's first):
+``pool-ha-enable heartbeat-sr-uuids=`` moves the pool onto one of them
+(:mod:`hacluster.node.heartbeat_sr`). ``http_port`` (optional) serves health,
+status, metrics and the status page
 (:mod:`hacluster.node.web`) on ``http_address`` (default ``127.0.0.1``): plain
 HTTP on a loopback address only; any other address needs the management API
 (its TLS and credentials guard the page). ``alert_dir`` (optional) holds the
@@ -51,6 +56,7 @@ from typing import Any
 
 from hacluster.core.node import Mode
 from hacluster.core.pool import PoolError
+from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR, MAX_SR_ID
 from hacluster.core.timing import MAX_TIMEOUT, Timing, TimingError
 from hacluster.model import poolfile
 from hacluster.model.address import Address, ConfigError
@@ -78,6 +84,7 @@ class Management:
 MGMT_FIELDS = ("mgmt_port", "tls_cert", "tls_key", "ca", "secret_file")
 HTTP_FIELDS = ("http_port", "http_address")
 HTTP_LOOPBACK = "127.0.0.1"  # where the HTTP face listens unless told
+MAX_HEARTBEAT_SRS = 16  # SRs a host may map besides 'sr'
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,18 @@ class NodeConfig:
     watchdog_device: Path | None = None  # /dev/watchdog: fences on top of the process
     http: HttpFace | None = None  # health, status, metrics and the status page
     alert_dir: Path | None = None  # the scripts other-config:alert-script may name
+    heartbeat_srs: tuple[tuple[str, Path], ...] = ()  # other heartbeat SRs: uuid, path
+
+    def sr_path(self, uuid: str) -> Path | None:
+        """Where this host opens heartbeat SR ``uuid`` (None: node.toml does not map it)."""
+        if uuid in ("", DEFAULT_HEARTBEAT_SR):
+            return self.sr
+        return dict(self.heartbeat_srs).get(uuid)
+
+    @property
+    def sr_uuids(self) -> tuple[str, ...]:
+        """Every heartbeat SR this host maps, the default first."""
+        return (DEFAULT_HEARTBEAT_SR, *(uuid for uuid, _ in self.heartbeat_srs))
 
     @property
     def capacity(self) -> int:
@@ -255,7 +274,7 @@ CANDIDATE_FIELDS = ("address", "memory")  # what it says of itself until then
 KNOWN_FIELDS = frozenset({
     *MEMBER_FIELDS, *CANDIDATE_FIELDS, "sr", "key_file", "timeout", "mode", "status_socket",
     "log", "pool", "agent_port", "vm_dir", "guest_lock", "unsafe_watchdog_delay", "uuid",
-    "name", "watchdog_device", "alert_dir", *MGMT_FIELDS, *HTTP_FIELDS})
+    "name", "watchdog_device", "alert_dir", "heartbeat_srs", *MGMT_FIELDS, *HTTP_FIELDS})
 MAX_MEMORY = 1 << 40  # MiB: a host's memory for planning
 
 
@@ -407,4 +426,28 @@ def _member(table: dict[str, Any], path: str | Path) -> NodeConfig:
         uuid=uuid,
         name=name,
         watchdog_device=_watchdog_device(table, base, where),
+        heartbeat_srs=_heartbeat_srs(table, base, where),
     )
+
+
+def _heartbeat_srs(table: dict[str, Any], base: Path, where: str) -> tuple[tuple[str, Path], ...]:
+    """``heartbeat_srs``: SR uuid -> path, every uuid printable and not the default's."""
+    srs = checked(table.get("heartbeat_srs", {}), dict, f"{where}: field 'heartbeat_srs'",
+                  ConfigError)
+    if len(srs) > MAX_HEARTBEAT_SRS:
+        raise ConfigError(f"{where}: heartbeat_srs maps {len(srs)} SRs; at most "
+                          f"{MAX_HEARTBEAT_SRS}")
+    mapped = []
+    for uuid in srs:
+        if not uuid or len(uuid) > MAX_SR_ID or not uuid.isprintable():
+            raise ConfigError(f"{where}: heartbeat_srs: an SR uuid is 1 to {MAX_SR_ID} "
+                              f"printable characters, got {brief(uuid)}")
+        if uuid == DEFAULT_HEARTBEAT_SR:
+            raise ConfigError(f"{where}: heartbeat_srs: {uuid!r} is the SR 'sr' names; "
+                              "map only the others here")
+        mapped.append((uuid, _path(srs, uuid, base, f"{where}: heartbeat_srs")))
+    paths = [str(path) for _, path in mapped] + [str(base / str(table.get("sr", "")))]
+    if len(set(paths)) != len(paths):
+        raise ConfigError(f"{where}: heartbeat_srs: two SRs at one path; each SR is a "
+                          "volume of its own")
+    return tuple(mapped)

@@ -23,6 +23,9 @@ Rules:
   on the main loop, never blocking the liveness loop), then :attr:`Node.keys`,
   which the host RPC listener and the plane read at every use.
 * ``SIGTERM`` is a clean shutdown: the host announces itself excluded first.
+* **The heartbeat SR** is the one the pool database names (this host's backup
+  of it), unless the pool moved while this host was away
+  (:mod:`hacluster.node.heartbeat_sr`); the start's log line says which.
 * **Members.** At start the SR's member table of the running generation, if
   any, gives the roster (:mod:`hacluster.node.roster`); a host the table does
   not list (it was ejected, or has not joined yet) does not start: it says so
@@ -66,6 +69,7 @@ from typing import Any
 from hacluster.core.duties import pass_interval
 from hacluster.core.events import LivesetCommitted
 from hacluster.core.node import HostCore
+from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR
 from hacluster.core.timing import Timing
 from hacluster.mgmt.roles import Credential, Role
 from hacluster.mgmt.tls import CertFiles, server_context
@@ -73,6 +77,7 @@ from hacluster.node.agent import Agent
 from hacluster.node.config import HttpFace, NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook, evidence_record
+from hacluster.node.heartbeat_sr import start_sr
 from hacluster.node.journal import Level, say
 from hacluster.node.keyfiles import store_ring
 from hacluster.node.liveness import FENCED_EXIT, Liveness, handle_or_fence
@@ -80,7 +85,7 @@ from hacluster.node.margins import MarginAlerts, margins
 from hacluster.node.master import MasterDuties
 from hacluster.node.measure import LoopLag, Samples
 from hacluster.node.networks import serve_on_other_networks
-from hacluster.node.plane import Plane
+from hacluster.node.plane import Plane, backup_path, read_backup
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.status import SharedStatus, query_status, serve_status
@@ -117,7 +122,8 @@ class Node:
         self.boot = boot
         self.log = EventLog(config.log, config.index)
         self.keys = config.keys
-        self.storage = Storage(config, self.keys)
+        sr, path = start_sr(config, self.keys, self._named_sr())
+        self.storage = Storage(config, self.keys, sr, path)
         self.loop = asyncio.get_running_loop()
         self.tasks = Supervisor(self.log.write, self._critical_exit)
         self.exit_code: asyncio.Future[int] = self.loop.create_future()
@@ -140,6 +146,14 @@ class Node:
         self.main_lag = LoopLag()
         self.web: WebFace | None = None
 
+    def _named_sr(self) -> str:
+        """The heartbeat SR this host's database backup names (a pool without the
+        management plane, or a host without a backup: the default)."""
+        config = self.config
+        known = read_backup(backup_path(config), self.keys) \
+            if config.mgmt is not None and config.pool is not None else None
+        return known.ha.sr if known is not None else DEFAULT_HEARTBEAT_SR
+
     @property
     def core(self) -> HostCore | None:
         """The liveness core (owned by the liveness loop: read its plain fields only)."""
@@ -151,7 +165,8 @@ class Node:
     async def run(self) -> int:
         config = self.config
         header = self._read_header()
-        self.log.write("start", boot=self.boot, generation=header.generation,
+        self.log.write("start", boot=self.boot, sr=self.storage.uuid,
+                       sr_path=str(self.storage.path), generation=header.generation,
                        state=header.state.name, armed=self.armed_at_start,
                        direct_io=self.storage.direct, address=str(config.address))
         if not self._take_roster(header):

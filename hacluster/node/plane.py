@@ -11,14 +11,20 @@ Rules:
   database (the newest copy, :class:`~hacluster.mgmt.database.Database`); a
   node that gains the lock records itself as master before its duties start.
 * Agent operations for the plane (authenticated RPC between hosts): ``ping``,
-  ``ha-arm`` (generation, timeout, VMs to start), ``ha-disarm``, ``shutdown``,
+  ``ha-arm`` (generation, timeout, heartbeat SR, VMs to start), ``ha-disarm``, ``shutdown``,
   ``db-backup`` (a backup older than the one held is ignored), ``db-get``
   (a new master reads every answering host's backup along with the redo log),
-  ``pending-alerts`` and the key rotation's steps ``key-accept``,
+  ``pending-alerts``, ``sr-probe`` (what this host finds at an SR the pool may
+  move to: :func:`~hacluster.node.heartbeat_sr.describe`) and the key
+  rotation's steps ``key-accept``,
   ``key-switch``, ``key-retire``, ``key-drop`` (:meth:`Plane.key_step`; the
   master's side is :mod:`hacluster.mgmt.keyrotation`).
 * Alerts are stored and mailed by :mod:`hacluster.node.alerts`; a new master
   collects the alerts hosts raised without one (agent op ``pending-alerts``).
+* **The heartbeat SR** the database names is where it lives
+  (:meth:`Plane.use_sr` moves the master's database and lanes to another one,
+  ``ha-arm`` every host's lanes). A master with HA off that loads a copy
+  naming another SR it maps (the pool moved while it was away) reloads there.
 * With ``other-config:ha-rebalance=auto`` the master runs
   ``pool-ha-rebalance`` itself :data:`REBALANCE_SETTLE` seconds after a
   liveset commit adds hosts (one run at a time; it is audited under the
@@ -55,6 +61,7 @@ from hacluster.node.alerts import Alerts
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook
+from hacluster.node.heartbeat_sr import describe
 from hacluster.node.margins import margins
 from hacluster.node.master import Agents, Guests, MasterDuties, start_request
 from hacluster.node.networks import serve_on_other_networks
@@ -64,7 +71,7 @@ from hacluster.node.status import SharedStatus
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.members import MemberTable
 from hacluster.storage.redolog import RecordCorrupt, load_backup, reseal_backup, save_backup
-from hacluster.storage.sr import BlockDevice
+from hacluster.storage.sr import BlockDevice, GlobalBlock, PoolState, write_layout
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
 
@@ -123,7 +130,7 @@ class NodeHandle(Protocol):
 class Plane:
     KEY_OPS = frozenset({"key-accept", "key-switch", "key-retire", "key-drop"})
     AGENT_OPS = frozenset({"ping", "ha-arm", "ha-disarm", "shutdown", "db-backup",
-                           "db-get", "pending-alerts", "margins", *KEY_OPS})
+                           "db-get", "pending-alerts", "margins", "sr-probe", *KEY_OPS})
 
     def __init__(self, node: NodeHandle) -> None:
         assert node.config.mgmt is not None and node.config.pool is not None
@@ -280,6 +287,55 @@ class Plane:
     def my_uuid(self) -> str:
         return self.me
 
+    def heartbeat_sr(self) -> str:
+        """The heartbeat SR this host uses now."""
+        return self.node.storage.uuid
+
+    def move_storage(self, sr: str) -> None:
+        """Put this host's heartbeat SR lanes on SR ``sr`` (HA not running here)."""
+        storage = self.node.storage
+        if sr == storage.uuid:
+            return
+        if self.node.core is not None:
+            raise PoolError(f"HA runs here on heartbeat SR {storage.uuid!r}: it cannot move "
+                            f"to {sr!r} before it is disarmed")
+        path = self.config.sr_path(sr)
+        if path is None:
+            raise PoolError(f"node.toml maps no path for heartbeat SR {sr!r} (add it under "
+                            "[heartbeat_srs])")
+        storage.move(sr, path)
+        self.node.log.write("heartbeat-sr", sr=sr, path=str(path))
+
+    async def use_sr(self, sr: str) -> None:
+        """The master's move to heartbeat SR ``sr``: the database first, then its lanes."""
+        path = self.config.sr_path(sr)
+        if path is None or self.database is None:
+            raise PoolError(f"cannot move to heartbeat SR {sr!r}: no path for it here, or "
+                            "this host holds no database")
+        await self.database.move(path)
+        self.move_storage(sr)
+
+    async def prepare_sr(self, sr: str, generation: int) -> None:
+        """Format SR ``sr`` for ``generation``: every slot emptied, the global block
+        written INVALID (not in use yet) so the hosts can show they share it."""
+        path = self.config.sr_path(sr)
+        if path is None:
+            raise PoolError(f"node.toml maps no path for heartbeat SR {sr!r}")
+        header = GlobalBlock(generation, PoolState.INVALID, None, self.config.capacity)
+        keys = self.node.keys
+
+        def write() -> None:
+            device = BlockDevice(path)
+            try:
+                write_layout(device, header, keys)
+            finally:
+                device.close()
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as error:
+            raise PoolError(f"could not format heartbeat SR {sr!r} at {path}: {error}") from None
+
     async def member_table(self) -> MemberTable:
         """The SR's member table of the running generation, else what the roster says."""
         generation = self.known.ha.sr_generation if self.database is None \
@@ -320,7 +376,7 @@ class Plane:
     async def _open(self) -> Database:
         return await self._take(await self._load())
 
-    async def _load(self) -> Database:
+    async def _load(self, followed: bool = False) -> Database:
         """The newest copy: the SR's redo log, this host's backup, other hosts' backups."""
         live = self.node.live_hosts()  # with HA on, the dead are out of it already
         others = sorted((live if live is not None else {h.uuid for h in self.seed.pool.hosts})
@@ -329,10 +385,19 @@ class Plane:
         copies = [(f"the backup of {host}", bytes(answer["payload"]))
                   for host, answer in answers.items()
                   if isinstance(answer, dict) and answer.get("payload")]
-        database = await Database.open(self.config.sr, self.backup_path, self.node.keys,
+        storage = self.node.storage
+        database = await Database.open(storage.path, self.backup_path, self.node.keys,
                                        self.seed, copies)
         for note in database.notes:
             self.node.log.write("pooldb", text=note)
+        named = database.db.ha.sr
+        if named != storage.uuid and not followed and self.node.core is None \
+                and self.config.sr_path(named):
+            # HA off, and a newer copy says the pool moved to another SR while this
+            # host was away: keep the database there
+            database.close()
+            self.move_storage(named)
+            return await self._load(followed=True)
         return database
 
     async def _take(self, database: Database) -> Database:
@@ -552,6 +617,10 @@ class Plane:
                 return {"ok": True, "alerts": self.alerts.hand_over()}
             if op == "margins":
                 return await self._margins(request)
+            if op == "sr-probe":
+                seen = await asyncio.to_thread(describe, self.config, self.node.keys,
+                                               str(request["sr"]))
+                return {"ok": True, "current_direct": self.node.storage.direct, **seen}
             if op in self.KEY_OPS:
                 return await self.key_step(str(op), bytes(request["key"]))
         except (PoolError, RuntimeError, ValueError, TypeError, KeyError, OSError) as error:
@@ -569,6 +638,7 @@ class Plane:
 
     async def _arm(self, request: dict[str, Any]) -> dict[str, Any]:
         generation = int(request["generation"])
+        self.move_storage(str(request.get("sr") or self.heartbeat_sr()))
         storage = self.node.storage
         ok, header, error = await storage.manage(storage.header)
         if not ok:

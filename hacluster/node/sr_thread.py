@@ -19,6 +19,10 @@ Rules:
   hung (the lane's earlier request still in flight), that lane's new
   requests fail at once instead of queueing behind it.
 * All slots of the index space are read with one aligned multi-block read.
+* :meth:`Storage.move` puts both lanes on another SR (the pool moved; only
+  while HA is not running here): new threads and descriptors from then on,
+  while a request still in flight on the old ones finishes there and the old
+  descriptor closes after it.
 * The keys (the slot sealer and the ring the global block is MACed with) are
   swapped by :meth:`Storage.rekey` on the liveness loop, one reference each:
   a request in flight uses the ring it started with, the next the new one.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hacluster.core.events import SlotContent
@@ -91,20 +96,37 @@ class Lane:
         return self.thread.submit(job, self.device).result(timeout=self.deadline)
 
     def close(self) -> None:
-        self.thread.shutdown()
-        self.device.close()
+        """Close the descriptor after any request still in the thread; never waits."""
+        self.thread.submit(self.device.close)
+        self.thread.shutdown(wait=False)
 
 
 class Storage:
     """The heartbeat SR: slot I/O on the liveness lane, the rest on the management lane."""
 
-    def __init__(self, config: NodeConfig, keys: KeyRing) -> None:
+    def __init__(self, config: NodeConfig, keys: KeyRing, uuid: str, path: Path) -> None:
         self.config = config
         self.rekey(keys)
-        self.liveness = Lane(str(config.sr), "storage", config.timing.io_deadline)
-        self.management = Lane(str(config.sr), "storage-mgmt", MANAGEMENT_DEADLINE)
+        self.uuid, self.path = uuid, path  # the SR in use, and where this host opens it
+        self.liveness = Lane(str(path), "storage", config.timing.io_deadline)
+        self.management = Lane(str(path), "storage-mgmt", MANAGEMENT_DEADLINE)
 
     generation: int | None = None  # whose member table each slot read also reads
+
+    def move(self, uuid: str, path: Path) -> None:
+        """Use SR ``uuid`` at ``path`` from now on (HA not running here: see the rules).
+        Raises OSError, and keeps the SR in use, if the new one does not open."""
+        liveness = Lane(str(path), "storage", self.liveness.deadline)
+        try:
+            management = Lane(str(path), "storage-mgmt", MANAGEMENT_DEADLINE)
+        except OSError:
+            liveness.close()
+            raise
+        old = (self.liveness, self.management)
+        self.liveness, self.management = liveness, management
+        self.uuid, self.path = uuid, path
+        for lane in old:
+            lane.close()
 
     @property
     def direct(self) -> bool:

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from hacluster.core.pool import Pool, PoolError, Power
+from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR
 from hacluster.mgmt.database import Database
 from hacluster.mgmt.service import Service, pool_uuid
 from hacluster.mgmt.verbs import Call
 from hacluster.storage.members import Member, MemberTable
+from hacluster.storage.volume import MIN_SIZE
 from hacluster.wire.keys import KeyRing
 
 from ..conftest import LOOPTIME
@@ -53,6 +55,10 @@ class FakeControl:
         self.member_writes: list[tuple[MemberTable, int | None]] = []
         self.member_write_error: Exception | None = None
         self.evidence_records: list[dict[str, Any]] = []
+        self.on_sr = DEFAULT_HEARTBEAT_SR  # the heartbeat SR this (master) host uses
+        self.formatted: dict[str, int] = {}  # SR -> the generation prepare_sr wrote
+        self.sr_moves: list[str] = []  # use_sr's SRs, in order
+        self.write_error: PoolError | None = None  # write_generation(active=True) fails
 
     def live_hosts(self) -> frozenset[str] | None:
         return self.live
@@ -66,10 +72,36 @@ class FakeControl:
     async def ask_all(self, request: dict[str, Any],
                       hosts: list[str]) -> dict[str, dict[str, Any] | str]:
         self.asked.append((request["op"], hosts))
+        if request["op"] == "sr-probe":
+            return {h: self.answers.get(h, {}).get("sr-probe", self._probe(request["sr"]))
+                    for h in hosts}
         return {h: self.answers.get(h, {}).get(request["op"], {"ok": True}) for h in hosts}
 
+    def _probe(self, sr: str) -> dict[str, Any]:
+        """What a host finds at SR ``sr`` by default: big enough, O_DIRECT, and empty
+        until formatted (then this pool's, at the generation written)."""
+        found: dict[str, Any] = {"ok": True, "path": f"/dev/{sr}", "size": MIN_SIZE,
+                                 "direct": True, "current_direct": True}
+        if sr in self.formatted:
+            found.update(generation=self.formatted[sr], state="INVALID")
+        else:
+            found["holds"] = ""
+        return found
+
     async def write_generation(self, generation: int, active: bool) -> None:
+        if active and self.write_error is not None:
+            raise self.write_error
         self.sr.append((generation, active, self.master.db.generation))
+
+    def heartbeat_sr(self) -> str:
+        return self.on_sr
+
+    async def prepare_sr(self, sr: str, generation: int) -> None:
+        self.formatted[sr] = generation
+
+    async def use_sr(self, sr: str) -> None:
+        self.sr_moves.append(sr)
+        self.on_sr = sr
 
     async def become_master(self) -> Database:
         self.database = self.master
@@ -257,13 +289,16 @@ async def test_ha_enable_is_refused_unless_every_host_answers(control: FakeContr
     ({"ha-config:timeout": "inf"}, "timeout-ceiling"),
     ({"ha-config:timeout": "soon"}, "must be seconds"),
     ({"ha-config:colour": "red"}, "unknown HA setting"),
-    ({"heartbeat-sr-uuid": "vm-sr"}, "moving a pool to another SR is not supported yet"),
+    ({"heartbeat-sr-uuids": "sr-b,sr-c"}, "a pool heartbeats on one SR"),
+    ({"heartbeat-sr-uuids": "sr-b", "heartbeat-sr-uuid": "sr-b"}, "give the heartbeat SR once"),
+    ({"heartbeat-sr-uuids": "x" * 200}, "at most 128 printable"),
 ])
 async def test_ha_enable_with_bad_settings_writes_nothing(control: FakeControl,
                                                           params: dict[str, str],
                                                           match: str) -> None:
     await refused(control, "pool-ha-enable", match, **params)
-    assert "ha-arm" not in control.ops()
+    assert "ha-arm" not in control.ops() and "sr-probe" not in control.ops()
+    assert control.sr == [] and control.sr_moves == [] and control.master.db.generation == 1
 
 
 async def test_ha_enable_writes_the_sr_then_records_then_arms_every_host(
@@ -277,10 +312,12 @@ async def test_ha_enable_writes_the_sr_then_records_then_arms_every_host(
     assert db.generation == 2
     assert control.ops() == ["ping", "ha-arm"]
     assert [a.get("progress") for a in answers[:-1]] == [
-        "checking that all 3 hosts are live", "writing a new generation to the heartbeat SR",
+        "checking that all 3 hosts are live",
+        "writing a new generation to heartbeat SR heartbeat-sr",
         "arming every host", "host0: armed",
         "host1: the heartbeat SR holds generation 8, not 9", "host2: armed"]
     assert result(answers) == f"HA enabled: generation {generation}, timeout 30 s"
+    assert control.sr_moves == [] and "sr-probe" not in control.ops()  # no move
     await refused(control, "pool-ha-enable", "already enabled")
 
     answers = await call(control, "pool-ha-disable")
@@ -288,6 +325,81 @@ async def test_ha_enable_writes_the_sr_then_records_then_arms_every_host(
     assert control.sr[1:] == [(generation, False, 3)]  # recorded, then the SR marked invalid
     assert control.ops()[-1] == "ha-disarm"
     assert result(answers) == "HA disabled; VMs keep running"
+
+
+async def test_ha_enable_on_another_sr_checks_formats_moves_then_arms_there(
+        control: FakeControl) -> None:
+    answers = await call(control, "pool-ha-enable", **{"heartbeat-sr-uuids": "sr-b"})
+    db = control.master.db
+    generation = db.ha.sr_generation
+    assert db.ha.enabled and db.ha.heartbeat_sr == "sr-b"
+    assert control.formatted == {"sr-b": generation}  # formatted for this enable first
+    assert control.sr_moves == ["sr-b"] and control.on_sr == "sr-b"
+    assert control.sr == [(generation, True, 1)]  # on the new SR, before the record
+    assert control.ops() == ["ping", "sr-probe", "sr-probe", "ha-arm"]
+    assert [a.get("progress") for a in answers[:5]] == [
+        "checking that all 3 hosts are live", "checking heartbeat SR sr-b on all 3 hosts",
+        f"formatting heartbeat SR sr-b at /dev/sr-b for generation {generation}",
+        "heartbeat SR sr-b: every host reads the same volume",
+        "moving the pool database from heartbeat SR heartbeat-sr to sr-b"]
+    await call(control, "pool-ha-disable")
+    await call(control, "pool-ha-enable")  # re-enabled where the pool is now: no move
+    assert control.master.db.ha.heartbeat_sr == "sr-b" and control.sr_moves == ["sr-b"]
+
+
+@pytest.mark.parametrize(("host", "found", "match"), [
+    (1, {"ok": True, "error": "node.toml maps no path for SR 'sr-b'"},
+     "not usable: host1: node.toml maps no path"),
+    (2, "connection refused", "not usable: host2: connection refused"),
+    (1, {"ok": True, "path": "/dev/sdz", "size": MIN_SIZE - 4096, "direct": True,
+         "current_direct": True, "holds": ""}, "host1: /dev/sdz holds .* bytes; .* at least"),
+    (2, {"ok": True, "path": "/srv/b", "size": MIN_SIZE, "direct": False,
+         "current_direct": True, "holds": ""}, "host2: /srv/b refuses O_DIRECT"),
+    (0, {"ok": True, "path": "/dev/sdb", "size": MIN_SIZE, "direct": True,
+         "current_direct": True, "holds": "holds a heartbeat SR (another pool's, or an "
+         "earlier format's)"}, "another pool's.*refusing to format it.*--force"),
+])
+async def test_ha_enable_refuses_an_unfit_sr_changing_nothing(
+        control: FakeControl, host: int, found: dict[str, Any] | str, match: str) -> None:
+    control.answers[UUIDS[host]] = {"sr-probe": found}
+    await refused(control, "pool-ha-enable", match, **{"heartbeat-sr-uuids": "sr-b"})
+    assert control.formatted == {} and control.sr_moves == [] and control.sr == []
+    assert not control.master.db.ha.enabled and control.master.db.generation == 1
+    assert "ha-arm" not in control.ops()
+
+
+async def test_ha_enable_with_force_formats_a_volume_holding_other_data(
+        control: FakeControl) -> None:
+    found = {**control._probe("sr-b"), "holds": "is not empty (non-zero data at byte 0)"}
+    control.answers[UUIDS[0]] = {"sr-probe": found}
+    await refused(control, "pool-ha-enable", "is not empty", **{"heartbeat-sr-uuids": "sr-b"})
+    control.answers.clear()  # after the format every host reads the new generation
+    await call(control, "pool-ha-enable", "--force", **{"heartbeat-sr-uuids": "sr-b"})
+    assert control.master.db.ha.heartbeat_sr == "sr-b"
+
+
+async def test_ha_enable_refuses_an_sr_a_host_does_not_share(control: FakeControl) -> None:
+    """host2 maps sr-b to a volume of its own: after the format it reads nothing of it."""
+    own = {"ok": True, "path": "/srv/local-b", "size": MIN_SIZE, "direct": True,
+           "current_direct": True, "holds": ""}
+    control.answers[UUIDS[2]] = {"sr-probe": own}
+    await refused(control, "pool-ha-enable",
+                  r"not one volume shared by every host .*host2: reads nothing of this "
+                  r"pool at /srv/local-b: another volume",
+                  **{"heartbeat-sr-uuids": "sr-b"})
+    assert control.sr_moves == [] and control.sr == [] and not control.master.db.ha.enabled
+
+
+async def test_ha_enable_that_fails_after_the_move_moves_the_pool_back(
+        control: FakeControl) -> None:
+    control.write_error = PoolError("could not write the heartbeat SR: I/O error")
+    with pytest.raises(PoolError, match="could not write the heartbeat SR"):
+        await call(control, "pool-ha-enable", **{"heartbeat-sr-uuids": "sr-b"})
+    generation = control.formatted["sr-b"]
+    assert control.sr_moves == ["sr-b", DEFAULT_HEARTBEAT_SR]  # and back
+    assert control.sr == [(generation, False, 1)]  # the new SR marked unused
+    assert not control.master.db.ha.enabled and "ha-arm" not in control.ops()
+
 
 
 async def test_a_change_that_breaks_the_plan_is_refused_while_ha_is_on(

@@ -21,6 +21,7 @@ import pytest
 from hacluster.core.duties import HostList, Surveyed
 from hacluster.core.node import CoreConfig, HostCore, Mode
 from hacluster.core.pool import PoolError
+from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR
 from hacluster.core.timing import Timing
 from hacluster.lab.workloads import default_pool
 from hacluster.mgmt.database import Database, from_snapshot, snapshot_bytes
@@ -55,7 +56,7 @@ class FakeNode:
         self.records = Records()
         self.log: EventLog = self.records
         self.keys = config.keys
-        self.storage = Storage(config, config.keys)
+        self.storage = Storage(config, config.keys, DEFAULT_HEARTBEAT_SR, config.sr)
         self.roster = config.seed_roster()
         self.critical: list[str] = []
         self.tasks = Supervisor(self.records.write, self.critical.append)

@@ -18,6 +18,7 @@ import pytest
 
 from hacluster.core.messages import Report
 from hacluster.core.node import Mode
+from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR
 from hacluster.core.timing import Timing
 from hacluster.model.address import Address
 from hacluster.node.config import NodeConfig
@@ -42,7 +43,7 @@ def slow_storage(tmp_path: Path, fuse_medium: Mount) -> Iterator[Storage]:
         index=0, hosts=tuple((Address(f"10.9.0.{i + 1}", 7000),) for i in range(HOSTS)),
         sr=sr, key=KEY, timing=Timing.derive(5.0), mode=Mode.STATEFILE,
         status_socket=tmp_path / "status.sock", log=None)
-    storage = Storage(config, config.keys)
+    storage = Storage(config, config.keys, DEFAULT_HEARTBEAT_SR, config.sr)
     storage.set_deadline(LANE_DEADLINE)  # the management lane's is longer already
     storage.follow(GENERATION)  # each slot read also reads the member table, as when armed
     control.write_text("slow")

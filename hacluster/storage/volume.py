@@ -71,6 +71,17 @@ class Volume:
                 "table, another program's data?)")
 
 
+def pool_header(volume: Volume, keys: Keys) -> GlobalBlock | None:
+    """The global block of the pool ``keys`` belong to, if the volume holds one (its MAC
+    checks); None for an empty volume, another pool's SR or anything else."""
+    if volume.head[:len(GLOBAL_MAGIC)] != GLOBAL_MAGIC:
+        return None
+    try:
+        return GlobalBlock.decode(volume.head[:BLOCK], keys)
+    except SRError:
+        return None
+
+
 def new_generation() -> int:
     return random.SystemRandom().getrandbits(63)
 
