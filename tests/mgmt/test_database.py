@@ -84,3 +84,44 @@ async def test_the_newest_copy_wins_and_bad_copies_are_skipped(sr: Path,
     assert any("local backup skipped" in note for note in third.notes)
     assert third.db.generation == newest.generation + 1
     third.close()
+
+
+async def test_a_moved_database_lives_on_the_new_sr_and_the_old_keeps_what_it_held(
+        sr: Path, tmp_path: Path) -> None:
+    """A new master that reads only the new SR (no backups) finds every change,
+    the move's snapshot included; the old SR stays a generation behind."""
+    other = tmp_path / "other.sr"
+    format_sr(other, 3, KEY, 2, metadata=BLOCK * 64)
+    database = await Database.open(sr, tmp_path / "a.backup", KEY, start())
+    await database.commit(order(1))
+    await database.move(other)
+    await database.commit(order(2))
+    database.close()
+
+    moved = await Database.open(other, tmp_path / "none.backup", KEY, start())
+    assert moved.db.generation == 3 and moved.warnings == []  # anchored there as well
+    assert moved.db.pool.vm("vm-sql").order == 2
+    moved.close()
+    left = await Database.open(sr, tmp_path / "none2.backup", KEY, start())
+    assert left.db.generation == 2 and left.db.pool.vm("vm-sql").order == 1
+    left.close()
+
+
+async def test_a_move_that_fails_keeps_the_database_where_it_was(sr: Path,
+                                                                  tmp_path: Path) -> None:
+    database = await Database.open(sr, tmp_path / "a.backup", KEY, start())
+    with pytest.raises(OSError):
+        await database.move(tmp_path / "nowhere.sr")
+    ahead = tmp_path / "ahead.sr"  # holds a newer history of this pool: never overwritten
+    format_sr(ahead, 3, KEY, 2, metadata=BLOCK * 64)
+    newer = await Database.open(ahead, tmp_path / "b.backup", KEY, start())
+    for n in range(1, 4):
+        await newer.commit(order(n))
+    newer.close()
+    with pytest.raises(ValueError, match="older"):
+        await database.move(ahead)
+    await database.commit(order(9))  # still on the first SR
+    database.close()
+    again = await Database.open(sr, tmp_path / "none.backup", KEY, start())
+    assert again.db.pool.vm("vm-sql").order == 9
+    again.close()

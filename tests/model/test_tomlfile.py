@@ -14,7 +14,10 @@ from hacluster.model.tomlfile import toml_fields, toml_value
 
 SCALARS = (st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text()
            | st.floats(allow_nan=False))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner,
+                                                                           max_size=3),
+    max_leaves=12)
 
 
 @settings(max_examples=300, derandomize=True)  # derandomized: a failure names its input
@@ -29,4 +32,6 @@ def test_hostile_strings_stay_strings() -> None:
         assert tomllib.loads(f"x = {toml_value(text)}")["x"] == text
     assert math.isinf(tomllib.loads(f"x = {toml_value(float('inf'))}")["x"])
     with pytest.raises(TypeError, match="no TOML form"):
-        toml_value({"a": 1})
+        toml_value({1: "keys are strings"})
+    with pytest.raises(TypeError, match="no TOML form"):
+        toml_value(None)

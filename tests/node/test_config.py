@@ -103,6 +103,35 @@ def test_guest_lock_defaults_on_and_is_checked(folder: Path) -> None:
         load(write(folder, pooled + 'guest_lock = "no"\n'))
 
 
+def test_other_heartbeat_srs_are_mapped_by_uuid(folder: Path) -> None:
+    plain = load(write(folder, GOOD))
+    assert plain.sr_uuids == ("heartbeat-sr",) and plain.sr_path("") == folder / "sr.img"
+    config = load(write(folder, GOOD + 'heartbeat_srs = { sr-b = "b.img", "sr c" = '
+                                       '"/dev/sdc" }\n'))
+    assert config.sr_uuids == ("heartbeat-sr", "sr-b", "sr c")
+    assert config.sr_path("heartbeat-sr") == folder / "sr.img"
+    assert config.sr_path("sr-b") == folder / "b.img"
+    assert config.sr_path("sr c") == Path("/dev/sdc") and config.sr_path("sr-d") is None
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('heartbeat_srs = "b.img"', "'heartbeat_srs' must be a table"),
+    ('heartbeat_srs = { heartbeat-sr = "b.img" }', "is the SR 'sr' names"),
+    ('heartbeat_srs = { sr-b = "" }', "must be a file path"),
+    ('heartbeat_srs = { sr-b = 3 }', "must be a str"),
+    ('heartbeat_srs = { sr-b = "sr.img" }', "two SRs at one path"),
+    ('heartbeat_srs = { sr-b = "b.img", sr-c = "b.img" }', "two SRs at one path"),
+    ('heartbeat_srs = { "" = "b.img" }', "1 to 128 printable"),
+    (f'heartbeat_srs = {{ {"x" * 129} = "b.img" }}', "1 to 128 printable"),
+    ('heartbeat_srs = { "a\\u0007" = "b.img" }', "1 to 128 printable"),
+    ("heartbeat_srs = { " + ", ".join(f's{i} = "{i}.img"' for i in range(17)) + " }",
+     "at most 16"),
+])
+def test_bad_heartbeat_srs_are_named(folder: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(write(folder, GOOD + table + "\n"))
+
+
 def test_free_indices_slots_and_a_joined_hosts_uuid(folder: Path) -> None:
     text = GOOD.replace('"[::1]:7001"]', '[]]') + 'slots = 8\nuuid = "host-new"\nname = "new"\n'
     config = load(write(folder, text))

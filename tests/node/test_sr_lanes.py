@@ -107,3 +107,23 @@ async def test_a_lane_refuses_a_second_request_while_its_first_is_in_flight(
     assert not ok and "previous request still in flight" in error
     slots, _, error = await first
     assert slots is not None, error
+
+
+async def test_a_move_leaves_a_request_in_flight_on_the_old_sr_and_serves_the_next_on_the_new(
+        slow_storage: Storage, tmp_path: Path) -> None:
+    storage = slow_storage
+    read = asyncio.create_task(storage.read())
+    await in_flight()
+    assert not read.done()
+    other = tmp_path / "other.sr"
+    format_sr(other, HOSTS, KEY, GENERATION, metadata=BLOCK * 64)
+
+    storage.move("other-sr", other)  # does not wait for the hung-looking old lane
+
+    assert not read.done()
+    ok, error = await storage.write(report(0, 3, generation=GENERATION))
+    assert ok, f"the new SR's lane waited behind the old one's request: {error}"
+    slots, _, error = await read
+    assert slots is not None, f"the read in flight failed when its SR was left: {error}"
+    slots, _, error = await storage.read()
+    assert slots is not None and isinstance(slots[0], Report) and slots[0].seq == 3, error
