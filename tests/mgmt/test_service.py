@@ -45,6 +45,7 @@ class FakeControl:
         self.in_rule2 = False
         self.answers: dict[str, dict[str, dict[str, Any] | str]] = {}  # host -> op -> answer
         self.asked: list[tuple[str, list[str]]] = []
+        self.requests: dict[str, dict[str, Any]] = {}  # the last request of each op
         self.sr: list[tuple[int, bool, int]] = []  # (generation, active, database generation)
         self.moves: list[tuple[str, str, str]] = []
         self.powered: dict[str, tuple[Power, str | None]] = {}  # the operator's starts, stops
@@ -72,6 +73,7 @@ class FakeControl:
     async def ask_all(self, request: dict[str, Any],
                       hosts: list[str]) -> dict[str, dict[str, Any] | str]:
         self.asked.append((request["op"], hosts))
+        self.requests[request["op"]] = request
         if request["op"] == "sr-probe":
             return {h: self.answers.get(h, {}).get("sr-probe", self._probe(request["sr"]))
                     for h in hosts}
@@ -337,6 +339,7 @@ async def test_ha_enable_on_another_sr_checks_formats_moves_then_arms_there(
     assert control.sr_moves == ["sr-b"] and control.on_sr == "sr-b"
     assert control.sr == [(generation, True, 1)]  # on the new SR, before the record
     assert control.ops() == ["ping", "sr-probe", "sr-probe", "ha-arm"]
+    assert control.requests["ha-arm"]["sr"] == "sr-b"  # every host moves its lanes there
     assert [a.get("progress") for a in answers[:5]] == [
         "checking that all 3 hosts are live", "checking heartbeat SR sr-b on all 3 hosts",
         f"formatting heartbeat SR sr-b at /dev/sr-b for generation {generation}",
