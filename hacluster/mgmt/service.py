@@ -88,7 +88,7 @@ from hacluster.mgmt import alert_hooks
 from hacluster.mgmt.handlers import Answer, pending_audit
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
-from hacluster.mgmt.sr_move import check_new_sr
+from hacluster.mgmt.sr_check import check_sr
 from hacluster.mgmt.verbs import Call, lookup
 from hacluster.mgmt.vm_verbs import VMVerbs
 from hacluster.model import poolfile
@@ -526,11 +526,11 @@ class Service(VMVerbs):
         # validate first, then write the SR, then record: a refusal changes nothing
         database.check(enable)
         was = self.control.heartbeat_sr()
+        names = {h.uuid: h.name for h in db.pool.hosts}
+        async for out in check_sr(self.control, sr, hosts, names, generation,
+                                  "--force" in flags):
+            yield out
         if sr != was:
-            names = {h.uuid: h.name for h in db.pool.hosts}
-            async for out in check_new_sr(self.control, sr, hosts, names, generation,
-                                          "--force" in flags):
-                yield out
             yield {"progress": f"moving the pool database from heartbeat SR {was} to {sr}"}
             await self.control.use_sr(sr)
         yield {"progress": f"writing a new generation to heartbeat SR {sr}"}

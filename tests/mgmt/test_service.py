@@ -57,7 +57,7 @@ class FakeControl:
         self.member_write_error: Exception | None = None
         self.evidence_records: list[dict[str, Any]] = []
         self.on_sr = DEFAULT_HEARTBEAT_SR  # the heartbeat SR this (master) host uses
-        self.formatted: dict[str, int] = {}  # SR -> the generation prepare_sr wrote
+        self.formatted = {DEFAULT_HEARTBEAT_SR: 1}  # SR -> the generation last written
         self.sr_moves: list[str] = []  # use_sr's SRs, in order
         self.write_error: PoolError | None = None  # write_generation(active=True) fails
 
@@ -312,14 +312,17 @@ async def test_ha_enable_writes_the_sr_then_records_then_arms_every_host(
     generation = db.ha.sr_generation
     assert control.sr == [(generation, True, 1)]  # written before the database records it
     assert db.generation == 2
-    assert control.ops() == ["ping", "ha-arm"]
+    assert control.ops() == ["ping", "sr-probe", "sr-probe", "ha-arm"]  # checked, not moved
+    assert control.formatted == {DEFAULT_HEARTBEAT_SR: generation}
     assert [a.get("progress") for a in answers[:-1]] == [
-        "checking that all 3 hosts are live",
+        "checking that all 3 hosts are live", "checking heartbeat SR heartbeat-sr on all 3 hosts",
+        f"writing generation {generation} to heartbeat SR heartbeat-sr at /dev/heartbeat-sr "
+        "(not armed yet)", "heartbeat SR heartbeat-sr: every host reads the same volume",
         "writing a new generation to heartbeat SR heartbeat-sr",
         "arming every host", "host0: armed",
         "host1: the heartbeat SR holds generation 8, not 9", "host2: armed"]
     assert result(answers) == f"HA enabled: generation {generation}, timeout 30 s"
-    assert control.sr_moves == [] and "sr-probe" not in control.ops()  # no move
+    assert control.sr_moves == []  # no move
     await refused(control, "pool-ha-enable", "already enabled")
 
     answers = await call(control, "pool-ha-disable")
@@ -335,14 +338,14 @@ async def test_ha_enable_on_another_sr_checks_formats_moves_then_arms_there(
     db = control.master.db
     generation = db.ha.sr_generation
     assert db.ha.enabled and db.ha.heartbeat_sr == "sr-b"
-    assert control.formatted == {"sr-b": generation}  # formatted for this enable first
+    assert control.formatted["sr-b"] == generation  # formatted for this enable first
     assert control.sr_moves == ["sr-b"] and control.on_sr == "sr-b"
     assert control.sr == [(generation, True, 1)]  # on the new SR, before the record
     assert control.ops() == ["ping", "sr-probe", "sr-probe", "ha-arm"]
     assert control.requests["ha-arm"]["sr"] == "sr-b"  # every host moves its lanes there
     assert [a.get("progress") for a in answers[:5]] == [
         "checking that all 3 hosts are live", "checking heartbeat SR sr-b on all 3 hosts",
-        f"formatting heartbeat SR sr-b at /dev/sr-b for generation {generation}",
+        f"writing generation {generation} to heartbeat SR sr-b at /dev/sr-b (not armed yet)",
         "heartbeat SR sr-b: every host reads the same volume",
         "moving the pool database from heartbeat SR heartbeat-sr to sr-b"]
     await call(control, "pool-ha-disable")
@@ -366,7 +369,7 @@ async def test_ha_enable_refuses_an_unfit_sr_changing_nothing(
         control: FakeControl, host: int, found: dict[str, Any] | str, match: str) -> None:
     control.answers[UUIDS[host]] = {"sr-probe": found}
     await refused(control, "pool-ha-enable", match, **{"heartbeat-sr-uuids": "sr-b"})
-    assert control.formatted == {} and control.sr_moves == [] and control.sr == []
+    assert "sr-b" not in control.formatted and control.sr_moves == [] and control.sr == []
     assert not control.master.db.ha.enabled and control.master.db.generation == 1
     assert "ha-arm" not in control.ops()
 
@@ -712,3 +715,14 @@ async def test_pool_ha_margins_asks_every_live_host_and_checks_a_proposed_timeou
         "NORMAL", "no answer within 5 s"]
     for bad in ("nan", "-3", "0", "1e9", "soon"):
         await refused(control, "pool-ha-margins", "timeout=", timeout=bad)
+
+
+async def test_ha_enable_checks_the_sr_in_use_as_well(control: FakeControl) -> None:
+    """No move asked: host2's node.toml points 'sr' at a volume of its own."""
+    control.answers[UUIDS[2]] = {"sr-probe": {
+        "ok": True, "path": "/srv/mine", "size": MIN_SIZE, "direct": True,
+        "current_direct": True, "generation": 5, "state": "INVALID"}}
+    await refused(control, "pool-ha-enable",
+                  "heartbeat SR heartbeat-sr is not one volume shared by every host .*"
+                  "host2: reads generation 5 at /srv/mine")
+    assert not control.master.db.ha.enabled and "ha-arm" not in control.ops()

@@ -1,7 +1,7 @@
-"""``pool-ha-enable heartbeat-sr-uuids=``: checking an SR before the pool moves onto it.
+"""``pool-ha-enable``: checking the heartbeat SR (the one in use, or one to move to).
 
-Rules (the seed's requirements for a heartbeat SR, checked before anything
-of the pool changes):
+Rules (the seed's requirements for a heartbeat SR, checked at every enable
+before anything of the pool changes):
 
 * Every host of the pool (all are live: enable asks that first) answers
   ``sr-probe`` for the SR (:func:`~hacluster.node.heartbeat_sr.describe`):
@@ -9,15 +9,15 @@ of the pool changes):
   and writing, holds at least :data:`~hacluster.storage.volume.MIN_SIZE`
   bytes, and takes O_DIRECT wherever the SR in use does (a host must read
   what the others wrote, not its page cache).
-* The volume must be empty or hold this pool's global block (an SR the pool
-  used before). Another pool's SR, a file system or any other data is
-  refused unless ``--force``.
-* **Shared:** the master then formats the SR for the new generation (slots
-  emptied, the global block INVALID: not in use yet) and asks every host
-  again; each must read that generation at its path. A host that reads
-  anything else opens another volume under that name: refused. Until the
-  pool's database moves, a refusal leaves the pool exactly as it was (only
-  the new SR was written).
+* The volume must be empty or hold this pool's global block (the SR in use,
+  or one the pool used before). Another pool's SR, a file system or any
+  other data is refused unless ``--force``.
+* **Shared:** the master then writes the new generation to the SR (slots
+  emptied, the global block INVALID: not armed yet; the database's region
+  is not touched) and asks every host again; each must read that
+  generation at its path. A host that reads anything else opens another
+  volume under that name: refused. HA is off meanwhile, so the pool is as it
+  was after a refusal (its hosts start with HA off, as before).
 * Every refusal names each host at fault and what it found, with what to do.
 """
 
@@ -63,7 +63,7 @@ def _refuse(what: str, faults: dict[str, str], names: Mapping[str, str]) -> Pool
     return PoolError(f"{what}: {listed}")
 
 
-async def check_new_sr(control: SRControl, sr: str, hosts: list[str], names: Mapping[str, str],
+async def check_sr(control: SRControl, sr: str, hosts: list[str], names: Mapping[str, str],
                        generation: int, force: bool) -> Answer:
     """Check SR ``sr`` on every host, format it for ``generation`` and check that every
     host shares it (see the rules); raise :class:`PoolError` on any refusal."""
@@ -79,8 +79,8 @@ async def check_new_sr(control: SRControl, sr: str, hosts: list[str], names: Map
         raise PoolError(f"heartbeat SR {sr} at {mine['path']} {mine['holds']}: refusing to "
                         "format it. If nothing uses it, --force formats it (a pool still "
                         "using it loses its heartbeat SR)")
-    yield {"progress": f"formatting heartbeat SR {sr} at {mine['path']} for generation "
-                       f"{generation}"}
+    yield {"progress": f"writing generation {generation} to heartbeat SR {sr} at "
+                       f"{mine['path']} (not armed yet)"}
     await control.prepare_sr(sr, generation)
     again = await control.ask_all({"op": "sr-probe", "sr": sr}, hosts)
     unshared = {host: _not_shared(answer, generation) for host, answer in again.items()}
