@@ -46,6 +46,7 @@ from hacluster.core.timing import Inequality, TimingError
 from hacluster.mgmt.tls import CertFiles, TLSError, load_certificate, server_context
 from hacluster.model.address import Address, ConfigError
 from hacluster.node.config import Candidate, NodeConfig, load_node
+from hacluster.node.heartbeat_sr import describe
 from hacluster.node.margins import margins
 from hacluster.node.plane import backup_path, read_backup
 from hacluster.node.status import query_status
@@ -125,6 +126,7 @@ def check_node(path: Path) -> CheckReport:
     _config(config, candidate, report)
     _timing(config, report)
     _margins(config, report)
+    _other_srs(config, report)
     try:
         volume = probe(config.sr)
     except SRError as error:
@@ -228,6 +230,31 @@ def _margins(config: NodeConfig, report: CheckReport) -> None:
         report.add(Level.OK, "margins", f"the running daemon's measurements fit T="
                    f"{config.timing.T:g} s: the closest, {worst['what']}, uses "
                    f"{worst['used'] * 100:.0f}% of {worst['limit_name']}")
+
+
+def _other_srs(config: NodeConfig, report: CheckReport) -> None:
+    """Each SR of ``heartbeat_srs`` (where the pool may move): reachable, big enough,
+    O_DIRECT, and what it holds."""
+    for uuid, _ in config.heartbeat_srs:
+        found = describe(config, config.keys, uuid)
+        name = f"sr {uuid}"
+        if "error" in found:
+            report.add(Level.FAIL, name, str(found["error"]))
+            continue
+        where = f"{found['path']}: {found['size'] / MiB:.1f} MiB"
+        if found["size"] < MIN_SIZE:
+            report.add(Level.FAIL, name, f"{where}; a heartbeat SR needs at least "
+                       f"{MIN_SIZE // MiB} MiB")
+        elif not found["direct"]:
+            report.add(Level.WARN, name, f"{where}, refuses O_DIRECT: pool-ha-enable will "
+                       "refuse it while the SR in use takes O_DIRECT")
+        elif found.get("holds"):
+            report.add(Level.WARN, name, f"{where}, {found['holds']}: moving the pool there "
+                       "needs pool-ha-enable --force")
+        else:
+            held = (f"this pool's SR, generation {found['generation']} ({found['state']})"
+                    if "generation" in found else "empty")
+            report.add(Level.OK, name, f"{where}, O_DIRECT, {held}")
 
 
 def _sr(config: NodeConfig, volume: Volume, report: CheckReport, joined: bool) -> None:

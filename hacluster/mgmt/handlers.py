@@ -39,6 +39,7 @@ class Control(Protocol):
 
     index: int
     database: Database | None  # open on the master only
+    database_error: str  # why the database did not open here, if it did not
 
     def live_hosts(self) -> frozenset[str] | None: ...  # None while HA is off
     def armed(self) -> bool: ...
@@ -46,6 +47,8 @@ class Control(Protocol):
     async def ask_all(self, request: dict[str, Any],
                       hosts: list[str]) -> dict[str, dict[str, Any] | str]: ...
     async def write_generation(self, generation: int, active: bool) -> None: ...
+    def newest_copy(self) -> PoolDB: ...  # the newest database copy this host has seen
+    def master_without_database(self, why: str) -> None: ...  # the emergency master's SR lost
     def heartbeat_sr(self) -> str: ...  # the heartbeat SR this host uses now
     async def prepare_sr(self, sr: str, generation: int) -> None: ...  # format, unused yet
     async def use_sr(self, sr: str) -> None: ...  # the master's database and lanes move

@@ -6,14 +6,8 @@ Rules:
   the hosts; changing verbs go through :meth:`Database.commit`, so they are
   durable before they are acknowledged and refused (nothing changed) when the
   pool database says so.
-* ``pool-ha-disable`` with the heartbeat SR lost everywhere (survival rule
-  2, no master) is answered by the host reached: every host of its liveset
-  disarms cleanly, with no database record (there is none to write).
-* ``pool-ha-enable`` needs every host live (answering its agent), writes a
-  fresh generation to the heartbeat SR, records the enable, then arms every
-  host, reporting progress host by host. ``pool-ha-disable`` records the
-  disable first (so a new master would not re-arm), marks the SR invalid, then
-  disarms every host; VMs keep running.
+* ``pool-ha-enable`` and ``pool-ha-disable``: :mod:`hacluster.mgmt.ha_verbs`;
+  the VM lifecycle: :mod:`hacluster.mgmt.vm_verbs`.
 * ``host-evacuate`` first places every VM of the host on the other live,
   enabled hosts (best-fit decreasing, the restart planner's): if one does not
   fit or is not agile it is refused and nothing changes. Then the host is
@@ -58,9 +52,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import random
 import re
 import sys
 from collections.abc import Mapping
@@ -85,10 +77,11 @@ from hacluster.core.recovery import (
 )
 from hacluster.core.timing import MAX_TIMEOUT, Timing, TimingError
 from hacluster.mgmt import alert_hooks
+from hacluster.mgmt.database import RolledBack
+from hacluster.mgmt.ha_verbs import HAVerbs
 from hacluster.mgmt.handlers import Answer, pending_audit
 from hacluster.mgmt.keyrotation import rotate
 from hacluster.mgmt.roles import CredentialError, Role, check_credential_id
-from hacluster.mgmt.sr_check import check_sr
 from hacluster.mgmt.verbs import Call, lookup
 from hacluster.mgmt.vm_verbs import VMVerbs
 from hacluster.model import poolfile
@@ -104,7 +97,7 @@ STATUS_EVIDENCE = 12  # the newest evidence records (ha-explain) it shows
 WHATIF_TIMEOUT = 120.0  # seconds a what-if simulation may take
 
 
-class Service(VMVerbs):
+class Service(VMVerbs, HAVerbs):
     async def answer(self, call: Call) -> Answer:
         handler = getattr(self, "_" + call.verb.replace("-", "_"))
         if lookup(call.verb).role is Role.READ_ONLY:
@@ -498,108 +491,6 @@ class Service(VMVerbs):
         yield self._done(f"{pool.host(uuid).name} evacuated: {len(vms)} VM(s) moved; it stays "
                          "disabled (host-enable uuid=... to use it again)")
 
-    async def _pool_ha_enable(self, params: Mapping[str, str], flags: tuple[str, ...]) -> Answer:
-        database = self._db()
-        db = database.db
-        if db.ha.enabled:
-            raise PoolError("HA is already enabled; pool-ha-disable first to change its "
-                            "settings")
-        timeout_text = params.get("ha-config:timeout", str(db.ha.timeout))
-        extra = sorted(k for k in params if k.startswith("ha-config:") and k != "ha-config:timeout")
-        if extra:
-            raise PoolError(f"unknown HA setting(s) {extra}; known: ha-config:timeout")
-        try:
-            timeout = float(timeout_text)
-        except ValueError:
-            raise PoolError(f"ha-config:timeout must be seconds, got {timeout_text!r}") from None
-        sr = self._heartbeat_sr(params)
-        hosts = [h.uuid for h in db.pool.hosts]
-        yield {"progress": f"checking that all {len(hosts)} hosts are live"}
-        answers = await self.control.ask_all({"op": "ping"}, hosts)
-        down = [db.pool.host(h).name for h, a in answers.items() if isinstance(a, str)]
-        if down:
-            raise PoolError(f"every host must be live to enable HA; not answering: "
-                            f"{', '.join(down)}")
-        generation = random.getrandbits(62) | 1
-        enable = {"op": "ha-enable", "timeout": timeout, "heartbeat_sr": sr,
-                  "sr_generation": generation}
-        # validate first, then write the SR, then record: a refusal changes nothing
-        database.check(enable)
-        was = self.control.heartbeat_sr()
-        names = {h.uuid: h.name for h in db.pool.hosts}
-        async for out in check_sr(self.control, sr, hosts, names, generation,
-                                  "--force" in flags):
-            yield out
-        if sr != was:
-            yield {"progress": f"moving the pool database from heartbeat SR {was} to {sr}"}
-            await self.control.use_sr(sr)
-        yield {"progress": f"writing a new generation to heartbeat SR {sr}"}
-        try:
-            await self.control.write_generation(generation, active=True)
-            await self._commit(enable)
-        except PoolError:
-            if sr != was:  # back where the pool was: the new SR marked unused
-                with contextlib.suppress(PoolError):
-                    await self.control.write_generation(generation, active=False)
-                await self.control.use_sr(was)
-            raise
-        yield {"progress": "arming every host"}
-        armed = await self.control.ask_all(
-            {"op": "ha-arm", "generation": generation, "timeout": timeout, "sr": sr}, hosts)
-        for host, answer in armed.items():
-            name = db.pool.host(host).name
-            yield {"progress": f"{name}: " + (answer if isinstance(answer, str) else "armed")}
-        yield self._done(f"HA enabled: generation {generation}, timeout {timeout:g} s")
-
-    def _heartbeat_sr(self, params: Mapping[str, str]) -> str:
-        """The SR ``heartbeat-sr-uuids=`` names (one), else the one the pool last used."""
-        given = [params[name] for name in ("heartbeat-sr-uuids", "heartbeat-sr-uuid")
-                 if params.get(name)]
-        if len(given) > 1:
-            raise PoolError("give the heartbeat SR once: heartbeat-sr-uuids=UUID")
-        if not given:
-            return self._db().db.ha.sr
-        srs = [sr.strip() for sr in given[0].split(",")]
-        if len(srs) != 1 or not srs[0]:
-            raise PoolError(f"heartbeat-sr-uuids={given[0]!r}: a pool heartbeats on one SR; "
-                            "name one")
-        return srs[0]
-
-    async def _pool_ha_disable(self, params: Mapping[str, str],
-                               flags: tuple[str, ...]) -> Answer:
-        if self.control.database is None and self.control.rule2():
-            async for out in self._ha_disable_without_sr():
-                yield out
-            return
-        db = (await self._commit({"op": "ha-disable"}))
-        yield {"progress": "marking the heartbeat SR invalid"}
-        await self.control.write_generation(db.ha.sr_generation, active=False)
-        hosts = [h.uuid for h in db.pool.hosts]
-        yield {"progress": "disarming every host"}
-        answers = await self.control.ask_all({"op": "ha-disarm"}, hosts)
-        for host, answer in answers.items():
-            name = db.pool.host(host).name
-            yield {"progress": f"{name}: " + (answer if isinstance(answer, str) else "disarmed")}
-        yield self._done("HA disabled; VMs keep running")
-
-    async def _ha_disable_without_sr(self) -> Answer:
-        """Survival rule 2: no master, no SR, no database to record it. Every host of
-        the liveset disarms cleanly (it announces itself excluded on the network, so
-        the others drop it without a fence); VMs keep running."""
-        live = sorted(self.control.live_hosts() or ())
-        yield {"progress": f"the heartbeat SR is lost on every host (survival rule 2): "
-                           f"disarming the {len(live)} hosts of the liveset"}
-        answers = await self.control.ask_all({"op": "ha-disarm"}, live)
-        failed = {host: answer for host, answer in answers.items() if isinstance(answer, str)}
-        for host, answer in answers.items():
-            yield {"progress": f"{host}: " + (answer if isinstance(answer, str) else "disarmed")}
-        if failed:
-            raise PoolError(f"{len(failed)} host(s) did not disarm: {', '.join(failed)}; "
-                            "run host-emergency-ha-disable --force on each of them")
-        yield self._done("HA disarmed on every host without the heartbeat SR; VMs keep "
-                         "running. No database could record it: once the SR is back, run "
-                         "pool-ha-disable again so a host that restarts stays disarmed")
-
     async def _pool_key_rotate(self, params: Mapping[str, str],
                                flags: tuple[str, ...]) -> Answer:
         async for out in rotate(self.control, self._db().db):
@@ -622,7 +513,16 @@ class Service(VMVerbs):
     async def _pool_emergency_transition_to_master(self, params: Mapping[str, str],
                                                    flags: tuple[str, ...]) -> Answer:
         self._refuse_if_armed("pool-emergency-transition-to-master")
-        database = await self.control.become_master()
+        try:
+            database = await self.control.become_master()
+        except RolledBack:
+            raise
+        except (PoolError, OSError, ValueError) as error:
+            self.control.master_without_database(str(error))
+            raise PoolError(f"could not open the pool database here: {error}. If its heartbeat "
+                            "SR is lost for good, this host now answers pool-ha-enable "
+                            "heartbeat-sr-uuids=UUID: it moves the pool, and its database from "
+                            "the hosts' backups, to that SR") from None
         me = database.db.pool.hosts[self.control.index]
         if "uuid" in params and params["uuid"] != me.uuid:
             raise PoolError(f"uuid {params['uuid']} is not this host ({me.uuid})")

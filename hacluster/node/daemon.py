@@ -479,6 +479,8 @@ class Node:
             "address": str(self.config.address),
             "networks": [str(a) for a in self.config.addresses],
             "boot": self.boot,
+            "heartbeat_sr": {"uuid": self.storage.uuid, "path": str(self.storage.path),
+                             "direct": self.storage.direct},
             "vms": sorted(self.driver.running()),
             "log": self.log.stats(),
             "rpc": self.agent.stats.counts(),

@@ -153,6 +153,7 @@ class Plane:
         self._rebalance: asyncio.Task[None] | None = None
         self.server: Server | None = None  # the management API, once started
         self.last_error = ""
+        self.database_error = ""  # why the database did not open on the SR, until it does
         self.alerts = Alerts(node.log.write, node.tasks, lambda: self.database,
                              lambda: self.known, self.ask_all, node.config.alert_dir)
 
@@ -228,7 +229,14 @@ class Plane:
         return self.service.answer(call)
 
     def answers_without_master(self, verb: str) -> bool:
-        return verb == "pool-ha-disable" and self.database is None and self.rule2()
+        """pool-ha-disable in survival rule 2; pool-ha-enable (to move the pool to
+        another SR) on the master whose database did not open on its SR."""
+        if self.database is not None:
+            return False
+        if verb == "pool-ha-disable":
+            return self.rule2()
+        return verb == "pool-ha-enable" and self.node.core is None \
+            and self.known_master == self.index and bool(self.database_error)
 
     def denied_credentials(self) -> frozenset[str]:
         """The deny list of the database held here, else of the newest copy pushed here."""
@@ -287,6 +295,15 @@ class Plane:
     def my_uuid(self) -> str:
         return self.me
 
+    def newest_copy(self) -> PoolDB:
+        return self.known
+
+    def master_without_database(self, why: str) -> None:
+        """``pool-emergency-transition-to-master`` here, the database not opened (its
+        SR lost): this host answers ``pool-ha-enable`` to another SR as the master."""
+        self.known_master = self.index
+        self._not_opened(PoolError(why), alert=False)
+
     def heartbeat_sr(self) -> str:
         """The heartbeat SR this host uses now."""
         return self.node.storage.uuid
@@ -307,13 +324,18 @@ class Plane:
         self.node.log.write("heartbeat-sr", sr=sr, path=str(path))
 
     async def use_sr(self, sr: str) -> None:
-        """The master's move to heartbeat SR ``sr``: the database first, then its lanes."""
+        """The master's move to heartbeat SR ``sr``: the database first, then its lanes.
+        Holding no database (it did not open on the SR in use), it opens one there."""
         path = self.config.sr_path(sr)
-        if path is None or self.database is None:
-            raise PoolError(f"cannot move to heartbeat SR {sr!r}: no path for it here, or "
-                            "this host holds no database")
-        await self.database.move(path)
+        if path is None:
+            raise PoolError(f"node.toml maps no path for heartbeat SR {sr!r}")
+        if self.database is not None:
+            await self.database.move(path)
+            self.move_storage(sr)
+            return
+        database = await self._open_on(path)
         self.move_storage(sr)
+        await self._take(database)
 
     async def prepare_sr(self, sr: str, generation: int) -> None:
         """Format SR ``sr`` for ``generation``: every slot emptied, the global block
@@ -378,18 +400,8 @@ class Plane:
 
     async def _load(self, followed: bool = False) -> Database:
         """The newest copy: the SR's redo log, this host's backup, other hosts' backups."""
-        live = self.node.live_hosts()  # with HA on, the dead are out of it already
-        others = sorted((live if live is not None else {h.uuid for h in self.seed.pool.hosts})
-                        - {self.me})
-        answers = await self.ask_all({"op": "db-get"}, others, timeout=BACKUP_TIMEOUT)
-        copies = [(f"the backup of {host}", bytes(answer["payload"]))
-                  for host, answer in answers.items()
-                  if isinstance(answer, dict) and answer.get("payload")]
         storage = self.node.storage
-        database = await Database.open(storage.path, self.backup_path, self.node.keys,
-                                       self.seed, copies)
-        for note in database.notes:
-            self.node.log.write("pooldb", text=note)
+        database = await self._open_on(storage.path)
         named = database.db.ha.sr
         if named != storage.uuid and not followed and self.node.core is None \
                 and self.config.sr_path(named):
@@ -400,9 +412,24 @@ class Plane:
             return await self._load(followed=True)
         return database
 
+    async def _open_on(self, sr: Path) -> Database:
+        """The newest copy among the redo log of the SR at ``sr`` and the backups."""
+        live = self.node.live_hosts()  # with HA on, the dead are out of it already
+        others = sorted((live if live is not None else {h.uuid for h in self.seed.pool.hosts})
+                        - {self.me})
+        answers = await self.ask_all({"op": "db-get"}, others, timeout=BACKUP_TIMEOUT)
+        copies = [(f"the backup of {host}", bytes(answer["payload"]))
+                  for host, answer in answers.items()
+                  if isinstance(answer, dict) and answer.get("payload")]
+        database = await Database.open(sr, self.backup_path, self.node.keys, self.seed, copies)
+        for note in database.notes:
+            self.node.log.write("pooldb", text=note)
+        return database
+
     async def _take(self, database: Database) -> Database:
         """Hold ``database`` as this host's, recorded as master."""
         self.database = database
+        self.database_error = ""
         database.listeners.append(self._changed)
         if database.db.master != self.me:
             await database.commit({"op": "master", "host": self.me})
@@ -412,10 +439,12 @@ class Plane:
         return database
 
     def _not_opened(self, error: Exception, alert: bool) -> None:
-        """The database could not be opened; a refused rollback is also an alert (once)."""
+        """The database could not be opened; a refused rollback is also an alert (once).
+        Any other error lets this host, if master, move the pool to another SR."""
         text = f"could not open the pool database: {error}"
         self.node.log.write("pooldb", text=text)
         self.last_error = text
+        self.database_error = "" if isinstance(error, RolledBack) else text
         if alert and isinstance(error, RolledBack):
             self.local_alert(ROLLBACK_ALERT, self.me, str(error))
 

@@ -20,10 +20,12 @@ from hacluster.deploy.poolfiles import write_key
 from hacluster.mgmt.database import snapshot_bytes
 from hacluster.mgmt.tls import create_pool_ca, issue_certificate
 from hacluster.model.pooldata import seed
+from hacluster.model.tomlfile import toml_fields
 from hacluster.node.config import load
 from hacluster.node.keyfiles import read_key
 from hacluster.storage.redolog import save_backup
 from hacluster.storage.sr import BLOCK, PoolState, format_sr
+from hacluster.storage.volume import create_sr_file
 from hacluster.wire.codec import new_pool_key
 
 from .conftest import request
@@ -92,6 +94,27 @@ def test_an_sr_too_small_or_missing_fails(created: Created) -> None:
     created.request.sr.unlink()
     found = failures(config)
     assert "does not exist" in found["sr"] and "size" not in found
+
+
+def test_each_other_heartbeat_sr_is_checked(created: Created, tmp_path: Path) -> None:
+    config = created.host_dirs[0] / "node.toml"
+    for name in ("empty", "small", "junk"):
+        create_sr_file(tmp_path / f"{name}.sr")
+    with (tmp_path / "small.sr").open("r+b") as small:
+        small.truncate(BLOCK)
+    with (tmp_path / "junk.sr").open("r+b") as junk:
+        junk.write(b"ext4" * 1024)
+    srs = {name: str(tmp_path / f"{name}.sr") for name in ("empty", "small", "junk", "gone")}
+    with config.open("a") as node:
+        node.write(toml_fields(heartbeat_srs=srs)[0] + "\n")
+    report = {f.topic: (f.level, f.text) for f in check_node(config).findings}
+    assert report["sr empty"][0] is Level.OK and report["sr empty"][1].endswith(
+        "12.0 MiB, O_DIRECT, empty")
+    assert report["sr small"][0] is Level.FAIL and "needs at least 12 MiB" in report["sr small"][1]
+    assert report["sr junk"][0] is Level.WARN and "is not empty" in report["sr junk"][1] \
+        and "--force" in report["sr junk"][1]
+    assert report["sr gone"][0] is Level.FAIL and "does not exist" in report["sr gone"][1]
+    assert report["layout"][0] is Level.OK  # the SR in use is checked as before
 
 
 @pytest.mark.parametrize(("missing", "message"), [

@@ -105,6 +105,7 @@ def test_a_pool_moves_to_a_shared_sr_fails_over_there_and_moves_back(lab: LocalL
                          for r in lab.status()), 10 * T, "the killed host back, armed")
     starts = [e for e in lab.events() if e.get("event") == "start" and e.get("host") == boss]
     assert starts[-1]["sr"] == SPARE_SR and starts[-1]["time"] > killed
+    assert {r["heartbeat_sr"]["uuid"] for r in lab.status()} == {SPARE_SR}  # every host
 
     ok(lab, "pool-ha-disable")
     assert header(lab, SPARE_SR_FILE).state.name == "INVALID"
@@ -112,5 +113,50 @@ def test_a_pool_moves_to_a_shared_sr_fails_over_there_and_moves_back(lab: LocalL
     assert code == 0 and "moving the pool database from heartbeat SR spare-sr to " \
         "heartbeat-sr" in back, back
     assert statefile(lab) == "heartbeat-sr" and header(lab, SR_FILE).state.name == "ACTIVE"
+    for vm, instances in runs(lab.root).items():
+        assert not double_runs(instances), f"{vm} ran twice at once: {instances}"
+
+
+@pytest.fixture
+def armed_lab(tmp_path: Path) -> Iterator[LocalLab]:
+    pool = LocalLab(tmp_path / "lab")
+    pool.up(3, T, base_port=lab_base_port())
+    try:
+        wait_for(lambda: master(pool) is not None, 15 * T, "a master")
+        yield pool
+    finally:
+        pool.down()
+
+
+def test_a_pool_whose_sr_is_lost_for_good_is_moved_to_another(armed_lab: LocalLab) -> None:
+    """The SR dies under an armed pool (rule 2), HA is disabled without it, and
+    re-enabled on the spare: the master opens the database there from the hosts'
+    backups; a master kill then fails over on the spare."""
+    lab = armed_lab
+    sr = lab.root / SR_FILE
+    with sr.open("r+b") as volume:
+        volume.truncate(0)  # every read of the SR now fails on every host
+    sr.unlink()  # and it cannot be opened again
+    wait_for(lambda: all(r.get("rule2") for r in lab.status()), 10 * T, "survival rule 2")
+    out = ok(lab, "pool-ha-disable")
+    assert "run pool-ha-disable again" in out, out  # nothing could be recorded
+    wait_for(lambda: all(r.get("phase") == "HA_OFF" for r in lab.status()), 10 * T,
+             "every host disarmed")
+
+    code, _, err = hactl(lab, "pool-ha-enable", f"ha-config:timeout={T:g}")
+    assert code != 0 and "could not open the pool database on heartbeat SR heartbeat-sr" in err
+    code, _, err = hactl(lab, "pool-ha-enable", f"heartbeat-sr-uuids={SPARE_SR}",
+                         f"ha-config:timeout={T:g}")
+    assert code == 0, err
+    assert "recording the disable that could not be recorded" in err, err
+    assert statefile(lab) == SPARE_SR
+    wait_for(lambda: master(lab) is not None and all(
+        r.get("phase") == "NORMAL" for r in lab.status()), 10 * T, "HA on again, on the spare")
+
+    boss = master(lab)
+    assert boss is not None
+    lab.kill(boss)
+    wait_for(lambda: master(lab) not in (None, boss), 10 * T, "a new master")
+    wait_for(lambda: running_elsewhere(lab, boss), 10 * T, "every protected VM on a survivor")
     for vm, instances in runs(lab.root).items():
         assert not double_runs(instances), f"{vm} ran twice at once: {instances}"

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from hacluster.core.pool import Pool, PoolError, Power
-from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR
-from hacluster.mgmt.database import Database
+from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR, PoolDB
+from hacluster.mgmt.database import Database, RolledBack
 from hacluster.mgmt.service import Service, pool_uuid
 from hacluster.mgmt.verbs import Call
 from hacluster.storage.members import Member, MemberTable
@@ -60,6 +60,9 @@ class FakeControl:
         self.formatted = {DEFAULT_HEARTBEAT_SR: 1}  # SR -> the generation last written
         self.sr_moves: list[str] = []  # use_sr's SRs, in order
         self.write_error: PoolError | None = None  # write_generation(active=True) fails
+        self.database_error = ""
+        self.claimed: list[str] = []  # master_without_database's reasons
+        self.open_error: Exception | None = None  # become_master fails with it
 
     def live_hosts(self) -> frozenset[str] | None:
         return self.live
@@ -104,8 +107,17 @@ class FakeControl:
     async def use_sr(self, sr: str) -> None:
         self.sr_moves.append(sr)
         self.on_sr = sr
+        self.database = self.master  # opened there when it held none
+
+    def newest_copy(self) -> PoolDB:
+        return self.master.db
+
+    def master_without_database(self, why: str) -> None:
+        self.claimed.append(why)
 
     async def become_master(self) -> Database:
+        if self.open_error is not None:
+            raise self.open_error
         self.database = self.master
         return self.master
 
@@ -715,6 +727,51 @@ async def test_pool_ha_margins_asks_every_live_host_and_checks_a_proposed_timeou
         "NORMAL", "no answer within 5 s"]
     for bad in ("nan", "-3", "0", "1e9", "soon"):
         await refused(control, "pool-ha-margins", "timeout=", timeout=bad)
+
+
+async def lose_the_sr(control: FakeControl) -> None:
+    """HA on, then the SR lost: disarmed in rule 2, the database did not reopen."""
+    await call(control, "pool-ha-enable", **{"ha-config:timeout": "30"})
+    control.database = None
+    control.database_error = "could not open the pool database: short read at offset 0"
+    control.asked.clear()
+
+
+async def test_with_its_sr_lost_the_master_moves_the_pool_to_another(
+        control: FakeControl) -> None:
+    await lose_the_sr(control)
+    with pytest.raises(PoolError, match=r"could not open the pool database on heartbeat SR "
+                       r"heartbeat-sr \(could not open .*short read.*\): bring that SR back, "
+                       r"or name another"):
+        await call(control, "pool-ha-enable")
+    control.answers[UUIDS[1]] = {"ping": {"ok": True, "armed": True}}
+    with pytest.raises(PoolError, match="HA still runs on host1: pool-ha-disable first"):
+        await call(control, "pool-ha-enable", **{"heartbeat-sr-uuids": "sr-b"})
+    assert control.database is None and control.sr_moves == []
+
+    control.answers.clear()
+    before = control.master.db.generation
+    answers = await call(control, "pool-ha-enable", **{"heartbeat-sr-uuids": "sr-b"})
+    assert "recording the disable that could not be recorded without the heartbeat SR" in [
+        a.get("progress") for a in answers]
+    db = control.master.db
+    assert db.ha.enabled and db.ha.heartbeat_sr == "sr-b" and control.sr_moves == ["sr-b"]
+    assert db.generation == before + 2  # the disable recorded, then the enable
+    assert control.requests["ha-arm"]["sr"] == "sr-b"
+
+
+async def test_an_emergency_master_whose_sr_is_lost_says_how_to_move_the_pool(
+        control: FakeControl) -> None:
+    control.database = None
+    control.open_error = OSError("short read of 0 bytes at offset 0")
+    with pytest.raises(PoolError, match=r"short read.*this host now answers pool-ha-enable "
+                       r"heartbeat-sr-uuids=UUID"):
+        await call(control, "pool-emergency-transition-to-master")
+    assert control.claimed == ["short read of 0 bytes at offset 0"]
+    control.open_error = RolledBack("the SR's anchor says generation 9 was acknowledged")
+    with pytest.raises(RolledBack):  # never bypassed by a move
+        await call(control, "pool-emergency-transition-to-master")
+    assert len(control.claimed) == 1
 
 
 async def test_ha_enable_checks_the_sr_in_use_as_well(control: FakeControl) -> None:

@@ -201,6 +201,21 @@ def test_a_candidates_node_toml_is_checked_like_a_members(tmp_path: Path) -> Non
         load_node(member)
 
 
+def test_a_new_host_maps_the_pools_other_heartbeat_srs_before_and_after_joining(
+        tmp_path: Path) -> None:
+    created = init_pool(request(tmp_path))
+    for host in created.host_dirs:
+        with (host / "node.toml").open("a") as node:
+            node.write('heartbeat_srs = { "sr-b" = "/dev/disk/by-id/wwn-b" }\n')
+    added = add_host(AddHostRequest(created.out, f"{NEW}:7000", "newbie"))
+    candidate = load_node(added.directory / "node.toml")
+    assert isinstance(candidate, Candidate)
+    assert candidate.config.sr_path("sr-b") == Path("/dev/disk/by-id/wwn-b")
+    member = added.directory / "node.toml"
+    member.write_text(candidate.joined(3, [*MEMBERS, [f"{NEW}:7000"]], 16))
+    assert load(member).sr_path("sr-b") == Path("/dev/disk/by-id/wwn-b")
+
+
 def test_add_host_refuses_with_nothing_written(tmp_path: Path) -> None:
     created = init_pool(request(tmp_path))
     hosts = created.out / "hosts"
