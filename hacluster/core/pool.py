@@ -13,9 +13,11 @@ Rules (spec sections 1 and 8):
   :func:`agility` names every reason it is not, with what would fix it. A
   non-agile VM is pinned: its memory is overhead on its host and it can never
   be restarted elsewhere.
-* A VM is started once its process has lived 0.2 s, or with ``ready =
-  "file"`` once it created its ready file (it says it is ready): the next
-  order group, and its ``start_delay``, wait for that.
+* A VM is started once its process has lived 0.2 s, with ``ready =
+  "file"`` once it created its ready file (it says it is ready), or with
+  ``ready = "command"`` once its readiness command (the pool file's
+  ``ready_command``) exits 0: the next order group, and its ``start_delay``,
+  wait for that.
 * A VM with device classes runs only on a host that offers them all
   (:meth:`Pool.can_host`); a host's ``devices`` are the classes it offers.
 * GPU and passthrough VMs may only be best-effort: a VM with a device and
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 MAX_BEST_EFFORT_ATTEMPTS = 100
-READINESS = ("", "file")
+READINESS = ("", "file", "command")
 
 
 class PoolError(ValueError):
@@ -111,7 +113,7 @@ class VM:
     networks: tuple[str, ...] = ()
     local_cd: bool = False
     devices: tuple[str, ...] = ()  # passthrough/GPU device classes it needs
-    ready: str = ""  # "": started after 0.2 s of life; "file": when it creates its ready file
+    ready: str = ""  # "": after 0.2 s of life; "file": its ready file; "command": a check
 
     def __post_init__(self) -> None:
         if self.ready not in READINESS:

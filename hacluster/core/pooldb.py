@@ -113,6 +113,7 @@ class PoolDB:
     messages: tuple[Message, ...] = ()
     audit: tuple[AuditRecord, ...] = ()
     denied: frozenset[str] = frozenset()  # credential ids
+    ready_commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # from the file
 
     def messages_since(self, ref: int) -> tuple[Message, ...]:
         return tuple(m for m in self.messages if m.ref > ref)
@@ -180,7 +181,16 @@ def _vm_set(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     vm = db.pool.vm(str(change.get("vm", "")))
     for key, value in _fields(change).items():
         vm = _vm_field(vm, key, value)
-    return replace(db, pool=db.pool.with_vm(vm))
+    return replace(db, pool=db.pool.with_vm(_ready_checked(db, vm)))
+
+
+def _ready_checked(db: PoolDB, vm: VM) -> VM:
+    """``vm``, if its readiness can be checked: ``command`` needs a readiness command,
+    which only the pool file declares (no credential chooses what root runs)."""
+    if vm.ready == "command" and vm.uuid not in db.ready_commands:
+        raise PoolError(f"VM {vm.name}: ready=command needs its ready_command, which only "
+                        "the pool file declares; use ready=file or \"\"")
+    return vm
 
 
 def _vm_field(vm: VM, key: str, value: str) -> VM:
@@ -222,14 +232,15 @@ def _vm_install(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     vm = VM(uuid, name, int(memory), devices=devices)
     for key, value in fields.items():
         vm = _vm_field(vm, key, value)
-    return replace(db, pool=db.pool.with_vm(vm))
+    return replace(db, pool=db.pool.with_vm(_ready_checked(db, vm)))
 
 
 def _vm_uninstall(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:
     vm = db.pool.vm(str(change.get("vm", "")))
     commands = {uuid: command for uuid, command in db.commands.items() if uuid != vm.uuid}
+    ready = {uuid: command for uuid, command in db.ready_commands.items() if uuid != vm.uuid}
     vms = tuple(v for v in db.pool.vms if v.uuid != vm.uuid)
-    return replace(db, pool=replace(db.pool, vms=vms), commands=commands)
+    return replace(db, pool=replace(db.pool, vms=vms), commands=commands, ready_commands=ready)
 
 
 def _vm_power(db: PoolDB, change: Mapping[str, Any]) -> PoolDB:

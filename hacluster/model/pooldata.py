@@ -21,14 +21,16 @@ from hacluster.model.poolfile import PoolFile
 def seed(pool_file: PoolFile) -> PoolDB:
     pool = pool_file.pool
     return PoolDB(1, pool, {k: tuple(v) for k, v in pool_file.commands.items()}, pool_file.name,
-                  pool.hosts[0].uuid if pool.hosts else "")
+                  pool.hosts[0].uuid if pool.hosts else "",
+                  ready_commands={k: tuple(v) for k, v in pool_file.ready_commands.items()})
 
 
 def to_data(db: PoolDB) -> dict[str, Any]:
     return {
         "generation": db.generation,
-        "pool": poolfile.to_data(PoolFile(db.pool, {k: list(v) for k, v in
-                                                    db.commands.items()})),
+        "pool": poolfile.to_data(PoolFile(
+            db.pool, {k: list(v) for k, v in db.commands.items()},
+            ready_commands={k: list(v) for k, v in db.ready_commands.items()})),
         "name": db.name,
         "master": db.master,
         "ha": [db.ha.enabled, db.ha.timeout, db.ha.heartbeat_sr, db.ha.sr_generation],
@@ -56,7 +58,8 @@ def from_data(data: Any) -> PoolDB:
                               tuple((str(k), str(value)) for k, value in params),
                               tuple(str(f) for f in flags))
                   for r, t, c, role, n, v, params, flags in data.get("audit", [])),
-            frozenset(str(c) for c in data.get("denied", [])))
+            frozenset(str(c) for c in data.get("denied", [])),
+            {k: tuple(v) for k, v in pool_file.ready_commands.items()})
     except PoolError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:

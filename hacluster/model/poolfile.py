@@ -34,7 +34,7 @@ HOST_FIELDS = {"uuid", "name", "memory", "overhead", "enabled", "address", "devi
 SR_FIELDS = {"uuid", "name", "shared", "plugged"}
 NETWORK_FIELDS = {"uuid", "name", "plugged"}
 VM_FIELDS = {"uuid", "name", "memory", "priority", "order", "start_delay", "power", "host",
-             "disks", "networks", "local_cd", "devices", "command", "ready"}
+             "disks", "networks", "local_cd", "devices", "command", "ready", "ready_command"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class PoolFile:
     pool: Pool
     commands: dict[str, list[str]] = field(default_factory=dict)  # vm uuid -> command
     name: str = DEFAULT_NAME  # the pool's name-label (a new database starts with it)
+    ready_commands: dict[str, list[str]] = field(default_factory=dict)  # vm uuid -> check
 
 
 class _Table:
@@ -81,6 +82,7 @@ def _each(data: dict[str, Any], key: str, where: str, known: set[str],
 def parse(data: dict[str, Any], where: str) -> PoolFile:
     settings = _Table(data.get("pool", {}), f"{where}: [pool]", POOL_FIELDS)
     commands: dict[str, list[str]] = {}
+    ready_commands: dict[str, list[str]] = {}
 
     def host(t: _Table) -> Host:
         return Host(t.get("uuid", str), t.get("name", str), t.get("memory", int),
@@ -110,6 +112,13 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
                   t.strings("devices"), t.get("ready", str, ""))
         if "command" in t.data:
             commands[made.uuid] = list(t.strings("command"))
+        if (made.ready == "command") != ("ready_command" in t.data):
+            raise PoolError(f"{t.where}: ready = \"command\" and ready_command go together "
+                            "(the command that exits 0 once the VM is ready)")
+        if made.ready == "command":
+            ready_commands[made.uuid] = list(t.strings("ready_command"))
+            if not ready_commands[made.uuid]:
+                raise PoolError(f"{t.where}: ready_command is empty")
         return made
 
     try:
@@ -134,7 +143,7 @@ def parse(data: dict[str, Any], where: str) -> PoolFile:
     if not name or len(name) > MAX_NAME or not name.isprintable():
         raise PoolError(f"{where}: [pool]: name must be 1 to {MAX_NAME} printable characters, "
                         f"got {name!r}")
-    return PoolFile(pool, commands, name)
+    return PoolFile(pool, commands, name, ready_commands)
 
 
 def load(path: str | Path) -> PoolFile:
@@ -152,7 +161,9 @@ def to_data(pool_file: PoolFile) -> dict[str, Any]:
             order=v.order, start_delay=v.start_delay, power=v.power.value,
             host=v.resident or "", disks=list(v.disks), networks=list(v.networks),
             local_cd=v.local_cd, devices=list(v.devices), **extra,
-            **({"ready": v.ready} if v.ready else {})))
+            **({"ready": v.ready} if v.ready else {}),
+            **({"ready_command": pool_file.ready_commands[v.uuid]}
+               if v.uuid in pool_file.ready_commands else {})))
     named = {} if pool_file.name == DEFAULT_NAME else {"name": pool_file.name}
     return {
         "pool": dict(**named, host_failures_to_tolerate=pool.host_failures_to_tolerate,

@@ -8,8 +8,9 @@ Rules:
     "exits": [{"seq", "vm", "kind", "returncode"}, ...], "last_seq": m}`` with
     the exits still kept whose ``seq`` is above ``n``;
   - ``{"op": "start", "vm": uuid, "command": [...], "env": {...},
-    "ready_file": path}`` (process driver; ``env`` and ``ready_file`` optional:
-    with a ready file the answer waits until the VM creates it) or ``{"op":
+    "ready_file": path, "ready_command": [...]}`` (process driver; ``env``,
+    ``ready_file`` and ``ready_command`` optional: with either readiness the
+    answer waits until the VM is ready) or ``{"op":
     "start", "vm": uuid, "memory": MiB}`` (sim driver) -> ``{"ok": True, "pid": n}``;
   - ``{"op": "stop", "vm": uuid}`` -> ``{"ok": True, "kind", "returncode"}``.
 
@@ -96,7 +97,10 @@ class Agent:
         if env is not None:
             _strings(env, "env")
         ready = _field(request, "ready_file", str) if "ready_file" in request else None
-        return await self.driver.start(vm, command, env, ready)
+        check = _field(request, "ready_command", list) if "ready_command" in request else None
+        if check is not None:
+            _strings(check, "ready_command")
+        return await self.driver.start(vm, command, env, ready, ready_command=check)
 
     async def _stop(self, vm: str) -> dict[str, Any]:
         if isinstance(self.driver, SimDriver):

@@ -87,12 +87,17 @@ class Guests:
 def start_request(db: PoolDB, guests: Guests, vm: str, host: str) -> dict[str, Any]:
     """The agent request that starts ``vm`` on host ``host`` (uuid): its own command,
     else the guest program; a VM whose readiness is ``file`` is told where to say it
-    is ready (``HACLUSTER_READY_FILE``), and the agent waits for that file."""
+    is ready (``HACLUSTER_READY_FILE``), and the agent waits for that file; one whose
+    readiness is ``command`` carries the pool file's readiness command, which the
+    agent runs until it passes."""
     command = list(db.commands.get(vm, ())) or guests.command(vm, db.pool.host(host).name)
     request: dict[str, Any] = {"op": "start", "vm": vm, "command": command}
-    if db.pool.vm(vm).ready == "file":
-        ready = str(guests.vm_dir / f"{vm}.ready")
-        request |= {"env": {READY_ENV: ready}, "ready_file": ready}
+    ready = db.pool.vm(vm).ready
+    if ready == "file":
+        path = str(guests.vm_dir / f"{vm}.ready")
+        request |= {"env": {READY_ENV: path}, "ready_file": path}
+    elif ready == "command":
+        request["ready_command"] = list(db.ready_commands[vm])
     return request
 
 

@@ -15,9 +15,12 @@ Rules:
   ``PR_SET_PDEATHSIG = SIGKILL``, so the kernel kills them if the daemon dies.
   A VM counts as started once it has stayed alive for the settle time, or,
   given a ``ready_file``, once that file exists (removed before the start, so
-  an old one means nothing): the workload says it is ready. A VM that exits
-  first, or is not ready within ``ready_timeout``, did not start (it is
-  killed) and :class:`VMStartError` says which.
+  an old one means nothing): the workload says it is ready; given a
+  ``ready_command``, once that command exits 0 (run every
+  :data:`CHECK_INTERVAL`, each run killed after :data:`CHECK_TIMEOUT`, with
+  the VM's environment). A VM that exits first, or is not ready within
+  ``ready_timeout``, did not start (it is killed) and :class:`VMStartError`
+  says which, with the readiness command's last failure.
 * :class:`SimDriver` runs nothing: it accounts memory for large simulated pools.
 """
 
@@ -40,6 +43,8 @@ PR_SET_PDEATHSIG = 1
 SETTLE = 0.2
 READY_TIMEOUT = 10.0  # seconds a VM with a ready file has to say it is ready
 READY_POLL = 0.05
+CHECK_INTERVAL = 0.2  # seconds between two runs of a readiness command
+CHECK_TIMEOUT = 2.0  # a readiness command running longer has failed (it is killed)
 KEEP_EXITS = 1000
 STDERR_TAIL = 2000
 DRAIN_GRACE = 1.0
@@ -162,15 +167,53 @@ class _Child:
             self.process.kill()
 
 
-async def _ready(child: _Child, ready_file: str, timeout: float) -> bool:
-    """Wait until ``ready_file`` exists (True), the child exits, or ``timeout`` passes."""
+async def _ready(child: _Child, ready_file: str, timeout: float) -> str | None:
+    """Wait until ``ready_file`` exists (None), the child exits, or ``timeout`` passes
+    (why it is not ready)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not os.path.exists(ready_file):
         left = deadline - asyncio.get_running_loop().time()
         if child.exited.done() or left <= 0:
-            return False
+            return f"no {ready_file}"
         await asyncio.wait({child.exited}, timeout=min(READY_POLL, left))
-    return True
+    return None
+
+
+async def _checked(child: _Child, check: list[str], env: dict[str, str] | None,
+                   timeout: float) -> str | None:
+    """Run ``check`` until it exits 0 (None), the child exits, or ``timeout`` passes
+    (its last failure)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    failed: str | None = "it never ran"
+    while True:
+        left = deadline - loop.time()
+        if child.exited.done() or left <= 0:
+            return f"its readiness command did not pass: {failed}"
+        failed = await _run_check(check, env, min(CHECK_TIMEOUT, left))
+        if failed is None:
+            return None
+        await asyncio.wait({child.exited}, timeout=min(CHECK_INTERVAL, left))
+
+
+async def _run_check(check: list[str], env: dict[str, str] | None,
+                     timeout: float) -> str | None:
+    """One run of a readiness command: None if it exited 0, else why not."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *check, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env}, preexec_fn=_die_with_parent())
+    except (OSError, ValueError, subprocess.SubprocessError) as error:
+        return f"cannot run {check[0]!r}: {error}"
+    try:
+        code = await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return f"still running after {timeout:g} s"
+    return None if code == 0 else f"exit status {code}"
 
 
 class ProcessDriver(Driver):
@@ -190,14 +233,15 @@ class ProcessDriver(Driver):
         return vm in self._running or vm in self._starting
 
     async def start(self, vm: str, command: list[str], env: dict[str, str] | None = None,
-                    ready_file: str | None = None, ready_timeout: float = READY_TIMEOUT) -> int:
+                    ready_file: str | None = None, ready_timeout: float = READY_TIMEOUT,
+                    ready_command: list[str] | None = None) -> int:
         """Run ``command`` as VM ``vm`` (``env`` adds to the daemon's environment).
 
-        Returns its pid once it has stayed alive for the settle time, or once
-        ``ready_file`` exists.
+        Returns its pid once it has stayed alive for the settle time, once
+        ``ready_file`` exists, or once ``ready_command`` exits 0.
         """
         self._refuse_second_start(vm)
-        if not command:
+        if not command or ready_command == []:
             raise VMStartError(f"VM {vm}: empty command")
         if ready_file is not None:
             try:
@@ -220,8 +264,13 @@ class ProcessDriver(Driver):
                        asyncio.create_task(_keep_tail(process.stderr, tail)))
         self._starting[vm] = child
         try:
-            ready = await (self._settled(child) if ready_file is None
-                           else _ready(child, ready_file, ready_timeout))
+            if ready_command is not None:
+                not_ready = await _checked(child, ready_command, env, ready_timeout)
+            elif ready_file is not None:
+                not_ready = await _ready(child, ready_file, ready_timeout)
+            else:
+                await self._settled(child)
+                not_ready = None
         except BaseException:
             child.kill()
             raise
@@ -231,18 +280,17 @@ class ProcessDriver(Driver):
             said = await child.stderr_tail() or "(nothing on stderr)"
             raise VMStartError(f"VM {vm} exited with status {process.returncode} while "
                                f"starting: {said}")
-        if not ready:
+        if not_ready is not None:
             child.kill()
             await child.exited
-            raise VMStartError(f"VM {vm} was not ready within {ready_timeout:g} s (no "
-                               f"{ready_file}); it was killed")
+            raise VMStartError(f"VM {vm} was not ready within {ready_timeout:g} s "
+                               f"({not_ready}); it was killed")
         self._running[vm] = child
         child.watch = asyncio.create_task(self._watch(vm, child))
         return process.pid
 
-    async def _settled(self, child: _Child) -> bool:
+    async def _settled(self, child: _Child) -> None:
         await asyncio.wait({child.exited}, timeout=self.settle)
-        return True
 
     async def _watch(self, vm: str, child: _Child) -> VMExit:
         returncode = await child.exited

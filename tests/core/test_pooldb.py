@@ -101,11 +101,27 @@ def test_vms_are_installed_halted_and_uninstalled_with_their_command(db: PoolDB)
         "name-label": "gpu", "memory": "64", "devices": "gpu0, gpu1",
         "ha-restart-priority": "best-effort"}})
     assert gpu.pool.vm("vm-gpu").devices == ("gpu0", "gpu1")
-    with_command = replace(gpu, commands={"vm-new": ("sleep", "9"), "vm-sql": ("true",)})
+    with_command = replace(gpu, commands={"vm-new": ("sleep", "9"), "vm-sql": ("true",)},
+                           ready_commands={"vm-new": ("true",)})
     gone = apply(with_command, {"op": "vm-uninstall", "vm": "vm-new"})
     assert "vm-new" not in {v.uuid for v in gone.pool.vms}
-    assert gone.commands == {"vm-sql": ("true",)}
+    assert gone.commands == {"vm-sql": ("true",)} and gone.ready_commands == {}
     assert from_data(to_data(gpu)) == gpu  # the snapshot carries installed VMs
+
+
+def test_readiness_by_command_only_where_the_pool_file_gave_one(db: PoolDB) -> None:
+    for change in ({"op": "vm-set", "vm": "vm-sql", "fields": {"ready": "command"}},
+                   {"op": "vm-install", "vm": "vm-new", "fields": {
+                       "name-label": "new", "memory": "300", "ready": "command"}}):
+        with pytest.raises(PoolError, match="ready=command needs its ready_command, which "
+                                            "only the pool file declares"):
+            apply(db, change)
+    declared = replace(db, ready_commands={"vm-sql": ("pg_isready",)})
+    checked = apply(declared, {"op": "vm-set", "vm": "vm-sql", "fields": {"ready": "command"}})
+    assert checked.pool.vm("vm-sql").ready == "command"
+    back = apply(checked, {"op": "vm-set", "vm": "vm-sql", "fields": {"ready": "file"}})
+    assert back.pool.vm("vm-sql").ready == "file" and back.ready_commands == {
+        "vm-sql": ("pg_isready",)}  # kept for a later ready=command
 
 
 def test_vm_power_records_what_the_operator_did(db: PoolDB) -> None:

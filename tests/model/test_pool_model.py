@@ -24,7 +24,7 @@ from hacluster.core.pool import (
 )
 from hacluster.core.recovery import clustered_cap, memory_by_priority, recovery_plan
 from hacluster.model import poolfile
-from hacluster.model.pooldata import seed
+from hacluster.model.pooldata import from_data, seed, to_data
 from hacluster.model.synthetic import random_pool
 
 
@@ -124,6 +124,14 @@ def test_pool_file_round_trip(tmp_path: Path) -> None:
     named = poolfile.PoolFile(pool, name='prod "east" ü')
     path.write_text(poolfile.dump(named))
     assert poolfile.load(path) == named and seed(named).name == named.name
+    checked = replace(pool.vms[2], ready="command")
+    ready = poolfile.PoolFile(pool.with_vm(checked),
+                              ready_commands={checked.uuid: ["curl", "-sf", "http://[::1]/"]})
+    path.write_text(poolfile.dump(ready))
+    assert poolfile.load(path) == ready
+    db = seed(ready)
+    assert db.ready_commands == {checked.uuid: ("curl", "-sf", "http://[::1]/")}
+    assert from_data(to_data(db)) == db  # the database keeps it too
 
 
 @pytest.mark.parametrize(("text", "error"), [
@@ -138,6 +146,13 @@ def test_pool_file_round_trip(tmp_path: Path) -> None:
     ("[pool]\nname = ''\n", "name must be 1 to 64 printable"),
     ('[pool]\nname = "tab\\there"\n', "name must be 1 to 64 printable"),
     ("[pool]\nname = 7\n", "'name' must be a string"),
+    ("[[vm]]\nuuid='v'\nname='v'\nmemory=1\nready='command'\n",
+     'ready = "command" and ready_command go together'),
+    ("[[vm]]\nuuid='v'\nname='v'\nmemory=1\nready_command=['true']\n",
+     'ready = "command" and ready_command go together'),
+    ("[[vm]]\nuuid='v'\nname='v'\nmemory=1\nready='command'\nready_command=[]\n",
+     "ready_command is empty"),
+    ("[[vm]]\nuuid='v'\nname='v'\nmemory=1\nready='soon'\n", "ready must be one of"),
 ])
 def test_bad_pool_files_say_what_is_wrong(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "pool.toml"

@@ -106,6 +106,16 @@ async def test_guest_lifecycle_through_the_agent(remote: Remote, tmp_path: Path)
     assert (await remote(op="list", since=3))["exits"] == []
 
 
+async def test_a_start_with_a_readiness_command_answers_once_it_passes(
+        remote: Remote, tmp_path: Path) -> None:
+    disk, flag = tmp_path / "r.disk", tmp_path / "up"
+    took = time.monotonic()
+    answer = await remote(op="start", vm="r", command=guest(disk, "r"), env={"UP": str(flag)},
+                          ready_command=["sh", "-c", 'sleep 0.5; touch "$UP"; test -e "$UP"'])
+    assert answer["ok"] is True, answer
+    assert time.monotonic() - took >= 0.5 and flag.exists()
+
+
 async def test_driver_refusals_are_answered(remote: Remote, tmp_path: Path) -> None:
     disk = tmp_path / "a.disk"
     assert (await remote(op="start", vm="a", command=guest(disk, "a")))["ok"] is True
@@ -135,6 +145,12 @@ async def test_driver_refusals_are_answered(remote: Remote, tmp_path: Path) -> N
     ({"op": "start", "vm": "x", "command": ["sleep", "9"], "env": {"A": 1}},
      "'env' must hold only strings"),
     ({"op": "start", "vm": "x", "command": []}, "empty command"),
+    ({"op": "start", "vm": "x", "command": ["sleep", "9"], "ready_command": "true"},
+     "field 'ready_command' must be a list"),
+    ({"op": "start", "vm": "x", "command": ["sleep", "9"], "ready_command": [0]},
+     "'ready_command' must hold only strings"),
+    ({"op": "start", "vm": "x", "command": ["sleep", "9"], "ready_command": []},
+     "empty command"),
     ({"op": "stop"}, "missing field 'vm'"),
     ({"op": "stop", "vm": b"x"}, "field 'vm' must be a string, not bytes"),
 ])

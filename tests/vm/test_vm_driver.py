@@ -214,6 +214,33 @@ async def test_a_vm_with_a_ready_file_is_started_when_it_says_so(tmp_path: Path,
     assert "r" in driver.running()
 
 
+async def test_a_vm_with_a_readiness_command_is_started_once_it_passes(
+        tmp_path: Path, drivers: Drivers) -> None:
+    """The check sees the VM's environment and passes once the guest wrote its file."""
+    driver = drivers()
+    disk, ready = tmp_path / "c.disk", tmp_path / "c.ready"
+    check = ["sh", "-c", 'test -s "$HACLUSTER_READY_FILE"']
+    took = time.monotonic()
+    await driver.start("c", [*guest(disk, "c"), "--boot", "0.8"], {READY_ENV: str(ready)},
+                       ready_command=check, ready_timeout=20)
+    waited = time.monotonic() - took
+    print(f"ready after {waited:.2f} s (boot 0.8 s)")
+    assert waited >= 0.8 and "c" in driver.running()
+
+
+@pytest.mark.parametrize(("check", "said"), [
+    (["sh", "-c", "exit 4"], "its readiness command did not pass: exit status 4"),
+    (["/nonexistent/check"], "cannot run '/nonexistent/check'"),
+    (["sleep", "30"], "still running after"),
+])
+async def test_a_readiness_command_that_never_passes_fails_the_start(
+        drivers: Drivers, check: list[str], said: str) -> None:
+    driver = drivers()
+    with pytest.raises(VMStartError, match=rf"not ready within 0\.6 s \(.*{said}"):
+        await driver.start("n", ["sleep", "30"], ready_command=check, ready_timeout=0.6)
+    assert driver.running() == {}
+
+
 async def test_a_vm_never_ready_or_dying_first_did_not_start(tmp_path: Path,
                                                              drivers: Drivers) -> None:
     driver = drivers()
