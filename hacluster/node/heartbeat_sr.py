@@ -15,6 +15,10 @@ Rules:
   choice itself is :func:`choose`, pure.
 * A backup naming an SR that ``node.toml`` does not map stops the start with
   a :class:`~hacluster.model.address.ConfigError` saying what to add.
+* :func:`prepare` (the master, at ``pool-ha-enable``) writes the new
+  generation to an SR without arming it: every slot emptied, the global block
+  INVALID, so the hosts can show they share it; the database's region is not
+  touched.
 * :func:`describe` is a host's answer to ``pool-ha-enable``'s check of a new
   SR: its path here, its size, whether it takes O_DIRECT, and this pool's
   global block on it (generation, state) or what else it holds. It only reads.
@@ -26,9 +30,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hacluster.core.pool import PoolError
 from hacluster.model.address import ConfigError
 from hacluster.node.config import NodeConfig
-from hacluster.storage.sr import BlockDevice, GlobalBlock, PoolState, SRError
+from hacluster.storage.sr import BlockDevice, GlobalBlock, PoolState, SRError, write_layout
 from hacluster.storage.volume import pool_header, probe
 from hacluster.wire.keys import Keys
 
@@ -92,3 +97,19 @@ def describe(config: NodeConfig, keys: Keys, uuid: str) -> dict[str, Any]:
     else:
         found["holds"] = volume.contents() or ""
     return found
+
+
+def prepare(config: NodeConfig, keys: Keys, uuid: str, generation: int) -> None:
+    """Write ``generation`` to SR ``uuid``, not armed (see the rules; blocking)."""
+    path = config.sr_path(uuid)
+    if path is None:
+        raise PoolError(f"node.toml maps no path for heartbeat SR {uuid!r}")
+    header = GlobalBlock(generation, PoolState.INVALID, None, config.capacity)
+    try:
+        device = BlockDevice(path)
+        try:
+            write_layout(device, header, keys)
+        finally:
+            device.close()
+    except OSError as error:
+        raise PoolError(f"could not write heartbeat SR {uuid!r} at {path}: {error}") from None

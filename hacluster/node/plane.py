@@ -61,7 +61,7 @@ from hacluster.node.alerts import Alerts
 from hacluster.node.config import NodeConfig
 from hacluster.node.eventlog import EventLog
 from hacluster.node.evidence import EvidenceBook
-from hacluster.node.heartbeat_sr import describe
+from hacluster.node.heartbeat_sr import describe, prepare
 from hacluster.node.margins import margins
 from hacluster.node.master import Agents, Guests, MasterDuties, start_request
 from hacluster.node.networks import serve_on_other_networks
@@ -71,7 +71,7 @@ from hacluster.node.status import SharedStatus
 from hacluster.node.tasks import Supervisor
 from hacluster.storage.members import MemberTable
 from hacluster.storage.redolog import RecordCorrupt, load_backup, reseal_backup, save_backup
-from hacluster.storage.sr import BlockDevice, GlobalBlock, PoolState, write_layout
+from hacluster.storage.sr import BlockDevice
 from hacluster.wire import rpc
 from hacluster.wire.keys import KeyRing
 
@@ -338,25 +338,8 @@ class Plane:
         await self._take(database)
 
     async def prepare_sr(self, sr: str, generation: int) -> None:
-        """Format SR ``sr`` for ``generation``: every slot emptied, the global block
-        written INVALID (not in use yet) so the hosts can show they share it."""
-        path = self.config.sr_path(sr)
-        if path is None:
-            raise PoolError(f"node.toml maps no path for heartbeat SR {sr!r}")
-        header = GlobalBlock(generation, PoolState.INVALID, None, self.config.capacity)
-        keys = self.node.keys
-
-        def write() -> None:
-            device = BlockDevice(path)
-            try:
-                write_layout(device, header, keys)
-            finally:
-                device.close()
-
-        try:
-            await asyncio.to_thread(write)
-        except OSError as error:
-            raise PoolError(f"could not format heartbeat SR {sr!r} at {path}: {error}") from None
+        """Write ``generation`` to SR ``sr``, not armed yet (:func:`prepare`)."""
+        await asyncio.to_thread(prepare, self.config, self.node.keys, sr, generation)
 
     async def member_table(self) -> MemberTable:
         """The SR's member table of the running generation, else what the roster says."""

@@ -9,11 +9,12 @@ import pytest
 
 from hacluster.core.messages import Report
 from hacluster.core.node import Mode
+from hacluster.core.pool import PoolError
 from hacluster.core.pooldb import DEFAULT_HEARTBEAT_SR
 from hacluster.core.timing import Timing
 from hacluster.model.address import Address, ConfigError
 from hacluster.node.config import NodeConfig
-from hacluster.node.heartbeat_sr import choose, describe, start_sr
+from hacluster.node.heartbeat_sr import choose, describe, prepare, start_sr
 from hacluster.node.sr_thread import Storage
 from hacluster.storage.sr import BLOCK, PoolState, format_sr
 from hacluster.storage.volume import MIN_SIZE, create_sr_file
@@ -97,6 +98,27 @@ def test_describe_says_what_each_host_finds(tmp_path: Path) -> None:
     assert describe(config, KEY, "small")["size"] == BLOCK
     assert "does not exist" in describe(config, KEY, "missing")["error"]
     assert "maps no path for SR 'other'" in describe(config, KEY, "other")["error"]
+
+
+async def test_prepare_writes_the_generation_unarmed_and_keeps_the_database_region(
+        tmp_path: Path) -> None:
+    other = sr_file(tmp_path / "b.sr", None)
+    with other.open("r+b") as volume:  # a slot someone wrote, and a database record
+        volume.seek(BLOCK)
+        volume.write(b"old slot")
+        volume.seek(4 * 1024 * 1024)
+        volume.write(b"redo log")
+    config = config_with(tmp_path, b=other, gone=tmp_path / "nowhere.sr")
+    prepare(config, KEY, "b", 41)
+    found = describe(config, KEY, "b")
+    assert (found["generation"], found["state"]) == (41, "INVALID")
+    data = other.read_bytes()
+    assert data[BLOCK:2 * BLOCK] == bytes(BLOCK)  # the slots emptied
+    assert data[4 * 1024 * 1024:][:8] == b"redo log"  # the database's region untouched
+    with pytest.raises(PoolError, match="could not write heartbeat SR 'gone'"):
+        prepare(config, KEY, "gone", 42)
+    with pytest.raises(PoolError, match="maps no path for heartbeat SR 'c'"):
+        prepare(config, KEY, "c", 43)
 
 
 async def test_storage_moves_its_lanes_to_another_sr(tmp_path: Path) -> None:
