@@ -33,6 +33,7 @@ from hacluster.node.agent import Agent
 from hacluster.vm.driver import SimDriver
 from hacluster.wire import rpc
 from hacluster.wire.codec import new_pool_key
+from hacluster.wire.dial import PathMemory
 from hacluster.wire.listener import ConnectionGate, Listener, ListenerLimits
 from hacluster.wire.rpc import CHALLENGE, LENGTH, REQUEST, FrameError, RpcError, RpcStats
 from hacluster.wire.unpack import MAX_DEPTH, nests_within
@@ -472,3 +473,25 @@ async def test_seeded_fuzz_never_makes_a_listener_raise(pool: Pool) -> None:
             writer.write(LENGTH.pack(len(body)) + body)
             assert await closed_by_server(reader) == b""
     assert agent.stats.gate.escaped == 0 and agent.stats.bad_requests == 20
+
+
+async def test_a_call_remembers_the_network_that_took_it(pool: Pool) -> None:
+    """A first endpoint that takes TCP and never finishes TLS (a network swallowing
+    packets) is tried once: with a path memory the next calls go to the working one."""
+    tried = 0
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal tried
+        tried += 1
+        await asyncio.sleep(30)
+
+    paths = PathMemory()
+    silent = await asyncio.start_server(swallow, LOOPBACK, 0)
+    async with silent, api_listener(pool) as listening:
+        endpoints = [(LOOPBACK, int(silent.sockets[0].getsockname()[1])), listening.endpoint]
+        for _ in range(4):
+            answers = [a async for a in api.exchange(endpoints, client_context(pool.ca.cert),
+                                                     SECRET, Call("status"), paths=paths)]
+            assert answers[-1]["ok"] is True
+            await asyncio.sleep(0)
+    assert tried == 1 and paths.order(endpoints)[0] == listening.endpoint

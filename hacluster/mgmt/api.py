@@ -62,7 +62,7 @@ from hacluster.core.pool import PoolError
 from hacluster.mgmt.roles import Credential, CredentialError, authenticate, refusal
 from hacluster.mgmt.tls import peer_credential
 from hacluster.mgmt.verbs import VERBS, Call, UsageError, check, lookup
-from hacluster.wire.dial import first_open
+from hacluster.wire.dial import PathMemory, first_open
 from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.rpc import (
     LENGTH,
@@ -126,6 +126,7 @@ class Server:
     gate: ConnectionGate = field(default_factory=ConnectionGate)
     # answered calls by (verb, result): a verb not in the verb table counts as "unknown"
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    paths: PathMemory = field(default_factory=PathMemory)  # the master's network that answered
 
     def counts(self) -> dict[str, int | str]:
         """For status displays."""
@@ -255,7 +256,7 @@ class Server:
             if masters:
                 try:
                     async for answer in exchange(masters, self.client_context, self.secret,
-                                                 call, relayed=True):
+                                                 call, relayed=True, paths=self.paths):
                         yield answer
                     return
                 except Unreachable:
@@ -302,10 +303,11 @@ async def _close(streams: Streams) -> None:
 
 async def exchange(endpoints: Sequence[tuple[str, int]], context: ssl.SSLContext,
                    secret: bytes, call: Call, relayed: bool = False,
-                   timeout: float = RELAY_TIMEOUT) -> Answer:
+                   timeout: float = RELAY_TIMEOUT, paths: PathMemory | None = None) -> Answer:
     """Send ``call`` to the first of ``endpoints`` that takes a TLS connection (tried
-    in order, :data:`NEXT_ENDPOINT_DELAY` apart, :func:`~hacluster.wire.dial.first_open`);
-    yield every answer frame up to the final one. :class:`Unreachable` if none did."""
+    in order, :data:`NEXT_ENDPOINT_DELAY` apart, :func:`~hacluster.wire.dial.first_open`;
+    with ``paths``, the one that took the last call first); yield every answer frame
+    up to the final one. :class:`Unreachable` if none did."""
     where = ", ".join(f"{address}:{port}" for address, port in endpoints)
     request = {**call.message(), "relayed": relayed}
     credentials: dict[str, object] = {"secret": secret}
@@ -330,9 +332,12 @@ async def exchange(endpoints: Sequence[tuple[str, int]], context: ssl.SSLContext
 
     try:
         async with asyncio.timeout(timeout):
-            chosen, (reader, writer) = await first_open(endpoints, connect, _close,
+            tried = paths.order(endpoints) if paths is not None else list(endpoints)
+            chosen, (reader, writer) = await first_open(tried, connect, _close,
                                                         NEXT_ENDPOINT_DELAY)
-            where = "{}:{}".format(*endpoints[chosen])
+            if paths is not None:
+                paths.opened(endpoints, tried[chosen])
+            where = "{}:{}".format(*tried[chosen])
             try:
                 writer.write(hello)
                 await writer.drain()

@@ -55,6 +55,7 @@ from hacluster.node.tasks import Log, Supervisor
 from hacluster.vm.driver import READY_TIMEOUT
 from hacluster.vm.guest import READY_ENV
 from hacluster.wire import rpc
+from hacluster.wire.dial import PathMemory
 from hacluster.wire.keys import KeyRing
 from hacluster.wire.listener import CALLS_PER_PEER
 
@@ -105,7 +106,8 @@ def start_request(db: PoolDB, guests: Guests, vm: str, host: str) -> dict[str, A
 class Agents:
     """How to reach every host's agent: its addresses, one per network, per host uuid
     (in HA order, as the pool file lists the hosts: a request is bound to its target
-    by :func:`rpc.target`; a cut network is routed around by :func:`rpc.call_any`), and
+    by :func:`rpc.target`; a cut network is routed around by :func:`rpc.call_any`, and
+    the address that answered last is tried first next time), and
     where to read the pool's key ring (asked at every call: a rotation step takes
     effect at once). At most :data:`CALLS_PER_PEER` calls are in flight to one agent, under its
     listener's cap per peer address; the others wait their turn (their timeout starts
@@ -113,6 +115,8 @@ class Agents:
 
     addresses: dict[str, list[tuple[str, int]]]  # one per network, the first network first
     keys: Callable[[], KeyRing]
+    paths: PathMemory = field(default_factory=PathMemory, init=False, repr=False,
+                              compare=False)  # each host's address that answered last
     _turns: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False,
                                                  repr=False, compare=False)
 
@@ -125,7 +129,7 @@ class Agents:
         turn = self._turns.setdefault(host, asyncio.Semaphore(CALLS_PER_PEER))
         async with turn:
             return await rpc.call_any(self.addresses[host], self.keys(), request, timeout,
-                                      target=self.target(host))
+                                      target=self.target(host), paths=self.paths)
 
 
 class MasterDuties:

@@ -11,6 +11,10 @@ Rules:
   ever *sent* over more than one path.
 * If every attempt fails, the first endpoint's error is raised (the one the
   operator expects to work).
+* A :class:`PathMemory` puts first the endpoint of a host that opened last
+  (keyed by the host's endpoints), so a cut network costs its ``delay`` once,
+  not at every call; the order is otherwise kept, and a path that fails
+  costs the same delay the other way.
 """
 
 from __future__ import annotations
@@ -21,6 +25,21 @@ from typing import TypeVar
 
 E = TypeVar("E")
 T = TypeVar("T")
+
+
+class PathMemory:
+    """Which endpoint of each host opened last (see the rules)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[object, ...], object] = {}
+
+    def order(self, endpoints: Sequence[E]) -> list[E]:
+        """``endpoints``, the one that opened last first."""
+        last = self._last.get(tuple(endpoints))
+        return sorted(endpoints, key=lambda endpoint: endpoint != last)
+
+    def opened(self, endpoints: Sequence[E], endpoint: E) -> None:
+        self._last[tuple(endpoints)] = endpoint
 
 
 async def first_open(endpoints: Sequence[E], open_one: Callable[[E], Awaitable[T]],

@@ -31,10 +31,12 @@ Rules:
   oversized, too slow) gets no answer, reaches no handler and is counted in
   :class:`RpcStats`.
 * A host on several networks is called on all of its addresses
-  (:func:`call_any`): the first network is tried first, the next one
-  :data:`NEXT_PATH_DELAY` later or as soon as the first fails; the request
-  is sent over the first connection whose challenge arrives, and only over
-  it, so a cut network costs a call that much and never sends twice.
+  (:func:`call_any`): the first network is tried first (or, given a
+  :class:`~hacluster.wire.dial.PathMemory`, the one that answered last), the
+  next one :data:`NEXT_PATH_DELAY` later or as soon as the first fails; the
+  request is sent over the first connection whose challenge arrives, and only
+  over it, so a cut network costs a call that much, once with a path memory,
+  and never sends twice.
 * A handler exception, or an answer that cannot be sent (too large, not
   packable), becomes ``{"ok": False, "error": message}``. A client failure of
   any kind raises :class:`RpcError` saying what went wrong.
@@ -53,7 +55,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from hacluster.wire.dial import first_open
+from hacluster.wire.dial import PathMemory, first_open
 from hacluster.wire.keys import KeyRing, Keys, Purpose, aead, as_ring
 from hacluster.wire.listener import ConnectionGate, Listener, close_quietly, start_listener
 from hacluster.wire.unpack import Malformed, unpack
@@ -238,17 +240,22 @@ async def call(host: str, port: int, keys: Keys, request: dict[str, Any],
 
 
 async def call_any(endpoints: Sequence[tuple[str, int]], keys: Keys, request: dict[str, Any],
-                   timeout: float, *, target: bytes) -> dict[str, Any]:
+                   timeout: float, *, target: bytes,
+                   paths: PathMemory | None = None) -> dict[str, Any]:
     """:func:`call` over the first of ``endpoints`` (one host's addresses, one per
     network) to answer: each is tried :data:`NEXT_PATH_DELAY` after the one before
     or as soon as it fails, and the request goes over the first connection whose
-    challenge arrives, never over two."""
+    challenge arrives, never over two. With ``paths``, the address that answered
+    last is tried first."""
     ring = as_ring(keys)
     where = " or ".join(f"{host}:{port}" for host, port in endpoints)
+    tried = paths.order(endpoints) if paths is not None else list(endpoints)
     try:
         async with asyncio.timeout(timeout):
-            _, (reader, writer, challenge) = await first_open(
-                endpoints, lambda endpoint: _open(*endpoint), _close, NEXT_PATH_DELAY)
+            chosen, (reader, writer, challenge) = await first_open(
+                tried, lambda endpoint: _open(*endpoint), _close, NEXT_PATH_DELAY)
+            if paths is not None:
+                paths.opened(endpoints, tried[chosen])
             peer = writer.get_extra_info("peername")
             where = f"{peer[0]}:{peer[1]}" if peer else where
             try:

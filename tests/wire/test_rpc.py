@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from hacluster.wire import rpc
 from hacluster.wire.codec import new_pool_key
+from hacluster.wire.dial import PathMemory
 from hacluster.wire.listener import ConnectionGate, Listener, ListenerLimits
 from hacluster.wire.rpc import (
     CHALLENGE,
@@ -269,6 +270,36 @@ async def test_a_call_goes_around_a_network_that_swallows_packets(running: Runni
     assert answer["ok"] and running.handler.seen == [{"op": "x"}]
     print(f"around a mute first network in {waited:.3f} s")
     assert NEXT_PATH_DELAY * 0.9 <= waited < 2.0
+
+
+async def test_a_path_memory_goes_straight_to_the_network_that_answered_last(
+        running: Running) -> None:
+    """The mute network is tried once; the next calls go to the working one first, and
+    after it fails too the calls go back to trying the first."""
+    tried = 0
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal tried
+        tried += 1
+        await asyncio.sleep(30)
+
+    silent = await asyncio.start_server(mute, HOST, 0)
+    paths = PathMemory()
+    async with silent:
+        endpoints = [(HOST, silent.sockets[0].getsockname()[1]), (HOST, running.port)]
+        for n in range(5):
+            answer = await call_any(endpoints, KEY, {"op": "x", "n": n}, 5, target=TARGET,
+                                    paths=paths)
+            assert answer["ok"]
+            await asyncio.sleep(0)  # a connection to the mute server would be accepted now
+        assert tried == 1, "the mute network was tried again"
+        assert paths.order(endpoints) == endpoints[::-1]
+        running.server.close()  # now the remembered path refuses: the other is tried
+        with pytest.raises(RpcError):
+            await call_any(endpoints, KEY, {"op": "x"}, 1, target=TARGET, paths=paths)
+        assert tried == 2
+    assert [r["n"] for r in running.handler.seen] == list(range(5))
+    assert PathMemory().order(endpoints) == endpoints  # nothing remembered: in order
 
 
 async def test_a_request_is_sent_over_one_network_only(running: Running) -> None:
