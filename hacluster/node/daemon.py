@@ -388,6 +388,10 @@ class Node:
         """Host ``i``'s uuid at ``i`` ("" for an index no host holds)."""
         return [self.host_uuid(i) for i in range(self.config.capacity)]
 
+    def last_beats(self, index: int) -> list[float | None]:
+        """When host ``index``'s last heartbeat came in on each network."""
+        return self.liveness.last_beats(index)
+
     def live_hosts(self) -> frozenset[str] | None:
         core = self.core
         if core is None or not core.armed:

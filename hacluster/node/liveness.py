@@ -431,6 +431,12 @@ class Liveness:
             self.wake_at(at)
         self._report_status()
 
+    def last_beats(self, index: int) -> list[float | None]:
+        """When host ``index``'s last heartbeat arrived on each network (this loop's
+        time; None: never). Safe from another thread: one dict lookup per network."""
+        return [self._last_beat.get((network, index))
+                for network in range(len(self.config.addresses))]
+
     def _gap(self, network: int, sender: int, stamp: float) -> None:
         """The time since ``sender``'s previous heartbeat on ``network``, as the core
         sees it (batches stamped at their drain), for the margins."""

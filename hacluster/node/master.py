@@ -106,8 +106,9 @@ def start_request(db: PoolDB, guests: Guests, vm: str, host: str) -> dict[str, A
 class Agents:
     """How to reach every host's agent: its addresses, one per network, per host uuid
     (in HA order, as the pool file lists the hosts: a request is bound to its target
-    by :func:`rpc.target`; a cut network is routed around by :func:`rpc.call_any`, and
-    the address that answered last is tried first next time), and
+    by :func:`rpc.target`; a cut network is routed around by :func:`rpc.call_any`: the
+    address on the network its heartbeats come in on is tried first, else the one that
+    answered last), and
     where to read the pool's key ring (asked at every call: a rotation step takes
     effect at once). At most :data:`CALLS_PER_PEER` calls are in flight to one agent, under its
     listener's cap per peer address; the others wait their turn (their timeout starts
@@ -115,6 +116,7 @@ class Agents:
 
     addresses: dict[str, list[tuple[str, int]]]  # one per network, the first network first
     keys: Callable[[], KeyRing]
+    heard_on: Callable[[str], str] = lambda host: ""  # the address its heartbeats come to
     paths: PathMemory = field(default_factory=PathMemory, init=False, repr=False,
                               compare=False)  # each host's address that answered last
     _turns: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False,
@@ -128,8 +130,11 @@ class Agents:
             raise rpc.RpcError(f"host {host} is not in the member table read here (yet)")
         turn = self._turns.setdefault(host, asyncio.Semaphore(CALLS_PER_PEER))
         async with turn:
-            return await rpc.call_any(self.addresses[host], self.keys(), request, timeout,
-                                      target=self.target(host), paths=self.paths)
+            endpoints = self.addresses[host]
+            heard = self.heard_on(host)
+            first = next((e for e in endpoints if e[0] == heard), None) if heard else None
+            return await rpc.call_any(endpoints, self.keys(), request, timeout,
+                                      target=self.target(host), paths=self.paths, first=first)
 
 
 class MasterDuties:

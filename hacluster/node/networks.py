@@ -8,6 +8,11 @@ Rules:
 * Failing to listen on another network is a warning in the event log, not a
   reason to stop: the service is still reached on the networks it listens on,
   and callers route around the others.
+* A host is called first on the network its heartbeats last came in on
+  (:func:`heard_best`): the first network whose last heartbeat from it is
+  within :data:`HEARD_WITHIN` heartbeat intervals of the newest. With every
+  network up that is the first; with the first cut, the next one that still
+  carries its heartbeats. Nothing heard from it: no preference.
 """
 
 from __future__ import annotations
@@ -15,6 +20,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+HEARD_WITHIN = 1.5  # heartbeat intervals: a network this far behind the newest is not heard
+
+
+def heard_best(beats: Sequence[float | None], interval: float) -> int | None:
+    """The network to call a host on first, from when its last heartbeat arrived on
+    each (see the rules)."""
+    heard = [beat for beat in beats if beat is not None]
+    if not heard:
+        return None
+    newest = max(heard)
+    return next(network for network, beat in enumerate(beats)
+                if beat is not None and newest - beat <= HEARD_WITHIN * interval)
 
 
 async def serve_on_other_networks(hosts: Sequence[str], first: str,

@@ -64,7 +64,7 @@ from hacluster.node.evidence import EvidenceBook
 from hacluster.node.heartbeat_sr import describe, prepare
 from hacluster.node.margins import margins
 from hacluster.node.master import Agents, Guests, MasterDuties, start_request
-from hacluster.node.networks import serve_on_other_networks
+from hacluster.node.networks import heard_best, serve_on_other_networks
 from hacluster.node.roster import Roster
 from hacluster.node.sr_thread import Storage
 from hacluster.node.status import SharedStatus
@@ -118,6 +118,7 @@ class NodeHandle(Protocol):
 
     def now(self) -> float: ...
     def live_hosts(self) -> frozenset[str] | None: ...
+    def last_beats(self, index: int) -> list[float | None]: ...  # per network
     async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]: ...
     async def arm(self, generation: int, timeout: float | None, armed: bool,
                   start: dict[str, dict[str, Any]]) -> None: ...
@@ -147,7 +148,8 @@ class Plane:
         self.service = Service(self)
         assert node.config.vm_dir is not None
         self.guests = Guests(node.config.vm_dir, node.config.guest_lock)
-        self.agents = Agents(self._agent_addresses(node.roster), lambda: self.node.keys)
+        self.agents = Agents(self._agent_addresses(node.roster), lambda: self.node.keys,
+                             self._heard_on)
         self._opening: asyncio.Task[Database] | None = None
         self._push: asyncio.Task[None] | None = None
         self._rebalance: asyncio.Task[None] | None = None
@@ -716,6 +718,15 @@ class Plane:
         return {roster.uuids[i]: [(host, self.config.agent_port)
                                   for host in roster.service_hosts(i)]
                 for i in sorted(roster.addresses)}
+
+    def _heard_on(self, host_uuid: str) -> str:
+        """The address of ``host_uuid`` on the network its heartbeats come in on now
+        (:func:`~hacluster.node.networks.heard_best`), else ""."""
+        index = self._index_of(host_uuid)
+        addresses = self.node.roster.addresses.get(index, ()) if index is not None else ()
+        network = heard_best(self.node.last_beats(index), self.node.timing.t1) \
+            if index is not None and len(addresses) > 1 else None
+        return addresses[network].host if network is not None else ""
 
     def members_changed(self, roster: Roster) -> None:
         """A join or an eject: reach the new hosts' agents, forget the departed."""

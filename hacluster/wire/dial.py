@@ -14,7 +14,8 @@ Rules:
 * A :class:`PathMemory` puts first the endpoint of a host that opened last
   (keyed by the host's endpoints), so a cut network costs its ``delay`` once,
   not at every call; the order is otherwise kept, and a path that fails
-  costs the same delay the other way.
+  costs the same delay the other way. A caller that knows better (where the
+  host's heartbeats come in now) names the endpoint to try first instead.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ class PathMemory:
     def __init__(self) -> None:
         self._last: dict[tuple[object, ...], object] = {}
 
-    def order(self, endpoints: Sequence[E]) -> list[E]:
-        """``endpoints``, the one that opened last first."""
-        last = self._last.get(tuple(endpoints))
-        return sorted(endpoints, key=lambda endpoint: endpoint != last)
+    def order(self, endpoints: Sequence[E], first: E | None = None) -> list[E]:
+        """``endpoints``, ``first`` first if given, else the one that opened last."""
+        lead = first if first is not None else self._last.get(tuple(endpoints))
+        return sorted(endpoints, key=lambda endpoint: endpoint != lead)
 
     def opened(self, endpoints: Sequence[E], endpoint: E) -> None:
         self._last[tuple(endpoints)] = endpoint

@@ -240,16 +240,16 @@ async def call(host: str, port: int, keys: Keys, request: dict[str, Any],
 
 
 async def call_any(endpoints: Sequence[tuple[str, int]], keys: Keys, request: dict[str, Any],
-                   timeout: float, *, target: bytes,
-                   paths: PathMemory | None = None) -> dict[str, Any]:
+                   timeout: float, *, target: bytes, paths: PathMemory | None = None,
+                   first: tuple[str, int] | None = None) -> dict[str, Any]:
     """:func:`call` over the first of ``endpoints`` (one host's addresses, one per
     network) to answer: each is tried :data:`NEXT_PATH_DELAY` after the one before
     or as soon as it fails, and the request goes over the first connection whose
-    challenge arrives, never over two. With ``paths``, the address that answered
-    last is tried first."""
+    challenge arrives, never over two. With ``paths``, ``first`` is tried first if
+    given, else the address that answered last."""
     ring = as_ring(keys)
     where = " or ".join(f"{host}:{port}" for host, port in endpoints)
-    tried = paths.order(endpoints) if paths is not None else list(endpoints)
+    tried = paths.order(endpoints, first) if paths is not None else list(endpoints)
     try:
         async with asyncio.timeout(timeout):
             chosen, (reader, writer, challenge) = await first_open(

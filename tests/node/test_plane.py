@@ -66,6 +66,7 @@ class FakeNode:
         self.timing = config.timing
         self.shared_status = SharedStatus(self._status, lambda: 0.0, ttl=0.0)
         self.live: frozenset[str] | None = None  # HA off
+        self.beats: dict[int, list[float | None]] = {}  # when each host was last heard
         self.asked: list[tuple[Any, ...]] = []  # what the plane asked of its node
         self.plane: Plane | None = None
 
@@ -78,6 +79,9 @@ class FakeNode:
 
     def live_hosts(self) -> frozenset[str] | None:
         return self.live
+
+    def last_beats(self, index: int) -> list[float | None]:
+        return self.beats.get(index, [None] * len(self.config.addresses))
 
     async def agent_request(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.plane is not None
