@@ -332,12 +332,9 @@ async def exchange(endpoints: Sequence[tuple[str, int]], context: ssl.SSLContext
 
     try:
         async with asyncio.timeout(timeout):
-            tried = paths.order(endpoints) if paths is not None else list(endpoints)
-            chosen, (reader, writer) = await first_open(tried, connect, _close,
-                                                        NEXT_ENDPOINT_DELAY)
-            if paths is not None:
-                paths.opened(endpoints, tried[chosen])
-            where = "{}:{}".format(*tried[chosen])
+            chosen, (reader, writer) = await first_open(endpoints, connect, _close,
+                                                        NEXT_ENDPOINT_DELAY, paths=paths)
+            where = "{}:{}".format(*endpoints[chosen])
             try:
                 writer.write(hello)
                 await writer.drain()

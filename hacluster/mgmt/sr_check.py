@@ -42,12 +42,17 @@ class SRControl(Protocol):
     async def prepare_sr(self, sr: str, generation: int) -> None: ...
 
 
-def _unfit(found: dict[str, Any] | str) -> str | None:
-    """Why one host cannot use the SR as it found it, or None."""
+def _not_looked(found: dict[str, Any] | str) -> str | None:
+    """Why a host could not look at the SR (no answer, or its own error), or None."""
     if isinstance(found, str):
         return found
-    if "error" in found:
-        return str(found["error"])
+    return str(found["error"]) if "error" in found else None
+
+
+def _unfit(found: dict[str, Any] | str) -> str | None:
+    """Why one host cannot use the SR as it found it, or None."""
+    if (why := _not_looked(found)) is not None or isinstance(found, str):
+        return why
     size = int(found["size"])
     if size < MIN_SIZE:
         return (f"{found['path']} holds {size} bytes; a heartbeat SR needs at least "
@@ -92,8 +97,8 @@ async def check_sr(control: SRControl, sr: str, hosts: list[str], names: Mapping
 
 
 def _not_shared(found: dict[str, Any] | str, generation: int) -> str | None:
-    if isinstance(found, str) or "error" in found:
-        return found if isinstance(found, str) else str(found["error"])
+    if (why := _not_looked(found)) is not None or isinstance(found, str):
+        return why
     if found.get("generation") != generation:
         seen = found.get("holds") or (f"generation {found.get('generation')}"
                                       if "generation" in found else "nothing of this pool")

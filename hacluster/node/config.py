@@ -403,10 +403,11 @@ def _member(table: dict[str, Any], path: str | Path) -> NodeConfig:
     key_file = _path(table, "key_file", base, where)
     ring = load_ring(key_file)
     mgmt = _management(table, base, where) if pool is not None else None
+    sr = _path(table, "sr", base, where)
     return NodeConfig(
         index=index,
         hosts=hosts,
-        sr=_path(table, "sr", base, where),
+        sr=sr,
         key=ring.current,
         timing=timing,
         mode=Mode(mode_name),
@@ -426,12 +427,14 @@ def _member(table: dict[str, Any], path: str | Path) -> NodeConfig:
         uuid=uuid,
         name=name,
         watchdog_device=_watchdog_device(table, base, where),
-        heartbeat_srs=_heartbeat_srs(table, base, where),
+        heartbeat_srs=_heartbeat_srs(table, base, where, sr),
     )
 
 
-def _heartbeat_srs(table: dict[str, Any], base: Path, where: str) -> tuple[tuple[str, Path], ...]:
-    """``heartbeat_srs``: SR uuid -> path, every uuid printable and not the default's."""
+def _heartbeat_srs(table: dict[str, Any], base: Path, where: str,
+                   sr: Path) -> tuple[tuple[str, Path], ...]:
+    """``heartbeat_srs``: SR uuid -> path, every uuid printable and not the default's,
+    no two at one path (``sr`` is the default's)."""
     srs = checked(table.get("heartbeat_srs", {}), dict, f"{where}: field 'heartbeat_srs'",
                   ConfigError)
     if len(srs) > MAX_HEARTBEAT_SRS:
@@ -446,7 +449,7 @@ def _heartbeat_srs(table: dict[str, Any], base: Path, where: str) -> tuple[tuple
             raise ConfigError(f"{where}: heartbeat_srs: {uuid!r} is the SR 'sr' names; "
                               "map only the others here")
         mapped.append((uuid, _path(srs, uuid, base, f"{where}: heartbeat_srs")))
-    paths = [str(path) for _, path in mapped] + [str(base / str(table.get("sr", "")))]
+    paths = [path for _, path in mapped] + [sr]
     if len(set(paths)) != len(paths):
         raise ConfigError(f"{where}: heartbeat_srs: two SRs at one path; each SR is a "
                           "volume of its own")

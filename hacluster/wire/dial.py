@@ -11,11 +11,12 @@ Rules:
   ever *sent* over more than one path.
 * If every attempt fails, the first endpoint's error is raised (the one the
   operator expects to work).
-* A :class:`PathMemory` puts first the endpoint of a host that opened last
-  (keyed by the host's endpoints), so a cut network costs its ``delay`` once,
-  not at every call; the order is otherwise kept, and a path that fails
-  costs the same delay the other way. A caller that knows better (where the
-  host's heartbeats come in now) names the endpoint to try first instead.
+* Given a :class:`PathMemory`, the endpoint of a host that opened last
+  (keyed by the host's endpoints) is tried first and the winner remembered,
+  so a cut network costs its ``delay`` once, not at every call; the order is
+  otherwise kept, and a path that fails costs the same delay the other way.
+  A caller that knows better (where the host's heartbeats come in now) names
+  the endpoint to try ``first`` instead.
 """
 
 from __future__ import annotations
@@ -44,8 +45,22 @@ class PathMemory:
 
 
 async def first_open(endpoints: Sequence[E], open_one: Callable[[E], Awaitable[T]],
-                     close: Callable[[T], Awaitable[None]], delay: float) -> tuple[int, T]:
-    """The index of the first of ``endpoints`` to open, and what ``open_one`` made of it."""
+                     close: Callable[[T], Awaitable[None]], delay: float, *,
+                     paths: PathMemory | None = None,
+                     first: E | None = None) -> tuple[int, T]:
+    """The index in ``endpoints`` of the first to open, and what ``open_one`` made of it
+    (with ``paths``: tried in its order, the winner remembered; see the rules)."""
+    if paths is None:
+        return await _race(endpoints, open_one, close, delay)
+    tried = paths.order(endpoints, first)
+    index, opened = await _race(tried, open_one, close, delay)
+    paths.opened(endpoints, tried[index])
+    return list(endpoints).index(tried[index]), opened
+
+
+async def _race(endpoints: Sequence[E], open_one: Callable[[E], Awaitable[T]],
+                close: Callable[[T], Awaitable[None]], delay: float) -> tuple[int, T]:
+    """:func:`first_open` in the given order."""
     if not endpoints:
         raise OSError("no address to reach")
     waiting = list(enumerate(endpoints))

@@ -249,13 +249,11 @@ async def call_any(endpoints: Sequence[tuple[str, int]], keys: Keys, request: di
     given, else the address that answered last."""
     ring = as_ring(keys)
     where = " or ".join(f"{host}:{port}" for host, port in endpoints)
-    tried = paths.order(endpoints, first) if paths is not None else list(endpoints)
     try:
         async with asyncio.timeout(timeout):
-            chosen, (reader, writer, challenge) = await first_open(
-                tried, lambda endpoint: _open(*endpoint), _close, NEXT_PATH_DELAY)
-            if paths is not None:
-                paths.opened(endpoints, tried[chosen])
+            _, (reader, writer, challenge) = await first_open(
+                endpoints, lambda endpoint: _open(*endpoint), _close, NEXT_PATH_DELAY,
+                paths=paths, first=first)
             peer = writer.get_extra_info("peername")
             where = f"{peer[0]}:{peer[1]}" if peer else where
             try:
