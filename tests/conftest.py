@@ -8,6 +8,7 @@ here, with the reason, without them), ``docker`` for the Docker engine.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import itertools
 import os
@@ -67,6 +68,25 @@ def armed_core(config: CoreConfig, me: int = 0, now: float = 100.0) -> HostCore:
 LAB_PORTS = (10_000, 32_000)
 LAB_PORT_SPAN = 3_200  # one lab: its base port up to the HTTP offset plus its hosts
 _labs = itertools.count()
+
+
+class BlackHole:
+    """A TCP listener that accepts every connection, counts it and never answers: a
+    network that swallows what it gets."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def listen(self, host: str) -> asyncio.Server:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            await asyncio.sleep(30)
+
+        return await asyncio.start_server(swallow, host, 0)
+
+    @staticmethod
+    def port(server: asyncio.Server) -> int:
+        return int(server.sockets[0].getsockname()[1])
 
 
 def lab_base_port() -> int:

@@ -38,6 +38,7 @@ from hacluster.wire.listener import ConnectionGate, Listener, ListenerLimits
 from hacluster.wire.rpc import CHALLENGE, LENGTH, REQUEST, FrameError, RpcError, RpcStats
 from hacluster.wire.unpack import MAX_DEPTH, nests_within
 
+from .conftest import BlackHole
 from .mgmt.test_hactl import FakeHost
 from .mgmt.test_tls import Pool, make_pool
 
@@ -478,20 +479,13 @@ async def test_seeded_fuzz_never_makes_a_listener_raise(pool: Pool) -> None:
 async def test_a_call_remembers_the_network_that_took_it(pool: Pool) -> None:
     """A first endpoint that takes TCP and never finishes TLS (a network swallowing
     packets) is tried once: with a path memory the next calls go to the working one."""
-    tried = 0
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal tried
-        tried += 1
-        await asyncio.sleep(30)
-
-    paths = PathMemory()
-    silent = await asyncio.start_server(swallow, LOOPBACK, 0)
+    hole, paths = BlackHole(), PathMemory()
+    silent = await hole.listen(LOOPBACK)
     async with silent, api_listener(pool) as listening:
-        endpoints = [(LOOPBACK, int(silent.sockets[0].getsockname()[1])), listening.endpoint]
+        endpoints = [(LOOPBACK, BlackHole.port(silent)), listening.endpoint]
         for _ in range(4):
             answers = [a async for a in api.exchange(endpoints, client_context(pool.ca.cert),
                                                      SECRET, Call("status"), paths=paths)]
             assert answers[-1]["ok"] is True
             await asyncio.sleep(0)
-    assert tried == 1 and paths.order(endpoints)[0] == listening.endpoint
+    assert hole.accepted == 1 and paths.order(endpoints)[0] == listening.endpoint

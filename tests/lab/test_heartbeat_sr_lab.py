@@ -25,7 +25,7 @@ from hacluster.storage.volume import create_sr_file
 from hacluster.vm.records import double_runs
 
 from ..conftest import lab_base_port, wait_for
-from .test_mgmt_lab import hactl, master, ok
+from .test_mgmt_lab import armed_pool, hactl, master, ok
 
 T = 3.0
 PROTECTED = ("vm-dhcp", "vm-sql", "vm-web1", "vm-web2")
@@ -119,13 +119,8 @@ def test_a_pool_moves_to_a_shared_sr_fails_over_there_and_moves_back(lab: LocalL
 
 @pytest.fixture
 def armed_lab(tmp_path: Path) -> Iterator[LocalLab]:
-    pool = LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=lab_base_port())
-    try:
-        wait_for(lambda: master(pool) is not None, 15 * T, "a master")
+    with armed_pool(tmp_path) as pool:
         yield pool
-    finally:
-        pool.down()
 
 
 def test_a_pool_whose_sr_is_lost_for_good_is_moved_to_another(armed_lab: LocalLab) -> None:

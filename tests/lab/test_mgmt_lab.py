@@ -9,6 +9,7 @@ a stream of writes under master kills loses nothing acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import ssl
@@ -61,6 +62,18 @@ def ok(lab: LocalLab, *words: str) -> str:
 
 def master(lab: LocalLab) -> int | None:
     return next((r["host"] for r in lab.status() if r.get("master")), None)
+
+
+@contextlib.contextmanager
+def armed_pool(tmp_path: Path) -> Iterator[LocalLab]:
+    """Three local hosts started armed, once one of them is master; down afterwards."""
+    pool = LocalLab(tmp_path / "lab")
+    pool.up(3, T, base_port=lab_base_port())
+    try:
+        wait_for(lambda: master(pool) is not None, 15 * T, "a master")
+        yield pool
+    finally:
+        pool.down()
 
 
 def settings(lab: LocalLab) -> dict[str, str]:

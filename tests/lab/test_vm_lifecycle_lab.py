@@ -25,7 +25,7 @@ from hacluster.model import poolfile
 from hacluster.vm.records import double_runs
 
 from ..conftest import lab_base_port, wait_for
-from .test_mgmt_lab import hactl, master, ok
+from .test_mgmt_lab import armed_pool, hactl, master, ok
 
 T = 3.0
 pytestmark = pytest.mark.slow  # real pools of node daemons
@@ -33,13 +33,8 @@ pytestmark = pytest.mark.slow  # real pools of node daemons
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LocalLab]:
-    pool = LocalLab(tmp_path / "lab")
-    pool.up(3, T, base_port=lab_base_port())
-    try:
-        wait_for(lambda: master(pool) is not None, 15 * T, "a master")
+    with armed_pool(tmp_path) as pool:
         yield pool
-    finally:
-        pool.down()
 
 
 def param(lab: LocalLab, vm: str, name: str) -> str:

@@ -16,6 +16,8 @@ from hacluster.wire.codec import new_pool_key
 from hacluster.wire.keys import KeyRing
 from hacluster.wire.rpc import RpcStats
 
+from ..conftest import BlackHole
+
 KEY = new_pool_key()
 CUT, UP = "127.0.0.1", "127.0.0.2"  # network 0 swallows everything, network 1 works
 
@@ -37,17 +39,11 @@ async def echo(request: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_the_first_call_goes_where_the_heartbeats_come_in() -> None:
-    tried = 0
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal tried
-        tried += 1
-        await asyncio.sleep(30)
-
-    cut = await asyncio.start_server(swallow, CUT, 0)
+    hole = BlackHole()
+    cut = await hole.listen(CUT)
     up = await rpc.serve(UP, 0, lambda: KeyRing(KEY), echo, RpcStats(),
                          target=rpc.target("host-b"))
-    endpoints = [(CUT, int(cut.sockets[0].getsockname()[1])),
+    endpoints = [(CUT, BlackHole.port(cut)),
                  (UP, int(up.sockets[0].getsockname()[1]))]
 
     def agents(heard_on: Callable[[str], str]) -> Agents:
@@ -56,9 +52,9 @@ async def test_the_first_call_goes_where_the_heartbeats_come_in() -> None:
     async with cut, up:
         heard = agents(lambda host: UP)  # its beats come in on network 1 only
         assert (await heard.call("host-b", {"op": "x"}, 5))["ok"]
-        assert tried == 0, "the first call still tried the silent network"
+        assert hole.accepted == 0, "the first call still tried the silent network"
         unheard = agents(lambda host: "")  # nothing heard: in order, then remembered
         for _ in range(3):
             assert (await unheard.call("host-b", {"op": "x"}, 5))["ok"]
             await asyncio.sleep(0)
-        assert tried == 1
+        assert hole.accepted == 1

@@ -32,6 +32,8 @@ from hacluster.wire.rpc import (
     serve,
 )
 
+from ..conftest import BlackHole
+
 KEY = new_pool_key()
 HOST = "127.0.0.1"
 TARGET = rpc.target("host-a")
@@ -179,11 +181,8 @@ async def test_a_silent_client_is_dropped_at_the_deadline(running: Running) -> N
 
 
 async def test_client_timeout_against_a_server_that_never_answers() -> None:
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
-
-    server = await asyncio.start_server(mute, HOST, 0)
-    port = server.sockets[0].getsockname()[1]
+    server = await BlackHole().listen(HOST)
+    port = BlackHole.port(server)
     took = time.monotonic()
     with pytest.raises(RpcError, match=r"no answer within 0\.3 s"):
         await call(HOST, port, KEY, {"op": "list"}, timeout=0.3, target=TARGET)
@@ -237,14 +236,6 @@ async def test_connection_refused_and_unsendable_requests(running: Running) -> N
 
 
 # ------------------------------------------------------------ several networks
-async def mute_server() -> asyncio.Server:
-    """Accepts and never sends a challenge: a network that swallows what it gets."""
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
-
-    return await asyncio.start_server(mute, HOST, 0)
-
-
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -261,7 +252,7 @@ async def test_a_call_goes_over_the_next_network_when_the_first_refuses(
 
 
 async def test_a_call_goes_around_a_network_that_swallows_packets(running: Running) -> None:
-    mute = await mute_server()
+    mute = await BlackHole().listen(HOST)
     async with mute:
         took = time.monotonic()
         answer = await call_any([(HOST, mute.sockets[0].getsockname()[1]),
@@ -276,28 +267,22 @@ async def test_a_path_memory_goes_straight_to_the_network_that_answered_last(
         running: Running) -> None:
     """The mute network is tried once; the next calls go to the working one first, and
     after it fails too the calls go back to trying the first."""
-    tried = 0
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal tried
-        tried += 1
-        await asyncio.sleep(30)
-
-    silent = await asyncio.start_server(mute, HOST, 0)
+    hole = BlackHole()
+    silent = await hole.listen(HOST)
     paths = PathMemory()
     async with silent:
-        endpoints = [(HOST, silent.sockets[0].getsockname()[1]), (HOST, running.port)]
+        endpoints = [(HOST, BlackHole.port(silent)), (HOST, running.port)]
         for n in range(5):
             answer = await call_any(endpoints, KEY, {"op": "x", "n": n}, 5, target=TARGET,
                                     paths=paths)
             assert answer["ok"]
             await asyncio.sleep(0)  # a connection to the mute server would be accepted now
-        assert tried == 1, "the mute network was tried again"
+        assert hole.accepted == 1, "the mute network was tried again"
         assert paths.order(endpoints) == endpoints[::-1]
         running.server.close()  # now the remembered path refuses: the other is tried
         with pytest.raises(RpcError):
             await call_any(endpoints, KEY, {"op": "x"}, 1, target=TARGET, paths=paths)
-        assert tried == 2
+        assert hole.accepted == 2
     assert [r["n"] for r in running.handler.seen] == list(range(5))
     assert PathMemory().order(endpoints) == endpoints  # nothing remembered: in order
 
@@ -314,7 +299,7 @@ async def test_a_request_is_sent_over_one_network_only(running: Running) -> None
 
 
 async def test_every_network_failing_is_one_error_naming_them() -> None:
-    mute = await mute_server()
+    mute = await BlackHole().listen(HOST)
     async with mute:
         with pytest.raises(RpcError, match=r"no answer within 0\.6 s"):
             await call_any([(HOST, mute.sockets[0].getsockname()[1]), (HOST, closed_port())],
